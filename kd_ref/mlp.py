@@ -1,0 +1,389 @@
+"""Feed-forward networks with hand-written backprop and R{backprop} (Appendix B).
+
+Notation (rows of a batch are examples, so the thesis's W x becomes x W^T):
+
+    x_0 = input                                                  shape (N, D_0)
+    a_l = x_{l-1} W_l^T + b_l                      (B.2, B.6)    shape (N, D_l)
+    x_l = f_l(a_l)                                 (B.3, B.7)
+    y   = x_L,  E = E(y) summed over rows          (B.5)
+
+W_l has shape (D_l, D_{l-1}) and b_l shape (D_l,). All weights and biases live in
+one flat vector ``params`` in the order W_1, b_1, W_2, b_2, ...; the per-layer
+arrays ``W[l]`` and ``b[l]`` (0-based lists) are views into it.
+
+Costs, in units of one layer's matrix product over the batch: forward 1,
+backprop 2 (B.9 and B.10; 1 when only the input gradient is wanted),
+R{backprop} 4 to 7 depending on which parts of the direction are non-zero.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import nonlinearities as nl
+from ._validation import as_float_array, check_generator, check_positive_int
+
+
+@dataclass
+class Cache:
+    """Forward quantities kept for backprop: ``x[l]`` (l = 0..L) and ``a[l-1]`` = a_l (l = 1..L)."""
+
+    x: list
+    a: list
+
+    @property
+    def y(self):
+        """The network output x_L, shape (N, D_L)."""
+        return self.x[-1]
+
+
+@dataclass
+class RCache:
+    """R-forward quantities (B.12-B.14): ``R_x[l]`` (None when zero) and ``R_a[l-1]`` = R{a_l}.
+
+    ``has_v_params`` records whether the direction had a parameter part.
+    """
+
+    R_x: list
+    R_a: list
+    V: list
+    v_b: list
+    has_v_params: bool
+
+    @property
+    def R_y(self):
+        return self.R_x[-1]
+
+
+class MLP:
+    """A feed-forward network: ``sizes = [D_0, ..., D_L]`` and one nonlinearity per layer.
+
+    Parameters
+    ----------
+    sizes : sequence of int, length L + 1
+        Widths of the input, hidden and output layers.
+    nonlinearities : sequence of str, length L
+        Names from ``kd_ref.nonlinearities.NONLINEARITIES``: linear, relu, logistic,
+        probit, softmax, log_softmax.
+    rng : numpy.random.Generator
+        Draws the initial weights, N(0, s^2 / D_{l-1}) with s = sqrt(2) before a ReLU
+        and 1 otherwise; biases start at zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = MLP([3, 4, 2], ["relu", "log_softmax"], np.random.default_rng(0))
+    >>> net.forward(np.ones((5, 3))).y.shape
+    (5, 2)
+    """
+
+    def __init__(self, sizes, nonlinearities, rng):
+        sizes = [check_positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        if len(sizes) < 2:
+            raise ValueError(f"sizes: expected at least 2 widths (input and output), received {sizes}")
+        nonlinearities = list(nonlinearities)
+        if len(nonlinearities) != len(sizes) - 1:
+            raise ValueError(f"nonlinearities: expected {len(sizes) - 1} names (one per layer), "
+                             f"received {len(nonlinearities)}")
+        self.f = [nl.get(name) for name in nonlinearities]
+        check_generator(rng)
+        self.sizes = sizes
+        self.params = np.zeros(self.n_params)
+        self.W, self.b = self._views(self.params)
+        for W, f in zip(self.W, self.f):
+            gain = np.sqrt(2.0) if f.name == "relu" else 1.0
+            W[...] = rng.normal(0.0, gain / np.sqrt(W.shape[1]), size=W.shape)
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def nonlinearities(self):
+        return [f.name for f in self.f]
+
+    @property
+    def n_layers(self):
+        return len(self.sizes) - 1
+
+    @property
+    def n_params(self):
+        return sum(o * i + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
+
+    def _views(self, flat):
+        """Per-layer (W, b) views into a flat vector laid out like ``params``."""
+        Ws, bs, k = [], [], 0
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            Ws.append(flat[k:k + n_out * n_in].reshape(n_out, n_in))
+            k += n_out * n_in
+            bs.append(flat[k:k + n_out])
+            k += n_out
+        return Ws, bs
+
+    def param_slice(self, name):
+        """Slice of ``params`` holding ``W<l>`` or ``b<l>`` (layers numbered from 1)."""
+        k = 0
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
+            if name == f"W{l}":
+                return slice(k, k + n_out * n_in)
+            k += n_out * n_in
+            if name == f"b{l}":
+                return slice(k, k + n_out)
+            k += n_out
+        names = [f"{p}{l}" for l in range(1, self.n_layers + 1) for p in "Wb"]
+        raise ValueError(f"name: expected one of {names}, received {name!r}")
+
+    def named_params(self):
+        """Dictionary {'W1': W_1, 'b1': b_1, ...} of views into ``params``."""
+        out = {}
+        for l, (W, b) in enumerate(zip(self.W, self.b), start=1):
+            out[f"W{l}"], out[f"b{l}"] = W, b
+        return out
+
+    def set_params(self, flat):
+        """Copy a flat vector of length ``n_params`` into ``params`` (views stay valid)."""
+        flat = as_float_array(flat, "params", shape=(self.n_params,))
+        self.params[...] = flat
+
+    def _direction(self, v, name):
+        if v is None:
+            return None
+        return as_float_array(v, name, shape=(self.n_params,))
+
+    def _input(self, x, name="x"):
+        return as_float_array(x, name, shape=(None, self.sizes[0]))
+
+    # --------------------------------------------------------------- forward
+    def forward(self, x):
+        """Forward pass (B.2-B.7) keeping every a_l and x_l.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, D_0)
+
+        Returns
+        -------
+        Cache
+            ``cache.y`` is the output, shape (N, D_L).
+        """
+        xs, As = [self._input(x)], []
+        for W, b, f in zip(self.W, self.b, self.f):
+            a = xs[-1] @ W.T + b
+            As.append(a)
+            xs.append(f.forward(a))
+        return Cache(xs, As)
+
+    def predict(self, x):
+        """The output y for a batch x of shape (N, D_0)."""
+        return self.forward(x).y
+
+    # -------------------------------------------------------------- backprop
+    def backprop(self, cache, d_y, param_grads=True):
+        """Backward pass (B.8-B.11) for an output-function seed d_y = dE/dy.
+
+        Parameters
+        ----------
+        cache : Cache
+            From ``forward``.
+        d_y : ndarray of shape (N, D_L)
+        param_grads : bool
+            When False the weight gradients (B.9, the costly products) are skipped
+            and ``d_params`` is None.
+
+        Returns
+        -------
+        d_params : ndarray of shape (n_params,) or None
+            dE/dtheta for E summed over the batch, laid out like ``params``.
+        d_x : ndarray of shape (N, D_0)
+            dE/dx for every row.
+        """
+        d_x = as_float_array(d_y, "d_y", shape=cache.y.shape)
+        d_params = np.zeros(self.n_params) if param_grads else None
+        dW, db = self._views(d_params) if param_grads else (None, None)
+        for l in reversed(range(self.n_layers)):
+            d_a = self.f[l].backward(cache.a[l], cache.x[l + 1], d_x)  # B.11
+            if param_grads:
+                np.matmul(d_a.T, cache.x[l], out=dW[l])                 # B.9
+                db[l][...] = d_a.sum(axis=0)
+            d_x = d_a @ self.W[l]                                      # B.10
+        return d_params, d_x
+
+    def gradient(self, x, output, param_grads=True):
+        """Value and gradient of an output function at x.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, D_0)
+        output : OutputFunction
+            E.g. ``kd_ref.outputs.DotProduct(t)``.
+
+        Returns
+        -------
+        value : float
+            E summed over the batch.
+        d_params : ndarray of shape (n_params,) or None
+        d_x : ndarray of shape (N, D_0)
+        """
+        cache = self.forward(x)
+        d_params, d_x = self.backprop(cache, output.grad(cache.y), param_grads)
+        return output.value(cache.y), d_params, d_x
+
+    def jacobian(self, x, outputs=None, log=False):
+        """Rows of the input Jacobian, dy_i/dx (or d log y_i/dx), by one backprop per output i.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, D_0)
+        outputs : sequence of int, optional
+            Output indices i (default: all D_L of them).
+        log : bool
+            Differentiate log y_i instead of y_i (the seed becomes e_i / y_i). For a
+            log-softmax output layer, y already is a log-probability: use log=False.
+
+        Returns
+        -------
+        ndarray of shape (N, len(outputs), D_0)
+        """
+        cache = self.forward(x)
+        outputs = range(self.sizes[-1]) if outputs is None else list(outputs)
+        for i in outputs:
+            if not 0 <= i < self.sizes[-1]:
+                raise ValueError(f"outputs: expected indices in 0..{self.sizes[-1] - 1}, received {i}")
+        if log and np.any(cache.y <= 0):
+            raise ValueError("log: expected positive outputs to take d log y/dx, received outputs <= 0 "
+                             f"(last nonlinearity is {self.f[-1].name})")
+        rows = []
+        for i in outputs:
+            seed = np.zeros_like(cache.y)
+            seed[:, i] = 1.0 / cache.y[:, i] if log else 1.0
+            rows.append(self.backprop(cache, seed, param_grads=False)[1])
+        return np.stack(rows, axis=1)
+
+    # ------------------------------------------------------------ R{backprop}
+    def r_forward(self, cache, v_params=None, v_x=None):
+        """Forward phase of R{backprop} (B.12-B.14) along v = (v_params, v_x).
+
+        A zero part may be passed as None; then the reduced form (B.19-B.21) runs and
+        the products with it are skipped.
+
+        Parameters
+        ----------
+        cache : Cache
+        v_params : ndarray of shape (n_params,), optional
+        v_x : ndarray of shape (N, D_0), optional
+
+        Returns
+        -------
+        RCache
+        """
+        v_params = self._direction(v_params, "v_params")
+        R_x = None if v_x is None else as_float_array(v_x, "v_x", shape=cache.x[0].shape)
+        V, v_b = self._views(v_params) if v_params is not None else (None, None)
+        R_xs, R_as = [R_x], []
+        for l in range(self.n_layers):
+            R_a = np.zeros_like(cache.a[l]) if R_x is None else R_x @ self.W[l].T  # B.13: W R{x}
+            if v_params is not None:
+                R_a += cache.x[l] @ V[l].T + v_b[l]                                # B.13: V x + v_b
+            R_as.append(R_a)
+            R_x = self.f[l].r_forward(cache.a[l], cache.x[l + 1], R_a)            # B.14
+            R_xs.append(R_x)
+        return RCache(R_xs, R_as, V, v_b, v_params is not None)
+
+    def r_backprop(self, cache, rcache, d_y, R_d_y, param_grads=True):
+        """Backward phase of R{backprop} (B.15-B.18).
+
+        Parameters
+        ----------
+        cache : Cache
+        rcache : RCache
+            From ``r_forward``.
+        d_y : ndarray of shape (N, D_L)
+            dE/dy.
+        R_d_y : ndarray of shape (N, D_L)
+            R{dE/dy} = (d^2E/dy^2) R{y}; zero for an output function linear in y.
+        param_grads : bool
+            When False only the input part is returned (``R_d_params`` is None).
+
+        Returns
+        -------
+        R_d_params : ndarray of shape (n_params,) or None
+            Parameter part of H v.
+        R_d_x : ndarray of shape (N, D_0)
+            Input part of H v, per row.
+        """
+        d_x = as_float_array(d_y, "d_y", shape=cache.y.shape)
+        R_d_x = as_float_array(R_d_y, "R_d_y", shape=cache.y.shape)
+        R_d_params = np.zeros(self.n_params) if param_grads else None
+        R_dW, R_db = self._views(R_d_params) if param_grads else (None, None)
+        for l in reversed(range(self.n_layers)):
+            a, x_out, x_in = cache.a[l], cache.x[l + 1], cache.x[l]
+            d_a = self.f[l].backward(a, x_out, d_x)                                  # B.11
+            R_d_a = self.f[l].r_backward(a, x_out, d_x, rcache.R_a[l], R_d_x)        # B.18
+            if param_grads:
+                np.matmul(R_d_a.T, x_in, out=R_dW[l])                                # B.17
+                if rcache.R_x[l] is not None:
+                    R_dW[l] += d_a.T @ rcache.R_x[l]
+                R_db[l][...] = R_d_a.sum(axis=0)
+            R_d_x = R_d_a @ self.W[l]                                                # B.16
+            if rcache.has_v_params:
+                R_d_x += d_a @ rcache.V[l]
+            if l > 0:
+                d_x = d_a @ self.W[l]                                                # B.10
+        return R_d_params, R_d_x
+
+    def hvp(self, x, output, v_params=None, v_x=None, param_grads=True):
+        """Hessian-vector product of E over (params, x) along v = (v_params, v_x).
+
+        H is the joint Hessian of E (summed over the batch) with respect to the
+        parameters and every input row; None stands for a zero part of v, and the
+        reduced forms (B.19-B.21) are used then. Costs about two to three times
+        one ``gradient`` call.
+
+        Returns
+        -------
+        Hv_params : ndarray of shape (n_params,) or None
+        Hv_x : ndarray of shape (N, D_0)
+        """
+        if v_params is None and v_x is None:
+            raise ValueError("v_params, v_x: expected at least one non-zero part of the direction, received None for both")
+        cache = self.forward(x)
+        rcache = self.r_forward(cache, v_params, v_x)
+        return self.r_backprop(cache, rcache, output.grad(cache.y), output.r_grad(cache.y, rcache.R_y), param_grads)
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path):
+        """Write sizes, nonlinearity names and parameters to an ``.npz`` file (no pickle)."""
+        np.savez(path, kind=np.array("kd_ref.MLP"), sizes=np.array(self.sizes),
+                 nonlinearities=np.array(self.nonlinearities), params=self.params)
+
+    @staticmethod
+    def _read(path):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                saved = {k: f[k] for k in f.files}
+        except Exception as err:
+            raise ValueError(f"path: could not read {str(path)!r} as a saved kd_ref MLP ({err})") from None
+        missing = {"kind", "sizes", "nonlinearities", "params"} - set(saved)
+        if missing or str(saved["kind"]) != "kd_ref.MLP":
+            raise ValueError(f"path: expected a file written by MLP.save, {str(path)!r} lacks {sorted(missing) or 'the kind tag'}")
+        return saved
+
+    @classmethod
+    def load(cls, path):
+        """A new network from a file written by ``save``; parameters round-trip bit for bit."""
+        saved = cls._read(path)
+        net = cls(saved["sizes"].tolist(), saved["nonlinearities"].tolist(), np.random.default_rng(0))
+        net.set_params(saved["params"])
+        return net
+
+    def restore(self, path):
+        """Load parameters saved from a network of the same architecture into this one.
+
+        Raises ValueError, leaving this network unchanged, when the file is unreadable
+        or its architecture differs.
+        """
+        saved = self._read(path)
+        sizes, names = saved["sizes"].tolist(), saved["nonlinearities"].tolist()
+        if sizes != self.sizes or names != self.nonlinearities:
+            raise ValueError(f"path: expected a network {self.sizes} {self.nonlinearities}, "
+                             f"{str(path)!r} holds {sizes} {names}")
+        self.set_params(saved["params"])
+
+    def __repr__(self):
+        return f"MLP(sizes={self.sizes}, nonlinearities={self.nonlinearities})"
