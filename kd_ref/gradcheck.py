@@ -67,11 +67,12 @@ def relative_error(analytic, numeric, scale=1e-10):
     return diff / denom
 
 
-def _result(name, analytic, numeric):
+def _result(name, analytic, numeric, scale=None):
     a = np.asarray(analytic, dtype=np.float64)
     b = np.asarray(numeric, dtype=np.float64)
     abs_err = float(np.max(np.abs(a - b))) if a.size else 0.0
-    return CheckResult(name, a, b, abs_err, relative_error(a, b))
+    rel = relative_error(a, b) if scale is None else abs_err / max(scale, 1e-300)
+    return CheckResult(name, a, b, abs_err, rel)
 
 
 def directional_difference(f, x, v, step=DEFAULT_STEP):
@@ -146,8 +147,14 @@ def check_hvp(grad, hvp, x, v, step=DEFAULT_STEP, name="Hessian-vector product")
 
 
 def check_symmetry(hvp, x, u, v, name="symmetry u'Hv = v'Hu"):
-    """Compare u^T H v with v^T H u (both from ``hvp``); a symmetric Hessian makes them equal."""
+    """Compare u^T H v with v^T H u (both from ``hvp``); a symmetric Hessian makes them equal.
+
+    The two scalars can be tiny through cancellation, so the relative error is
+    measured against ||u|| ||Hv|| + ||v|| ||Hu||, the size of the terms summed.
+    """
     x = as_float_array(x, "x")
     u = as_float_array(u, "u", shape=x.shape)
     v = as_float_array(v, "v", shape=x.shape)
-    return _result(name, np.sum(u * hvp(x, v)), np.sum(v * hvp(x, u)))
+    Hv, Hu = np.asarray(hvp(x, v), float), np.asarray(hvp(x, u), float)
+    scale = float(np.linalg.norm(u) * np.linalg.norm(Hv) + np.linalg.norm(v) * np.linalg.norm(Hu))
+    return _result(name, np.sum(u * Hv), np.sum(v * Hu), scale)

@@ -1,0 +1,36 @@
+"""The finite-difference harness itself: it must pass true derivatives and catch wrong ones."""
+import numpy as np
+
+from kd_ref import gradcheck
+
+
+def f(x):
+    return np.sum(np.sin(x) * x**2)
+
+
+def grad(x):
+    return np.cos(x) * x**2 + 2 * x * np.sin(x)
+
+
+def hvp(x, v):
+    return (-np.sin(x) * x**2 + 4 * x * np.cos(x) + 2 * np.sin(x)) * v
+
+
+def test_true_derivatives_pass(rng):
+    x, v, u = rng.normal(size=(3, 6))
+    assert gradcheck.check_gradient(f, grad, x).rel_error < 1e-9
+    assert gradcheck.check_gradient(f, grad, x, directions=rng.normal(size=(4, 6))).rel_error < 1e-9
+    assert gradcheck.check_hvp(grad, hvp, x, v).rel_error < 1e-9
+    assert gradcheck.check_symmetry(hvp, x, u, v).rel_error < 1e-12
+
+
+def test_wrong_derivatives_fail(rng):
+    """The control: a gradient off by 1e-4 in one coordinate and a non-symmetric 'Hessian' are caught."""
+    x, v, u = rng.normal(size=(3, 6))
+    bad = lambda z: grad(z) + 1e-4 * (np.arange(6) == 2)
+    result = gradcheck.check_gradient(f, bad, x)
+    assert not result.passed(1e-6)
+    assert "analytic" in str(result) and "numeric" in str(result)
+    assert not gradcheck.check_hvp(grad, lambda z, w: 1.001 * hvp(z, w), x, v).passed(1e-5)
+    M = rng.normal(size=(6, 6))
+    assert not gradcheck.check_symmetry(lambda z, w: M @ w, x, u, v).passed(1e-6)
