@@ -88,7 +88,7 @@ class MLP:
         check_generator(rng)
         self.sizes = sizes
         self.params = np.zeros(self.n_params)
-        self.W, self.b = self._views(self.params)
+        self.W, self.b = self.layer_views(self.params)
         for W, f in zip(self.W, self.f):
             gain = np.sqrt(2.0) if f.name == "relu" else 1.0
             W[...] = rng.normal(0.0, gain / np.sqrt(W.shape[1]), size=W.shape)
@@ -106,8 +106,9 @@ class MLP:
     def n_params(self):
         return sum(o * i + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
 
-    def _views(self, flat):
-        """Per-layer (W, b) views into a flat vector laid out like ``params``."""
+    def layer_views(self, flat):
+        """Per-layer lists ``(Ws, bs)`` of views into any flat vector laid out like ``params``
+        (a gradient or a direction, say)."""
         Ws, bs, k = [], [], 0
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             Ws.append(flat[k:k + n_out * n_in].reshape(n_out, n_in))
@@ -164,7 +165,8 @@ class MLP:
         """
         xs, As = [self._input(x)], []
         for W, b, f in zip(self.W, self.b, self.f):
-            a = xs[-1] @ W.T + b
+            a = xs[-1] @ W.T
+            a += b
             As.append(a)
             xs.append(f.forward(a))
         return Cache(xs, As)
@@ -195,9 +197,9 @@ class MLP:
         """
         d_x = as_float_array(d_y, "d_y", shape=cache.y.shape)
         d_params = np.zeros(self.n_params) if param_grads else None
-        dW, db = self._views(d_params) if param_grads else (None, None)
+        dW, db = self.layer_views(d_params) if param_grads else (None, None)
         for l in reversed(range(self.n_layers)):
-            d_a = self.f[l].backward(cache.a[l], cache.x[l + 1], d_x)  # B.11
+            d_a = self.f[l].backward(cache.a[l], cache.x[l + 1], d_x)  # B.8 (B.11)
             if param_grads:
                 np.matmul(d_a.T, cache.x[l], out=dW[l])                 # B.9
                 db[l][...] = d_a.sum(axis=0)
@@ -274,14 +276,14 @@ class MLP:
         """
         v_params = self._direction(v_params, "v_params")
         R_x = None if v_x is None else as_float_array(v_x, "v_x", shape=cache.x[0].shape)
-        V, v_b = self._views(v_params) if v_params is not None else (None, None)
+        V, v_b = self.layer_views(v_params) if v_params is not None else (None, None)
         R_xs, R_as = [R_x], []
         for l in range(self.n_layers):
-            R_a = np.zeros_like(cache.a[l]) if R_x is None else R_x @ self.W[l].T  # B.13: W R{x}
+            R_a = np.zeros_like(cache.a[l]) if R_x is None else R_x @ self.W[l].T  # B.12: W R{x}
             if v_params is not None:
-                R_a += cache.x[l] @ V[l].T + v_b[l]                                # B.13: V x + v_b
+                R_a += cache.x[l] @ V[l].T + v_b[l]                                # B.12: V x + v_b
             R_as.append(R_a)
-            R_x = self.f[l].r_forward(cache.a[l], cache.x[l + 1], R_a)            # B.14
+            R_x = self.f[l].r_forward(cache.a[l], cache.x[l + 1], R_a)            # B.13 (B.14)
             R_xs.append(R_x)
         return RCache(R_xs, R_as, V, v_b, v_params is not None)
 
@@ -310,17 +312,17 @@ class MLP:
         d_x = as_float_array(d_y, "d_y", shape=cache.y.shape)
         R_d_x = as_float_array(R_d_y, "R_d_y", shape=cache.y.shape)
         R_d_params = np.zeros(self.n_params) if param_grads else None
-        R_dW, R_db = self._views(R_d_params) if param_grads else (None, None)
+        R_dW, R_db = self.layer_views(R_d_params) if param_grads else (None, None)
         for l in reversed(range(self.n_layers)):
             a, x_out, x_in = cache.a[l], cache.x[l + 1], cache.x[l]
-            d_a = self.f[l].backward(a, x_out, d_x)                                  # B.11
-            R_d_a = self.f[l].r_backward(a, x_out, d_x, rcache.R_a[l], R_d_x)        # B.18
+            d_a = self.f[l].backward(a, x_out, d_x)                                  # B.8 (B.11)
+            R_d_a = self.f[l].r_backward(a, x_out, d_x, rcache.R_a[l], R_d_x)        # B.15 (B.18)
             if param_grads:
-                np.matmul(R_d_a.T, x_in, out=R_dW[l])                                # B.17
+                np.matmul(R_d_a.T, x_in, out=R_dW[l])                                # B.16
                 if rcache.R_x[l] is not None:
                     R_dW[l] += d_a.T @ rcache.R_x[l]
                 R_db[l][...] = R_d_a.sum(axis=0)
-            R_d_x = R_d_a @ self.W[l]                                                # B.16
+            R_d_x = R_d_a @ self.W[l]                                                # B.17
             if rcache.has_v_params:
                 R_d_x += d_a @ rcache.V[l]
             if l > 0:

@@ -3,9 +3,9 @@
 For a layer x = f(a) (rows are examples) every nonlinearity provides
 
     forward(a)                          x = f(a)
-    backward(a, x, d_x)                 d_a   = J^T d_x                          (B.11)
-    r_forward(a, x, R_a)                R_x   = J R_a                            (B.14)
-    r_backward(a, x, d_x, R_a, R_d_x)   R_d_a = J^T R_d_x + R{J}^T d_x           (B.18)
+    backward(a, x, d_x)                 d_a   = J^T d_x                   (B.8, B.11)
+    r_forward(a, x, R_a)                R_x   = J R_a                    (B.13, B.14)
+    r_backward(a, x, d_x, R_a, R_d_x)   R_d_a = J^T R_d_x + R{J}^T d_x   (B.15, B.18)
 
 where J = dx/da. For the elementwise ones J = diag(f'(a)) and R{J} = diag(f''(a) R_a),
 so only f' and f'' are written out; softmax and log-softmax mix the units of a
@@ -37,7 +37,7 @@ class Elementwise:
 
 
 class Linear(Elementwise):
-    """f(a) = a; f' = 1, f'' = 0 (B.22-B.24)."""
+    """f(a) = a; f' = 1, f'' = 0 (B.23-B.24)."""
 
     name = "linear"
 
@@ -55,7 +55,7 @@ class Linear(Elementwise):
 
 
 class ReLU(Elementwise):
-    """f(a) = max(a, 0); f' = 1[a > 0], f'' = 0 (B.25-B.27)."""
+    """f(a) = max(a, 0); f' = 1[a > 0], f'' = 0 (B.25-B.26)."""
 
     name = "relu"
 
@@ -65,12 +65,19 @@ class ReLU(Elementwise):
     def d1(self, a, x):
         return (a > 0).astype(np.float64)
 
+    # multiplying by the boolean mask directly skips building a float copy of f'
+    def backward(self, a, x, d_x):
+        return d_x * (a > 0)
+
+    def r_forward(self, a, x, R_a):
+        return R_a * (a > 0)
+
     def r_backward(self, a, x, d_x, R_a, R_d_x):
-        return self.d1(a, x) * R_d_x  # f'' = 0 away from the kink
+        return R_d_x * (a > 0)  # f'' = 0 away from the kink
 
 
 class Logistic(Elementwise):
-    """f(a) = 1 / (1 + exp(-a)); f' = x(1 - x), f'' = x(1 - x)(1 - 2x) (B.28-B.30).
+    """f(a) = 1 / (1 + exp(-a)); f' = x(1 - x), f'' = x(1 - x)(1 - 2x) (B.27-B.29).
 
     The output is clipped to [tiny, 1 - eps/2] so that log x and log(1 - x) stay finite.
     """
@@ -91,7 +98,7 @@ class Logistic(Elementwise):
 
 
 class Probit(Elementwise):
-    """f(a) = Phi(a), the standard normal CDF; f' = N(a; 0, 1), f'' = -a N(a; 0, 1) (B.31-B.33).
+    """f(a) = Phi(a), the standard normal CDF; f' = N(a; 0, 1), f'' = -a N(a; 0, 1) (B.30-B.32).
 
     The output is clipped to [tiny, 1 - eps/2] like the logistic.
     """
@@ -109,9 +116,9 @@ class Probit(Elementwise):
 
 
 class Softmax:
-    """x_i = exp(a_i) / sum_j exp(a_j) over each row; J = diag(x) - x x^T (B.34-B.36).
+    """x_i = exp(a_i) / sum_j exp(a_j) over each row; J = diag(x) - x x^T (B.33-B.35).
 
-    Computed with the max-shift of (B.39); entries are clipped below at tiny so a
+    Computed with the max-shift of (B.36); entries are clipped below at tiny so a
     following log is finite (prefer log_softmax when logs are wanted).
     """
 
