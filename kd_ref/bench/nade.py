@@ -1,0 +1,108 @@
+"""``kd-ref bench nade``: cost of NADE log q, backprop, R{backprop} and sampling at D = 784, H = 500.
+
+Inputs are the first N binarised MNIST test images (``binarized_mnist.npz`` from
+KD_REF_DATA) or, when that file is absent, random binary images with the same
+pixel density (0.13); the benchmark says which. The NADE uses the thesis's
+raster column-wise order and logistic hidden units.
+
+Printed for each batch size: the time of each pass, R{backprop}/backprop
+(target <= 2.0), backprop/forward, and each time divided by its GEMM-bound
+estimate: the time this machine's float64 matrix product (measured in the same
+run) needs for the pass's multiply-adds. Counting each (N x D x H) product as one
+unit (2 N D H flops): forward 2 (running sum C.3, logits C.5), backprop 6
+(+ dh C.9, dV C.11, dW C.12, dx C.14), full R{backprop} 15, reduced (0, v_x) with
+only the parameter part 10, sampling 2. A NADE also evaluates one exponential per
+(example, position, hidden unit), which no matrix product does, so the ratios
+stay well above 1 in NumPy; they let runs on different machines be compared.
+"""
+import argparse
+import os
+
+import numpy as np
+
+from ..nade import NADE, raster_column_order
+from ._timing import best_time, gemm_rate, keep_freed_memory, try_torch
+
+D, H = 784, 500
+UNITS = {"forward": 2, "backprop": 6, "R{bp} full": 15, "R{bp} (0,v_x)": 10, "sample": 2}
+
+
+def _inputs(n_max, rng):
+    """(x of shape (n_max, 784), description): binarised MNIST test images, else random binary images."""
+    from .. import datasets
+
+    try:
+        _, x_test = datasets.load_binarized_mnist(dtype=np.uint8)
+        return x_test[:n_max].astype(np.float64), f"the first {n_max} binarised MNIST test images"
+    except FileNotFoundError:
+        why = "KD_REF_DATA is not set" if not os.environ.get(datasets.ENV_VAR) else "binarized_mnist.npz is absent"
+        return ((rng.random((n_max, D)) < 0.13).astype(np.float64),
+                f"random binary images with pixel density 0.13 ({why}, so no MNIST)")
+
+
+def _torch_ratio(torch, nade, x, ours):
+    """Our backprop time / a PyTorch autograd NADE's (cumulative sum over an (N, D, H) tensor)."""
+    torch.set_default_dtype(torch.float64)
+    Wo, Vo, bo, c = (torch.tensor(np.array(a), requires_grad=True) for a in nade._ordered())
+    X = torch.tensor(x[:, nade.order])
+
+    def grad():
+        A = torch.cumsum(X[:, :, None] * Wo[None], dim=1)
+        A = torch.cat([torch.zeros_like(A[:, :1]), A[:, :-1]], dim=1) + c
+        Z = (torch.sigmoid(A) * Vo[None]).sum(-1) + bo
+        log_q = (X * Z - torch.nn.functional.softplus(Z)).sum()
+        return torch.autograd.grad(log_q, [Wo, Vo, bo, c])
+
+    return ours / best_time(grad, repeats=2)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="kd-ref bench nade", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="*", default=[100, 1000])
+    parser.add_argument("--samples", type=int, default=100, help="number of images to sample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc returning large blocks to the OS (page faults counted in the times)")
+    args = parser.parse_args(argv)
+    kept = False if args.default_malloc else keep_freed_memory()
+    rng = np.random.default_rng(args.seed)
+    nade = NADE(D, H, rng, order=raster_column_order(28, 28), init_std=0.05)
+    x_all, source = _inputs(max(args.batch), rng)
+    rate = gemm_rate()
+    print(f"NADE D={D}, H={H}, logistic hidden units, raster column-wise order, float64")
+    print(f"inputs: {source}")
+    print(f"float64 GEMM rate of this machine (1000x784 @ 784x500): {rate / 1e9:.2f} Gflop/s")
+    print("allocator: " + ("freed blocks kept" if kept else "default") +
+          "; times are the best of several runs on a shared machine, so expect noise of 10-30%\n")
+    header = (f"{'N':>5} {'pass':<16} {'time':>10} {'/GEMM-bound':>12} {'ns per N*D*H':>13}")
+    print(header)
+    torch = try_torch()
+    for n in args.batch:
+        x = x_all[:n]
+        v_p, v_x = rng.normal(size=nade.n_params), rng.normal(size=x.shape)
+        reps = 3 if n <= 200 else 2
+        times = {
+            "forward": best_time(lambda: nade.log_prob(x), repeats=reps),
+            "backprop": best_time(lambda: nade.grad(x), repeats=reps),
+            "R{bp} full": best_time(lambda: nade.hvp(x, v_p, v_x), repeats=reps),
+            "R{bp} (0,v_x)": best_time(lambda: nade.hvp(x, None, v_x, input_grads=False), repeats=reps),
+        }
+        for name, t in times.items():
+            bound = UNITS[name] * 2.0 * n * D * H / rate
+            print(f"{n:>5} {name:<16} {t * 1e3:>8.1f}ms {t / bound:>12.1f} {t / (n * D * H) * 1e9:>13.2f}")
+        print(f"{n:>5} ratios: R{{bp}} full / backprop {times['R{bp} full'] / times['backprop']:.2f} (target <= 2.0), "
+              f"R{{bp}} (0,v_x) / backprop {times['R{bp} (0,v_x)'] / times['backprop']:.2f}, "
+              f"backprop / forward {times['backprop'] / times['forward']:.2f}")
+        if torch is not None and n <= 200:
+            print(f"{n:>5} ours / torch autograd NADE (backprop): {_torch_ratio(torch, nade, x, times['backprop']):.2f}")
+    m = args.samples
+    t_s = best_time(lambda: nade.sample(m, np.random.default_rng(1)), repeats=3)
+    bound = UNITS["sample"] * 2.0 * m * D * H / rate
+    print(f"\nsampling {m} images (ancestral, returns samples and conditionals): {t_s * 1e3:.1f}ms, "
+          f"{t_s / bound:.1f} x GEMM-bound, {t_s / (m * D * H) * 1e9:.2f} ns per N*D*H")
+    if torch is None:
+        print("\n(PyTorch is not installed: the optional autograd comparison was skipped)")
+    print("\nbackprop = log q and gradients w.r.t. parameters and x (C.8-C.15); R{bp} full = H v for a direction")
+    print("over (params, x) (C.16-C.27); R{bp} (0,v_x) = the reduced form (C.28) with only the parameter part,")
+    print("as score matching uses it.")
+    return 0

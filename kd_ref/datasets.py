@@ -1,0 +1,593 @@
+"""Reference data loaders, binarisation, small built-in datasets and ``kd-ref data`` (download / verify / info).
+
+Reference files (see ../shared/data/README.md; kd_ref never ships them):
+
+================================  ==========================================================
+``mnist.npz``                     x_train (60000, 28, 28) uint8, y_train (60000,) uint8,
+                                  x_test (10000, 28, 28) uint8, y_test (10000,) uint8
+``binarized_mnist.npz``           x_train (60000, 784) uint8 0/1, x_test (10000, 784) uint8 0/1
+                                  (Salakhutdinov and Murray's stochastic binarisation, no labels)
+``rbm_cd25_500.npz``              W (784, 500), b_visible (784,), b_hidden (500,), float64
+================================  ==========================================================
+
+Flattened images are row-major (pixel ``row * 28 + col``). Every loader takes the
+file (or its folder) as ``path``; without it the file is looked up in the folder
+named by the environment variable ``KD_REF_DATA``. A missing file raises
+FileNotFoundError saying how to get it; a damaged file or one with other arrays,
+shapes or dtypes raises ValueError naming the array, the expected and the received
+value.
+
+``kd-ref data download`` fetches the four original MNIST IDX files (public
+mirrors) and writes ``mnist.npz``. It cannot fetch ``binarized_mnist.npz`` or
+``rbm_cd25_500.npz``: they come from the thesis's code repository, with no stable
+public URL (see the data README). ``--make-binarized`` writes
+``binarized_mnist_resampled.npz``, a fresh stochastic binarisation of the
+downloaded grey levels (same recipe and format, in MNIST order, but a different
+random draw: not the reference sample, so reference figures such as the mean
+test log phi of 364.93 will differ slightly).
+"""
+import argparse
+import gzip
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
+
+ENV_VAR = "KD_REF_DATA"
+MNIST_FILE = "mnist.npz"
+BINARIZED_FILE = "binarized_mnist.npz"
+RBM_FILE = "rbm_cd25_500.npz"
+RESAMPLED_FILE = "binarized_mnist_resampled.npz"
+
+# array name -> (shape, dtype) of each reference file
+LAYOUTS = {
+    MNIST_FILE: {"x_train": ((60000, 28, 28), np.uint8), "y_train": ((60000,), np.uint8),
+                 "x_test": ((10000, 28, 28), np.uint8), "y_test": ((10000,), np.uint8)},
+    BINARIZED_FILE: {"x_train": ((60000, 784), np.uint8), "x_test": ((10000, 784), np.uint8)},
+    RBM_FILE: {"W": ((784, 500), np.float64), "b_visible": ((784,), np.float64), "b_hidden": ((500,), np.float64)},
+}
+LAYOUTS[RESAMPLED_FILE] = LAYOUTS[BINARIZED_FILE]
+
+# sha256 of each array's raw bytes, from the data README (independent of zip time stamps)
+ARRAY_SHA256 = {
+    BINARIZED_FILE: {
+        "x_train": "9ba5be132d07fef6e91b347f2896a1eb4b1f0c2d086aca723307c591e1efa943",
+        "x_test": "37b73bafad592c26d7efb96914ff372703d242db503569f16f42c6299e301f02"},
+    RBM_FILE: {
+        "W": "4a7fc994541d75e0bd596be39e618e4b7c8a72811e435a516b18d74e946fbef5",
+        "b_visible": "f6494d791fc9d7190400c3ccb540667c3c6beddc23c5c049e44d843de638dca2",
+        "b_hidden": "743f85d6b7502c69bb67008299fe951aed99a19b9dcdd81444394782af970af8"},
+    MNIST_FILE: {
+        "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+        "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+        "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+        "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"},
+}
+
+# the four original MNIST files: array name -> (file name, md5 of the uncompressed bytes)
+MNIST_IDX = {
+    "x_train": ("train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb"),
+    "y_train": ("train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624"),
+    "x_test": ("t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea"),
+    "y_test": ("t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637"),
+}
+# Public mirrors of the IDX files (the original yann.lecun.com site often refuses downloads).
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/")
+
+HOW_TO_GET = (
+    f"Set the environment variable {ENV_VAR} to the folder that holds the reference data "
+    f"(mnist.npz, binarized_mnist.npz, rbm_cd25_500.npz), or pass its path explicitly. "
+    f"`kd-ref data download --dest DIR` fetches MNIST from the public originals and writes DIR/mnist.npz "
+    f"(then set {ENV_VAR}=DIR); binarized_mnist.npz and rbm_cd25_500.npz must be copied from the thesis "
+    f"code repository's data (see the reference-data README).")
+
+
+# ----------------------------------------------------------------------------- locating
+def find_file(filename, path=None):
+    """Path of a reference file: ``path`` (the file or its folder), else ``$KD_REF_DATA/filename``.
+
+    Raises FileNotFoundError, with instructions, when there is no such file.
+    """
+    if path is not None:
+        p = Path(path)
+        if p.is_dir():
+            p = p / filename
+        if not p.is_file():
+            raise FileNotFoundError(f"path: expected {filename} at {str(p)!r}, no such file. {HOW_TO_GET}")
+        return p
+    folder = os.environ.get(ENV_VAR)
+    if not folder:
+        raise FileNotFoundError(f"{filename}: not found because {ENV_VAR} is not set and no path was given. "
+                                f"{HOW_TO_GET}")
+    p = Path(folder) / filename
+    if not p.is_file():
+        raise FileNotFoundError(f"{filename}: not found in {ENV_VAR}={folder!r}. {HOW_TO_GET}")
+    return p
+
+
+def _read_npz(p, layout):
+    """All arrays of the .npz file ``p`` after checking names, shapes and dtypes against ``layout``."""
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            names = set(f.files)
+            missing = sorted(set(layout) - names)
+            if missing:
+                raise ValueError(f"{p.name}: expected arrays {sorted(layout)}, {str(p)!r} holds {sorted(names)} "
+                                 f"(missing {missing})")
+            arrays = {name: f[name] for name in layout}
+    except ValueError:
+        raise
+    except Exception as err:  # zip, CRC or header errors: a truncated or corrupt file
+        raise ValueError(f"{p.name}: could not read {str(p)!r} as a .npz archive, the file looks damaged "
+                         f"({type(err).__name__}: {err}); download or copy it again") from None
+    for name, (shape, dtype) in layout.items():
+        a = arrays[name]
+        if a.shape != shape or a.dtype != dtype:
+            raise ValueError(f"{p.name}: expected {name} of shape {shape} and dtype {np.dtype(dtype).name}, "
+                             f"received shape {a.shape} and dtype {a.dtype}")
+    return arrays
+
+
+# ------------------------------------------------------------------------------ loaders
+def mnist_available(path=None):
+    """True when ``mnist.npz`` can be found (at ``path`` or in ``KD_REF_DATA``); its contents are not checked."""
+    try:
+        find_file(MNIST_FILE, path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def load_mnist(path=None, *, flatten=True, scale=True):
+    """MNIST grey-level images with labels, in the original MNIST order.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        ``mnist.npz`` or its folder; default ``$KD_REF_DATA``.
+    flatten : bool
+        Images as rows of 784 row-major pixels (default) or as (28, 28) arrays.
+    scale : bool
+        Grey levels as float64 in [0, 1] (value / 255, default) or the stored uint8 0..255.
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        x_train (60000, 784) float64 by default; y_* int64 labels 0..9
+        (uint8 as stored when ``scale=False``).
+    """
+    p = find_file(MNIST_FILE, path)
+    arrays = _read_npz(p, LAYOUTS[MNIST_FILE])
+    for name in ("y_train", "y_test"):
+        if arrays[name].max() > 9:
+            raise ValueError(f"{p.name}: expected {name} labels in 0..9, received maximum {arrays[name].max()}")
+    out = []
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if flatten:
+            x = x.reshape(x.shape[0], -1)
+        if scale:
+            x = x.astype(np.float64) / 255.0
+            y = y.astype(np.int64)
+        out.append((x, y))
+    return tuple(out)
+
+
+def load_binarized_mnist(path=None, *, dtype=np.float64):
+    """Salakhutdinov and Murray's stochastically binarised MNIST (no labels; image order is not MNIST's).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        ``binarized_mnist.npz`` (or a file of the same layout, e.g.
+        ``binarized_mnist_resampled.npz``) or its folder; default ``$KD_REF_DATA``.
+    dtype : numpy dtype
+        float64 by default (376 MB for the training set); ``np.uint8`` keeps the stored bytes.
+
+    Returns
+    -------
+    x_train : ndarray of shape (60000, 784)
+    x_test : ndarray of shape (10000, 784)
+        0/1 values, row-major pixels.
+    """
+    p = find_file(BINARIZED_FILE, path)
+    arrays = _read_npz(p, LAYOUTS[BINARIZED_FILE])
+    for name in ("x_train", "x_test"):
+        if arrays[name].max() > 1:
+            raise ValueError(f"{p.name}: expected {name} with values 0 or 1, received maximum {arrays[name].max()}")
+    return arrays["x_train"].astype(dtype, copy=False), arrays["x_test"].astype(dtype, copy=False)
+
+
+def load_rbm(path=None):
+    """Arrays of the CD25(500) RBM: dict with W (784, 500), b_visible (784,), b_hidden (500,), float64.
+
+    ``kd_ref.rbm.RBM.from_file(path)`` builds the model from them.
+    """
+    p = find_file(RBM_FILE, path)
+    arrays = _read_npz(p, LAYOUTS[RBM_FILE])
+    for name, a in arrays.items():
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{p.name}: expected finite {name}, received NaN or infinite entries")
+    return arrays
+
+
+def array_sha256(a):
+    """sha256 of an array's raw bytes (C order), the checksum the data README lists."""
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def verify_checksums(filename, path=None):
+    """Compare every array of a reference file with the README's sha256.
+
+    Returns
+    -------
+    dict name -> bool
+    """
+    if filename not in ARRAY_SHA256:
+        raise ValueError(f"filename: expected one of {sorted(ARRAY_SHA256)}, received {filename!r}")
+    arrays = _read_npz(find_file(filename, path), LAYOUTS[filename])
+    return {name: array_sha256(arrays[name]) == digest for name, digest in ARRAY_SHA256[filename].items()}
+
+
+# ---------------------------------------------------------------------------- binarising
+def binarize(x, threshold=0.5):
+    """Deterministic binarisation: 1 where x > threshold, else 0 (float64, same shape).
+
+    For MNIST grey levels in [0, 1] (k / 255, never exactly 0.5) this is rounding,
+    the binarisation section 2.2.3 used to train its NADE.
+    """
+    x = as_float_array(x, "x")
+    threshold = check_in_range(threshold, "threshold", -np.inf, np.inf)
+    return (x > threshold).astype(np.float64)
+
+
+def binarize_stochastic(x, rng):
+    """Stochastic binarisation: each entry is 1 with probability x (Salakhutdinov and Murray's recipe).
+
+    Parameters
+    ----------
+    x : array_like with values in [0, 1]
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of float64 0/1, same shape as x
+    """
+    x = as_float_array(x, "x")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"x: expected probabilities in [0, 1], received values in [{x.min()}, {x.max()}]")
+    return (check_generator(rng).random(x.shape) < x).astype(np.float64)
+
+
+# ------------------------------------------------------------------------ built-in data
+def bars_and_stripes(side=4):
+    """Every side x side bars-and-stripes image: each row constant, or each column constant.
+
+    Returns
+    -------
+    ndarray of shape (2^(side+1) - 2, side^2), float64 0/1, row-major pixels
+        The 2^side row patterns (horizontal bars) then the column patterns
+        (vertical stripes) other than all-off and all-on, which are already listed.
+    """
+    side = check_positive_int(side, "side")
+    if side > 12:
+        raise ValueError(f"side: expected at most 12 (2^(side+1) images), received {side}")
+    codes = ((np.arange(2 ** side)[:, None] >> np.arange(side)) & 1).astype(np.float64)   # (2^s, s)
+    bars = np.repeat(codes[:, :, None], side, axis=2)                                      # rows constant
+    stripes = np.repeat(codes[:, None, :], side, axis=1)                                   # columns constant
+    keep = (codes.sum(axis=1) > 0) & (codes.sum(axis=1) < side)
+    return np.concatenate([bars, stripes[keep]]).reshape(-1, side * side)
+
+
+def noisy_prototypes(n, rng, *, dim=16, n_prototypes=4, flip_prob=0.05, prototypes=None):
+    """A tiny binary dataset: random prototypes with independent bit flips.
+
+    Each example picks a prototype uniformly at random and flips each of its bits
+    with probability ``flip_prob``. The exact log-likelihood is
+    :func:`noisy_prototypes_log_prob`, so a density model's fit can be compared
+    with the truth.
+
+    Parameters
+    ----------
+    n : int
+    rng : numpy.random.Generator
+    dim, n_prototypes : int
+    flip_prob : float in [0, 0.5]
+    prototypes : array_like of shape (n_prototypes, dim), optional
+        Fixed 0/1 prototypes (default: drawn uniformly by ``rng``).
+
+    Returns
+    -------
+    x : ndarray of shape (n, dim), float64 0/1
+    labels : ndarray of shape (n,), int64 (prototype index)
+    prototypes : ndarray of shape (n_prototypes, dim), float64 0/1
+    """
+    n = check_positive_int(n, "n")
+    check_generator(rng)
+    flip_prob = check_in_range(flip_prob, "flip_prob", 0.0, 0.5)
+    if prototypes is None:
+        dim = check_positive_int(dim, "dim")
+        n_prototypes = check_positive_int(n_prototypes, "n_prototypes")
+        prototypes = (rng.random((n_prototypes, dim)) < 0.5).astype(np.float64)
+    else:
+        prototypes = as_float_array(prototypes, "prototypes", ndim=2)
+        if not np.all((prototypes == 0) | (prototypes == 1)):
+            raise ValueError("prototypes: expected binary values (0 or 1), received other entries")
+    labels = rng.integers(0, prototypes.shape[0], size=n)
+    flips = rng.random((n, prototypes.shape[1])) < flip_prob
+    return np.abs(prototypes[labels] - flips), labels.astype(np.int64), prototypes
+
+
+def noisy_prototypes_log_prob(x, prototypes, flip_prob):
+    """Exact log p(x) under :func:`noisy_prototypes`' model (uniform mixture of bit-flip noise), shape (N,)."""
+    prototypes = as_float_array(prototypes, "prototypes", ndim=2)
+    x = as_float_array(x, "x", shape=(None, prototypes.shape[1]))
+    flip_prob = check_in_range(flip_prob, "flip_prob", 0.0, 0.5, low_open=True)
+    dist = np.abs(x[:, None, :] - prototypes[None]).sum(axis=2)            # Hamming distances (N, K)
+    d = prototypes.shape[1]
+    log_terms = dist * np.log(flip_prob) + (d - dist) * np.log1p(-flip_prob)
+    return np.logaddexp.reduce(log_terms, axis=1) - np.log(prototypes.shape[0])
+
+
+# seven-segment layout in unit image coordinates (x right, y down)
+_L, _R, _T, _M, _B = 0.32, 0.68, 0.18, 0.5, 0.82
+_SEGMENTS = np.array([
+    [[_L, _T], [_R, _T]],   # a: top
+    [[_R, _T], [_R, _M]],   # b: upper right
+    [[_R, _M], [_R, _B]],   # c: lower right
+    [[_L, _B], [_R, _B]],   # d: bottom
+    [[_L, _M], [_L, _B]],   # e: lower left
+    [[_L, _T], [_L, _M]],   # f: upper left
+    [[_L, _M], [_R, _M]],   # g: middle
+])
+_DIGIT_SEGMENTS = ["abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg"]
+_SEGMENT_MASK = np.array([[s in segs for s in "abcdefg"] for segs in _DIGIT_SEGMENTS])
+
+
+def _render_digits(labels, rng, side):
+    """Seven-segment digits with random slant, scale, shift, stroke width and segment jitter, in [0, 1]."""
+    n = labels.size
+    seg = np.broadcast_to(_SEGMENTS, (n,) + _SEGMENTS.shape) - 0.5                      # (n, 7, 2, 2)
+    seg = seg + rng.normal(0.0, 0.025, size=seg.shape)                                   # hand-drawn wobble
+    slant = rng.uniform(-0.25, 0.25, size=(n, 1, 1))
+    scale = rng.uniform(0.8, 1.15, size=(n, 1, 1, 1))
+    seg = seg.copy()
+    seg[..., 0] += slant * seg[..., 1]
+    seg = seg * scale + 0.5 + rng.uniform(-0.08, 0.08, size=(n, 1, 1, 2))
+    width = rng.uniform(0.035, 0.065, size=(n, 1))
+    centres = (np.arange(side) + 0.5) / side
+    py, px = np.meshgrid(centres, centres, indexing="ij")
+    pix = np.stack([px.ravel(), py.ravel()], axis=1)                                   # (S^2, 2) as (x, y)
+    p0, p1 = seg[:, :, 0, :], seg[:, :, 1, :]                                           # (n, 7, 2)
+    d = p1 - p0
+    rel = pix[None, :, None, :] - p0[:, None, :, :]                                    # (n, S^2, 7, 2)
+    t = np.clip(np.sum(rel * d[:, None], axis=3) / np.maximum(np.sum(d * d, axis=2), 1e-12)[:, None], 0, 1)
+    dist = np.linalg.norm(rel - t[..., None] * d[:, None], axis=3)                     # (n, S^2, 7)
+    dist = np.where(_SEGMENT_MASK[labels][:, None, :], dist, np.inf).min(axis=2)       # (n, S^2)
+    img = np.clip((1.5 * width - dist) / width, 0.0, 1.0)
+    img *= rng.uniform(0.8, 1.0, size=(n, 1))                                          # ink intensity
+    return img
+
+
+def synthetic_digits(n_train, n_test, rng, *, side=28):
+    """A small digits-like classification set that needs no download (quick chapter-2 demos).
+
+    Ten classes drawn as seven-segment digits 0-9 with random slant, size, position,
+    stroke width and wobble, rendered as grey levels in [0, 1] on a side x side
+    canvas (row-major, upright, like MNIST rows). Much easier than MNIST, but with
+    the same shapes, so every MNIST pipeline runs on it unchanged.
+
+    Parameters
+    ----------
+    n_train, n_test : int
+    rng : numpy.random.Generator
+    side : int
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        x_* float64 of shape (n, side^2) in [0, 1]; y_* int64 labels 0..9.
+    """
+    n_train = check_positive_int(n_train, "n_train")
+    n_test = check_positive_int(n_test, "n_test")
+    side = check_positive_int(side, "side", minimum=8)
+    check_generator(rng)
+    out = []
+    for n in (n_train, n_test):
+        y = rng.integers(0, 10, size=n).astype(np.int64)
+        x = np.empty((n, side * side))
+        chunk = max(1, 200_000 // (side * side))
+        for s in range(0, n, chunk):
+            x[s:s + chunk] = _render_digits(y[s:s + chunk], rng, side)
+        out.append((x, y))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- download
+def read_idx(raw, name="idx"):
+    """Parse an (uncompressed) IDX file of unsigned bytes: 4-byte magic 0 0 8 ndim, ndim big-endian sizes, data."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{name}: expected an IDX file (magic 0x0000), received bytes {raw[:4]!r}")
+    if raw[2] != 0x08:
+        raise ValueError(f"{name}: expected IDX data type 0x08 (unsigned byte), received 0x{raw[2]:02x}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim < 1 or len(raw) < header:
+        raise ValueError(f"{name}: expected an IDX header with {ndim} sizes, received {len(raw)} bytes")
+    shape = tuple(int(s) for s in np.frombuffer(raw[4:header], dtype=">u4"))
+    size = int(np.prod(shape))
+    if len(raw) != header + size:
+        raise ValueError(f"{name}: expected {header + size} bytes for shape {shape}, received {len(raw)}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _fetch(url, timeout):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.read()
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise OSError(f"download: could not fetch {url} ({err})") from None
+
+
+def _write_npz_atomic(target, arrays):
+    """Write ``arrays`` to ``target`` through a temporary file in the same folder, so no half-written file remains."""
+    fd, tmp = tempfile.mkstemp(dir=str(target.parent), suffix=".npz.part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def download_mnist(dest, source_url=None, *, verify=True, force=False, timeout=60, log=print):
+    """Fetch the four MNIST IDX files and write ``dest/mnist.npz`` in the reference layout.
+
+    Parameters
+    ----------
+    dest : str or Path
+        Folder (created if needed).
+    source_url : str, optional
+        Base URL holding ``train-images-idx3-ubyte.gz`` etc. (http, https or file://);
+        default: the mirrors in ``MNIST_MIRRORS``, tried in turn.
+    verify : bool
+        Check the md5 of each uncompressed file against the canonical MNIST sums
+        (turn off only for test files) and the reference shapes.
+    force : bool
+        Overwrite an existing ``mnist.npz``.
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    dest = Path(dest)
+    target = dest / MNIST_FILE
+    if target.exists() and not force:
+        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    dest.mkdir(parents=True, exist_ok=True)
+    bases = [source_url] if source_url else list(MNIST_MIRRORS)
+    arrays = {}
+    for name, (fname, md5) in MNIST_IDX.items():
+        errors = []
+        for base in bases:
+            url = base.rstrip("/") + "/" + fname
+            try:
+                packed = _fetch(url, timeout)
+            except OSError as err:
+                errors.append(str(err))
+                continue
+            log(f"fetched {url} ({len(packed)} bytes)")
+            break
+        else:
+            raise OSError(f"download: no source gave {fname}: " + "; ".join(errors))
+        try:
+            raw = gzip.decompress(packed)
+        except (OSError, EOFError) as err:
+            raise ValueError(f"{fname}: expected a gzip file, could not decompress it ({err})") from None
+        if verify and hashlib.md5(raw).hexdigest() != md5:
+            raise ValueError(f"{fname}: expected the canonical MNIST file (md5 {md5} of the uncompressed bytes), "
+                             f"received md5 {hashlib.md5(raw).hexdigest()}; pass --no-verify only for test files")
+        arrays[name] = read_idx(raw, fname)
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"download: expected {split} images (n, rows, cols) and n labels, received shapes "
+                             f"{x.shape} and {y.shape}")
+    if verify:
+        for name, (shape, _) in LAYOUTS[MNIST_FILE].items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"download: expected {name} of shape {shape}, received {arrays[name].shape}")
+    _write_npz_atomic(target, arrays)
+    log(f"wrote {target}")
+    return target
+
+
+def make_resampled_binarized(mnist_path, dest, rng, *, force=False, log=print):
+    """Write ``dest/binarized_mnist_resampled.npz``: a fresh stochastic binarisation of MNIST's grey levels.
+
+    Same arrays, shapes and dtypes as ``binarized_mnist.npz`` but MNIST's image
+    order and a new random draw: NOT the Salakhutdinov-Murray sample the
+    CD25(500) RBM was trained on.
+    """
+    dest = Path(dest)
+    target = dest / RESAMPLED_FILE
+    if target.exists() and not force:
+        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    (x_train, _), (x_test, _) = load_mnist(mnist_path)
+    arrays = {"x_train": binarize_stochastic(x_train, rng).astype(np.uint8),
+              "x_test": binarize_stochastic(x_test, rng).astype(np.uint8)}
+    _write_npz_atomic(target, arrays)
+    log(f"wrote {target} (a new stochastic binarisation, not the reference binarized_mnist.npz)")
+    return target
+
+
+def main(argv=None):
+    """``kd-ref data {download | verify | info}``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="kd-ref data", description="Reference data: download, verify, info.")
+    sub = parser.add_subparsers(dest="command")
+    dl = sub.add_parser("download", help="fetch MNIST from the public originals and write mnist.npz",
+                        description="Fetch the four MNIST IDX files and write DEST/mnist.npz. binarized_mnist.npz "
+                                    "and rbm_cd25_500.npz have no public download; copy them from the thesis code "
+                                    "repository's data (see the data README).")
+    dl.add_argument("--dest", help=f"folder to write into (default: ${ENV_VAR}, else ./kd_ref_data)")
+    dl.add_argument("--source-url", help="base URL of the .gz IDX files (http, https or file://); "
+                                         f"default: {', '.join(MNIST_MIRRORS)}")
+    dl.add_argument("--no-verify", action="store_true", help="skip the md5 and shape checks (test files only)")
+    dl.add_argument("--force", action="store_true", help="overwrite existing files")
+    dl.add_argument("--make-binarized", action="store_true",
+                    help=f"also write {RESAMPLED_FILE}, a new stochastic binarisation (not the reference sample)")
+    dl.add_argument("--seed", type=int, default=0, help="seed of --make-binarized")
+    dl.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    for name, text in (("verify", "compare every array with the README's sha256"),
+                       ("info", "say which reference files are present and well formed")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--path", help=f"data folder (default: ${ENV_VAR})")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "download":
+        dest = args.dest or os.environ.get(ENV_VAR) or "kd_ref_data"
+        try:
+            target = download_mnist(dest, args.source_url, verify=not args.no_verify, force=args.force,
+                                    timeout=args.timeout)
+            if args.make_binarized:
+                make_resampled_binarized(target, dest, np.random.default_rng(args.seed), force=args.force)
+        except (OSError, ValueError) as err:
+            print(f"kd-ref data download: {err}", file=sys.stderr)
+            return 1
+        print(f"\nMNIST is in {target}. Not downloaded (no public source): {BINARIZED_FILE}, {RBM_FILE}; "
+              f"copy them into {dest} from the thesis code repository's data. Then: export {ENV_VAR}={dest}")
+        return 0
+    folder = args.path
+    ok = True
+    for fname in (MNIST_FILE, BINARIZED_FILE, RBM_FILE):
+        try:
+            p = find_file(fname, folder)
+            _read_npz(p, LAYOUTS[fname])
+            if args.command == "info":
+                print(f"{fname:<22} ok       {p}")
+                continue
+            result = verify_checksums(fname, folder)
+            bad = [k for k, v in result.items() if not v]
+            print(f"{fname:<22} {'ok' if not bad else 'MISMATCH ' + ', '.join(bad):<8} {p}")
+            ok &= not bad
+        except FileNotFoundError:
+            print(f"{fname:<22} missing")
+            ok = False
+        except ValueError as err:
+            print(f"{fname:<22} BROKEN   {err}")
+            ok = False
+    if not ok:
+        print(f"\n{HOW_TO_GET}", file=sys.stderr)
+    return 0 if ok else 1

@@ -1,0 +1,890 @@
+"""NADE, the neural autoregressive distribution estimator, with backprop and R{backprop} (Appendix C, 4.35-4.43).
+
+A binary NADE with one hidden layer factorises q(x) over an ordering o of the D
+inputs (C.1, 4.36): position d = 1..D models input o_d given the inputs placed
+before it. With rows of a batch as examples:
+
+    a_1     = c                                               (C.2)   shape (N, H)
+    a_{d+1} = a_d + x_{o_d} W[:, o_d]                         (C.3)   cumulative sum (C.15)
+    h_d     = f(a_d)          f logistic (thesis) or ReLU     (C.4)
+    z_d     = b_{o_d} + h_d . V[o_d]                          (C.5)   shape (N,)
+    y_d     = sigma(z_d) = q(x_{o_d} = 1 | x_{o_<d})          (C.6)
+    log q   = sum_d x_{o_d} log y_d + (1 - x_{o_d}) log(1 - y_d)
+            = sum_d x_{o_d} z_d - softplus(z_d)               (C.7)   (no log of 0, no overflow)
+
+Parameters (one flat float64 vector ``params``; the named arrays are views, in
+this order): W of shape (H, D), V of shape (D, H), b of shape (D,), c of shape (H,).
+They are indexed by *input* (pixel) number, not by position, so ``W[:, i]``,
+``V[i]`` and ``b[i]`` belong to input i whatever the ordering, and ``W[j]`` of an
+image model reshapes to a picture of hidden unit j's receptive field. Every array
+given to or returned by this class (x, conditionals, gradients) is in the data's
+own order; the ordering is applied inside.
+
+Backprop (C.8-C.15), for E = sum_n w_n log q(x_n) with row weights w (default 1):
+
+    dz_d  = w (x_{o_d} - y_d)                  (C.8)    = dE/db_{o_d}
+    dh_d  = dz_d V[o_d]                        (C.9)
+    da_d  = f'(a_d) * dh_d                     (C.10)
+    dE/dV[o_d]    = sum_n dz_d h_d             (C.11)   (skipped for input-only gradients)
+    dE/dW[:, o_d] = sum_n x_{o_d} S_d          (C.12)   (skipped for input-only gradients)
+    dE/dc         = sum_n sum_d da_d           (C.13)
+    dE/dx_{o_d}   = w z_d + S_d . W[:, o_d]    (C.14)   x treated as continuous
+    S_d = sum_{d' > d} da_{d'}                 (C.15)   a reverse cumulative sum
+
+R{backprop} (C.16-C.27) applies R_v to every line above for a direction
+v = (v_W, v_V, v_b, v_c, v_x) over parameters and input (appendix A); the result
+(R{dE/dtheta}, R{dE/dx}) is H v for the joint Hessian of E over (theta, x):
+
+    R{a_1} = v_c;  R{a_{d+1}} = R{a_d} + x_{o_d} v_W[:, o_d] + v_x,{o_d} W[:, o_d]     (C.16-C.17)
+    R{h_d} = f'(a_d) R{a_d}                                                          (C.18)
+    R{z_d} = v_b,{o_d} + h_d . v_V[o_d] + R{h_d} . V[o_d]                              (C.19)
+    R{y_d} = y_d (1 - y_d) R{z_d}                                                    (C.20)
+    R{dz_d} = w (v_x,{o_d} - R{y_d})                                                 (C.21)
+    R{dh_d} = R{dz_d} V[o_d] + dz_d v_V[o_d]                                         (C.22)
+    R{da_d} = f'(a_d) R{dh_d} + f''(a_d) R{a_d} dh_d                                 (C.23)
+    R{dE/dV[o_d]} = sum_n R{dz_d} h_d + dz_d R{h_d};  R{dE/db} = sum_n R{dz}         (C.24)
+    R{dE/dW[:, o_d]} = sum_n v_x,{o_d} S_d + x_{o_d} R{S_d}                          (C.25)
+    R{dE/dc} = sum_n sum_d R{da_d}                                                   (C.26)
+    R{dE/dx_{o_d}} = w R{z_d} + S_d . v_W[:, o_d] + R{S_d} . W[:, o_d]               (C.27)
+
+(The plain-text thesis has lost its formulas. The group boundaries above are the
+thesis's, C.2-C.7 forward, C.8-C.15 backprop, C.16-C.20 R-forward, C.21-C.27
+R-backward, C.28 reduced forms; the number on each single line is our
+reconstruction of its place in that order.)
+
+When one part of v is zero the terms that multiply it vanish (C.28): with
+v = (0, v_x) (score matching, derivative matching) there is no v_W, v_V, v_b,
+v_c term; with v = (v_theta, 0) there is no v_x term. :meth:`NADE.hvp` takes
+``None`` for a zero part and then skips those terms.
+
+How it is computed. Nothing of size N x D x H is ever stored. Rows (examples) are
+processed in chunks and positions in blocks sized to stay in cache; within a
+block, BLAS does the products over the batch and the hidden units. Instead of a
+second, reverse pass for S_d, the forward pass keeps the running prefix sum
+P_d = sum_{d' <= d} da_{d'}, so that S_d = S - P_d with S = P_D the total: every
+term with S_d splits into a per-position product with P_d, made inside the pass,
+and one matrix product with S at the end of the chunk. Backprop therefore costs a
+single pass over the positions, like the forward pass, and R{backprop} a single
+pass as well.
+
+Examples
+--------
+>>> import numpy as np
+>>> nade = NADE(4, 3, np.random.default_rng(0))
+>>> x = np.array([[0, 1, 1, 0], [1, 1, 1, 1]])
+>>> nade.log_prob(x).shape
+(2,)
+>>> all_x = ((np.arange(16)[:, None] >> np.arange(4)) & 1)
+>>> round(float(np.exp(nade.log_prob(all_x)).sum()), 12)
+1.0
+"""
+import os
+import numpy as np
+
+from ._validation import (as_batch, as_float_array, check_generator, check_in_range, check_permutation,
+                          check_positive_int)
+from .optim import Adadelta, train
+
+FILE_FORMAT = "kd_ref.NADE"
+FILE_VERSION = 1
+
+# One (positions x rows x hidden) block array holds about this many float64 numbers
+# (1 MiB), so the dozen block arrays of a pass stay in the L2/L3 cache. Measured with
+# ``kd-ref bench nade`` on a 2-core EPYC: 2^14-2^18 are within 10% of each other.
+_BLOCK_NUMBERS = 1 << 17
+# Row chunks never exceed this many examples, and a block never spans more than
+# _MAX_BLOCK positions (the masked running-sum product costs 2k flops per entry).
+_MAX_ROWS = 64
+_MAX_BLOCK = 8
+
+
+# -------------------------------------------------------------------- nonlinearities
+def _logistic(a, out):
+    """sigma(a) = 1 / (1 + exp(-a)) into ``out``; exp overflow for a < -709 correctly gives 0."""
+    with np.errstate(over="ignore"):
+        np.negative(a, out=out)
+        np.exp(out, out=out)
+    out += 1.0
+    np.divide(1.0, out, out=out)
+    return out
+
+
+def _softplus(a):
+    """log(1 + exp(a)) = max(a, 0) + log1p(exp(-|a|)), finite for every finite a."""
+    out = np.abs(a)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    np.log1p(out, out=out)
+    out += np.maximum(a, 0.0)
+    return out
+
+
+def _relu(a, out):
+    return np.maximum(a, 0.0, out=out)
+
+
+def _logistic_slope(a, h, out):
+    """f'(a) = h (1 - h) for the logistic, from its output h."""
+    np.subtract(1.0, h, out=out)
+    out *= h
+    return out
+
+
+def _relu_slope(a, h, out):
+    """f'(a) = 1[a > 0] (the derivative at exactly 0 is taken as 0)."""
+    np.greater(a, 0.0, out=out, casting="unsafe")
+    return out
+
+
+# name -> (f, f' from (a, h)); f'' is handled in _r_da (logistic: f'(1 - 2h); ReLU: 0)
+NONLINEARITIES = {
+    "logistic": (_logistic, _logistic_slope),
+    "relu": (_relu, _relu_slope),
+}
+
+
+def raster_column_order(n_rows, n_cols):
+    """Column-wise raster order of a row-major ``n_rows x n_cols`` image.
+
+    Pixel ``row * n_cols + col`` of the flattened image is visited column by
+    column, top to bottom within a column: the ordering the thesis used for MNIST
+    (sections 2.2.3 and 4.2.3).
+
+    Returns
+    -------
+    ndarray of shape (n_rows * n_cols,), int
+
+    Examples
+    --------
+    >>> raster_column_order(2, 3).tolist()
+    [0, 3, 1, 4, 2, 5]
+    """
+    n_rows = check_positive_int(n_rows, "n_rows")
+    n_cols = check_positive_int(n_cols, "n_cols")
+    return np.arange(n_rows * n_cols).reshape(n_rows, n_cols).T.ravel()
+
+
+def _plan(n, h):
+    """(rows per chunk, positions per block) so that one block array has about _BLOCK_NUMBERS entries."""
+    rows = max(1, min(n, _MAX_ROWS))
+    return rows, int(np.clip(_BLOCK_NUMBERS // (rows * h), 2, _MAX_BLOCK))
+
+
+def _dot_rows(X, v, out):
+    """out[j] = X[j] @ v[j] for a block: X (k, n, H), v (k, H) -> out (k, n). One BLAS gemv per position."""
+    for j in range(X.shape[0]):
+        np.dot(X[j], v[j], out=out[j])
+    return out
+
+
+def _weighted_rows(s, X):
+    """s[j] @ X[j] for a block: s (k, n), X (k, n, H) -> (k, H), sums over the batch."""
+    return np.matmul(s[:, None, :], X)[:, 0, :]
+
+
+def _outer_pair(s1, s2, R2, out):
+    """out[j] = s1[j] (x) R2[j, 0] + s2[j] (x) R2[j, 1] as one batched matmul with inner dimension 2.
+
+    s1, s2 : (k, n) (s2 None means zero); R2 : (k, 2, H); out : (k, n, H). NumPy has
+    no BLAS path for a matmul with inner dimension 1, so even a single outer product
+    goes through this pair form (with a zero second coefficient): 3-4 times faster
+    than broadcasting on the machine we measured.
+    """
+    coef = np.zeros(s1.shape + (2,))
+    coef[..., 0] = s1
+    if s2 is not None:
+        coef[..., 1] = s2
+    return np.matmul(coef, R2, out=out)
+
+
+def _running_sum(first, sources, out):
+    """Block of activations by the cumulative sum (C.3, C.15) done as one matmul.
+
+    out[j] = first + sum_{j' < j} sum_s coef_s[j'] (x) rows_s[j'] for j = 0..k-1, with
+    ``sources`` a list of (coef (k, n), rows (k, H)) pairs; also adds the whole
+    block's sum to ``first`` in place (the activation after the block).
+    The strictly lower-triangular coefficient array (k, n, k * len(sources)) turns
+    the running sum into a single product with the stacked rows.
+    """
+    k = out.shape[0]
+    if k == 1:
+        out[0] = first
+    else:
+        mask = np.tri(k, k, -1)[:, None, :]
+        coef = np.concatenate([mask * s.T[None, :, :] for s, _ in sources], axis=2)
+        rows = np.concatenate([r for _, r in sources], axis=0) if len(sources) > 1 else sources[0][1]
+        np.matmul(coef, rows, out=out)
+        out += first
+    for s, r in sources:
+        first += s.T @ r
+    return out
+
+
+def _accumulate(first, X):
+    """Prefix sums over positions, in place: X[0] += first, X[j] += X[j-1]; then first = X[-1]."""
+    X[0] += first
+    for j in range(1, X.shape[0]):
+        X[j] += X[j - 1]
+    first[...] = X[-1]
+    return X
+
+
+# ------------------------------------------------------------------------------ NADE
+class NADE:
+    """A binary NADE with one hidden layer (Appendix C, section 4.2.2).
+
+    Parameters
+    ----------
+    n_inputs : int
+        D, the number of binary inputs.
+    n_hidden : int
+        H, the number of hidden units.
+    rng : numpy.random.Generator or None
+        Draws the initial W and V, i.i.d. N(0, init_std^2); b and c start at 0. With
+        ``None`` every parameter starts at 0 (set them yourself; a NADE with W = V = 0
+        cannot break the symmetry between hidden units by training).
+    order : array_like of shape (D,), optional
+        A permutation of 0..D-1: position d models input ``order[d]``. Default:
+        the identity. :func:`raster_column_order` gives the thesis's MNIST order.
+    nonlinearity : {"logistic", "relu"}
+        Hidden-unit function f (C.4).
+    init_std : float
+
+    Attributes
+    ----------
+    params : ndarray of shape (P,), P = 2 D H + D + H
+    W : ndarray of shape (H, D)      view of params
+    V : ndarray of shape (D, H)      view of params
+    b : ndarray of shape (D,)        view of params
+    c : ndarray of shape (H,)        view of params
+    order : ndarray of shape (D,), int
+    n_inputs, n_hidden, n_params : int
+    """
+
+    def __init__(self, n_inputs, n_hidden, rng=None, *, order=None, nonlinearity="logistic", init_std=0.01):
+        self.n_inputs = check_positive_int(n_inputs, "n_inputs")
+        self.n_hidden = check_positive_int(n_hidden, "n_hidden")
+        D, H = self.n_inputs, self.n_hidden
+        self.order = np.arange(D) if order is None else check_permutation(order, "order", D)
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity: expected one of {sorted(NONLINEARITIES)}, received {nonlinearity!r}")
+        init_std = check_in_range(init_std, "init_std", 0.0, np.inf)
+        if rng is not None:
+            check_generator(rng)
+        self.nonlinearity = nonlinearity
+        self.n_params = 2 * D * H + D + H
+        self.params = np.zeros(self.n_params)
+        self.W, self.V, self.b, self.c = self.param_views(self.params)
+        if rng is not None:
+            self.W[...] = rng.normal(0.0, init_std, size=(H, D))
+            self.V[...] = rng.normal(0.0, init_std, size=(D, H))
+
+    # ----------------------------------------------------------------- parameters
+    def param_views(self, flat):
+        """Split any flat vector of length P into views (W (H, D), V (D, H), b (D,), c (H,)).
+
+        Use it on gradients and directions: ``dW, dV, db, dc = nade.param_views(d_params)``.
+        """
+        flat = np.asarray(flat)
+        if flat.shape != (self.n_params,):
+            raise ValueError(f"flat: expected shape ({self.n_params},), received shape {flat.shape}")
+        D, H = self.n_inputs, self.n_hidden
+        i = 0
+        views = []
+        for shape in ((H, D), (D, H), (D,), (H,)):
+            size = int(np.prod(shape))
+            views.append(flat[i:i + size].reshape(shape))
+            i += size
+        return tuple(views)
+
+    def set_params(self, values):
+        """Copy ``values`` (shape (P,), finite) into ``params`` in place (the views stay valid)."""
+        values = as_float_array(values, "values", shape=(self.n_params,))
+        self.params[...] = values
+
+    def set_biases_from_data(self, data, smoothing=1.0):
+        """Set b to the logits of the inputs' smoothed on-frequencies in ``data``.
+
+        b_i = log((n1_i + s) / (n0_i + s)) with n1_i / n0_i the counts of ones / zeros
+        of input i and s = ``smoothing``. With W = V = 0 this is the best model with
+        independent inputs; from a small random start it saves the many early
+        ADADELTA steps that would otherwise be spent moving b (quick runs).
+
+        Parameters
+        ----------
+        data : array_like of shape (M, D), binary
+        smoothing : float > 0
+        """
+        data = _check_binary_dataset(data, "data", self.n_inputs)
+        smoothing = check_in_range(smoothing, "smoothing", 0.0, np.inf, low_open=True)
+        ones = data.sum(axis=0, dtype=np.float64)
+        self.b[...] = np.log((ones + smoothing) / (data.shape[0] - ones + smoothing))
+
+    def _ordered(self, flat=None):
+        """(W, V, b, c) of ``flat`` (default: params) with inputs in position order: Wo (D, H), Vo (D, H)."""
+        W, V, b, c = self.param_views(self.params if flat is None else flat)
+        o = self.order
+        return np.ascontiguousarray(W[:, o].T), np.ascontiguousarray(V[o]), b[o], c
+
+    def _scatter(self, dWo, dVo, dbo, dc):
+        """Flat gradient from position-ordered pieces (inverse of :meth:`_ordered`)."""
+        out = np.empty(self.n_params)
+        dW, dV, db, dc_view = self.param_views(out)
+        dW[:, self.order] = dWo.T
+        dV[self.order] = dVo
+        db[self.order] = dbo
+        dc_view[...] = dc
+        return out
+
+    # --------------------------------------------------------------------- checks
+    def _check_x(self, x, continuous, name="x"):
+        arr = as_batch(x, name, self.n_inputs)
+        if not continuous and not np.all((arr == 0) | (arr == 1)):
+            bad = arr[(arr != 0) & (arr != 1)]
+            raise ValueError(f"{name}: expected binary values (0 or 1), received {bad.size} other entries, "
+                             f"e.g. {bad.flat[0]!r} (pass continuous=True to treat x as real-valued)")
+        return arr
+
+    def _check_weights(self, weights, n):
+        if weights is None:
+            return np.ones(n)
+        return as_float_array(weights, "weights", shape=(n,))
+
+    # --------------------------------------------------------------------- forward
+    def log_prob(self, x, *, continuous=False):
+        """log q(x) for each row (C.1-C.7).
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D) or (D,)
+            Binary inputs in the data's order. With ``continuous=True`` any real
+            values are accepted and the same formula (C.7) is evaluated; that is
+            the relaxation whose input derivatives :meth:`grad` returns.
+
+        Returns
+        -------
+        ndarray of shape (N,)
+        """
+        x = self._check_x(x, continuous)
+        return self._pass(x, None, "log_prob")["log_q"]
+
+    def conditionals(self, x, *, continuous=False):
+        """y with y[n, i] = q(x_i = 1 | inputs placed before i), shape (N, D), data order (C.6)."""
+        x = self._check_x(x, continuous)
+        out = self._pass(x, None, "log_prob", keep_z=True)
+        return _logistic(out["z"], out["z"])
+
+    def r_forward(self, x, v_params=None, v_x=None, *, continuous=False):
+        """The logits z (C.5) and their directional derivative R{z} (C.16-C.19), data order.
+
+        Returns
+        -------
+        z, R_z : ndarrays of shape (N, D)
+        """
+        x = self._check_x(x, continuous)
+        v = self._check_direction(x, v_params, v_x)
+        if v["v_params"] is None and v["v_x"] is None:
+            return self._pass(x, None, "log_prob", keep_z=True)["z"], np.zeros(x.shape)
+        out = self._pass(x, None, "r_forward", v=v)
+        return out["z"], out["R_z"]
+
+    # -------------------------------------------------------------------- backprop
+    def grad(self, x, weights=None, *, param_grads=True, input_grads=True, continuous=False):
+        """Backprop (C.8-C.15): gradient of E = sum_n w_n log q(x_n) w.r.t. the parameters and x.
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+        weights : array_like of shape (N,), optional
+            w_n (any real numbers; default 1). ``weights = 1 / N`` gives the mean.
+        param_grads, input_grads : bool
+            Skip the parameter part (C.11-C.13) or the input part (C.14) when not wanted.
+        continuous : bool
+            Accept real-valued x (needed for finite differences in x).
+
+        Returns
+        -------
+        log_q : ndarray of shape (N,)
+            Unweighted log q(x_n).
+        d_params : ndarray of shape (P,) or None
+            dE/dtheta, laid out like ``params`` (split with :meth:`param_views`).
+        d_x : ndarray of shape (N, D) or None
+            dE/dx; row n is w_n * d log q(x_n) / dx_n.
+
+        Cost: about 1.8 times :meth:`log_prob` (one pass over the positions, see the module notes).
+        """
+        x = self._check_x(x, continuous)
+        w = self._check_weights(weights, x.shape[0])
+        out = self._pass(x, w, "grad", param_grads=param_grads, input_grads=input_grads)
+        return out["log_q"], out.get("d_params"), out.get("d_x")
+
+    def hvp(self, x, v_params=None, v_x=None, weights=None, *, param_grads=True, input_grads=True,
+            continuous=False):
+        """R{backprop} (C.16-C.28): H v for E = sum_n w_n log q(x_n), H the Hessian over (theta, x).
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+        v_params : array_like of shape (P,) or None
+            Parameter part of the direction; None means zero (reduced form C.28).
+        v_x : array_like of shape (N, D) or None
+            Input part of the direction; None means zero (reduced form C.28).
+        weights : array_like of shape (N,), optional
+        param_grads, input_grads : bool
+            Which parts of H v to return (e.g. score matching needs only the
+            parameter part of H (0, v_x)).
+
+        Returns
+        -------
+        Hv_params : ndarray of shape (P,) or None
+        Hv_x : ndarray of shape (N, D) or None
+
+        Both parts None-direction gives zeros. Cost: about twice :meth:`grad` for a
+        full direction, less for a reduced one (``kd-ref bench nade`` prints both).
+        """
+        x = self._check_x(x, continuous)
+        v = self._check_direction(x, v_params, v_x)
+        w = self._check_weights(weights, x.shape[0])
+        if v["v_params"] is None and v["v_x"] is None:
+            return (np.zeros(self.n_params) if param_grads else None,
+                    np.zeros(x.shape) if input_grads else None)
+        out = self._pass(x, w, "hvp", v=v, param_grads=param_grads, input_grads=input_grads)
+        return out.get("d_params"), out.get("d_x")
+
+    def _check_direction(self, x, v_params, v_x):
+        vp = None if v_params is None else as_float_array(v_params, "v_params", shape=(self.n_params,))
+        vx = None if v_x is None else as_float_array(v_x, "v_x", shape=x.shape)
+        return {"v_params": vp, "v_x": vx}
+
+    # ------------------------------------------------------------------ the engine
+    def _pass(self, x, w, mode, v=None, param_grads=True, input_grads=True, keep_z=False):
+        """One pass over the positions for every row chunk; see the module notes.
+
+        mode: "log_prob" (C.2-C.7), "r_forward" (C.2-C.7, C.16-C.19), "grad" (C.2-C.15)
+        or "hvp" (C.2-C.28). Returns a dict of results in data order. Block arrays
+        have shape (k, n, H): k positions of the block, n rows of the chunk.
+        """
+        f, f_slope = NONLINEARITIES[self.nonlinearity]
+        logistic = self.nonlinearity == "logistic"
+        D, H = self.n_inputs, self.n_hidden
+        N = x.shape[0]
+        Wo, Vo, bo, c = self._ordered()
+        xo = x[:, self.order]
+        backprop = mode in ("grad", "hvp")
+        r_mode = mode in ("r_forward", "hvp")
+        has_vp = r_mode and v["v_params"] is not None
+        has_vx = r_mode and v["v_x"] is not None
+        if has_vp:
+            vWo, vVo, vbo, vc = self._ordered(v["v_params"])
+        want_p = backprop and param_grads
+        want_x = backprop and input_grads
+        if backprop:
+            V2 = np.zeros((D, 2, H))                                    # rows V[o_d] and v_V[o_d]
+            V2[:, 0] = Vo
+            if has_vp:
+                V2[:, 1] = vVo
+
+        out = {"log_q": np.zeros(N)}
+        z_all = np.empty((N, D)) if (keep_z or mode == "r_forward") else None
+        R_z_all = np.empty((N, D)) if mode == "r_forward" else None
+        if want_p:
+            g_W, g_V, g_b, g_c = np.zeros((D, H)), np.zeros((D, H)), np.zeros(D), np.zeros(H)
+        if want_x:
+            g_x = np.empty((N, D))
+
+        rows, K = _plan(N, H)
+        K = min(K, D)
+        names = ["A", "Hh"] + (["F"] if backprop or r_mode else []) + (["dH", "P"] if backprop else []) \
+            + (["RA", "RH"] if r_mode else []) + (["RdH", "RP"] if mode == "hvp" else [])
+        for r0 in range(0, N, rows):
+            r1 = min(N, r0 + rows)
+            n = r1 - r0
+            bufs = {name: np.empty((K, n, H)) for name in names}
+            xT = np.ascontiguousarray(xo[r0:r1].T)                      # (D, n), positions first
+            a = np.empty((n, H))
+            a[...] = c                                                  # (C.2)
+            if backprop:
+                w_r = w[r0:r1]
+                P_run = np.zeros((n, H))                                # sum of da over the positions done
+            if r_mode:
+                Ra = np.zeros((n, H))
+                if has_vp:
+                    Ra += vc                                            # (C.16)
+                vxT = np.ascontiguousarray(v["v_x"][r0:r1][:, self.order].T) if has_vx else None
+            if mode == "hvp":
+                RP_run = np.zeros((n, H))
+            log_q = out["log_q"][r0:r1]
+
+            for d0 in range(0, D, K):
+                d1 = min(D, d0 + K)
+                k = d1 - d0
+                A, Hh = bufs["A"][:k], bufs["Hh"][:k]
+                xb, Wb, Vb = xT[d0:d1], Wo[d0:d1], Vo[d0:d1]
+                # ---- forward (C.2-C.7)
+                _running_sum(a, [(xb, Wb)], A)                          # A[j] = a_{d0+j}      (C.3, C.15)
+                f(A, Hh)                                                # h_d                  (C.4)
+                z = _dot_rows(Hh, Vb, np.empty((k, n)))                 # h_d . V[o_d]         (C.5)
+                z += bo[d0:d1, None]
+                log_q += np.sum(xb * z - _softplus(z), axis=0)          # (C.7)
+                if z_all is not None:
+                    z_all[r0:r1, d0:d1] = z.T
+                if mode == "log_prob":
+                    continue
+                if backprop or r_mode:
+                    F = bufs["F"][:k]
+                    f_slope(A, Hh, F)                                   # f'(a_d)
+                if r_mode:
+                    # ---- R-forward (C.16-C.19)
+                    RA, RH = bufs["RA"][:k], bufs["RH"][:k]
+                    sources = ([(xb, vWo[d0:d1])] if has_vp else []) + ([(vxT[d0:d1], Wb)] if has_vx else [])
+                    _running_sum(Ra, sources, RA)                       # R{a_d}               (C.17)
+                    np.multiply(F, RA, out=RH)                          # R{h_d}               (C.18)
+                    Rz = _dot_rows(RH, Vb, np.empty((k, n)))            # R{z_d}               (C.19)
+                    if has_vp:
+                        Rz += _dot_rows(Hh, vVo[d0:d1], np.empty((k, n)))
+                        Rz += vbo[d0:d1, None]
+                    if mode == "r_forward":
+                        R_z_all[r0:r1, d0:d1] = Rz.T
+                        continue
+                # ---- backprop (C.8-C.15)
+                dH, P = bufs["dH"][:k], bufs["P"][:k]
+                y = _logistic(z, z.copy() if (mode == "grad" and want_x) else z)   # y_d      (C.6)
+                dz = xb - y                                             # (C.8)
+                dz *= w_r
+                _outer_pair(dz, None, V2[d0:d1], dH)                    # dh_d = dz_d V[o_d]   (C.9)
+                np.multiply(dH, F, out=P)                               # da_d                 (C.10)
+                if mode == "grad":
+                    _accumulate(P_run, P)                               # P[j] = P_{d0+j}      (C.15)
+                    if want_p:
+                        g_b[d0:d1] += dz.sum(axis=1)
+                        g_V[d0:d1] += _weighted_rows(dz, Hh)            # (C.11)
+                        g_W[d0:d1] -= _weighted_rows(xb, P)             # -x P_d part of (C.12)
+                    if want_x:
+                        gx = _dot_rows(P, Wb, np.empty((k, n)))         # P_d . W[:, o_d] part of (C.14)
+                        np.subtract(z * w_r, gx, out=gx)
+                        g_x[r0:r1, d0:d1] = gx.T
+                    continue
+                # ---- R{backprop} (C.20-C.27)
+                RdH, RP = bufs["RdH"][:k], bufs["RP"][:k]
+                Rdz = y * (y - 1.0) * Rz                                # -R{y_d}              (C.20)
+                if has_vx:
+                    Rdz += vxT[d0:d1]
+                Rdz *= w_r                                              # R{dz_d}              (C.21)
+                _outer_pair(Rdz, dz if has_vp else None, V2[d0:d1], RdH)   # R{dh_d}           (C.22)
+                np.multiply(RdH, F, out=RP)                             # f'(a_d) R{dh_d}      (C.23)
+                if logistic:                                            # + f''(a) R{a} dh, f'' = f' (1 - 2h)
+                    np.multiply(Hh, -2.0, out=RdH)
+                    RdH += 1.0
+                    RdH *= RH
+                    RdH *= dH
+                    RP += RdH
+                _accumulate(P_run, P)                                   # prefix sums of da and R{da}
+                _accumulate(RP_run, RP)
+                if want_p:
+                    g_b[d0:d1] += Rdz.sum(axis=1)                       # (C.24)
+                    g_V[d0:d1] += _weighted_rows(Rdz, Hh)
+                    g_V[d0:d1] += _weighted_rows(dz, RH)
+                    g_W[d0:d1] -= _weighted_rows(xb, RP)                # (C.25), S_d = S - P_d
+                    if has_vx:
+                        g_W[d0:d1] -= _weighted_rows(vxT[d0:d1], P)
+                if want_x:                                              # (C.27)
+                    gx = _dot_rows(RP, Wb, np.empty((k, n)))
+                    if has_vp:
+                        gx += _dot_rows(P, vWo[d0:d1], np.empty((k, n)))
+                    np.subtract(Rz * w_r, gx, out=gx)
+                    g_x[r0:r1, d0:d1] = gx.T
+
+            # ---- end of the chunk: the terms with the totals S = P_D (and R{S})
+            if mode == "grad":
+                S = P_run
+                if want_p:
+                    g_W += xT @ S                                        # (C.12)
+                    g_c += S.sum(axis=0)                                 # (C.13)
+                if want_x:
+                    g_x[r0:r1] += S @ Wo.T                               # (C.14)
+            elif mode == "hvp":
+                S, RS = P_run, RP_run
+                if want_p:
+                    g_W += xT @ RS                                       # (C.25)
+                    if has_vx:
+                        g_W += vxT @ S
+                    g_c += RS.sum(axis=0)                                # (C.26)
+                if want_x:
+                    g_x[r0:r1] += RS @ Wo.T                              # (C.27)
+                    if has_vp:
+                        g_x[r0:r1] += S @ vWo.T
+
+        inverse = np.argsort(self.order)
+        if z_all is not None:
+            out["z"] = z_all[:, inverse]
+        if R_z_all is not None:
+            out["R_z"] = R_z_all[:, inverse]
+        if want_p:
+            out["d_params"] = self._scatter(g_W, g_V, g_b, g_c)
+        if want_x:
+            out["d_x"] = g_x[:, inverse]
+        return out
+
+    # -------------------------------------------------------------------- sampling
+    def sample(self, n, rng):
+        """Ancestral sampling (section 4.2.2): n exact, independent samples.
+
+        Position by position, y_d = q(x_{o_d} = 1 | x_{o_<d}) is computed (C.4-C.6)
+        and x_{o_d} is drawn from Bernoulli(y_d), then fed forward (C.3).
+
+        Parameters
+        ----------
+        n : int
+        rng : numpy.random.Generator
+
+        Returns
+        -------
+        x : ndarray of shape (n, D), float64 in {0, 1}
+            The samples, data order.
+        y : ndarray of shape (n, D), float64 in [0, 1]
+            The conditional probabilities each sample was drawn with, data order:
+            y[:, i] is the probability that input i was on given the inputs
+            drawn before it (a grey-level "smoothed" image of the sample).
+        """
+        n = check_positive_int(n, "n")
+        check_generator(rng)
+        D, H = self.n_inputs, self.n_hidden
+        f = NONLINEARITIES[self.nonlinearity][0]
+        Wo, Vo, bo, c = self._ordered()
+        u = rng.random((n, D))                                           # one uniform per (sample, position)
+        xs, ys = np.empty((n, D)), np.empty((n, D))
+        rows = max(1, min(n, 4 * _MAX_ROWS))
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            a = np.empty((r1 - r0, H))
+            a[...] = c                                                   # (C.2)
+            h = np.empty_like(a)
+            for d in range(D):
+                f(a, h)                                                  # (C.4)
+                zd = h @ Vo[d] + bo[d]                                   # (C.5)
+                yd = _logistic(zd, zd)                                   # (C.6)
+                xd = (u[r0:r1, d] < yd).astype(np.float64)
+                xs[r0:r1, d], ys[r0:r1, d] = xd, yd
+                a += xd[:, None] * Wo[d]                                 # (C.3)
+        inverse = np.argsort(self.order)
+        return xs[:, inverse], ys[:, inverse]
+
+    # -------------------------------------------------------------------- training
+    def fit(self, data, rng, *, n_steps=None, passes=None, batch_size=20, optimizer=None, test=None,
+            monitor_every=None, progress=True, checkpoint=None, label="NADE", callback=None, init_biases=False):
+        """Maximum-likelihood training on a binary dataset (minibatches drawn without replacement).
+
+        Thin wrapper: ``fit_nade(self, MinibatchDrawer(data, batch_size, rng), n_steps, ...)``.
+
+        Parameters
+        ----------
+        data : array_like of shape (M, D), binary
+        rng : numpy.random.Generator
+            Shuffles the data.
+        n_steps : int, optional
+            Number of minibatch updates; give this or ``passes``
+            (n_steps = ceil(passes * M / batch_size)).
+        batch_size : int
+        optimizer, test, monitor_every, progress, checkpoint, label, callback
+            As in :func:`fit_nade`.
+        init_biases : bool
+            First call :meth:`set_biases_from_data` on ``data`` (off by default, so
+            the thesis set-up, training from the random start, is unchanged).
+
+        Returns
+        -------
+        kd_ref.optim.TrainResult
+        """
+        data = _check_binary_dataset(data, "data", self.n_inputs)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if (n_steps is None) == (passes is None):
+            raise ValueError(f"n_steps, passes: expected exactly one of them, received n_steps={n_steps!r}, "
+                             f"passes={passes!r}")
+        if n_steps is None:
+            passes = check_in_range(passes, "passes", 0.0, np.inf, low_open=True)
+            n_steps = max(1, int(np.ceil(passes * data.shape[0] / batch_size)))
+        draw = MinibatchDrawer(data, batch_size, rng)
+        if init_biases:
+            self.set_biases_from_data(data)
+        return fit_nade(self, draw, n_steps, optimizer=optimizer, test=test, monitor_every=monitor_every,
+                        progress=progress, checkpoint=checkpoint, label=label, callback=callback)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path):
+        """Write the NADE to ``path`` (.npz, exactly this name); :meth:`load` restores it bit for bit."""
+        W, V, b, c = self.param_views(self.params)
+        with open(path, "wb") as fh:
+            np.savez(fh, format=np.array(FILE_FORMAT), version=np.array(FILE_VERSION), W=W, V=V, b=b, c=c,
+                     order=self.order.astype(np.int64), nonlinearity=np.array(self.nonlinearity))
+
+    @classmethod
+    def load(cls, path):
+        """Read a NADE written by :meth:`save`; a damaged or foreign file raises ValueError naming the problem."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"path: no NADE file at {str(path)!r}")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except Exception as err:  # zip, header or pickle errors from a damaged or foreign file
+            raise ValueError(f"path: could not read {str(path)!r} as a .npz file ({type(err).__name__}: {err})") \
+                from None
+        needed = ("format", "version", "W", "V", "b", "c", "order", "nonlinearity")
+        missing = [k for k in needed if k not in arrays]
+        if missing or str(arrays["format"]) != FILE_FORMAT:
+            raise ValueError(f"path: expected a {FILE_FORMAT} file with arrays {list(needed)}, "
+                             f"{str(path)!r} holds {sorted(arrays)}")
+        if int(arrays["version"]) != FILE_VERSION:
+            raise ValueError(f"path: expected file version {FILE_VERSION}, received {int(arrays['version'])}")
+        W = arrays["W"]
+        if W.ndim != 2:
+            raise ValueError(f"path: expected W of shape (H, D), received shape {W.shape}")
+        H, D = W.shape
+        for key, shape in (("V", (D, H)), ("b", (D,)), ("c", (H,)), ("order", (D,))):
+            if arrays[key].shape != shape:
+                raise ValueError(f"path: expected {key} of shape {shape} (W is {W.shape}), "
+                                 f"received shape {arrays[key].shape}")
+        for key in ("W", "V", "b", "c"):
+            if arrays[key].dtype != np.float64:
+                raise ValueError(f"path: expected {key} of dtype float64, received {arrays[key].dtype}")
+        nade = cls(D, H, None, order=arrays["order"], nonlinearity=str(arrays["nonlinearity"]))
+        for key, view in zip(("W", "V", "b", "c"), (nade.W, nade.V, nade.b, nade.c)):
+            view[...] = arrays[key]
+        if not np.all(np.isfinite(nade.params)):
+            raise ValueError(f"path: expected finite parameters, {str(path)!r} holds NaN or infinite values")
+        return nade
+
+    def __repr__(self):
+        return (f"NADE(n_inputs={self.n_inputs}, n_hidden={self.n_hidden}, nonlinearity={self.nonlinearity!r}, "
+                f"order={'identity' if np.array_equal(self.order, np.arange(self.n_inputs)) else 'custom'})")
+
+
+# -------------------------------------------------------------------------- training
+def _check_binary_dataset(data, name, dim):
+    """Check a (M, dim) array of zeros and ones without converting it (a uint8 dataset stays uint8)."""
+    arr = np.asarray(data)
+    if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] < 1:
+        raise ValueError(f"{name}: expected shape (M, {dim}) with M >= 1, received shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{name}: expected a numeric array, received dtype {arr.dtype}")
+    ok = (arr == 0) | (arr == 1)
+    if not np.all(ok):
+        raise ValueError(f"{name}: expected binary values (0 or 1), received {int(ok.size - ok.sum())} other "
+                         f"entries, e.g. {arr[~ok].flat[0]!r}")
+    return arr
+
+
+class MinibatchDrawer:
+    """Minibatches of a dataset, drawn without replacement and reshuffled after every pass (2.21).
+
+    Each call returns the next ``batch_size`` rows of the current shuffled pass; a
+    batch that would run past the end is completed from the next pass (with a fresh
+    permutation), so every batch has exactly ``batch_size`` rows and every row is
+    used once per pass.
+
+    Parameters
+    ----------
+    data : array_like of shape (M, D)
+        Kept as given (its dtype is preserved; batches are float64 copies).
+    batch_size : int
+    rng : numpy.random.Generator
+
+    Attributes
+    ----------
+    passes : int
+        Completed passes over the data.
+    examples_drawn : int
+    """
+
+    def __init__(self, data, batch_size, rng):
+        data = np.asarray(data)
+        if data.ndim != 2 or data.shape[0] < 1:
+            raise ValueError(f"data: expected a 2-d array with at least one row, received shape {data.shape}")
+        self.data = data
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.rng = check_generator(rng)
+        self.perm = self.rng.permutation(data.shape[0])
+        self.pos = 0
+        self.passes = 0
+        self.examples_drawn = 0
+
+    def next_indices(self):
+        """Row indices of the next minibatch, shape (batch_size,)."""
+        out = []
+        need = self.batch_size
+        while need > 0:
+            take = self.perm[self.pos:self.pos + need]
+            out.append(take)
+            need -= take.size
+            self.pos += take.size
+            if self.pos == self.perm.size:
+                self.perm = self.rng.permutation(self.data.shape[0])
+                self.pos = 0
+                self.passes += 1
+        self.examples_drawn += self.batch_size
+        return np.concatenate(out)
+
+    def __call__(self):
+        return np.asarray(self.data[self.next_indices()], dtype=np.float64)
+
+
+def log_likelihood_objective(nade):
+    """objective(batch) -> (-mean log q, its gradient) for :func:`kd_ref.optim.train` (KL loss 4.6-4.7)."""
+    def objective(batch):
+        n = batch.shape[0]
+        log_q, d_params, _ = nade.grad(batch, np.full(n, 1.0 / n), input_grads=False)
+        return -float(np.mean(log_q)), -d_params
+    return objective
+
+
+def fit_nade(nade, draw, n_steps, optimizer=None, test=None, monitor_every=None, progress=True, checkpoint=None,
+             label="NADE", callback=None):
+    """Maximum-likelihood training of a NADE on any stream of binary minibatches.
+
+    Minimises -mean log q over each minibatch with :func:`kd_ref.optim.train`
+    (ADADELTA by default, rho = 0.95, eps = 1e-6 as in the thesis).
+
+    Parameters
+    ----------
+    nade : NADE
+        Trained in place.
+    draw : callable () -> ndarray of shape (B, D)
+        Minibatch source: a :class:`MinibatchDrawer` over a dataset, or any sampler
+        (e.g. Gibbs chains of an RBM, section 4.2.3).
+    n_steps : int
+    optimizer : kd_ref.optim.SGD or Adadelta, optional
+    test : array_like of shape (M, D), optional
+        Binary test set; its average log-probability is monitored every
+        ``monitor_every`` steps and at the end (``TrainResult.monitor``).
+    monitor_every : int, optional
+        Default: about 20 evaluations per run when ``test`` is given.
+    progress : bool
+    checkpoint : str, optional
+        Resumable checkpoint file (see :func:`kd_ref.optim.train`).
+    label : str
+    callback : callable (step, loss) -> bool, optional
+
+    Returns
+    -------
+    kd_ref.optim.TrainResult
+    """
+    if not isinstance(nade, NADE):
+        raise TypeError(f"nade: expected a kd_ref.nade.NADE, received {type(nade).__name__}")
+    if not callable(draw):
+        raise TypeError(f"draw: expected a callable returning a minibatch, received {type(draw).__name__}")
+    n_steps = check_positive_int(n_steps, "n_steps")
+    optimizer = Adadelta() if optimizer is None else optimizer
+    monitor = None
+    if test is not None:
+        test = _check_binary_dataset(test, "test", nade.n_inputs)
+        if monitor_every is None:
+            monitor_every = max(1, n_steps // 20)
+
+        def average_test_log_prob():
+            return float(np.mean(nade.log_prob(test)))
+        monitor = average_test_log_prob
+    objective = log_likelihood_objective(nade)
+
+    def checked(batch):
+        return objective(nade._check_x(batch, False, name="draw()"))
+    return train(nade.params, checked, draw, optimizer, n_steps, monitor=monitor, monitor_every=monitor_every,
+                 callback=callback, progress=progress, checkpoint=checkpoint, label=label)

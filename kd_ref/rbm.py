@@ -1,0 +1,565 @@
+"""Binary restricted Boltzmann machine: log phi and its derivatives, block Gibbs chains, CD-k, exact log Z (4.30-4.34).
+
+Energy E(x, h) = -b_v.x - b_h.h - x.W.h over x in {0,1}^D, h in {0,1}^H. Summing
+out h gives the unnormalised log-probability (4.31-4.32)
+
+    a       = b_h + x W                                  shape (N, H)
+    log phi = b_v . x + sum_j softplus(a_j)              (4.32), p(x) = phi(x) / Z
+
+and the two conditionals used by block Gibbs sampling
+
+    p(h_j = 1 | x) = sigma(b_h + x W)_j                  (4.33)
+    p(x_i = 1 | h) = sigma(b_v + h W^T)_i                (4.34)
+
+Derivatives of E = sum_n w_n log phi(x_n), with s = sigma(a) (x treated as continuous):
+
+    dE/dx   = w (b_v + s W^T);   dE/dW = x^T (w s);   dE/db_v = sum w x;   dE/db_h = sum w s
+
+and their R-forms for a direction v = (v_W, v_bv, v_bh, v_x) (appendix A):
+
+    R{a} = v_x W + x v_W + v_bh;   R{s} = s (1 - s) R{a}
+    R{dE/dx} = w (v_bv + R{s} W^T + s v_W^T);   R{dE/dW} = v_x^T (w s) + x^T (w R{s})
+    R{dE/db_v} = sum w v_x;   R{dE/db_h} = sum w R{s}
+
+Parameters live in one flat float64 vector ``params`` with views W (D, H),
+b_visible (D,), b_hidden (H,), in that order; the file layout of the CD25(500)
+RBM (``rbm_cd25_500.npz``) is the same.
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import (as_batch, as_float_array, check_generator, check_in_range, check_positive_int)
+from .nade import _logistic, _softplus
+from .optim import SGD, train
+from .progress import Progress
+
+FILE_FORMAT = "kd_ref.RBM"
+FILE_VERSION = 1
+MAX_ENUMERATED_UNITS = 26
+_ENUM_CHUNK = 1 << 14
+
+
+def _bits(start, stop, m):
+    """Rows start..stop-1 of the 2^m binary states, as float64 (stop - start, m); bit j of the index is column j."""
+    idx = np.arange(start, stop, dtype=np.int64)[:, None]
+    return ((idx >> np.arange(m, dtype=np.int64)) & 1).astype(np.float64)
+
+
+class RBM:
+    """A binary RBM with D visible and H hidden units (section 4.2.1).
+
+    Parameters
+    ----------
+    n_visible, n_hidden : int
+    rng : numpy.random.Generator or None
+        Draws W i.i.d. N(0, init_std^2); biases start at 0. ``None``: all zeros.
+    init_std : float
+
+    Attributes
+    ----------
+    params : ndarray of shape (P,), P = D H + D + H
+    W : ndarray of shape (D, H)          view of params
+    b_visible : ndarray of shape (D,)    view of params
+    b_hidden : ndarray of shape (H,)     view of params
+    n_visible, n_hidden, n_params : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rbm = RBM(3, 2, np.random.default_rng(0), init_std=1.0)
+    >>> x = (np.arange(8)[:, None] >> np.arange(3)) & 1
+    >>> bool(np.isclose(np.logaddexp.reduce(rbm.log_phi(x)), rbm.log_z_exact()))
+    True
+    """
+
+    def __init__(self, n_visible, n_hidden, rng=None, *, init_std=0.01):
+        self.n_visible = check_positive_int(n_visible, "n_visible")
+        self.n_hidden = check_positive_int(n_hidden, "n_hidden")
+        init_std = check_in_range(init_std, "init_std", 0.0, np.inf)
+        if rng is not None:
+            check_generator(rng)
+        D, H = self.n_visible, self.n_hidden
+        self.n_params = D * H + D + H
+        self.params = np.zeros(self.n_params)
+        self.W, self.b_visible, self.b_hidden = self.param_views(self.params)
+        if rng is not None:
+            self.W[...] = rng.normal(0.0, init_std, size=(D, H))
+
+    # ----------------------------------------------------------------- parameters
+    def param_views(self, flat):
+        """Split a flat vector of length P into views (W (D, H), b_visible (D,), b_hidden (H,))."""
+        flat = np.asarray(flat)
+        if flat.shape != (self.n_params,):
+            raise ValueError(f"flat: expected shape ({self.n_params},), received shape {flat.shape}")
+        D, H = self.n_visible, self.n_hidden
+        return flat[:D * H].reshape(D, H), flat[D * H:D * H + D], flat[D * H + D:]
+
+    def set_params(self, values):
+        """Copy ``values`` (shape (P,), finite) into ``params`` in place."""
+        self.params[...] = as_float_array(values, "values", shape=(self.n_params,))
+
+    @classmethod
+    def from_arrays(cls, W, b_visible, b_hidden):
+        """An RBM holding copies of the given arrays: W (D, H), b_visible (D,), b_hidden (H,)."""
+        W = as_float_array(W, "W", ndim=2)
+        D, H = W.shape
+        b_visible = as_float_array(b_visible, "b_visible", shape=(D,))
+        b_hidden = as_float_array(b_hidden, "b_hidden", shape=(H,))
+        rbm = cls(D, H)
+        rbm.W[...], rbm.b_visible[...], rbm.b_hidden[...] = W, b_visible, b_hidden
+        return rbm
+
+    @classmethod
+    def from_file(cls, path=None):
+        """The CD25(500) RBM of Salakhutdinov and Murray from ``rbm_cd25_500.npz``.
+
+        ``path``: the file or its folder; default ``$KD_REF_DATA/rbm_cd25_500.npz``
+        (see :func:`kd_ref.datasets.load_rbm`, which gives the error to expect when absent).
+        """
+        from .datasets import load_rbm
+
+        arrays = load_rbm(path)
+        return cls.from_arrays(arrays["W"], arrays["b_visible"], arrays["b_hidden"])
+
+    def save(self, path):
+        """Write the RBM to ``path`` (.npz, exactly this name); :meth:`load` restores it bit for bit."""
+        with open(path, "wb") as fh:
+            np.savez(fh, format=np.array(FILE_FORMAT), version=np.array(FILE_VERSION), W=self.W,
+                     b_visible=self.b_visible, b_hidden=self.b_hidden)
+
+    @classmethod
+    def load(cls, path):
+        """Read an RBM written by :meth:`save` (or any .npz with W, b_visible, b_hidden, e.g. the reference file)."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"path: no RBM file at {str(path)!r}")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except Exception as err:  # zip, header or pickle errors from a damaged or foreign file
+            raise ValueError(f"path: could not read {str(path)!r} as a .npz file ({type(err).__name__}: {err})") \
+                from None
+        missing = [k for k in ("W", "b_visible", "b_hidden") if k not in arrays]
+        if missing:
+            raise ValueError(f"path: expected arrays W, b_visible, b_hidden, {str(path)!r} holds {sorted(arrays)}")
+        if "format" in arrays and str(arrays["format"]) != FILE_FORMAT:
+            raise ValueError(f"path: expected a {FILE_FORMAT} file, {str(path)!r} is {str(arrays['format'])!r}")
+        for key in ("W", "b_visible", "b_hidden"):
+            if arrays[key].dtype != np.float64:
+                raise ValueError(f"path: expected {key} of dtype float64, received {arrays[key].dtype}")
+        try:
+            return cls.from_arrays(arrays["W"], arrays["b_visible"], arrays["b_hidden"])
+        except ValueError as err:
+            raise ValueError(f"path: {str(path)!r} holds inconsistent arrays: {err}") from None
+
+    def __repr__(self):
+        return f"RBM(n_visible={self.n_visible}, n_hidden={self.n_hidden})"
+
+    # --------------------------------------------------------------------- checks
+    def _check_x(self, x, continuous, name="x"):
+        arr = as_batch(x, name, self.n_visible)
+        if not continuous and not np.all((arr == 0) | (arr == 1)):
+            bad = arr[(arr != 0) & (arr != 1)]
+            raise ValueError(f"{name}: expected binary values (0 or 1), received {bad.size} other entries, "
+                             f"e.g. {bad.flat[0]!r} (pass continuous=True to treat x as real-valued)")
+        return arr
+
+    # ------------------------------------------------------------------ log phi
+    def log_phi(self, x, *, continuous=False):
+        """Unnormalised log-probability log phi(x) = b_v.x + sum_j softplus(b_h + x W)_j (4.31-4.32).
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D) or (D,), binary (any reals with ``continuous=True``)
+
+        Returns
+        -------
+        ndarray of shape (N,)
+        """
+        x = self._check_x(x, continuous)
+        return self._log_phi(x)
+
+    def _log_phi(self, x):
+        return x @ self.b_visible + _softplus(x @ self.W + self.b_hidden).sum(axis=1)
+
+    def log_prob_exact(self, x, log_z=None):
+        """log p(x) = log phi(x) - log Z with Z by enumeration (tiny models only, see :meth:`log_z_exact`)."""
+        lp = self.log_phi(x)
+        return lp - (self.log_z_exact() if log_z is None else float(log_z))
+
+    def grad(self, x, weights=None, *, param_grads=True, input_grads=True, continuous=False):
+        """Gradient of E = sum_n w_n log phi(x_n) w.r.t. the parameters and x.
+
+        Returns
+        -------
+        log_phi : ndarray of shape (N,)
+        d_params : ndarray of shape (P,) or None     (layout of ``params``)
+        d_x : ndarray of shape (N, D) or None
+        """
+        x = self._check_x(x, continuous)
+        w = np.ones(x.shape[0]) if weights is None else as_float_array(weights, "weights", shape=(x.shape[0],))
+        a = x @ self.W + self.b_hidden
+        log_phi = x @ self.b_visible + _softplus(a).sum(axis=1)
+        s = _logistic(a, a)                                      # sigma(a), p(h = 1 | x) (4.33)
+        d_params = d_x = None
+        if param_grads:
+            ws = s * w[:, None]
+            d_params = np.concatenate([(x.T @ ws).ravel(), w @ x, ws.sum(axis=0)])
+        if input_grads:
+            d_x = (s @ self.W.T + self.b_visible) * w[:, None]
+        return log_phi, d_params, d_x
+
+    def hvp(self, x, v_params=None, v_x=None, weights=None, *, param_grads=True, input_grads=True,
+            continuous=False):
+        """H v for E = sum_n w_n log phi(x_n), H the joint Hessian over (params, x) (R-forms in the module notes).
+
+        ``None`` for a part of the direction means zero and drops its terms.
+
+        Returns
+        -------
+        Hv_params : ndarray of shape (P,) or None
+        Hv_x : ndarray of shape (N, D) or None
+        """
+        x = self._check_x(x, continuous)
+        w = np.ones(x.shape[0]) if weights is None else as_float_array(weights, "weights", shape=(x.shape[0],))
+        vp = None if v_params is None else as_float_array(v_params, "v_params", shape=(self.n_params,))
+        vx = None if v_x is None else as_float_array(v_x, "v_x", shape=x.shape)
+        a = x @ self.W + self.b_hidden
+        s = _logistic(a, a)
+        Ra = np.zeros_like(s)
+        if vp is not None:
+            vW, vbv, vbh = self.param_views(vp)
+            Ra += x @ vW + vbh
+        if vx is not None:
+            Ra += vx @ self.W
+        Rs = s * (1.0 - s) * Ra
+        ws, wRs = s * w[:, None], Rs * w[:, None]
+        Hv_params = Hv_x = None
+        if param_grads:
+            HW = x.T @ wRs
+            Hbv = np.zeros(self.n_visible)
+            if vx is not None:
+                HW += vx.T @ ws
+                Hbv = w @ vx
+            Hv_params = np.concatenate([HW.ravel(), Hbv, wRs.sum(axis=0)])
+        if input_grads:
+            Hv_x = wRs @ self.W.T
+            if vp is not None:
+                Hv_x += ws @ vW.T + w[:, None] * vbv
+        return Hv_params, Hv_x
+
+    # ---------------------------------------------------------------- conditionals
+    def hidden_probs(self, x):
+        """p(h_j = 1 | x) = sigma(b_h + x W) (4.33); x of shape (N, D) -> (N, H)."""
+        x = as_batch(x, "x", self.n_visible)
+        return _logistic(x @ self.W + self.b_hidden, np.empty((x.shape[0], self.n_hidden)))
+
+    def visible_probs(self, h):
+        """p(x_i = 1 | h) = sigma(b_v + h W^T) (4.34); h of shape (N, H) -> (N, D)."""
+        h = as_batch(h, "h", self.n_hidden)
+        return _logistic(h @ self.W.T + self.b_visible, np.empty((h.shape[0], self.n_visible)))
+
+    def sample_hidden(self, x, rng):
+        """h ~ p(h | x), float64 0/1 of shape (N, H)."""
+        p = self.hidden_probs(x)
+        return (check_generator(rng).random(p.shape) < p).astype(np.float64)
+
+    def sample_visible(self, h, rng):
+        """x ~ p(x | h), float64 0/1 of shape (N, D)."""
+        p = self.visible_probs(h)
+        return (check_generator(rng).random(p.shape) < p).astype(np.float64)
+
+    # --------------------------------------------------------------- exact log Z
+    def log_z_exact(self, max_units=MAX_ENUMERATED_UNITS):
+        """log Z by enumerating the smaller layer: 2^min(D, H) terms, summed in chunks.
+
+        With H <= D, Z = sum_h exp(b_h.h + sum_i softplus(b_v + W h)_i); otherwise
+        Z = sum_x phi(x). Refuses (ValueError) when min(D, H) > ``max_units``
+        (default 26: 6.7e7 states, already about a minute of work).
+        """
+        D, H = self.n_visible, self.n_hidden
+        m = min(D, H)
+        max_units = check_positive_int(max_units, "max_units")
+        if m > max_units:
+            raise ValueError(f"log_z_exact: enumerating 2^{m} states is out of reach; expected min(n_visible, "
+                             f"n_hidden) <= max_units={max_units}, received {m} (D={D}, H={H}); estimate log Z "
+                             f"with kd_ref.partition instead")
+        total = -np.inf
+        for start in range(0, 2 ** m, _ENUM_CHUNK):
+            states = _bits(start, min(2 ** m, start + _ENUM_CHUNK), m)
+            if H <= D:
+                terms = states @ self.b_hidden + _softplus(states @ self.W.T + self.b_visible).sum(axis=1)
+            else:
+                terms = self._log_phi(states)
+            total = np.logaddexp(total, np.logaddexp.reduce(terms))
+        return float(total)
+
+
+# ------------------------------------------------------------------------ Gibbs sampling
+class GibbsSampler:
+    """K parallel block-Gibbs chains on an RBM, kept between calls (4.33-4.34).
+
+    One sweep draws h ~ p(h | x) for every chain, then x ~ p(x | h); the chains are
+    the rows of (K, D) and (K, H) arrays, so a sweep is two matrix products.
+
+    Parameters
+    ----------
+    rbm : RBM
+        Read at every sweep (changing its parameters changes the chains' target).
+    rng : numpy.random.Generator
+    n_chains : int, optional
+        K; needed when ``init`` is not an array.
+    init : array_like of shape (K, D), optional
+        Binary starting states (e.g. NADE samples, section 4.2.4). Default:
+        independent Bernoulli(``init_prob``) pixels.
+    init_prob : float
+
+    Attributes
+    ----------
+    x : ndarray of shape (K, D)
+        Current visible states (float64 0/1).
+    sweeps : int
+        Sweeps made so far.
+    """
+
+    def __init__(self, rbm, rng, n_chains=None, init=None, init_prob=0.5):
+        if not isinstance(rbm, RBM):
+            raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
+        self.rbm = rbm
+        self.rng = check_generator(rng)
+        if init is None:
+            if n_chains is None:
+                raise ValueError("n_chains: expected the number of chains when init is not given, received None")
+            n_chains = check_positive_int(n_chains, "n_chains")
+            init_prob = check_in_range(init_prob, "init_prob", 0.0, 1.0)
+            self.x = (self.rng.random((n_chains, rbm.n_visible)) < init_prob).astype(np.float64)
+        else:
+            x0 = rbm._check_x(init, False, name="init")
+            if n_chains is not None and check_positive_int(n_chains, "n_chains") != x0.shape[0]:
+                raise ValueError(f"n_chains: expected the number of rows of init ({x0.shape[0]}), received {n_chains}")
+            self.x = x0.copy()
+        self.n_chains = self.x.shape[0]
+        self.sweeps = 0
+        self._next = 0
+
+    def sweep(self, n=1, progress=False):
+        """Advance every chain by ``n`` sweeps; returns the current states, shape (K, D).
+
+        The returned array is the sampler's new ``x``; later sweeps replace ``x``
+        rather than overwrite it, so a returned array keeps its values.
+        """
+        n = check_positive_int(n, "n", minimum=0)
+        rbm, rng = self.rbm, self.rng
+        K, D, H = self.n_chains, rbm.n_visible, rbm.n_hidden
+        a = np.empty((K, H))
+        bar = Progress(n, label="Gibbs sweeps", enabled=progress and n > 0)
+        for t in range(n):
+            np.matmul(self.x, rbm.W, out=a)
+            a += rbm.b_hidden
+            h = (rng.random((K, H)) < _logistic(a, a)).astype(np.float64)   # h ~ p(h | x)   (4.33)
+            b = h @ rbm.W.T
+            b += rbm.b_visible
+            np.less(rng.random((K, D)), _logistic(b, b), out=b)            # x ~ p(x | h)   (4.34)
+            self.x = b
+            self.sweeps += 1
+            bar.update(t + 1)
+        bar.close()
+        return self.x
+
+    def burn_in(self, n, progress=False):
+        """Discard ``n`` sweeps (same as :meth:`sweep`, named for readability)."""
+        return self.sweep(n, progress=progress)
+
+    def sample(self, n_draws, thin=1, burn_in=0, progress=False):
+        """Collect ``n_draws`` states of every chain, ``thin`` sweeps apart, after ``burn_in`` sweeps.
+
+        Returns
+        -------
+        ndarray of shape (n_draws * K, D)
+            Draw-major: rows t*K .. (t+1)*K - 1 are the K chains at draw t.
+        """
+        n_draws = check_positive_int(n_draws, "n_draws")
+        thin = check_positive_int(thin, "thin")
+        burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+        if burn_in:
+            self.sweep(burn_in, progress=progress)
+        out = np.empty((n_draws, self.n_chains, self.rbm.n_visible))
+        bar = Progress(n_draws, label="Gibbs draws", enabled=progress)
+        for t in range(n_draws):
+            out[t] = self.sweep(thin)
+            bar.update(t + 1)
+        bar.close()
+        return out.reshape(-1, self.rbm.n_visible)
+
+    def next_batch(self, batch_size):
+        """Training-stream minibatch (section 4.2.3): advance every chain one sweep, return the next chains in turn.
+
+        With K chains and batch size B, chain j is returned every K / B calls, so
+        consecutive uses of a chain are K / B sweeps apart (thesis: K = 2000,
+        B = 20, 100 sweeps). Returns a copy of shape (B, D).
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if batch_size > self.n_chains:
+            raise ValueError(f"batch_size: expected at most n_chains={self.n_chains}, received {batch_size}")
+        self.sweep(1)
+        idx = (self._next + np.arange(batch_size)) % self.n_chains
+        self._next = int((self._next + batch_size) % self.n_chains)
+        return self.x[idx].copy()
+
+
+# --------------------------------------------------------------------------- CD-k
+def cd_objective(rbm, k, rng):
+    """objective(batch) -> (loss, grad) for kd_ref.optim.train: the CD-k update as a gradient.
+
+    Negative samples x~ come from k block-Gibbs sweeps started at the batch. With
+    x~ held fixed, loss = mean log phi(x~) - mean log phi(batch) has gradient
+    -(E_data[d log phi] - E_neg[d log phi]), the CD-k estimate of the negative
+    log-likelihood gradient (hidden units summed out exactly). The loss value is
+    not the log-likelihood; it is reported because it is free.
+    """
+    k = check_positive_int(k, "k")
+    check_generator(rng)
+
+    def objective(batch):
+        batch = rbm._check_x(batch, False, name="batch")
+        n = batch.shape[0]
+        chains = GibbsSampler(rbm, rng, init=batch)
+        neg = chains.sweep(k)
+        x = np.concatenate([neg, batch])
+        w = np.concatenate([np.full(n, 1.0 / n), np.full(n, -1.0 / n)])
+        lp, d_params, _ = rbm.grad(x, w, input_grads=False)
+        return float(w @ lp), d_params
+    return objective
+
+
+def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monitor=None, monitor_every=None,
+           progress=True, checkpoint=None, label="RBM CD-k"):
+    """Train an RBM by contrastive divergence with k Gibbs sweeps (CD-k) on a binary dataset.
+
+    Parameters
+    ----------
+    rbm : RBM
+        Trained in place.
+    data : array_like of shape (M, D), binary
+    rng : numpy.random.Generator
+        Shuffles the data and drives the Gibbs sweeps.
+    n_steps, k, batch_size : int
+    optimizer : kd_ref.optim.SGD or Adadelta, optional
+        Default SGD with constant step 0.1.
+    monitor : callable () -> float, optional
+        e.g. ``lambda: rbm.log_prob_exact(data).mean()`` for a tiny RBM.
+
+    Returns
+    -------
+    kd_ref.optim.TrainResult
+    """
+    from .nade import MinibatchDrawer, _check_binary_dataset
+
+    if not isinstance(rbm, RBM):
+        raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
+    data = _check_binary_dataset(data, "data", rbm.n_visible)
+    draw = MinibatchDrawer(data, batch_size, rng)
+    optimizer = SGD(0.1) if optimizer is None else optimizer
+    return train(rbm.params, cd_objective(rbm, k, rng), draw, optimizer, n_steps, monitor=monitor,
+                 monitor_every=monitor_every, progress=progress, checkpoint=checkpoint, label=label)
+
+
+# ------------------------------------------------------------------------ hill climbing
+@dataclass
+class HillClimbResult:
+    """Outcome of :func:`hill_climb`.
+
+    Attributes
+    ----------
+    x : ndarray of shape (D,)          the best state found
+    log_phi : float                    its log phi (recomputed exactly)
+    states : ndarray of shape (R, D)   the local maximum reached from each start
+    values : ndarray of shape (R,)     their log phi
+    starts : list of str               "init", "zeros" or "random" for each row
+    sweeps : int                       sweeps made (over all bits)
+    converged : ndarray of shape (R,), bool   no single flip improves the state
+    """
+
+    x: np.ndarray
+    log_phi: float
+    states: np.ndarray
+    values: np.ndarray
+    starts: list
+    sweeps: int
+    converged: np.ndarray
+
+
+def hill_climb(rbm, rng, n_restarts=10, *, init=None, include_zeros=False, max_sweeps=100, progress=False):
+    """Search for a large log phi(x) by single-bit-flip hill climbing from several starts (4.13, 4.50).
+
+    Every start climbs at once (vectorised over starts): each sweep visits the bits
+    in a fresh random order and flips a bit wherever that raises log phi, until a
+    whole sweep flips nothing (a local maximum under single flips) or
+    ``max_sweeps`` is reached. The best local maximum is a lower bound on
+    max_x log phi(x) and so on log Z (4.50); the thesis used it as the constant c
+    of the square-error loss (c = 436.49 for the CD25(500) RBM, the all-black image).
+
+    Parameters
+    ----------
+    rbm : RBM
+    rng : numpy.random.Generator
+    n_restarts : int
+        Number of random starts (pixels i.i.d. Bernoulli(0.5)); may be 0 when
+        ``init`` or ``include_zeros`` gives starts.
+    init : array_like of shape (M, D), optional
+        Extra binary starting states.
+    include_zeros : bool
+        Also start from the all-zeros state.
+
+    Returns
+    -------
+    HillClimbResult
+    """
+    if not isinstance(rbm, RBM):
+        raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
+    check_generator(rng)
+    n_restarts = check_positive_int(n_restarts, "n_restarts", minimum=0)
+    max_sweeps = check_positive_int(max_sweeps, "max_sweeps")
+    D = rbm.n_visible
+    parts, starts = [], []
+    if init is not None:
+        x0 = rbm._check_x(init, False, name="init")
+        parts.append(x0)
+        starts += ["init"] * x0.shape[0]
+    if include_zeros:
+        parts.append(np.zeros((1, D)))
+        starts.append("zeros")
+    if n_restarts:
+        parts.append((rng.random((n_restarts, D)) < 0.5).astype(np.float64))
+        starts += ["random"] * n_restarts
+    if not parts:
+        raise ValueError("n_restarts: expected at least one start (n_restarts >= 1, init or include_zeros), "
+                         "received none")
+    X = np.concatenate(parts)
+    W, bv = rbm.W, rbm.b_visible
+    A = X @ W + rbm.b_hidden                                    # hidden inputs of every start, (R, H)
+    sum_sp = _softplus(A).sum(axis=1)
+    converged = np.zeros(X.shape[0], dtype=bool)
+    bar = Progress(max_sweeps, label="hill climbing", enabled=progress)
+    sweeps = 0
+    while sweeps < max_sweeps and not converged.all():
+        flipped = np.zeros(X.shape[0], dtype=bool)
+        for i in rng.permutation(D):
+            s = 1.0 - 2.0 * X[:, i]                              # +1 turns bit i on, -1 turns it off
+            A_new = A + s[:, None] * W[i]
+            sp_new = _softplus(A_new).sum(axis=1)
+            gain = s * bv[i] + sp_new - sum_sp
+            up = gain > 1e-12 * np.maximum(1.0, np.abs(sum_sp))  # strict rise, immune to rounding cycles
+            if up.any():
+                X[up, i] = 1.0 - X[up, i]
+                A[up] = A_new[up]
+                sum_sp[up] = sp_new[up]
+                flipped |= up
+        converged = ~flipped
+        sweeps += 1
+        bar.update(sweeps, best=float(np.max(X @ bv + sum_sp)))
+    bar.close()
+    values = rbm._log_phi(X)
+    best = int(np.argmax(values))
+    return HillClimbResult(X[best].copy(), float(values[best]), X, values, starts, sweeps, converged)

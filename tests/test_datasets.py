@@ -1,0 +1,196 @@
+"""Reference-data loaders, binarisation, built-in datasets and ``kd-ref data``."""
+import gzip
+import itertools
+import struct
+
+import numpy as np
+import pytest
+
+from kd_ref import cli, datasets
+from kd_ref.datasets import (bars_and_stripes, binarize, binarize_stochastic, load_binarized_mnist, load_mnist,
+                             load_rbm, noisy_prototypes, noisy_prototypes_log_prob, synthetic_digits)
+
+
+# ------------------------------------------------------------------ reference files
+@pytest.mark.data
+def test_mnist_loads_with_documented_shapes_dtypes_and_labels(data_dir):
+    (x_train, y_train), (x_test, y_test) = load_mnist(data_dir)
+    assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784)
+    assert x_train.dtype == np.float64 and 0.0 <= x_train.min() and x_train.max() == 1.0
+    assert y_train.dtype == np.int64 and y_train[0] == 5
+    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert x_train.mean() == pytest.approx(0.1307, abs=1e-4)
+    (raw_x, raw_y), _ = load_mnist(data_dir, flatten=False, scale=False)
+    assert raw_x.shape == (60000, 28, 28) and raw_x.dtype == np.uint8 and raw_y.dtype == np.uint8
+    np.testing.assert_array_equal(raw_x.reshape(60000, -1)[:5] / 255.0, x_train[:5])
+    assert datasets.mnist_available(data_dir)
+
+
+@pytest.mark.data
+def test_binarized_mnist_and_rbm_load_with_documented_shapes(data_dir):
+    x_train, x_test = load_binarized_mnist(data_dir, dtype=np.uint8)
+    assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784) and x_test.dtype == np.uint8
+    assert set(np.unique(x_test)) == {0, 1}
+    assert x_train.mean() == pytest.approx(0.1307, abs=1e-4) and x_test.mean() == pytest.approx(0.1324, abs=1e-4)
+    arrays = load_rbm(data_dir)
+    assert {k: (v.shape, v.dtype) for k, v in arrays.items()} == {
+        "W": ((784, 500), np.float64), "b_visible": ((784,), np.float64), "b_hidden": ((500,), np.float64)}
+
+
+@pytest.mark.data
+def test_array_checksums_match_the_readme(data_dir):
+    for name in (datasets.RBM_FILE, datasets.BINARIZED_FILE):
+        assert all(datasets.verify_checksums(name, data_dir).values())
+
+
+@pytest.mark.data
+def test_loaders_read_kd_ref_data(data_dir, monkeypatch):
+    monkeypatch.setenv(datasets.ENV_VAR, str(data_dir))
+    assert load_rbm()["W"].shape == (784, 500)
+    assert cli.main(["data", "info"]) == 0
+
+
+@pytest.mark.data
+def test_make_resampled_binarized(data_dir, tmp_path):
+    target = datasets.make_resampled_binarized(data_dir, tmp_path, np.random.default_rng(0), log=lambda s: None)
+    x_train, x_test = load_binarized_mnist(target, dtype=np.uint8)
+    assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784)
+    assert x_test.mean() == pytest.approx(0.1325, abs=2e-3)               # grey level / 255 on average
+    (_, _), (grey, _) = load_mnist(data_dir)
+    assert np.all(x_test[grey == 0] == 0)                                  # black pixels never turn on
+
+
+def test_missing_files_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    with pytest.raises(FileNotFoundError, match=r"KD_REF_DATA is not set.*kd-ref data download"):
+        load_mnist()
+    assert not datasets.mnist_available()
+    with pytest.raises(FileNotFoundError, match=r"expected rbm_cd25_500.npz at .*no such file"):
+        load_rbm(tmp_path)
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="binarized_mnist.npz: not found in KD_REF_DATA"):
+        load_binarized_mnist()
+    assert cli.main(["data", "info"]) == 1
+
+
+def test_corrupt_or_mismatched_files_raise_clear_errors(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 this is not really a zip archive")
+    with pytest.raises(ValueError, match="looks damaged"):
+        load_mnist(tmp_path)
+    np.savez(tmp_path / "rbm_cd25_500.npz", W=np.zeros((784, 400)), b_visible=np.zeros(784), b_hidden=np.zeros(500))
+    with pytest.raises(ValueError, match=r"expected W of shape \(784, 500\).*received shape \(784, 400\)"):
+        load_rbm(tmp_path)
+    np.savez(tmp_path / "binarized_mnist.npz", x_train=np.zeros((60000, 784), np.uint8))
+    with pytest.raises(ValueError, match=r"missing \['x_test'\]"):
+        load_binarized_mnist(tmp_path)
+
+
+# -------------------------------------------------------------------- binarisation
+def test_binarize_thresholds_and_checks_input():
+    x = np.array([[0.0, 0.5, 0.51, 1.0]])
+    np.testing.assert_array_equal(binarize(x), [[0, 0, 1, 1]])
+    np.testing.assert_array_equal(binarize(x, threshold=0.2), [[0, 1, 1, 1]])
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        binarize([np.nan])
+
+
+def test_stochastic_binarisation_has_the_right_frequencies():
+    p = np.array([0.0, 0.1, 0.5, 0.9, 1.0])
+    x = binarize_stochastic(np.tile(p, (20000, 1)), np.random.default_rng(0))
+    se = np.sqrt(p * (1 - p) / 20000)
+    assert np.all(np.abs(x.mean(axis=0) - p) <= 5 * se + 1e-12)
+    again = binarize_stochastic(np.tile(p, (20000, 1)), np.random.default_rng(0))
+    np.testing.assert_array_equal(x, again)
+    with pytest.raises(ValueError, match=r"x: expected probabilities in \[0, 1\], received values in \[0.0, 2.0\]"):
+        binarize_stochastic([0.0, 2.0], np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- built-in datasets
+@pytest.mark.parametrize("side", [1, 2, 3, 4])
+def test_bars_and_stripes_are_all_the_distinct_images(side):
+    x = bars_and_stripes(side)
+    assert x.shape == (2 ** (side + 1) - 2 if side > 1 else 2, side * side)
+    assert len({row.tobytes() for row in x}) == x.shape[0]
+    imgs = x.reshape(-1, side, side)
+    rows_const = np.all(imgs == imgs[:, :, :1], axis=(1, 2))
+    cols_const = np.all(imgs == imgs[:, :1, :], axis=(1, 2))
+    assert np.all(rows_const | cols_const)
+    everything = [np.array(b, float).reshape(side, side) for b in itertools.product([0, 1], repeat=side * side)]
+    expected = sum(bool(np.all(i == i[:, :1]) or np.all(i == i[:1, :])) for i in everything)
+    assert expected == x.shape[0]
+
+
+def test_noisy_prototypes_and_their_exact_log_probabilities():
+    rng = np.random.default_rng(0)
+    x, labels, protos = noisy_prototypes(5000, rng, dim=6, n_prototypes=3, flip_prob=0.1)
+    assert x.shape == (5000, 6) and protos.shape == (3, 6) and set(np.unique(x)) <= {0.0, 1.0}
+    assert np.mean(x != protos[labels]) == pytest.approx(0.1, abs=0.01)
+    everything = np.array(list(itertools.product([0.0, 1.0], repeat=6)))
+    assert np.exp(noisy_prototypes_log_prob(everything, protos, 0.1)).sum() == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="flip_prob"):
+        noisy_prototypes(3, rng, flip_prob=0.7)
+
+
+def test_synthetic_digits_carry_their_labels():
+    (x_tr, y_tr), (x_te, y_te) = synthetic_digits(1000, 300, np.random.default_rng(0))
+    assert x_tr.shape == (1000, 784) and x_te.shape == (300, 784) and y_tr.dtype == np.int64
+    assert x_tr.min() >= 0.0 and x_tr.max() <= 1.0 and set(np.unique(y_tr)) == set(range(10))
+    assert 0.05 < x_tr.mean() < 0.3                           # mostly background, like MNIST (0.13)
+    means = np.stack([x_tr[y_tr == c].mean(axis=0) for c in range(10)])
+    pred = np.argmin(((x_te[:, None, :] - means[None]) ** 2).sum(axis=2), axis=1)
+    assert np.mean(pred == y_te) > 0.6                        # nearest class mean; chance is 0.1
+    (again, _), _ = synthetic_digits(1000, 300, np.random.default_rng(0))
+    np.testing.assert_array_equal(again, x_tr)
+    (small, _), _ = synthetic_digits(5, 5, np.random.default_rng(1), side=12)
+    assert small.shape == (5, 144)
+
+
+# ------------------------------------------------------------------------ download
+def _idx(array):
+    """Bytes of an IDX file of unsigned bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def _fake_mirror(folder, rng):
+    arrays = {"x_train": rng.integers(0, 256, size=(5, 28, 28)), "y_train": rng.integers(0, 10, size=5),
+              "x_test": rng.integers(0, 256, size=(3, 28, 28)), "y_test": rng.integers(0, 10, size=3)}
+    folder.mkdir()
+    for name, (fname, _) in datasets.MNIST_IDX.items():
+        (folder / fname).write_bytes(gzip.compress(_idx(arrays[name])))
+    return arrays
+
+
+def test_download_writes_mnist_npz_from_idx_files(tmp_path, capsys):
+    arrays = _fake_mirror(tmp_path / "mirror", np.random.default_rng(0))
+    dest = tmp_path / "data"
+    url = (tmp_path / "mirror").as_uri()
+    assert cli.main(["data", "download", "--dest", str(dest), "--source-url", url, "--no-verify"]) == 0
+    out = capsys.readouterr().out
+    assert "Not downloaded (no public source): binarized_mnist.npz, rbm_cd25_500.npz" in out
+    with np.load(dest / "mnist.npz", allow_pickle=False) as f:
+        assert sorted(f.files) == ["x_test", "x_train", "y_test", "y_train"]
+        for name, a in arrays.items():
+            assert f[name].dtype == np.uint8
+            np.testing.assert_array_equal(f[name], a)
+    # an existing file is kept unless --force
+    assert datasets.main(["download", "--dest", str(dest), "--source-url", url, "--no-verify"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert datasets.main(["download", "--dest", str(dest), "--source-url", url, "--no-verify", "--force"]) == 0
+
+
+def test_download_checks_md5_unreachable_sources_and_bad_files(tmp_path, capsys):
+    _fake_mirror(tmp_path / "mirror", np.random.default_rng(0))
+    url = (tmp_path / "mirror").as_uri()
+    assert datasets.main(["download", "--dest", str(tmp_path / "a"), "--source-url", url]) == 1
+    assert "expected the canonical MNIST file (md5" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "mnist.npz").exists()
+    assert datasets.main(["download", "--dest", str(tmp_path / "b"), "--source-url",
+                          (tmp_path / "nowhere").as_uri()]) == 1
+    assert "could not fetch" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="expected an IDX file"):
+        datasets.read_idx(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match=r"expected 16 bytes for shape \(2, 2\), received 15"):
+        datasets.read_idx(_idx(np.ones((2, 2)))[:15])
+    with pytest.raises(ValueError, match="expected an IDX header with 2 sizes, received 11 bytes"):
+        datasets.read_idx(_idx(np.ones((2, 2)))[:11])

@@ -1,0 +1,270 @@
+"""Binary RBM (4.30-4.34): log phi derivatives, exact log Z, block Gibbs, CD-k, hill climbing, reference RBM."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from kd_ref import gradcheck
+from kd_ref.datasets import bars_and_stripes, load_binarized_mnist
+from kd_ref.optim import SGD
+from kd_ref.rbm import RBM, GibbsSampler, cd_objective, fit_cd, hill_climb
+
+
+def make_rbm(seed, D, H, scale=1.0):
+    rng = np.random.default_rng(seed)
+    rbm = RBM(D, H, rng, init_std=scale)
+    rbm.b_visible[...] = rng.normal(size=D)
+    rbm.b_hidden[...] = rng.normal(size=H)
+    return rbm, rng
+
+
+def all_binary(D):
+    return np.array(list(itertools.product([0.0, 1.0], repeat=D)))
+
+
+def brute_force_log_z(rbm):
+    """log sum over (x, h) of exp(-E(x, h)), both layers enumerated."""
+    X, Hs = all_binary(rbm.n_visible), all_binary(rbm.n_hidden)
+    neg_energy = (X @ rbm.b_visible)[:, None] + (Hs @ rbm.b_hidden)[None, :] + X @ rbm.W @ Hs.T
+    return np.logaddexp.reduce(neg_energy.ravel())
+
+
+def joint(rbm, x, w):
+    P, theta = rbm.n_params, rbm.params.copy()
+
+    def at(z):
+        rbm.set_params(z[:P])
+        return z[P:].reshape(x.shape)
+
+    def value(z):
+        out = float(w @ rbm.log_phi(at(z), continuous=True))
+        rbm.set_params(theta)
+        return out
+
+    def grad(z):
+        _, d_p, d_x = rbm.grad(at(z), w, continuous=True)
+        rbm.set_params(theta)
+        return np.concatenate([d_p, d_x.ravel()])
+
+    def hvp(z, v):
+        xx = at(z)
+        vp, vx = v[:P], v[P:].reshape(x.shape)
+        Hp, Hx = rbm.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, w, continuous=True)
+        rbm.set_params(theta)
+        return np.concatenate([Hp, Hx.ravel()])
+
+    return value, grad, hvp, np.concatenate([theta, x.ravel()])
+
+
+sizes = dict(D=st.integers(1, 9), H=st.integers(1, 7), N=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+
+
+# ------------------------------------------------------------------- derivatives
+@given(**sizes)
+def test_log_phi_gradient_matches_differences(D, H, N, seed):
+    rbm, rng = make_rbm(seed, D, H)
+    x, w = rng.normal(size=(N, D)), rng.normal(size=N)
+    value, grad, _, z = joint(rbm, x, w)
+    g, num = grad(z), gradcheck.numerical_gradient(value, z)
+    P = rbm.n_params
+    for sl in (slice(0, P), slice(P, None)):
+        assert gradcheck.relative_error(g[sl], num[sl]) < 1e-6
+
+
+@given(**sizes, part=st.sampled_from(["full", "params", "x"]))
+def test_log_phi_hvp_matches_differences_and_is_symmetric(D, H, N, seed, part):
+    rbm, rng = make_rbm(seed, D, H)
+    x, w = rng.normal(size=(N, D)), rng.normal(size=N)
+    _, grad, hvp, z = joint(rbm, x, w)
+    P = rbm.n_params
+    v, u = rng.normal(size=z.shape), rng.normal(size=z.shape)
+    if part == "params":
+        v[P:] = 0.0
+    elif part == "x":
+        v[:P] = 0.0
+    res = gradcheck.check_hvp(grad, hvp, z, v)
+    assert res.passed(1e-5), str(res)
+    sym = gradcheck.check_symmetry(hvp, z, u, v)
+    assert sym.passed(1e-9), str(sym)
+
+
+def test_log_phi_matches_energy_and_extremes_stay_finite():
+    rbm, rng = make_rbm(0, 5, 3)
+    X, Hs = all_binary(5), all_binary(3)
+    neg_energy = (X @ rbm.b_visible)[:, None] + (Hs @ rbm.b_hidden)[None, :] + X @ rbm.W @ Hs.T
+    np.testing.assert_allclose(rbm.log_phi(X), np.logaddexp.reduce(neg_energy, axis=1), rtol=1e-12)
+    rbm.set_params(1e3 * rng.choice([-1.0, 1.0], size=rbm.n_params))
+    lp, d_p, d_x = rbm.grad(X)
+    assert np.all(np.isfinite(lp)) and np.all(np.isfinite(d_p)) and np.all(np.isfinite(d_x))
+    assert np.isfinite(rbm.log_z_exact())
+
+
+def test_conditionals_match_the_joint():
+    """p(h_j = 1 | x) and p(x_i = 1 | h) (4.33-4.34) against sums over the enumerated joint."""
+    rbm, _ = make_rbm(1, 3, 2)
+    X, Hs = all_binary(3), all_binary(2)
+    joint_p = np.exp((X @ rbm.b_visible)[:, None] + (Hs @ rbm.b_hidden)[None, :] + X @ rbm.W @ Hs.T)
+    p_h_given_x = joint_p / joint_p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(rbm.hidden_probs(X), p_h_given_x @ Hs, rtol=1e-12)
+    p_x_given_h = joint_p / joint_p.sum(axis=0, keepdims=True)
+    np.testing.assert_allclose(rbm.visible_probs(Hs), p_x_given_h.T @ X, rtol=1e-12)
+
+
+# -------------------------------------------------------------------------- log Z
+@pytest.mark.parametrize("D,H", [(1, 1), (3, 5), (6, 2), (4, 4), (2, 7)])
+def test_exact_log_z_matches_brute_force_over_both_layers(D, H):
+    rbm, _ = make_rbm(D * 10 + H, D, H, scale=1.5)
+    assert rbm.log_z_exact() == pytest.approx(brute_force_log_z(rbm), rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(np.logaddexp.reduce(rbm.log_prob_exact(all_binary(D))), 0.0, atol=1e-12)
+
+
+def test_exact_log_z_with_many_enumerated_states():
+    """18 hidden units: 2^18 states in several chunks, against the visible-side sum (2^5 states)."""
+    rbm, _ = make_rbm(5, 5, 18, scale=0.5)
+    assert rbm.log_z_exact() == pytest.approx(np.logaddexp.reduce(rbm.log_phi(all_binary(5))), rel=1e-12)
+
+
+def test_exact_log_z_refuses_large_models():
+    with pytest.raises(ValueError, match=r"expected min\(n_visible, n_hidden\) <= max_units=26, received 27"):
+        RBM(30, 27).log_z_exact()
+    with pytest.raises(ValueError, match="max_units=3, received 4"):
+        RBM(4, 5).log_z_exact(max_units=3)
+
+
+# ---------------------------------------------------------------------- Gibbs chains
+def test_block_gibbs_samples_match_the_exact_distribution():
+    """1,000 chains x 200 draws (thinned by 2 after 100 sweeps of burn-in) on a 4 x 3 RBM: TV < 0.02.
+
+    The 2e5 draws are correlated within a chain, but two sweeps apart nearly
+    independent here; independent draws would give an expected TV of about 0.003.
+    A different RBM's distribution (the control) must be far away.
+    """
+    rbm, _ = make_rbm(11, 4, 3, scale=1.5)
+    sampler = GibbsSampler(rbm, np.random.default_rng(0), n_chains=1000)
+    x = sampler.sample(200, thin=2, burn_in=100)
+    assert x.shape == (200_000, 4) and sampler.sweeps == 500
+    freq = np.bincount((x @ (1 << np.arange(4)[::-1])).astype(int), minlength=16) / x.shape[0]
+    p = np.exp(rbm.log_prob_exact(all_binary(4)))
+    assert 0.5 * np.abs(freq - p).sum() < 0.02
+    other, _ = make_rbm(12, 4, 3, scale=1.5)
+    assert 0.5 * np.abs(freq - np.exp(other.log_prob_exact(all_binary(4)))).sum() > 0.05
+
+
+def test_chains_keep_state_can_be_seeded_and_stream_in_turn():
+    rbm, _ = make_rbm(2, 6, 4)
+    seeds = (np.random.default_rng(1).random((5, 6)) < 0.5).astype(float)
+    sampler = GibbsSampler(rbm, np.random.default_rng(2), init=seeds)
+    np.testing.assert_array_equal(sampler.x, seeds)
+    seeds[0, 0] = 1 - seeds[0, 0]                       # the sampler holds its own copy
+    assert sampler.x[0, 0] != seeds[0, 0]
+    first = sampler.sweep(3)
+    kept = first.copy()
+    sampler.sweep(2)
+    np.testing.assert_array_equal(first, kept)          # later sweeps never overwrite a returned state
+    assert sampler.sweeps == 5
+    b1, b2, b3 = (sampler.next_batch(2) for _ in range(3))
+    assert sampler.sweeps == 8 and b1.shape == (2, 6)
+    np.testing.assert_array_equal(b3[1], sampler.x[0])  # chains 4, 0 on the third call: in turn, wrapping
+    a = GibbsSampler(rbm, np.random.default_rng(7), n_chains=4).sample(3)
+    b = GibbsSampler(rbm, np.random.default_rng(7), n_chains=4).sample(3)
+    np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- CD-k
+def test_cd_training_increases_the_exact_log_likelihood():
+    data = bars_and_stripes(3)                          # 14 images, 9 pixels
+    rbm = RBM(9, 6, np.random.default_rng(0), init_std=0.1)
+    before = rbm.log_prob_exact(data).mean()
+    result = fit_cd(rbm, data, np.random.default_rng(1), n_steps=1500, k=1, batch_size=14, optimizer=SGD(0.2),
+                    progress=False, monitor=lambda: rbm.log_prob_exact(data).mean(), monitor_every=500)
+    after = rbm.log_prob_exact(data).mean()
+    # before: about -6.26 nats (near 9 log 2 = -6.24); the best possible is log(1/14) = -2.64; we measured -3.67
+    assert after > before + 2.0, (before, after)
+    assert [s for s, _ in result.monitor] == [500, 1000, 1500]
+
+
+def test_cd_objective_gradient_is_the_cd_update():
+    """With the negative samples fixed, the surrogate's gradient is E_neg[d log phi] - E_data[d log phi]."""
+    rbm, _ = make_rbm(3, 5, 3)
+    batch = (np.random.default_rng(0).random((6, 5)) < 0.5).astype(float)
+    loss, grad = cd_objective(rbm, 2, np.random.default_rng(9))(batch)
+    neg = GibbsSampler(rbm, np.random.default_rng(9), init=batch).sweep(2)
+    expected = rbm.grad(neg)[1] / 6 - rbm.grad(batch)[1] / 6
+    np.testing.assert_allclose(grad, expected, rtol=1e-12, atol=1e-14)
+    assert loss == pytest.approx(rbm.log_phi(neg).mean() - rbm.log_phi(batch).mean())
+
+
+# -------------------------------------------------------------------- hill climbing
+def test_hill_climbing_finds_the_maximum_of_a_small_rbm():
+    rbm, _ = make_rbm(8, 10, 4, scale=2.0)
+    best = rbm.log_phi(all_binary(10)).max()
+    result = hill_climb(rbm, np.random.default_rng(0), n_restarts=20)
+    assert result.log_phi == pytest.approx(best, rel=1e-12)
+    assert result.converged.all() and result.states.shape == (20, 10) and result.starts == ["random"] * 20
+    # every end point is a local maximum under single-bit flips
+    for state, value in zip(result.states, result.values):
+        flips = np.abs(state[None, :] - np.eye(10))
+        assert np.all(rbm.log_phi(flips) <= value + 1e-9)
+
+
+# ------------------------------------------------------------------------ save/load
+def test_rbm_save_load_round_trip_and_bad_files(tmp_path):
+    rbm, _ = make_rbm(4, 6, 3)
+    rbm.save(tmp_path / "rbm.npz")
+    back = RBM.load(tmp_path / "rbm.npz")
+    assert back.params.tobytes() == rbm.params.tobytes()
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="could not read"):
+        RBM.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "odd.npz", W=np.zeros((6, 3)), b_visible=np.zeros(5), b_hidden=np.zeros(3))
+    with pytest.raises(ValueError, match=r"b_visible: expected shape \(6,\), received shape \(5,\)"):
+        RBM.load(tmp_path / "odd.npz")
+
+
+# ------------------------------------------------------------------------ bad input
+def test_bad_inputs_raise_clear_errors_and_change_nothing():
+    rbm, rng = make_rbm(0, 4, 3)
+    before = rbm.params.copy()
+    with pytest.raises(ValueError, match=r"x: expected binary values"):
+        rbm.log_phi([[0, 1, 2, 1]])
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, 4\), received shape \(1, 3\)"):
+        rbm.log_phi([[0, 1, 1]])
+    with pytest.raises(ValueError, match="init: expected binary values"):
+        GibbsSampler(rbm, rng, init=np.full((2, 4), 0.5))
+    with pytest.raises(ValueError, match=r"n_chains: expected the number of rows of init \(2\), received 3"):
+        GibbsSampler(rbm, rng, n_chains=3, init=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="n_chains: expected the number of chains"):
+        GibbsSampler(rbm, rng)
+    with pytest.raises(TypeError, match="rng"):
+        GibbsSampler(rbm, 0, n_chains=2)
+    with pytest.raises(ValueError, match="data: expected binary values"):
+        fit_cd(rbm, np.full((5, 4), 0.5), rng, n_steps=2, progress=False)
+    with pytest.raises(ValueError, match="batch_size: expected at most n_chains=2"):
+        GibbsSampler(rbm, rng, n_chains=2).next_batch(3)
+    np.testing.assert_array_equal(rbm.params, before)
+
+
+# ---------------------------------------------------------------- the CD25(500) RBM
+@pytest.mark.data
+def test_reference_rbm_log_phi_on_the_binarised_test_set(data_dir):
+    rbm = RBM.from_file(data_dir)
+    assert (rbm.n_visible, rbm.n_hidden) == (784, 500)
+    _, x_test = load_binarized_mnist(data_dir, dtype=np.uint8)
+    lp = rbm.log_phi(x_test)
+    assert np.all(np.isfinite(lp))
+    assert lp.mean() == pytest.approx(364.9259, abs=1e-3)          # the data README's value
+    # control: transposed images (wrong pixel order) score much lower (README: 342.59)
+    transposed = x_test.reshape(-1, 28, 28).transpose(0, 2, 1).reshape(-1, 784)
+    assert rbm.log_phi(transposed).mean() == pytest.approx(342.59, abs=0.01)
+    assert rbm.log_phi(np.zeros(784))[0] == pytest.approx(436.4938, abs=1e-4)
+
+
+@pytest.mark.data
+def test_hill_climbing_on_the_reference_rbm_reaches_436(data_dir):
+    """Random restarts alone (no all-zeros start) reach the thesis's 436.49 (the all-black image)."""
+    rbm = RBM.from_file(data_dir)
+    result = hill_climb(rbm, np.random.default_rng(0), n_restarts=4)
+    assert result.starts == ["random"] * 4
+    assert result.log_phi >= 436.0
+    assert result.log_phi == pytest.approx(436.4938, abs=1e-3)
