@@ -1,0 +1,327 @@
+"""Slice sampling (Neal, 2003) for any log-density known up to an additive constant.
+
+Used in chapter 3 to draw posterior samples for the Bayesian mixture of
+Gaussians (section 3.2.3) and Bayesian logistic regression (section 3.3.4).
+
+One *sweep* updates every coordinate once, in a fresh random order, by a
+univariate slice-sampling step:
+
+1. slice level:   log u = log f(x) - e,  e ~ Exponential(1)  (u uniform on (0, f(x)));
+2. stepping out:  a bracket [L, R] of width w is placed at random around x_d and
+   grown by w on either side while its ends are still inside the slice
+   (optionally at most ``max_steps_out`` widths in total, Neal's m);
+3. shrinkage:     points are drawn uniformly in [L, R]; the first inside the slice
+   is the new x_d, every rejected point replaces the bracket end on its side.
+
+The bracket width w (one per coordinate) is adapted only while burning in, to
+twice the mean absolute move seen so far; afterwards it is fixed, so the kept
+samples come from a chain with a fixed transition kernel that leaves the target
+invariant.
+
+Several independent chains can run together: ``x0`` of shape (C, D) starts C
+chains, each with its own coordinate order and slice levels, and every step of
+the procedure is applied to all chains at once. With ``vectorized=True`` the
+log-density receives all the points to evaluate as rows of one array, so the
+cost of a sweep over C chains is a handful of vectorised calls rather than C
+separate ones.
+"""
+import numbers
+
+import numpy as np
+
+from ._validation import as_float_array, check_generator, check_positive_int
+from .progress import Progress
+
+# Safety limits: a bracket that keeps growing means the density does not decay
+# (an improper target); a shrinkage that does not end means the bracket has
+# collapsed onto the current point to machine precision.
+_MAX_STEPS_UNBOUNDED = 10_000
+_MAX_SHRINKS = 1_000
+
+
+class SliceState:
+    """Where a sampler is: current points, their log-densities and counters.
+
+    Attributes
+    ----------
+    x : ndarray of shape (C, D)
+        Current state of each chain.
+    log_density : ndarray of shape (C,)
+        Log-density at ``x``.
+    sweeps : int
+        Sweeps done so far (burn-in included).
+    n_evals : int
+        Points at which the log-density has been evaluated so far.
+    """
+
+    __slots__ = ("x", "log_density", "sweeps", "n_evals")
+
+    def __init__(self, x, log_density, sweeps, n_evals):
+        self.x, self.log_density, self.sweeps, self.n_evals = x, log_density, sweeps, n_evals
+
+    def __repr__(self):
+        return f"SliceState(chains={self.x.shape[0]}, dim={self.x.shape[1]}, sweeps={self.sweeps}, n_evals={self.n_evals})"
+
+
+class SliceSampler:
+    """Univariate slice sampler with linear stepping out and shrinkage, resumable.
+
+    Parameters
+    ----------
+    log_density : callable
+        With ``vectorized=False``: ndarray of shape (D,) -> float. With
+        ``vectorized=True``: ndarray of shape (M, D) -> ndarray of shape (M,).
+        Known up to an additive constant; -inf marks points outside the support.
+        NaN or +inf raise ``ValueError``.
+    x0 : ndarray of shape (D,) or (C, D)
+        Starting point of one chain, or of C independent chains. Every start
+        needs a finite log-density.
+    rng : numpy.random.Generator
+    width : float or ndarray of shape (D,)
+        Initial bracket width per coordinate (adapted during ``burn_in``).
+    max_steps_out : int or None
+        Neal's m: the bracket grows to at most ``max_steps_out`` widths. None
+        lets it grow until both ends leave the slice.
+    thin : int
+        Keep one sweep in ``thin`` in ``sample`` and ``next_batch``.
+    vectorized : bool
+        Whether ``log_density`` takes rows of points.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = SliceSampler(lambda x: -0.5 * x @ x, np.zeros(2), np.random.default_rng(0))
+    >>> s.burn_in(100)
+    >>> s.sample(500).shape
+    (500, 2)
+    """
+
+    def __init__(self, log_density, x0, rng, *, width=1.0, max_steps_out=None, thin=1, vectorized=False):
+        if not callable(log_density):
+            raise TypeError(f"log_density: expected a callable, received {type(log_density).__name__}")
+        x0 = as_float_array(x0, "x0")
+        if x0.ndim not in (1, 2) or x0.size == 0:
+            raise ValueError(f"x0: expected shape (D,) for one chain or (C, D) for C chains, received shape {x0.shape}")
+        self.single_chain = x0.ndim == 1
+        x = np.atleast_2d(x0).copy()
+        self.rng = check_generator(rng)
+        n_dim = x.shape[1]
+        width = as_float_array(width, "width")
+        if width.ndim == 0:
+            width = np.full(n_dim, float(width))
+        if width.shape != (n_dim,) or np.any(width <= 0):
+            raise ValueError(f"width: expected a positive number or {n_dim} positive numbers, received {width}")
+        if max_steps_out is not None:
+            max_steps_out = check_positive_int(max_steps_out, "max_steps_out")
+        self.thin = check_positive_int(thin, "thin")
+        self.log_density_fn = log_density
+        self.vectorized = bool(vectorized)
+        self.max_steps_out = max_steps_out
+        self.width = width.copy()
+        self.n_evals = 0
+        self.sweeps = 0
+        logp = self._evaluate(x)
+        if not np.all(np.isfinite(logp)):
+            bad = int(np.flatnonzero(~np.isfinite(logp))[0])
+            raise ValueError(f"x0: expected starting points with a finite log-density, received log-density "
+                             f"{logp[bad]} at chain {bad}, x = {x[bad]}")
+        self.x, self.logp = x, logp
+        self._abs_move = np.zeros(n_dim)   # burn-in statistics for the width adaptation
+        self._n_moves = np.zeros(n_dim)
+        self._buffer = np.empty((0, n_dim))
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_chains(self):
+        return self.x.shape[0]
+
+    @property
+    def n_dim(self):
+        return self.x.shape[1]
+
+    @property
+    def state(self):
+        """A copy of the current :class:`SliceState`."""
+        return SliceState(self.x.copy(), self.logp.copy(), self.sweeps, self.n_evals)
+
+    def _evaluate(self, points):
+        """Log-density at the rows of ``points`` (M, D) -> (M,), with the NaN / +inf check."""
+        if self.vectorized:
+            out = np.asarray(self.log_density_fn(points), dtype=np.float64)
+            if out.shape != (points.shape[0],):
+                raise ValueError(f"log_density: expected an array of shape ({points.shape[0]},) for "
+                                 f"{points.shape[0]} points (vectorized=True), received shape {out.shape}")
+        else:
+            out = np.empty(points.shape[0])
+            for i, p in enumerate(points):  # one call per chain: the function takes a single point
+                value = self.log_density_fn(p.copy())
+                if not isinstance(value, numbers.Real) and np.ndim(value) != 0:
+                    raise ValueError(f"log_density: expected a scalar for one point (vectorized=False), "
+                                     f"received shape {np.shape(value)}")
+                out[i] = float(value)
+        self.n_evals += points.shape[0]
+        bad = np.isnan(out) | (out == np.inf)
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"log_density: expected finite values or -inf, received {out[i]} at x = {points[i]}")
+        return out
+
+    def _points(self, rows, coords, values):
+        """Copies of the current states of chains ``rows`` with coordinate ``coords`` set to ``values``."""
+        pts = self.x[rows].copy()
+        pts[np.arange(rows.size), coords] = values
+        return pts
+
+    # ------------------------------------------------------------ one update
+    def _update(self, coords):
+        """One univariate slice-sampling step of coordinate ``coords[c]`` of every chain c."""
+        rng, n = self.rng, self.n_chains
+        chains = np.arange(n)
+        x0 = self.x[chains, coords]
+        w = self.width[coords]
+        log_level = self.logp - rng.exponential(size=n)          # step 1
+        left = x0 - w * rng.uniform(size=n)                     # step 2: random placement
+        right = left + w
+        if self.max_steps_out is None:
+            budget_left = np.full(n, _MAX_STEPS_UNBOUNDED)
+            budget_right = budget_left.copy()
+        else:
+            budget_left = np.floor(self.max_steps_out * rng.uniform(size=n)).astype(np.int64)
+            budget_right = self.max_steps_out - 1 - budget_left
+        for end, budget, sign in ((left, budget_left, -1.0), (right, budget_right, 1.0)):
+            active = budget > 0
+            while np.any(active):
+                rows = np.flatnonzero(active)
+                inside = self._evaluate(self._points(rows, coords[rows], end[rows])) > log_level[rows]
+                grow = rows[inside]
+                end[grow] += sign * w[grow]
+                budget[grow] -= 1
+                active[rows[~inside]] = False
+                active &= budget > 0
+            if self.max_steps_out is None and np.any(budget <= 0):
+                raise ValueError("log_density: the stepping-out bracket grew for "
+                                 f"{_MAX_STEPS_UNBOUNDED} widths without leaving the slice; expected a "
+                                 "normalisable density (or pass max_steps_out)")
+        active = np.ones(n, dtype=bool)                          # step 3: shrinkage
+        for _ in range(_MAX_SHRINKS):
+            rows = np.flatnonzero(active)
+            if rows.size == 0:
+                break
+            proposal = left[rows] + rng.uniform(size=rows.size) * (right[rows] - left[rows])
+            lp = self._evaluate(self._points(rows, coords[rows], proposal))
+            accept = lp > log_level[rows]
+            acc = rows[accept]
+            self.x[acc, coords[acc]] = proposal[accept]
+            self.logp[acc] = lp[accept]
+            active[acc] = False
+            rej, prop_rej = rows[~accept], proposal[~accept]
+            below = prop_rej < x0[rej]
+            left[rej[below]] = prop_rej[below]
+            right[rej[~below]] = prop_rej[~below]
+        # chains whose bracket collapsed onto x0 to machine precision simply keep x0
+        return np.abs(self.x[chains, coords] - x0)
+
+    def _sweep(self, adapt):
+        n, d = self.n_chains, self.n_dim
+        order = np.argsort(self.rng.uniform(size=(n, d)), axis=1)  # an independent random order per chain
+        for j in range(d):
+            coords = order[:, j]
+            moved = self._update(coords)
+            if adapt:
+                np.add.at(self._abs_move, coords, moved)
+                np.add.at(self._n_moves, coords, 1.0)
+        if adapt:
+            seen = self._n_moves > 0
+            new = 2.0 * self._abs_move[seen] / self._n_moves[seen]
+            self.width[seen] = np.where(new > 0, new, self.width[seen])
+        self.sweeps += 1
+
+    # ---------------------------------------------------------------- public
+    def keep_chains(self, index):
+        """Continue only some chains (adapted widths and counters kept).
+
+        Parameters
+        ----------
+        index : int or sequence of int
+            An int leaves one chain whose samples have shape (n, D); a sequence
+            leaves that many chains.
+
+        A use: start several pilot chains, burn them in, and keep the one with the
+        highest log-density when the target has far-apart local modes that the
+        univariate updates cannot cross.
+        """
+        single = isinstance(index, numbers.Integral)
+        idx = np.atleast_1d(np.asarray(index))
+        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) \
+                or np.any(idx < 0) or np.any(idx >= self.n_chains):
+            raise ValueError(f"index: expected chain indices in 0..{self.n_chains - 1}, received {index!r}")
+        self.x, self.logp = self.x[idx].copy(), self.logp[idx].copy()
+        self.single_chain = single
+        self._buffer = np.empty((0, self.n_dim))
+
+    def burn_in(self, n_sweeps, adapt=True, progress=False):
+        """Run ``n_sweeps`` sweeps whose states are discarded; adapt the widths if ``adapt``."""
+        n_sweeps = check_positive_int(n_sweeps, "n_sweeps", minimum=0)
+        bar = Progress(n_sweeps, label="slice burn-in", enabled=progress)
+        for i in range(n_sweeps):
+            self._sweep(adapt)
+            bar.update(i + 1)
+        bar.close()
+
+    def sample(self, n_samples, progress=False):
+        """The next ``n_samples`` kept states (one every ``thin`` sweeps), widths fixed.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, D) for one chain, (n_samples, C, D) for C chains
+        """
+        n_samples = check_positive_int(n_samples, "n_samples")
+        out = np.empty((n_samples, self.n_chains, self.n_dim))
+        bar = Progress(n_samples, label="slice sampling", enabled=progress)
+        for i in range(n_samples):
+            for _ in range(self.thin):
+                self._sweep(adapt=False)
+            out[i] = self.x
+            bar.update(i + 1)
+        bar.close()
+        return out[:, 0, :] if self.single_chain else out
+
+    def next_batch(self, batch_size):
+        """The next ``batch_size`` kept states as rows, for an online consumer (3.7, 3.36-3.39).
+
+        With C chains each kept sweep contributes C rows (chain 0 first); rows left
+        over from a sweep are kept for the next call, so memory stays O(batch_size + C).
+
+        Returns
+        -------
+        ndarray of shape (batch_size, D)
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        parts, have = [self._buffer], self._buffer.shape[0]
+        while have < batch_size:
+            for _ in range(self.thin):
+                self._sweep(adapt=False)
+            parts.append(self.x.copy())
+            have += self.n_chains
+        rows = np.concatenate(parts, axis=0)
+        self._buffer = rows[batch_size:].copy()
+        return rows[:batch_size].copy()
+
+    def __iter__(self):
+        """Yield the kept states forever (each of shape (D,) or (C, D))."""
+        while True:
+            yield self.sample(1)[0]
+
+
+def slice_sample(log_density, x0, n_samples, rng, *, burn_in=0, thin=1, width=1.0, max_steps_out=None,
+                 vectorized=False, adapt=True, progress=False):
+    """Burn in, then return ``n_samples`` kept states of a :class:`SliceSampler`.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, D) (one chain) or (n_samples, C, D) (C chains)
+    """
+    sampler = SliceSampler(log_density, x0, rng, width=width, max_steps_out=max_steps_out, thin=thin,
+                           vectorized=vectorized)
+    sampler.burn_in(burn_in, adapt=adapt, progress=progress)
+    return sampler.sample(n_samples, progress=progress)

@@ -1,0 +1,84 @@
+"""EP for Bayesian logistic regression (kd_ref.ep, 3.46-3.48)."""
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+from kd_ref.ep import (LAMBDA, ep_logistic_regression, logistic_gaussian_integral, mackay_integral,
+                       tilted_moments)
+
+
+def _quad(f, m, v):
+    s = np.sqrt(v)
+    return integrate.quad(lambda a: f(a) * np.exp(-(a - m) ** 2 / (2 * v)) / np.sqrt(2 * np.pi * v),
+                          m - 14 * s, m + 14 * s, points=sorted({0.0, m}), limit=1000,
+                          epsabs=1e-14, epsrel=1e-13)[0]
+
+
+def _tiny_data():
+    x = np.array([[1.0, 0.3], [0.5, -1.2], [-0.8, 0.4], [1.5, 1.0], [-1.1, -0.6], [0.2, 0.9], [-0.4, -1.5]])
+    t = np.array([1, 1, 0, 1, 0, 0, 1.0])
+    return x, t
+
+
+def test_ep_matches_a_numerically_integrated_posterior():
+    """2-D posterior on a fine grid (true logistic likelihood) vs EP's Gaussian with MacKay's approximation inside."""
+    x, t = _tiny_data()
+    prior_var = 1.0
+    post = ep_logistic_regression(x, t, prior_var)
+    assert post.converged
+    g = np.linspace(-7, 7, 561)
+    W = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+    z = (2 * t - 1)[:, None] * x
+    log_p = special.log_expit(W @ z.T).sum(axis=1) - 0.5 * np.sum(W**2, axis=1) / prior_var
+    p = np.exp(log_p - log_p.max())
+    p /= p.sum()
+    mean = p @ W
+    cov = (W - mean).T @ ((W - mean) * p[:, None])
+    # EP's Gaussian differs from the true (non-Gaussian) posterior, and MacKay's approximation adds a little
+    assert np.allclose(post.mean, mean, atol=0.03), (post.mean, mean)
+    assert np.linalg.norm(post.cov - cov) / np.linalg.norm(cov) < 0.03, (post.cov, cov)
+    # control: the prior alone is far from it
+    assert np.linalg.norm(np.eye(2) - cov) / np.linalg.norm(cov) > 0.2
+
+
+@pytest.mark.parametrize("m,v", [(0.3, 0.5), (-2.0, 4.0), (3.0, 30.0), (-8.0, 2.0)])
+def test_tilted_moments_are_exact_for_the_probit_stand_in(m, v):
+    phi = lambda s: special.ndtr(LAMBDA * s)  # noqa: E731
+    Z = _quad(phi, m, v)
+    mean = _quad(lambda s: s * phi(s), m, v) / Z
+    var = _quad(lambda s: s * s * phi(s), m, v) / Z - mean**2
+    got_mean, got_var, log_Z = tilted_moments(np.array([m]), np.array([v]))
+    assert np.isclose(np.exp(log_Z[0]), Z, rtol=1e-9)
+    assert np.isclose(got_mean[0], mean, rtol=1e-8, atol=1e-10)
+    assert np.isclose(got_var[0], var, rtol=1e-7)
+
+
+def test_predictive_quadrature_is_accurate_for_narrow_and_broad_gaussians():
+    m = np.array([-30, -3, -0.5, 0, 1, 4, 20, -1, 2, 0.7, 5, -10.0])
+    v = np.array([0.01, 0.5, 3.9, 4.1, 10, 100, 1000, 1e5, 0.0, 1.0, 25, 400])
+    ref = np.array([_quad(special.expit, a, b) if b > 0 else special.expit(a) for a, b in zip(m, v)])
+    assert np.max(np.abs(logistic_gaussian_integral(m, v) - ref)) < 1e-9
+    assert np.max(np.abs(mackay_integral(m, v) - ref)) < 0.02       # (3.48) is a close approximation
+    assert np.max(np.abs(mackay_integral(m, v) - ref)) > 1e-5       # ... but not exact
+
+
+def test_predictions_are_symmetric_and_in_the_unit_interval():
+    x, t = _tiny_data()
+    post = ep_logistic_regression(x, t, 100.0)
+    q = np.random.default_rng(0).normal(size=(50, 2)) * 5
+    p = post.predict_proba(q)
+    assert np.all((p >= 0) & (p <= 1))
+    assert np.allclose(p + post.predict_proba(-q), 1.0, atol=1e-9)
+    assert np.allclose(p, post.predict_proba_mackay(q), atol=0.02)
+
+
+def test_bad_input():
+    x, t = _tiny_data()
+    with pytest.raises(ValueError, match="t: expected binary values"):
+        ep_logistic_regression(x, t * 2, 1.0)
+    with pytest.raises(ValueError, match="prior_var"):
+        ep_logistic_regression(x, t, -1.0)
+    with pytest.raises(ValueError, match="damping"):
+        ep_logistic_regression(x, t, 1.0, damping=0.0)
+    with pytest.raises(ValueError, match="var: expected non-negative"):
+        logistic_gaussian_integral([0.0], [-1.0])
