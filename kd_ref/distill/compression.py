@@ -1,0 +1,810 @@
+"""Model compression (Chapter 2): train a small student network to mimic a large teacher.
+
+The framework of section 2.1 has four parts, each a small object here:
+
+* a **teacher** f(x) that, for a minibatch, returns class probabilities and, when
+  asked, the input derivatives of its log-probabilities, d log f_i(x) / dx for
+  every class i (:class:`MLPTeacher`, :class:`EnsembleTeacher`, or anything with
+  the same ``label`` method);
+* a **student** f(x; theta), a :class:`kd_ref.mlp.MLP` whose last layer is
+  ``log_softmax`` (recommended: log-probabilities and their derivatives stay finite
+  however confident the network gets) or ``softmax``;
+* a **loss** l(x, theta) comparing the two at x (:class:`CrossEntropyLoss`,
+  :class:`SquareErrorLoss`, :class:`DerivativeSquareErrorLoss`, :class:`WeightedLoss`);
+* a **data generator** p(x) drawing minibatches of inputs (:class:`DatasetGenerator`,
+  :class:`NADEGenerator`, :class:`NoiseGenerator`).
+
+Training minimises the average loss E_p(x)[l(x, theta)] (2.3) by stochastic
+gradient steps on minibatches (2.6-2.7): :func:`distillation_objective` draws
+nothing itself; it takes a minibatch x from the generator, lets the teacher label
+it on the fly and returns the loss and its theta-gradient, so that
+``kd_ref.optim.train(student.params, objective, generator, ...)`` runs the whole
+procedure while holding only one minibatch in memory.
+
+Every loss is the average over the minibatch of a per-example quantity and is
+*minimised* (cross entropy is therefore the negative of the log-likelihood-style
+output function ``kd_ref.outputs.CrossEntropy``).
+
+Why derivative matching costs about 2C backprops (2.9-2.13)
+-----------------------------------------------------------
+Write g_i(x; theta) = d log y_i / dx for the student's class i. The derivative
+square error is l = sum_i ||g_i - G_i||^2 with G_i the teacher's. Its theta-gradient
+is sum_i (d g_i / d theta)^T d_i with d_i = 2 (g_i - G_i). Since g_i is the input
+gradient of E_i = log y_i, the product (d g_i / d theta)^T d_i is the parameter
+part of the joint (theta, x) Hessian of E_i applied to the direction v = (0, d_i),
+which R{backprop} gives in the reduced form (B.19-B.21) without ever forming a
+Hessian. Per class this is one backprop (to get g_i, hence d_i) and one reduced
+R{backprop}; for C classes, about 2C backprops, against one for cross entropy.
+"""
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validation import as_float_array, check_generator, check_positive_int
+from ..mlp import MLP, Cache
+from ..optim import train
+from ..outputs import CrossEntropy, DotProduct
+
+PROBABILITY_OUTPUTS = ("softmax", "log_softmax")
+NORMALISATION_TOL = 1e-6
+
+
+# ----------------------------------------------------------------------- labels
+@dataclass
+class Labels:
+    """What a teacher returns for a minibatch of N inputs with D features and C classes.
+
+    Attributes
+    ----------
+    probs : ndarray of shape (N, C)
+        Class probabilities (rows sum to 1).
+    log_probs : ndarray of shape (N, C)
+        Their logarithms (may hold -inf where a probability is exactly 0, e.g. one-hot labels).
+    d_log_probs : ndarray of shape (N, C, D) or None
+        d log probs[n, i] / d x[n] for every example and class; None when not requested.
+    """
+
+    probs: np.ndarray
+    log_probs: np.ndarray
+    d_log_probs: np.ndarray = None
+
+    @classmethod
+    def from_probs(cls, probs):
+        """Labels holding given probabilities only (e.g. one-hot true labels for a baseline)."""
+        probs = as_float_array(probs, "probs", ndim=2)
+        with np.errstate(divide="ignore"):
+            return cls(probs, np.log(probs))
+
+
+def log_mean_exp(log_probs):
+    """Log of the mean probability of an ensemble, from its members' log-probabilities (2.15).
+
+    log p(x)_i = log (1/M) sum_m exp(log p_m(x)_i), computed with the max-shift of
+    ``np.logaddexp.reduce`` so that no member's probability has to be formed.
+
+    Parameters
+    ----------
+    log_probs : ndarray of shape (M, N, C)
+        Log-probabilities of M members for N inputs and C classes; each row
+        ``log_probs[m, n]`` must be normalised (logsumexp 0 within 1e-6).
+
+    Returns
+    -------
+    ndarray of shape (N, C)
+
+    Raises
+    ------
+    ValueError
+        When the rows are not normalised log-probabilities. In particular
+        *probabilities* passed by mistake are refused, also for an ensemble of one
+        (M = 1), where the mean would otherwise return them unchanged and the
+        mistake would go unnoticed: for C >= 1 classes, sum_i exp(p_i) > 1 for any
+        probability vector p, so their logsumexp is never 0.
+    """
+    log_probs = as_float_array(log_probs, "log_probs", ndim=3, finite=False)
+    _check_log_normalised(log_probs, "log_probs")
+    return np.logaddexp.reduce(log_probs, axis=0) - np.log(log_probs.shape[0])
+
+
+def _check_log_normalised(log_probs, name):
+    if np.any(np.isnan(log_probs)) or np.any(log_probs == np.inf):
+        raise ValueError(f"{name}: expected log-probabilities (finite or -inf), received NaN or +inf entries")
+    lse = np.logaddexp.reduce(log_probs, axis=-1)
+    worst = float(np.max(np.abs(lse))) if lse.size else 0.0
+    if worst > NORMALISATION_TOL:
+        looks_like_probs = bool(np.all((log_probs >= 0) & (log_probs <= 1))
+                                and np.allclose(log_probs.sum(axis=-1), 1.0, atol=1e-6))
+        hint = (" - these look like probabilities (entries in [0, 1], rows summing to 1); pass their logs,"
+                " or combine probabilities with the 'mean' rule" if looks_like_probs else "")
+        raise ValueError(f"{name}: expected log-probabilities whose exponentials sum to 1 in every row "
+                         f"(logsumexp 0 within {NORMALISATION_TOL:g}), received rows with |logsumexp| up to "
+                         f"{worst:.3g}{hint}")
+
+
+# --------------------------------------------------------------------- teachers
+def _check_classifier(net, name):
+    if not isinstance(net, MLP):
+        raise TypeError(f"{name}: expected a kd_ref.mlp.MLP, received {type(net).__name__}")
+    last = net.nonlinearities[-1]
+    if last not in PROBABILITY_OUTPUTS:
+        raise ValueError(f"{name}: expected a network whose last nonlinearity is one of {PROBABILITY_OUTPUTS} "
+                         f"(its outputs must be class probabilities or log-probabilities), received {last!r}")
+    return net
+
+
+def _tile_cache(cache, copies):
+    """The forward cache of ``copies`` stacked copies of the minibatch (rows block k = copy k).
+
+    Backprop through the stacked cache handles all C classes in one pass of larger
+    matrix products (BLAS over C N rows) instead of C passes over N rows.
+    """
+    return Cache([np.tile(v, (copies, 1)) for v in cache.x], [np.tile(a, (copies, 1)) for a in cache.a])
+
+
+def _class_seeds(n, c):
+    """Stacked one-hot seeds: rows block i (N rows each) are e_i; shape (C N, C)."""
+    return np.repeat(np.eye(c), n, axis=0)
+
+
+def _mlp_log_probs(net, cache):
+    y = cache.y
+    if net.nonlinearities[-1] == "log_softmax":
+        return np.exp(y), y
+    with np.errstate(divide="ignore"):
+        return y, np.log(y)
+
+
+def _mlp_log_prob_jacobian(net, cache):
+    """d log y_i / dx for every class i, shape (N, C, D): one input-only backprop per class.
+
+    The C backprops run as one pass over the class-stacked cache (:func:`_tile_cache`).
+    For a log-softmax output the seed of class i is e_i; for a softmax output it is
+    e_i / y_i (so the probabilities must be positive). The parameter gradients (B.9)
+    are skipped, so each backprop costs about one forward pass.
+    """
+    n, c = cache.y.shape
+    seeds = _class_seeds(n, c)
+    if net.nonlinearities[-1] == "softmax":
+        if np.any(cache.y <= 0):
+            raise ValueError("teacher: a softmax output underflowed to probability 0, so d log y/dx is undefined; "
+                             "use a log_softmax output layer for derivative matching")
+        seeds = seeds / np.tile(cache.y, (c, 1))
+    _, d_x = net.backprop(_tile_cache(cache, c), seeds, param_grads=False)
+    return d_x.reshape(c, n, -1).transpose(1, 0, 2)
+
+
+class MLPTeacher:
+    """A single trained network as teacher.
+
+    Parameters
+    ----------
+    net : MLP
+        Last nonlinearity ``log_softmax`` (preferred) or ``softmax``.
+
+    Notes
+    -----
+    Input derivatives are the rows of the log-probability Jacobian, the same
+    numbers as ``net.jacobian(x, log=...)`` (``log=True`` for softmax outputs),
+    but computed from one shared forward pass.
+    """
+
+    def __init__(self, net):
+        self.net = _check_classifier(net, "net")
+        self.n_inputs, self.n_outputs = net.sizes[0], net.sizes[-1]
+
+    def label(self, x, derivatives=False):
+        """Probabilities, log-probabilities and (optionally) their input derivatives.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, D)
+        derivatives : bool
+
+        Returns
+        -------
+        Labels
+        """
+        cache = self.net.forward(x)
+        probs, log_probs = _mlp_log_probs(self.net, cache)
+        d = _mlp_log_prob_jacobian(self.net, cache) if derivatives else None
+        return Labels(probs, log_probs, d)
+
+
+COMBINE_RULES = ("mean", "log_mean_exp")
+
+
+class EnsembleTeacher:
+    """An ensemble of networks whose prediction is the mean of the members' probabilities (2.15).
+
+    Parameters
+    ----------
+    members : sequence of MLP
+        Same input and output sizes; last nonlinearity softmax or log_softmax.
+    combine : {'mean', 'log_mean_exp'}
+        How the average is computed.
+
+        ``'mean'``: average the members' probabilities, p = (1/M) sum_m p_m. This is
+        what cross entropy (2.16-2.17) needs; log-probabilities are logs of that
+        mean. This rule gives no input derivatives.
+
+        ``'log_mean_exp'``: the same average computed in the log domain,
+        log p = logmeanexp_m(log p_m), which stays finite when single probabilities
+        underflow; it is the form derivative matching (2.18) needs. Its input
+        derivatives follow from the chain rule:
+
+            d log p_i / dx = sum_m p_m,i (d log p_m,i / dx) / sum_m' p_m',i
+                           = sum_m w_m,i  d log p_m,i / dx,
+
+        with weights w_m,i = softmax over members of log p_m,i: each member's
+        derivative counts in proportion to the probability it gives class i.
+        This rule needs members whose outputs *are* log-probabilities
+        (``log_softmax``): a log-mean-exp over softmax outputs would average
+        exp(probability), and, for a single member, would silently treat its
+        probabilities as log-probabilities. Building such an ensemble raises
+        ValueError, whatever the number of members.
+    """
+
+    def __init__(self, members, combine="mean"):
+        if isinstance(members, MLP) or not hasattr(members, "__len__"):
+            raise TypeError(f"members: expected a sequence of MLP, received {type(members).__name__}")
+        if len(members) == 0:
+            raise ValueError("members: expected at least one network, received an empty sequence")
+        if combine not in COMBINE_RULES:
+            raise ValueError(f"combine: expected one of {COMBINE_RULES}, received {combine!r}")
+        for k, m in enumerate(members):
+            _check_classifier(m, f"members[{k}]")
+            if (m.sizes[0], m.sizes[-1]) != (members[0].sizes[0], members[0].sizes[-1]):
+                raise ValueError(f"members[{k}]: expected {members[0].sizes[0]} inputs and {members[0].sizes[-1]} "
+                                 f"outputs like members[0], received {m.sizes[0]} inputs and {m.sizes[-1]} outputs")
+            if combine == "log_mean_exp" and m.nonlinearities[-1] != "log_softmax":
+                raise ValueError(f"members[{k}]: combine='log_mean_exp' expected a network whose outputs are "
+                                 f"log-probabilities (last nonlinearity 'log_softmax'), received one whose outputs are "
+                                 f"probabilities ('{m.nonlinearities[-1]}'); use combine='mean' for probabilities")
+        self.members = list(members)
+        self.combine = combine
+        self.n_inputs, self.n_outputs = members[0].sizes[0], members[0].sizes[-1]
+
+    def label(self, x, derivatives=False):
+        """Ensemble probabilities, log-probabilities and (log_mean_exp only) their input derivatives.
+
+        Members are evaluated one after another, so memory holds one member's
+        activations and the running sums only.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, D)
+        derivatives : bool
+
+        Returns
+        -------
+        Labels
+        """
+        if derivatives and self.combine != "log_mean_exp":
+            raise ValueError("derivatives: expected combine='log_mean_exp' for input derivatives (derivative "
+                             f"matching works on log-probabilities), received an ensemble with combine={self.combine!r}")
+        if self.combine == "mean":
+            probs = 0.0
+            for m in self.members:
+                probs = probs + _mlp_log_probs(m, m.forward(x))[0]
+            probs = probs / len(self.members)
+            with np.errstate(divide="ignore"):
+                return Labels(probs, np.log(probs))
+        # running log-sum-exp over members, with the derivative sum rescaled as the maximum moves
+        lse, acc = None, None
+        for m in self.members:
+            cache = m.forward(x)
+            log_p = cache.y
+            g = _mlp_log_prob_jacobian(m, cache) if derivatives else None
+            if lse is None:
+                lse, acc = log_p.copy(), g
+                continue
+            new = np.logaddexp(lse, log_p)
+            if derivatives:
+                acc = acc * np.exp(lse - new)[..., None] + np.exp(log_p - new)[..., None] * g
+            lse = new
+        log_probs = lse - np.log(len(self.members))
+        return Labels(np.exp(log_probs), log_probs, acc)
+
+
+def _check_teacher(teacher):
+    for attr in ("label", "n_inputs", "n_outputs"):
+        if not hasattr(teacher, attr):
+            raise TypeError(f"teacher: expected an object with label(x, derivatives), n_inputs and n_outputs "
+                            f"(e.g. MLPTeacher, EnsembleTeacher), received {type(teacher).__name__} without {attr!r}")
+    return teacher
+
+
+# ----------------------------------------------------------------------- losses
+def _check_student(student):
+    return _check_classifier(student, "student")
+
+
+def _log_prob_output(student, targets):
+    """Output function whose value is sum_n sum_i t_ni log y_ni for the student's output kind."""
+    return DotProduct(targets) if student.nonlinearities[-1] == "log_softmax" else CrossEntropy(targets)
+
+
+def _check_labels(labels, n, c, need_derivatives=False, d=None):
+    if labels.probs.shape != (n, c):
+        raise ValueError(f"labels: expected teacher probabilities of shape ({n}, {c}), received shape "
+                         f"{labels.probs.shape}")
+    if need_derivatives:
+        if labels.d_log_probs is None:
+            raise ValueError("labels: expected teacher input derivatives (label with derivatives=True), received None")
+        if labels.d_log_probs.shape != (n, c, d):
+            raise ValueError(f"labels: expected teacher derivatives of shape ({n}, {c}, {d}), received shape "
+                             f"{labels.d_log_probs.shape}")
+
+
+class CrossEntropyLoss:
+    """Cross entropy with the teacher's probabilities as soft targets (2.5, 2.16-2.17).
+
+    l(x, theta) = - sum_i t_i(x) log y_i(x; theta), averaged over the minibatch. It
+    differs from KL(t || y) (2.16) by the teacher's entropy, which does not depend on
+    theta. One forward pass and one backprop per minibatch.
+    """
+
+    needs_derivatives = False
+    name = "cross entropy"
+
+    def __call__(self, student, x, labels):
+        """Loss and theta-gradient.
+
+        Parameters
+        ----------
+        student : MLP
+        x : ndarray of shape (N, D)
+        labels : Labels
+
+        Returns
+        -------
+        value : float
+        grad : ndarray of shape (student.n_params,)
+        """
+        cache = student.forward(x)
+        n = cache.y.shape[0]
+        _check_labels(labels, *cache.y.shape)
+        out = _log_prob_output(student, labels.probs)
+        d_params, _ = student.backprop(cache, out.grad(cache.y))
+        return -out.value(cache.y) / n, -d_params / n
+
+
+class SquareErrorLoss:
+    """Square error between the student's and the teacher's probabilities (2.4).
+
+    l(x, theta) = ||y(x; theta) - t(x)||^2 summed over classes (no 1/2), averaged
+    over the minibatch; y are probabilities also for a log-softmax student
+    (y = exp(z), so dl/dz = 2 (y - t) * y).
+    """
+
+    needs_derivatives = False
+    name = "square error"
+
+    def __call__(self, student, x, labels):
+        """Loss and theta-gradient; arguments as :meth:`CrossEntropyLoss.__call__`."""
+        cache = student.forward(x)
+        n = cache.y.shape[0]
+        _check_labels(labels, *cache.y.shape)
+        probs = np.exp(cache.y) if student.nonlinearities[-1] == "log_softmax" else cache.y
+        diff = probs - labels.probs
+        seed = 2.0 * diff / n
+        if student.nonlinearities[-1] == "log_softmax":
+            seed *= probs
+        d_params, _ = student.backprop(cache, seed)
+        return float(np.sum(diff**2)) / n, d_params
+
+
+class DerivativeSquareErrorLoss:
+    """Derivative square error on log-probabilities (2.8, 2.18) and its theta-gradient (2.9-2.13).
+
+    l(x, theta) = sum_i ||d log y_i(x; theta)/dx - d log t_i(x)/dx||^2, averaged over
+    the minibatch.
+
+    Gradient, for every class i:
+
+    1. backprop with seed e_i (the output function E_i = log y_i, summed over rows)
+       and no parameter products gives g_i = d log y_i / dx for every row;
+    2. d_i = 2 (g_i - G_i), with G_i the teacher's derivative (2.13);
+    3. a reduced R{backprop} (B.19-B.21) along v = (0, d_i) — ``r_forward(cache,
+       v_x=d_i)`` then ``r_backprop(cache, R, e_i, R{e_i})`` — whose parameter part
+       is sum_n (d g_ni / d theta)^T d_ni (2.11-2.12).
+
+    The gradient is the sum over classes of step 3's parameter parts, divided by N.
+
+    Parameters
+    ----------
+    stacked : bool
+        True (default) runs the C classes together on a class-stacked copy of the
+        minibatch (C N rows; the parameter parts sum over rows, which is the sum over
+        classes), so the matrix products are C times taller; False loops over
+        classes on the N-row cache. Both give the same numbers.
+    """
+
+    needs_derivatives = True
+    name = "derivative square error"
+
+    def __init__(self, stacked=True):
+        if not isinstance(stacked, (bool, np.bool_)):
+            raise TypeError(f"stacked: expected a bool, received {stacked!r}")
+        self.stacked = bool(stacked)
+
+    def __call__(self, student, x, labels):
+        """Loss and theta-gradient; arguments as :meth:`CrossEntropyLoss.__call__`
+        (``labels.d_log_probs`` required)."""
+        cache = student.forward(x)
+        n, c = cache.y.shape
+        _check_labels(labels, n, c, True, cache.x[0].shape[1])
+        G = labels.d_log_probs
+        if self.stacked:
+            tcache = _tile_cache(cache, c)
+            out = _log_prob_output(student, _class_seeds(n, c))
+            seed = out.grad(tcache.y)
+            _, g = student.backprop(tcache, seed, param_grads=False)                     # g_i, all i
+            diff = g - G.transpose(1, 0, 2).reshape(c * n, -1)
+            R = student.r_forward(tcache, v_x=2.0 * diff)                                 # v = (0, d_i)
+            grad, _ = student.r_backprop(tcache, R, seed, out.r_grad(tcache.y, R.R_y))
+            value = float(np.sum(diff**2))
+        else:
+            grad, value = np.zeros(student.n_params), 0.0
+            for i in range(c):
+                e_i = np.zeros((n, c))
+                e_i[:, i] = 1.0
+                out = _log_prob_output(student, e_i)
+                seed = out.grad(cache.y)
+                _, g_i = student.backprop(cache, seed, param_grads=False)
+                diff = g_i - G[:, i, :]
+                R = student.r_forward(cache, v_x=2.0 * diff)
+                R_d_params, _ = student.r_backprop(cache, R, seed, out.r_grad(cache.y, R.R_y))
+                grad += R_d_params
+                value += float(np.sum(diff**2))
+        return value / n, grad / n
+
+
+class WeightedLoss:
+    """A weighted sum of losses, e.g. a * cross entropy + b * derivative square error.
+
+    Parameters
+    ----------
+    terms : sequence of (weight, loss)
+        Non-negative weights; the teacher is asked for derivatives when any term needs them.
+    """
+
+    name = "weighted sum"
+
+    def __init__(self, terms):
+        terms = list(terms)
+        if not terms:
+            raise ValueError("terms: expected at least one (weight, loss) pair, received none")
+        for k, term in enumerate(terms):
+            if not (isinstance(term, (tuple, list)) and len(term) == 2):
+                raise TypeError(f"terms[{k}]: expected a (weight, loss) pair, received {term!r}")
+            w, loss = term
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
+                raise ValueError(f"terms[{k}]: expected a finite weight >= 0, received {w!r}")
+            if not callable(loss) or not hasattr(loss, "needs_derivatives"):
+                raise TypeError(f"terms[{k}]: expected a loss object (e.g. CrossEntropyLoss()), received {loss!r}")
+        self.terms = [(float(w), loss) for w, loss in terms]
+        self.needs_derivatives = any(loss.needs_derivatives for _, loss in self.terms)
+        self.name = " + ".join(f"{w:g} {loss.name}" for w, loss in self.terms)
+
+    def __call__(self, student, x, labels):
+        """Loss and theta-gradient; arguments as :meth:`CrossEntropyLoss.__call__`."""
+        value, grad = 0.0, np.zeros(student.n_params)
+        for w, loss in self.terms:
+            v, g = loss(student, x, labels)
+            value += w * v
+            grad += w * g
+        return value, grad
+
+
+# ------------------------------------------------------------------- objectives
+def _check_batch(x, dim, name="generator"):
+    arr = np.asarray(x)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"{name}: expected minibatches of shape (N, {dim}), received shape {arr.shape}")
+    return as_float_array(arr, name)
+
+
+def distillation_objective(student, teacher, loss):
+    """The minibatch objective x -> (loss, theta-gradient) for ``kd_ref.optim.train`` (2.6-2.7, steps i-iv).
+
+    The teacher labels each minibatch when it arrives (with derivatives only if the
+    loss needs them), so nothing but the current minibatch is stored.
+
+    Parameters
+    ----------
+    student : MLP
+        Last nonlinearity softmax or log_softmax.
+    teacher : MLPTeacher, EnsembleTeacher or similar
+        Must have as many inputs and outputs as the student.
+    loss : CrossEntropyLoss, SquareErrorLoss, DerivativeSquareErrorLoss or WeightedLoss
+
+    Returns
+    -------
+    callable, ndarray of shape (N, D) -> (float, ndarray of shape (P,))
+        Raises ValueError for a minibatch whose second dimension is not D.
+    """
+    _check_student(student)
+    _check_teacher(teacher)
+    if teacher.n_outputs != student.sizes[-1]:
+        raise ValueError(f"teacher: expected {student.sizes[-1]} outputs to match the student's output layer, "
+                         f"received a teacher with {teacher.n_outputs} outputs")
+    if teacher.n_inputs != student.sizes[0]:
+        raise ValueError(f"teacher: expected {student.sizes[0]} inputs to match the student's input layer, "
+                         f"received a teacher with {teacher.n_inputs} inputs")
+    if not hasattr(loss, "needs_derivatives") or not callable(loss):
+        raise TypeError(f"loss: expected a loss object (e.g. CrossEntropyLoss()), received {loss!r}")
+
+    def objective(x):
+        x = _check_batch(x, student.sizes[0])
+        return loss(student, x, teacher.label(x, derivatives=loss.needs_derivatives))
+
+    return objective
+
+
+def supervised_objective(student, loss=None):
+    """Objective for a baseline trained on true labels: batch (x, one-hot t) -> (loss, gradient).
+
+    Parameters
+    ----------
+    student : MLP
+    loss : value loss, default CrossEntropyLoss()
+        Derivative losses need a teacher and are refused.
+    """
+    _check_student(student)
+    loss = CrossEntropyLoss() if loss is None else loss
+    if getattr(loss, "needs_derivatives", True):
+        raise ValueError(f"loss: expected a value loss (true labels have no input derivatives), received {loss!r}")
+
+    def objective(batch):
+        x, t = batch
+        x = _check_batch(x, student.sizes[0])
+        t = as_float_array(t, "targets", shape=(x.shape[0], student.sizes[-1]))
+        return loss(student, x, Labels.from_probs(t))
+
+    return objective
+
+
+def check_generator_dim(generator, dim):
+    """Raise ValueError unless ``generator.dim`` (when the generator has one) equals ``dim``."""
+    gdim = getattr(generator, "dim", None)
+    if gdim is not None and gdim != dim:
+        raise ValueError(f"generator: expected inputs of dimension {dim} (the student's input layer), "
+                         f"received a generator of dimension {gdim}")
+
+
+def distill(student, teacher, generator, loss, optimizer, n_steps, **train_kwargs):
+    """Train ``student`` to mimic ``teacher`` on inputs drawn from ``generator`` (2.3, 2.7).
+
+    A thin wrapper of ``kd_ref.optim.train``: extra keyword arguments (monitor,
+    checkpoint, progress, label, ...) go to it unchanged.
+
+    Returns
+    -------
+    kd_ref.optim.TrainResult
+    """
+    objective = distillation_objective(student, teacher, loss)
+    check_generator_dim(generator, student.sizes[0])
+    return train(student.params, objective, generator, optimizer, n_steps, **train_kwargs)
+
+
+# ------------------------------------------------------------------- generators
+class DatasetGenerator:
+    """Minibatches resampled from a dataset without replacement (2.21; reshuffled after each pass).
+
+    The stream of examples is a concatenation of independent random permutations of
+    the dataset, cut into consecutive minibatches: every block of ``n`` consecutive
+    examples in the stream (one pass) holds each example exactly once. A minibatch
+    may straddle two passes.
+
+    Parameters
+    ----------
+    data : ndarray of shape (n, D)
+    batch_size : int
+    rng : numpy.random.Generator
+    targets : ndarray of shape (n, C), optional
+        When given, each call returns ``(x, t)`` (for baselines on true labels).
+
+    Attributes
+    ----------
+    dim : int
+    examples_drawn : int
+    """
+
+    def __init__(self, data, batch_size, rng, targets=None):
+        self.data = as_float_array(data, "data", ndim=2)
+        if self.data.shape[0] == 0:
+            raise ValueError("data: expected at least one example, received an empty array")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.rng = check_generator(rng)
+        if targets is not None:
+            targets = as_float_array(targets, "targets", ndim=2)
+            if targets.shape[0] != self.data.shape[0]:
+                raise ValueError(f"targets: expected {self.data.shape[0]} rows like data, received {targets.shape[0]}")
+        self.targets = targets
+        self.n, self.dim = self.data.shape
+        self._order = self.rng.permutation(self.n)
+        self._pos = 0
+        self.examples_drawn = 0
+
+    @property
+    def passes(self):
+        """Number of passes over the dataset started so far (fractional)."""
+        return self.examples_drawn / self.n
+
+    def next_indices(self):
+        """Indices of the next minibatch, shape (batch_size,)."""
+        parts, need = [], self.batch_size
+        while need > 0:
+            if self._pos == self.n:
+                self._order, self._pos = self.rng.permutation(self.n), 0
+            take = min(need, self.n - self._pos)
+            parts.append(self._order[self._pos:self._pos + take])
+            self._pos += take
+            need -= take
+        self.examples_drawn += self.batch_size
+        return np.concatenate(parts)
+
+    def __call__(self):
+        idx = self.next_indices()
+        if self.targets is None:
+            return self.data[idx]
+        return self.data[idx], self.targets[idx]
+
+
+class NADEGenerator:
+    """Minibatches of a trained NADE's conditional-probability images (section 2.2.3).
+
+    Ancestral sampling draws a binary image pixel by pixel; the probability each
+    pixel had of being on, given the pixels drawn before it, forms a grey-level
+    image in [0, 1] that looks like a smoothed version of the sample. Those images,
+    not the binary samples (corners of the hypercube), are the inputs.
+
+    ``nade.sample(n, rng)`` returns ``(x, y)`` with both in the *data's* pixel order
+    (kd_ref.nade applies its ordering internally), so the images come back in the
+    same raster row-major order as the dataset the NADE was trained on.
+
+    Parameters
+    ----------
+    nade : kd_ref.nade.NADE
+    batch_size : int
+    rng : numpy.random.Generator
+    """
+
+    def __init__(self, nade, batch_size, rng):
+        if not callable(getattr(nade, "sample", None)):
+            raise TypeError(f"nade: expected a model with sample(n, rng) -> (x, y), received {type(nade).__name__}")
+        self.nade = nade
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.rng = check_generator(rng)
+        self.dim = _nade_dim(nade)
+        self.examples_drawn = 0
+
+    def __call__(self):
+        _, y = self.nade.sample(self.batch_size, self.rng)
+        self.examples_drawn += self.batch_size
+        return y
+
+
+def _nade_dim(nade):
+    for attr in ("n_inputs", "dim", "D", "n_visible"):
+        value = getattr(nade, attr, None)
+        if isinstance(value, numbers.Integral):
+            return int(value)
+    return None
+
+
+class NoiseGenerator:
+    """Minibatches of i.i.d. Gaussian pixels, N(mean, std^2) (section 2.2.3; thesis: N(0, 1)).
+
+    Parameters
+    ----------
+    dim : int
+    batch_size : int
+    rng : numpy.random.Generator
+    mean, std : float
+    """
+
+    def __init__(self, dim, batch_size, rng, mean=0.0, std=1.0):
+        self.dim = check_positive_int(dim, "dim")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.rng = check_generator(rng)
+        if isinstance(mean, bool) or not isinstance(mean, numbers.Real) or not np.isfinite(mean):
+            raise ValueError(f"mean: expected a finite real number, received {mean!r}")
+        if isinstance(std, bool) or not isinstance(std, numbers.Real) or not (np.isfinite(std) and std > 0):
+            raise ValueError(f"std: expected a finite real number > 0, received {std!r}")
+        self.mean, self.std = float(mean), float(std)
+        self.examples_drawn = 0
+
+    def __call__(self):
+        self.examples_drawn += self.batch_size
+        return self.rng.normal(self.mean, self.std, size=(self.batch_size, self.dim))
+
+
+# ------------------------------------------------------------------- evaluation
+@dataclass
+class Score:
+    """Test-set accuracy and average log-probability of the true class, each with 2 standard errors.
+
+    Attributes
+    ----------
+    accuracy, accuracy_2se : float
+        In percent.
+    log_prob, log_prob_2se : float
+        Average log p(true class | x) in nats.
+    correct : ndarray of shape (N,)
+        1.0 where the most probable class is the true one (per example, for paired comparisons).
+    log_p : ndarray of shape (N,)
+        log p(true class | x) per example.
+    """
+
+    accuracy: float
+    accuracy_2se: float
+    log_prob: float
+    log_prob_2se: float
+    correct: np.ndarray
+    log_p: np.ndarray
+
+    def summary(self):
+        return (f"accuracy {self.accuracy:.2f} ± {self.accuracy_2se:.2f} %, "
+                f"log prob {self.log_prob:.4f} ± {self.log_prob_2se:.4f}")
+
+
+def mean_2se(values):
+    """Mean of per-example values and twice its standard error (sample std / sqrt(n))."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    se = float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return float(np.mean(values)), 2.0 * se
+
+
+def score(log_probs, labels):
+    """Score a model's test log-probabilities against integer labels.
+
+    Parameters
+    ----------
+    log_probs : ndarray of shape (N, C)
+    labels : ndarray of shape (N,), integers in 0..C-1
+
+    Returns
+    -------
+    Score
+    """
+    log_probs = as_float_array(log_probs, "log_probs", ndim=2, finite=False)
+    labels = np.asarray(labels)
+    if labels.shape != (log_probs.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels: expected {log_probs.shape[0]} integer labels, received {labels.dtype} of shape "
+                         f"{labels.shape}")
+    correct = (np.argmax(log_probs, axis=1) == labels).astype(np.float64)
+    log_p = log_probs[np.arange(labels.size), labels]
+    acc, acc_se = mean_2se(100.0 * correct)
+    lp, lp_se = mean_2se(log_p)
+    return Score(acc, acc_se, lp, lp_se, correct, log_p)
+
+
+def paired_difference(a, b):
+    """Paired comparison of two scores on the same test examples: mean of a - b and 2 standard errors.
+
+    Returns
+    -------
+    dict with keys accuracy, accuracy_2se (percentage points), log_prob, log_prob_2se (nats)
+    """
+    if a.correct.shape != b.correct.shape:
+        raise ValueError(f"b: expected a score on the same {a.correct.size} test examples, received {b.correct.size}")
+    acc, acc_se = mean_2se(100.0 * (a.correct - b.correct))
+    lp, lp_se = mean_2se(a.log_p - b.log_p)
+    return {"accuracy": acc, "accuracy_2se": acc_se, "log_prob": lp, "log_prob_2se": lp_se}
+
+
+def log_probs_of(model, x, batch_size=1000):
+    """Log-probabilities of a student network or a teacher for many inputs, in chunks; shape (N, C)."""
+    x = as_float_array(x, "x", ndim=2)
+    rows = []
+    for start in range(0, x.shape[0], batch_size):
+        chunk = x[start:start + batch_size]
+        if isinstance(model, MLP):
+            rows.append(_mlp_log_probs(_check_student(model), model.forward(chunk))[1])
+        else:
+            rows.append(_check_teacher(model).label(chunk).log_probs)
+    return np.concatenate(rows, axis=0)

@@ -1,0 +1,617 @@
+"""``kd-ref run compress``: compress a neural ensemble into a small network (thesis section 2.2).
+
+Steps, all through :mod:`kd_ref.distill.compression`:
+
+1. train an ensemble of networks (ReLU, ReLU, log-softmax), each on a bootstrap
+   resample of the training images, by cross entropy with ADADELTA (2.14-2.15);
+2. for each amount of training data (``full``: all training images; ``small``: the
+   first 10%), train a NADE on the 0.5-thresholded images with a raster
+   column-wise pixel order, as the second data generator;
+3. train one student per {dataset, NADE, Gaussian noise} x {cross entropy,
+   derivative square error}, the ensemble labelling every minibatch on the fly
+   (mean probability for cross entropy, log-mean-exp for derivatives);
+4. train the baseline, the student architecture on the true labels of the same
+   images, with the ensemble members' settings;
+5. write tables (Markdown and CSV) of test accuracy and average test
+   log-probability with 2 standard errors, paired student-vs-baseline
+   differences, progress curves and sample grids (PNG) and ``results.json``.
+
+Modes: ``--quick`` (default; a subset of MNIST, or the built-in synthetic digits
+when MNIST is not available, few members and passes; minutes) and ``--thesis``
+(the thesis settings of SPEC.md; many hours on a CPU). Every trained model is
+cached under ``OUT/cache`` (members, NADEs and students as ``.npz``), and in
+thesis mode every training run also writes a checkpoint under ``OUT/ckpt``, so an
+interrupted run resumes where it stopped when started again with the same
+arguments. Use ``--members``, ``--member-passes``, ``--student-passes`` etc. to
+run a documented fraction of the thesis settings.
+"""
+import argparse
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..distill.compression import (CrossEntropyLoss, DatasetGenerator, DerivativeSquareErrorLoss, EnsembleTeacher,
+                                   NADEGenerator, NoiseGenerator, check_generator_dim, distillation_objective,
+                                   log_probs_of, mean_2se, paired_difference, score, supervised_objective)
+from ..mlp import MLP
+from ..optim import Adadelta, train
+
+GENERATORS = ("dataset", "nade", "noise")
+LOSSES = ("ce", "dse")
+FRACTIONS = ("full", "small")
+LOSS_NAMES = {"ce": "cross entropy", "dse": "deriv. sq. error"}
+GENERATOR_NAMES = {"dataset": "dataset", "nade": "NADE", "noise": "Gaussian noise"}
+
+
+@dataclass
+class Settings:
+    """Everything that defines a run. ``quick()`` and ``thesis()`` give the two presets.
+
+    ``n_train``/``n_test`` = 0 means all images; the ``small`` fraction is the first
+    ``small_fraction`` of the ``n_train`` training images. Passes count examples:
+    a student of the ``small`` fraction with ``student_passes`` = 40 sees
+    40 x (number of small-fraction images) generated inputs, whatever the generator.
+    """
+
+    mode: str = "quick"
+    data: str = "auto"                 # auto (MNIST when KD_REF_DATA has it, else synthetic) | mnist | synthetic
+    n_train: int = 2000
+    n_test: int = 1000
+    small_fraction: float = 0.1
+    fractions: tuple = FRACTIONS
+    members: int = 3
+    member_hidden: tuple = (500, 300)
+    member_passes: float = 3.0
+    student_hidden: tuple = (50, 30)
+    student_passes: float = 10.0
+    baseline_passes: float = None      # None: member_passes (the thesis trained baselines like the members)
+    batch_size: int = 20
+    nade_hidden: int = 100
+    nade_passes: float = 3.0
+    generators: tuple = GENERATORS
+    losses: tuple = LOSSES
+    curve_points: int = 10
+    curve_test: int = 1000             # test images used for the progress curves (0 = all)
+    checkpoints: bool = False
+    figures: bool = True
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides):
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def thesis(cls, **overrides):
+        base = cls(mode="thesis", data="mnist", n_train=0, n_test=0, members=30, member_passes=20.0,
+                   student_passes=40.0, nade_hidden=500, nade_passes=10.0, curve_points=40, curve_test=0,
+                   checkpoints=True)
+        return replace(base, **overrides)
+
+    def validate(self):
+        for name in ("fractions", "generators", "losses"):
+            allowed = {"fractions": FRACTIONS, "generators": GENERATORS, "losses": LOSSES}[name]
+            value = tuple(getattr(self, name))
+            if not value or any(v not in allowed for v in value):
+                raise ValueError(f"{name}: expected a non-empty subset of {allowed}, received {value}")
+        if self.data not in ("auto", "mnist", "synthetic"):
+            raise ValueError(f"data: expected 'auto', 'mnist' or 'synthetic', received {self.data!r}")
+        if not 0 < self.small_fraction <= 1:
+            raise ValueError(f"small_fraction: expected a value in (0, 1], received {self.small_fraction}")
+        for name in ("members", "batch_size", "nade_hidden", "curve_points"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, received {getattr(self, name)}")
+        for name in ("member_passes", "student_passes", "nade_passes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a number of passes > 0, received {getattr(self, name)}")
+        return self
+
+
+# ------------------------------------------------------------------------ data
+@dataclass
+class Data:
+    name: str
+    x_train: np.ndarray      # (n, D) grey levels in [0, 1], raster row-major
+    y_train: np.ndarray      # (n,) int
+    x_test: np.ndarray
+    y_test: np.ndarray
+    image_shape: tuple = (28, 28)
+    n_classes: int = 10
+
+
+def load_data(settings, rng):
+    """Training and test images for the run (MNIST from KD_REF_DATA, or the built-in synthetic set)."""
+    from .. import datasets
+
+    kind = settings.data
+    if kind == "auto":
+        kind = "mnist" if datasets.mnist_available() else "synthetic"
+    if kind == "mnist":
+        (x_train, y_train), (x_test, y_test) = datasets.load_mnist()
+        name = "MNIST"
+    else:
+        n_train = settings.n_train or 6000
+        n_test = settings.n_test or 1000
+        (x_train, y_train), (x_test, y_test) = datasets.synthetic_digits(n_train, n_test, rng)
+        name = "synthetic digits (kd_ref.datasets)"
+    if settings.n_train:
+        x_train, y_train = x_train[:settings.n_train], y_train[:settings.n_train]
+    if settings.n_test:
+        x_test, y_test = x_test[:settings.n_test], y_test[:settings.n_test]
+    side = int(round(np.sqrt(x_train.shape[1])))
+    shape = (side, side) if side * side == x_train.shape[1] else (1, x_train.shape[1])
+    return Data(name, np.asarray(x_train, float), np.asarray(y_train, int), np.asarray(x_test, float),
+                np.asarray(y_test, int), shape, int(max(y_train.max(), y_test.max())) + 1)
+
+
+# --------------------------------------------------------------------- helpers
+def _rng(base, *code):
+    """A generator fixed by the run's base seed and a component code, so cached parts don't shift later streams."""
+    return np.random.default_rng([base, *code])
+
+
+def _score_dict(s):
+    return {"accuracy": s.accuracy, "accuracy_2se": s.accuracy_2se, "log_prob": s.log_prob,
+            "log_prob_2se": s.log_prob_2se}
+
+
+def _steps(passes, n, batch):
+    return max(1, int(round(passes * n / batch)))
+
+
+class _Curve:
+    """Progress curve: test accuracy and log-probability against examples seen, kept on disk when resuming."""
+
+    def __init__(self, net, x, y, batch, path=None):
+        self.net, self.x, self.y, self.batch, self.path = net, x, y, batch, path
+        self.points = []
+        if path is not None and os.path.exists(path):
+            with np.load(path, allow_pickle=False) as f:
+                self.points = [tuple(row) for row in f["points"]]
+
+    def trim(self, step):
+        self.points = [p for p in self.points if p[0] <= step * self.batch]
+
+    def __call__(self, step):
+        s = score(log_probs_of(self.net, self.x), self.y)
+        self.points.append((step * self.batch, s.accuracy, s.log_prob))
+        if self.path is not None:
+            np.savez(self.path, points=np.array(self.points, float).reshape(-1, 3))
+        return s.log_prob
+
+    def array(self):
+        return np.array(self.points, float).reshape(-1, 3)
+
+
+def _fit(net, objective, draw, n_steps, settings, cache_path, ckpt_path, curve_data, label):
+    """Train ``net`` (or load it from ``cache_path``), returning its progress curve as (K, 3)."""
+    curve_file = str(cache_path) + ".curve.npz"
+    if os.path.exists(cache_path):
+        net.restore(cache_path)
+        with np.load(curve_file, allow_pickle=False) as f:
+            return f["points"]
+    ckpt = str(ckpt_path) if settings.checkpoints else None
+    curve = _Curve(net, *curve_data, settings.batch_size, path=(str(ckpt_path) + ".curve.npz") if ckpt else None)
+    every = max(1, n_steps // settings.curve_points)
+    done = 0
+    if ckpt is not None and os.path.exists(ckpt):
+        with np.load(ckpt, allow_pickle=False) as f:
+            done = len(f["losses"])
+        curve.trim(done)
+    counter = {"step": done}
+
+    def tracked_draw():  # ``train`` draws once per step, so this counts steps (resumed ones included)
+        counter["step"] += 1
+        return draw()
+
+    def monitor():
+        return curve(counter["step"])
+
+    if not curve.points:
+        curve(0)
+    train(net.params, objective, tracked_draw, Adadelta(), n_steps, monitor=monitor, monitor_every=every,
+          progress=settings.progress, checkpoint=ckpt, label=label)
+    points = curve.array()
+    net.save(cache_path)
+    np.savez(curve_file, points=points)
+    if ckpt is not None:
+        for p in (ckpt, ckpt + ".curve.npz"):
+            if os.path.exists(p):
+                os.remove(p)
+    return points
+
+
+def _one_hot(y, c):
+    return np.eye(c)[y]
+
+
+# --------------------------------------------------------------------- stages
+def train_members(data, settings, base, dirs):
+    """Ensemble members, each trained on a bootstrap resample of all training images (2.14)."""
+    sizes = [data.x_train.shape[1], *settings.member_hidden, data.n_classes]
+    n = data.x_train.shape[0]
+    members, curves = [], []
+    t = _one_hot(data.y_train, data.n_classes)
+    for k in range(settings.members):
+        rng = _rng(base, 1, k)
+        net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
+        boot = rng.integers(0, n, size=n)
+        gen = DatasetGenerator(data.x_train[boot], settings.batch_size, rng, targets=t[boot])
+        curves.append(_fit(net, supervised_objective(net), gen, _steps(settings.member_passes, n, settings.batch_size),
+                           settings, dirs["cache"] / f"member_{k}.npz", dirs["ckpt"] / f"member_{k}.npz",
+                           _curve_data(data, settings), f"member {k + 1}/{settings.members}"))
+        members.append(net)
+    return members, curves
+
+
+def _curve_data(data, settings):
+    m = settings.curve_test or data.x_test.shape[0]
+    return data.x_test[:m], data.y_test[:m]
+
+
+def train_nade(x_binary, settings, base, fraction_index, dirs, label):
+    """NADE on binarised images, raster column-wise pixel order (section 2.2.3)."""
+    from ..nade import NADE, raster_column_order
+
+    path = dirs["cache"] / f"nade_{label}.npz"
+    if os.path.exists(path):
+        return NADE.load(path)
+    rng = _rng(base, 2, fraction_index)
+    order = raster_column_order(*_image_shape(x_binary.shape[1]))
+    nade = NADE(x_binary.shape[1], settings.nade_hidden, rng, order=order)
+    n_steps = _steps(settings.nade_passes, x_binary.shape[0], settings.batch_size)
+    ckpt = str(dirs["ckpt"] / f"nade_{label}.npz") if settings.checkpoints else None
+    nade.fit(x_binary, rng, n_steps=n_steps, batch_size=settings.batch_size, optimizer=Adadelta(),
+             progress=settings.progress, checkpoint=ckpt, label=f"NADE ({label})")
+    nade.save(path)
+    if ckpt is not None and os.path.exists(ckpt):
+        os.remove(ckpt)
+    return nade
+
+
+def _image_shape(d):
+    side = int(round(np.sqrt(d)))
+    return (side, side) if side * side == d else (1, d)
+
+
+def train_student(kind, loss_name, teacher_mean, teacher_lme, x_frac, nade, data, settings, base, code, dirs, label):
+    sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
+    rng = _rng(base, 4, *code)
+    net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
+    if kind == "dataset":
+        gen = DatasetGenerator(x_frac, settings.batch_size, rng)
+    elif kind == "nade":
+        gen = NADEGenerator(nade, settings.batch_size, rng)
+    else:
+        gen = NoiseGenerator(sizes[0], settings.batch_size, rng)
+    check_generator_dim(gen, sizes[0])
+    loss = CrossEntropyLoss() if loss_name == "ce" else DerivativeSquareErrorLoss()
+    teacher = teacher_mean if loss_name == "ce" else teacher_lme
+    objective = distillation_objective(net, teacher, loss)
+    n_steps = _steps(settings.student_passes, x_frac.shape[0], settings.batch_size)
+    curve = _fit(net, objective, gen, n_steps, settings, dirs["cache"] / f"student_{label}.npz",
+                 dirs["ckpt"] / f"student_{label}.npz", _curve_data(data, settings), f"student {label}")
+    return net, curve
+
+
+def train_baseline(x_frac, y_frac, data, settings, base, fraction_index, dirs, label):
+    sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
+    rng = _rng(base, 3, fraction_index)
+    net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
+    gen = DatasetGenerator(x_frac, settings.batch_size, rng, targets=_one_hot(y_frac, data.n_classes))
+    passes = settings.baseline_passes if settings.baseline_passes is not None else settings.member_passes
+    curve = _fit(net, supervised_objective(net), gen, _steps(passes, x_frac.shape[0], settings.batch_size), settings,
+                 dirs["cache"] / f"baseline_{label}.npz", dirs["ckpt"] / f"baseline_{label}.npz",
+                 _curve_data(data, settings), f"baseline {label}")
+    return net, curve
+
+
+# --------------------------------------------------------------------- outputs
+def _pm(value, se, digits):
+    return f"{value:.{digits}f} ± {se:.{digits}f}"
+
+
+def write_tables(results, out_dir):
+    """Markdown and CSV tables from a results dict; returns the Markdown text."""
+    lines = [f"# Model compression ({results['data']}, {results['settings']['mode']} mode)", ""]
+    ens, mm = results["ensemble"], results["members_mean"]
+    lines += ["## Teacher and baselines", "", "| model | train data | accuracy [%] | av. log probability |",
+              "| --- | --- | --- | --- |",
+              f"| ensemble of {results['settings']['members']} | all | {_pm(ens['accuracy'], ens['accuracy_2se'], 2)} | "
+              f"{_pm(ens['log_prob'], ens['log_prob_2se'], 4)} |",
+              f"| members' mean (± 2 SE over members) | bootstrap | {_pm(mm['accuracy'], mm['accuracy_2se'], 2)} | "
+              f"{_pm(mm['log_prob'], mm['log_prob_2se'], 4)} |"]
+    for frac, b in results["baselines"].items():
+        lines.append(f"| baseline (student net, true labels) | {results['train_sizes'][frac]} | "
+                     f"{_pm(b['accuracy'], b['accuracy_2se'], 2)} | {_pm(b['log_prob'], b['log_prob_2se'], 4)} |")
+    rows = []
+    for metric, title, digits in (("accuracy", "Test accuracy [%]", 2), ("log_prob", "Average test log probability", 4)):
+        lines += ["", f"## Students: {title}", "", "| data generator | train data | cross entropy | deriv. sq. error |",
+                  "| --- | --- | --- | --- |"]
+        for gen in results["settings"]["generators"]:
+            for frac in results["settings"]["fractions"]:
+                cells = []
+                for loss in ("ce", "dse"):
+                    s = results["students"].get(f"{frac}/{gen}/{loss}")
+                    cells.append(_pm(s[metric], s[metric + "_2se"], digits) if s else "—")
+                lines.append(f"| {GENERATOR_NAMES[gen]} | {results['train_sizes'][frac]} | {cells[0]} | {cells[1]} |")
+    lines += ["", "## Paired comparison: student − baseline (same test images, ± 2 SE of the paired differences)", "",
+              "| data generator | train data | loss | Δ accuracy [points] | Δ av. log probability |",
+              "| --- | --- | --- | --- | --- |"]
+    for key, d in results["paired"].items():
+        frac, gen, loss = key.split("/")
+        lines.append(f"| {GENERATOR_NAMES[gen]} | {results['train_sizes'][frac]} | {LOSS_NAMES[loss]} | "
+                     f"{_pm(d['accuracy'], d['accuracy_2se'], 2)} | {_pm(d['log_prob'], d['log_prob_2se'], 4)} |")
+    for key, s in results["students"].items():
+        frac, gen, loss = key.split("/")
+        p = results["paired"][key]
+        rows.append({"kind": "student", "fraction": frac, "train_images": results["train_sizes"][frac],
+                     "generator": gen, "loss": loss, **s,
+                     **{f"paired_{k}": v for k, v in p.items()}})
+    for frac, b in results["baselines"].items():
+        rows.append({"kind": "baseline", "fraction": frac, "train_images": results["train_sizes"][frac], **b})
+    rows.append({"kind": "ensemble", "fraction": "full", "train_images": results["train_sizes"]["full"], **ens})
+    rows.append({"kind": "members_mean", "fraction": "full", "train_images": results["train_sizes"]["full"], **mm})
+    text = "\n".join(lines) + "\n"
+    (out_dir / "tables.md").write_text(text)
+    keys = ["kind", "fraction", "train_images", "generator", "loss", "accuracy", "accuracy_2se", "log_prob",
+            "log_prob_2se", "paired_accuracy", "paired_accuracy_2se", "paired_log_prob", "paired_log_prob_2se"]
+    with open(out_dir / "tables.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in keys})
+    return text
+
+
+def plot_curves(results, out_dir):
+    """One PNG per fraction: test accuracy and log-probability against examples seen."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    ens = results["ensemble"]
+    for frac in results["settings"]["fractions"]:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for key, pts in results["curves"].items():
+            parts = key.split("/")
+            if parts[0] != frac:
+                continue
+            pts = np.asarray(pts)
+            lab = "baseline (true labels)" if parts[1] == "baseline" else \
+                f"{GENERATOR_NAMES[parts[1]]}, {LOSS_NAMES[parts[2]]}"
+            style = dict(color="k", ls="--") if parts[1] == "baseline" else {}
+            axes[0].plot(pts[:, 0], pts[:, 1], label=lab, **style)
+            axes[1].plot(pts[:, 0], pts[:, 2], label=lab, **style)
+        for ax, metric, name in ((axes[0], "accuracy", "test accuracy [%]"), (axes[1], "log_prob", "av. test log prob")):
+            ax.axhline(ens[metric], color="grey", lw=0.8, label="ensemble")
+            ax.set_xlabel("examples seen")
+            ax.set_ylabel(name)
+            ax.set_xscale("symlog", linthresh=max(1, results["settings"]["batch_size"]))
+        axes[0].set_ylim(0, 100)
+        lo = min(np.min(np.asarray(p)[:, 2]) for k, p in results["curves"].items() if k.startswith(frac + "/"))
+        axes[1].set_ylim(max(lo, -3.0), 0.05)
+        axes[1].legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"Progress, {frac} training data ({results['train_sizes'][frac]} images)")
+        fig.tight_layout()
+        path = out_dir / f"curves_{frac}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def image_grid(images, shape, cols=10):
+    """Tile (n, D) images of the given shape into one array for imshow."""
+    images = np.asarray(images)
+    rows = int(np.ceil(images.shape[0] / cols))
+    h, w = shape
+    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1))
+    for k, img in enumerate(images):
+        r, c = divmod(k, cols)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img.reshape(shape)
+    return grid
+
+
+def plot_samples(panels, shape, path):
+    """One figure with a titled grid per panel: list of (title, images (n, D))."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, images) in zip(axes[0], panels):
+        ax.imshow(image_grid(images, shape, cols=6), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+# ------------------------------------------------------------------------- run
+def binarize(x, threshold=0.5):
+    """Images thresholded at 0.5 (the thesis's binarisation for the NADE, section 2.2.3); float 0/1."""
+    return (np.asarray(x) > threshold).astype(np.float64)
+
+
+def run(settings, out_dir, rng, data=None):
+    """Run the experiment; returns a results dict (also written to ``OUT/results.json``).
+
+    Parameters
+    ----------
+    settings : Settings
+    out_dir : str or Path
+    rng : numpy.random.Generator
+        Fixes every random choice (one base seed drawn from it; each component
+        then has its own stream, so cached components do not shift the others).
+    data : Data, optional
+        Images to use instead of :func:`load_data` (grey levels in [0, 1], rows
+        raster row-major); ``n_train``/``n_test`` still cut them.
+
+    Returns
+    -------
+    dict
+        ``ensemble``, ``members`` (list), ``members_mean``, ``baselines`` {fraction},
+        ``students`` {"fraction/generator/loss"}, ``paired`` (same keys, student −
+        baseline), ``curves`` {"fraction/generator/loss" or "fraction/baseline":
+        (K, 3) array of examples seen, accuracy, log prob}, ``train_sizes``,
+        ``files``, ``seconds``, ``settings``, ``data``; score entries are dicts with
+        accuracy, accuracy_2se, log_prob, log_prob_2se.
+    """
+    began = time.perf_counter()
+    settings = settings.validate()
+    out_dir = Path(out_dir)
+    dirs = {"out": out_dir, "cache": out_dir / "cache", "ckpt": out_dir / "ckpt"}
+    for p in dirs.values():
+        p.mkdir(parents=True, exist_ok=True)
+    base = int(rng.integers(0, 2**62))
+    _check_cache_settings(settings, base, dirs["cache"])
+    if data is None:
+        data = load_data(settings, _rng(base, 0))
+    elif settings.n_train or settings.n_test:
+        n_tr, n_te = settings.n_train or len(data.y_train), settings.n_test or len(data.y_test)
+        data = replace(data, x_train=data.x_train[:n_tr], y_train=data.y_train[:n_tr], x_test=data.x_test[:n_te],
+                       y_test=data.y_test[:n_te])
+    n_full = data.x_train.shape[0]
+    n_small = max(1, int(round(settings.small_fraction * n_full)))
+    sizes = {"full": n_full, "small": n_small}
+    files = {}
+
+    members, member_curves = train_members(data, settings, base, dirs)
+    member_scores = [score(log_probs_of(m, data.x_test), data.y_test) for m in members]
+    teacher_mean = EnsembleTeacher(members, combine="mean")
+    teacher_lme = EnsembleTeacher(members, combine="log_mean_exp")
+    ens = score(log_probs_of(teacher_mean, data.x_test), data.y_test)
+    acc_m, acc_se = mean_2se([s.accuracy for s in member_scores])
+    lp_m, lp_se = mean_2se([s.log_prob for s in member_scores])
+    results = {"settings": _settings_dict(settings), "data": data.name, "ensemble": _score_dict(ens),
+               "members": [_score_dict(s) for s in member_scores],
+               "members_mean": {"accuracy": acc_m, "accuracy_2se": acc_se, "log_prob": lp_m, "log_prob_2se": lp_se},
+               "baselines": {}, "students": {}, "paired": {}, "curves": {}, "train_sizes": sizes}
+    print(f"ensemble of {len(members)}: {ens.summary()}  (members' mean accuracy {acc_m:.2f} %)", flush=True)
+
+    panels = [("training images", data.x_train[:36]),
+              ("binarised (> 0.5)", binarize(data.x_train[:36]))]
+    for fi, frac in enumerate(FRACTIONS):
+        if frac not in settings.fractions:
+            continue
+        x_frac, y_frac = data.x_train[:sizes[frac]], data.y_train[:sizes[frac]]
+        nade = None
+        if "nade" in settings.generators:
+            nade = train_nade(binarize(x_frac), settings, base, fi, dirs, frac)
+            xs, ys = nade.sample(36, _rng(base, 5, fi))
+            panels += [(f"NADE ({frac}) samples", xs), (f"NADE ({frac}) conditional probs", ys)]
+        base_net, base_curve = train_baseline(x_frac, y_frac, data, settings, base, fi, dirs, frac)
+        base_score = score(log_probs_of(base_net, data.x_test), data.y_test)
+        results["baselines"][frac] = _score_dict(base_score)
+        results["curves"][f"{frac}/baseline"] = base_curve
+        print(f"baseline ({frac}, {sizes[frac]} images): {base_score.summary()}", flush=True)
+        for gi, gen in enumerate(GENERATORS):
+            if gen not in settings.generators:
+                continue
+            for li, loss in enumerate(LOSSES):
+                if loss not in settings.losses:
+                    continue
+                key = f"{frac}/{gen}/{loss}"
+                net, curve = train_student(gen, loss, teacher_mean, teacher_lme, x_frac, nade, data, settings, base,
+                                           (fi, gi, li), dirs, key.replace("/", "_"))
+                s = score(log_probs_of(net, data.x_test), data.y_test)
+                results["students"][key] = _score_dict(s)
+                results["paired"][key] = paired_difference(s, base_score)
+                results["curves"][key] = curve
+                print(f"student {key}: {s.summary()}", flush=True)
+
+    files["tables_md"] = str(out_dir / "tables.md")
+    files["tables_csv"] = str(out_dir / "tables.csv")
+    results["tables"] = write_tables(results, out_dir)
+    if settings.figures:
+        files["curves"] = plot_curves(results, out_dir)
+        files["samples"] = plot_samples(panels, data.image_shape, out_dir / "samples.png")
+    results["files"] = files
+    results["member_curves"] = member_curves
+    results["seconds"] = time.perf_counter() - began
+    with open(out_dir / "results.json", "w") as f:
+        json.dump(_jsonable(results), f, indent=1)
+    return results
+
+
+def _settings_dict(settings):
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# settings that change what a cached model is; the others (which parts to run, figures) may differ between runs
+_MODEL_KEYS = ("data", "n_train", "n_test", "small_fraction", "members", "member_hidden", "member_passes",
+               "student_hidden", "student_passes", "baseline_passes", "batch_size", "nade_hidden", "nade_passes")
+
+
+def _check_cache_settings(settings, base, cache_dir):
+    wanted = {k: _settings_dict(settings)[k] for k in _MODEL_KEYS}
+    wanted["base_seed"] = base
+    path = cache_dir / "settings.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+        if diff:
+            raise ValueError(f"out: the cache in {cache_dir} was written with other settings "
+                             f"({', '.join(f'{k}: {a} there, {b} now' for k, (a, b) in diff.items())}); "
+                             "use another --out folder or the same settings and --seed")
+    else:
+        path.write_text(json.dumps(wanted, indent=1))
+
+
+# ------------------------------------------------------------------------- CLI
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="kd-ref run compress", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small settings, minutes (default)")
+    mode.add_argument("--thesis", action="store_true", help="the thesis settings (hours; resumable)")
+    parser.add_argument("--fraction", choices=["small", "full", "both"], default="both",
+                        help="train students on the first 10%% of the images, on all, or both (default)")
+    parser.add_argument("--out", default="./kd_ref_runs/compress", help="output folder (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", choices=["auto", "mnist", "synthetic"], help="data source (default: mode's)")
+    parser.add_argument("--members", type=int, help="ensemble size")
+    parser.add_argument("--member-passes", type=float, help="passes over the data per member")
+    parser.add_argument("--student-passes", type=float, help="passes' worth of generated examples per student")
+    parser.add_argument("--baseline-passes", type=float, help="passes for the baselines (default: member passes)")
+    parser.add_argument("--nade-hidden", type=int, help="NADE hidden units")
+    parser.add_argument("--nade-passes", type=float, help="passes over the binarised data for the NADE")
+    parser.add_argument("--n-train", type=int, help="training images (0 = all)")
+    parser.add_argument("--n-test", type=int, help="test images (0 = all)")
+    parser.add_argument("--generators", nargs="+", choices=GENERATORS)
+    parser.add_argument("--losses", nargs="+", choices=LOSSES)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    overrides = {"fractions": FRACTIONS if args.fraction == "both" else (args.fraction,)}
+    for name in ("data", "members", "member_passes", "student_passes", "baseline_passes", "nade_hidden",
+                 "nade_passes", "n_train", "n_test"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.generators:
+        overrides["generators"] = tuple(args.generators)
+    if args.losses:
+        overrides["losses"] = tuple(args.losses)
+    overrides["progress"] = not args.no_progress
+    settings = (Settings.thesis if args.thesis else Settings.quick)(**overrides)
+    print(f"kd-ref run compress: {settings.mode} mode, output in {args.out}", flush=True)
+    results = run(settings, args.out, np.random.default_rng(args.seed))
+    print()
+    print(results["tables"])
+    print(f"files: {json.dumps(results['files'], indent=1)}")
+    print(f"total time {results['seconds']:.0f} s")
+    return 0
