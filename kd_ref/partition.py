@@ -1,0 +1,631 @@
+"""Estimators of the log partition function log Z of an unnormalised model (section 4.2.4).
+
+The target is p(x) = phi(x) / Z with log phi tractable and Z = sum_x phi(x)
+unknown; q(x) is a normalised, exactly sampleable model (in the thesis a NADE
+distilled from the RBM). Everything here works on plain arrays of log-values
+(and, in :func:`estimate_log_z`, on callables), so any pair of models can be
+used. All estimators return a small result object (see :class:`LogZEstimate`).
+
+Estimators and the equations they implement
+-------------------------------------------
+* :func:`kl_upper_bound`       log Z <= E_p[log phi - log q]       (4.44-4.46), samples of p
+* :func:`kl_lower_bound`       log Z >= E_q[log phi - log q]       (4.47-4.49), samples of q
+* :func:`trivial_lower_bound`  log Z >= max_x log phi(x)           (4.50), discrete x
+* :func:`importance_sampling`  Z = E_q[phi / q]                    (4.51-4.52)
+* :func:`bridge_sampling`      Z = E_q[phi*/q] / E_p[phi*/phi] with Meng and Wong's
+  bridge phi* = phi q / (s_p phi + s_q Z q), solved by fixed-point iteration (4.53-4.54)
+* :func:`ais_rbm`              annealed importance sampling for a binary RBM
+  (Neal 2001; the set-up of Salakhutdinov and Murray 2008 used as the baseline in 4.2.4)
+
+Intervals
+---------
+Each result carries ``std_error`` and an interval ``[lower, upper]`` of +-3
+standard errors, expressed in log space:
+
+* The two KL bounds are averages of log ratios, so their standard error is the
+  ordinary one of a mean of log values, ``sd(log w) / sqrt(n)`` in nats, and
+  the interval is ``estimate -+ 3 std_error``.
+* Importance sampling, bridge sampling and AIS estimate Z itself as a mean of
+  weights. With relative standard error ``rel = SE(Z_hat) / Z_hat`` (which by
+  the delta method is also the standard error of log Z_hat) the interval is
+  ``log(Z_hat -+ 3 SE) = log Z_hat + log1p(-+3 rel)``, computed from weights
+  rescaled by their largest value so nothing overflows. When ``3 rel >= 1``
+  the lower end ``Z_hat - 3 SE`` is not positive: we then report
+  ``lower = -inf`` rather than switch to a symmetric delta-method interval,
+  because the samples genuinely cannot exclude a much smaller Z, and a
+  symmetric interval would hide that. ``std_error`` (= rel) is always given,
+  so ``log_z -+ 3 * std_error`` is available to anyone who wants it.
+
+A standard error needs at least two samples: fewer raise ``ValueError``. The
+intervals assume independent samples; for samples from correlated Markov chains
+(e.g. Gibbs chains of an RBM) they are too narrow unless the chains are thinned
+to near independence or many independent chains are used.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit, logsumexp
+
+from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
+from .progress import Progress
+
+_LOG2 = np.log(2.0)
+# Salakhutdinov and Murray's AIS schedule: 500 steps on [0, 0.5], 4,000 on [0.5, 0.9], 10,000 on [0.9, 1]
+_PIECEWISE_EDGES = (0.0, 0.5, 0.9, 1.0)
+_PIECEWISE_STEPS = (500, 4000, 10000)
+
+
+# ------------------------------------------------------------------------------------------ results
+@dataclass
+class LogZEstimate:
+    """An estimate (or bound) of log Z with its +-3 standard-error interval in log space.
+
+    method : str                 which estimator produced it
+    log_z : float                the estimate (for the bounds: the estimated bound)
+    lower, upper : float         ends of the +-3 standard-error interval (see the module docstring;
+                                 ``lower`` may be -inf)
+    std_error : float            nats for the KL bounds; SE(Z_hat)/Z_hat (= delta-method SE of
+                                 log Z_hat) for importance, bridge and AIS; 0 for the trivial bound
+    n : int                      number of samples (runs for AIS, candidates for the trivial bound)
+    log_weights : ndarray (n,)   the raw per-sample values the estimate is built from: log phi - log q
+                                 (bounds, importance, bridge q-side), log phi (trivial bound), the
+                                 AIS log weights including log Z_0 (so ``log_z`` = log-mean-exp of them
+                                 for importance sampling and AIS)
+    seconds : float              CPU seconds (``time.process_time``) spent inside the estimator
+    """
+
+    method: str
+    log_z: float
+    lower: float
+    upper: float
+    std_error: float
+    n: int
+    log_weights: np.ndarray
+    seconds: float
+
+    @property
+    def interval(self):
+        """(lower, upper) as a tuple."""
+        return (self.lower, self.upper)
+
+    @property
+    def half_width(self):
+        """Largest distance from ``log_z`` to an end of the interval (inf if ``lower`` is -inf)."""
+        return max(self.log_z - self.lower, self.upper - self.log_z)
+
+    def contains(self, value):
+        """Whether ``lower <= value <= upper``."""
+        return bool(self.lower <= value <= self.upper)
+
+    def __str__(self):
+        return (f"{self.method}: log Z = {self.log_z:.4f}  [{self.lower:.4f}, {self.upper:.4f}]  "
+                f"(+-3 SE, n = {self.n}, {self.seconds:.2f} s CPU)")
+
+
+@dataclass
+class BridgeEstimate(LogZEstimate):
+    """Bridge-sampling result (4.53-4.54); ``log_weights`` are log phi - log q at the q samples.
+
+    log_weights_p : ndarray (n_p,)   log phi - log q at the p samples
+    n_p : int                        number of p samples (``n`` counts the q samples)
+    iterations : int                 fixed-point updates made
+    converged : bool                 whether the last update changed log Z_hat by at most ``tol``
+    trace : ndarray (iterations + 1,) log Z_hat after each update, starting with the initial value
+    """
+
+    log_weights_p: np.ndarray
+    n_p: int
+    iterations: int
+    converged: bool
+    trace: np.ndarray
+
+
+@dataclass
+class AISEstimate(LogZEstimate):
+    """Annealed-importance-sampling result for an RBM.
+
+    betas : ndarray (K + 1,)   inverse temperatures, 0 = base model, 1 = the RBM
+    log_z_base : float         log Z_0 of the base model (independent visibles, hiddens summed out)
+    wall_seconds : float       wall-clock seconds (``seconds`` is CPU time, all threads)
+    """
+
+    betas: np.ndarray
+    log_z_base: float
+    wall_seconds: float
+
+    @property
+    def n_temperatures(self):
+        """K, the number of annealing steps (intermediate distributions including the RBM)."""
+        return len(self.betas) - 1
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _log_values(values, name, min_n):
+    """A 1-d float64 array of finite log values with at least ``min_n`` entries."""
+    arr = as_float_array(values, name, ndim=1)
+    if arr.size < min_n:
+        what = "samples for a +-3 standard-error interval" if min_n >= 2 else "value to take the maximum of"
+        raise ValueError(f"{name}: expected at least {min_n} {what}, received {arr.size}")
+    return arr
+
+
+def _log_ratios(log_phi, log_q, phi_name, q_name, min_n=2):
+    """log phi - log q at the same samples, after checking both arrays."""
+    log_phi = _log_values(log_phi, phi_name, min_n)
+    log_q = as_float_array(log_q, q_name, ndim=1)
+    if log_q.shape != log_phi.shape:
+        raise ValueError(f"{q_name}: expected {log_phi.size} values (one per sample, like {phi_name}), "
+                         f"received {log_q.size}")
+    return log_phi - log_q
+
+
+def log_mean_weight(log_weights):
+    """log of the mean weight, its relative standard error and the +-3 SE interval in log space.
+
+    Parameters
+    ----------
+    log_weights : ndarray of shape (n,), n >= 2, finite
+
+    Returns
+    -------
+    log_mean : float          log((1/n) sum_i exp(log_weights_i))
+    rel_se : float            sd(w) / (sqrt(n) mean(w)), the delta-method standard error of log_mean
+    lower, upper : float      log(mean -+ 3 SE); ``lower`` is -inf when mean - 3 SE <= 0
+
+    Weights are rescaled by the largest one before exponentiating, so log weights of
+    +-1e4 are handled without overflow.
+    """
+    lw = _log_values(log_weights, "log_weights", 2)
+    shift = float(np.max(lw))
+    r = np.exp(lw - shift)  # in (0, 1], at least one entry is 1
+    mean = float(np.mean(r))
+    rel = float(np.std(r, ddof=1) / (np.sqrt(r.size) * mean))
+    return _log_interval(shift + np.log(mean), rel)
+
+
+def _log_interval(log_mean, rel):
+    upper = log_mean + np.log1p(3.0 * rel)
+    lower = log_mean + np.log1p(-3.0 * rel) if 3.0 * rel < 1.0 else -np.inf
+    return float(log_mean), float(rel), float(lower), float(upper)
+
+
+def _mean_log_interval(log_values, method, began):
+    """Estimate built from the plain mean of log values (the KL bounds)."""
+    n = log_values.size
+    mean = float(np.mean(log_values))
+    se = float(np.std(log_values, ddof=1) / np.sqrt(n))
+    return LogZEstimate(method, mean, mean - 3.0 * se, mean + 3.0 * se, se, n, log_values,
+                        time.process_time() - began)
+
+
+# ------------------------------------------------------------------------------- bounds (4.44-4.50)
+def kl_upper_bound(log_phi_p, log_q_p):
+    """Upper bound log Z <= E_p[log phi(x) - log q(x)], estimated from samples of p (4.44-4.46).
+
+    Follows from KL(p || q) = E_p[log phi - log q] - log Z >= 0; the gap is exactly
+    KL(p || q), the quantity KL distillation minimises, so a well-distilled q gives a
+    tight bound.
+
+    Parameters
+    ----------
+    log_phi_p : ndarray of shape (n,)
+        log phi at n >= 2 samples of the target p (e.g. RBM Gibbs samples).
+    log_q_p : ndarray of shape (n,)
+        log q at the same samples.
+
+    Returns
+    -------
+    LogZEstimate
+        ``log_z`` is the Monte Carlo average (4.46); the interval is +-3 standard errors
+        of that average, in nats. With finitely many samples the estimate can fall
+        below log Z by sampling noise; the bound holds for its expectation.
+    """
+    began = time.process_time()
+    ratios = _log_ratios(log_phi_p, log_q_p, "log_phi_p", "log_q_p")
+    return _mean_log_interval(ratios, "KL upper bound E_p[log phi - log q]", began)
+
+
+def kl_lower_bound(log_phi_q, log_q_q):
+    """Lower bound log Z >= E_q[log phi(x) - log q(x)], estimated from samples of q (4.47-4.49).
+
+    Follows from KL(q || p) = E_q[log q - log phi] + log Z >= 0; the gap is KL(q || p).
+
+    Parameters
+    ----------
+    log_phi_q : ndarray of shape (n,)
+        log phi at n >= 2 exact samples of q (e.g. NADE samples).
+    log_q_q : ndarray of shape (n,)
+        log q at the same samples.
+
+    Returns
+    -------
+    LogZEstimate
+        Average (4.49) with a +-3 standard-error interval in nats.
+    """
+    began = time.process_time()
+    ratios = _log_ratios(log_phi_q, log_q_q, "log_phi_q", "log_q_q")
+    return _mean_log_interval(ratios, "KL lower bound E_q[log phi - log q]", began)
+
+
+def trivial_lower_bound(log_phi):
+    """Lower bound log Z >= max_x log phi(x) over the given candidate points (4.50).
+
+    Valid for discrete x, since Z is a sum of non-negative terms phi(x). The bound
+    is only as good as the best candidate; the thesis found its candidate by random
+    restarts and hill climbing (4.13).
+
+    Parameters
+    ----------
+    log_phi : ndarray of shape (n,)
+        log phi at n >= 1 candidate points.
+
+    Returns
+    -------
+    LogZEstimate
+        ``log_z`` = ``lower`` = ``upper`` = the largest value; ``std_error`` = 0
+        (the bound is deterministic given the candidates); ``log_weights`` are the values.
+    """
+    began = time.process_time()
+    values = _log_values(log_phi, "log_phi", 1)
+    best = float(np.max(values))
+    return LogZEstimate("trivial lower bound max log phi", best, best, best, 0.0, values.size, values,
+                        time.process_time() - began)
+
+
+# ----------------------------------------------------------------------- importance sampling (4.52)
+def importance_sampling(log_phi_q, log_q_q):
+    """Importance-sampling estimate Z = E_q[phi / q] from exact samples of q (4.51-4.52).
+
+    Parameters
+    ----------
+    log_phi_q : ndarray of shape (n,)
+        log phi at n >= 2 samples of q.
+    log_q_q : ndarray of shape (n,)
+        log q at the same samples.
+
+    Returns
+    -------
+    LogZEstimate
+        ``log_z`` = log mean exp(log_phi_q - log_q_q); interval log(Z_hat -+ 3 SE) as in
+        the module docstring. When q = p the weights are all equal to Z and the
+        estimate is exact with zero standard error.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = importance_sampling(np.log([2.0, 2.0, 2.0]), np.zeros(3))  # phi/q = 2 at every sample
+    >>> round(r.log_z, 6), r.std_error, r.n
+    (0.693147, 0.0, 3)
+    """
+    began = time.process_time()
+    log_w = _log_ratios(log_phi_q, log_q_q, "log_phi_q", "log_q_q")
+    log_z, rel, lower, upper = log_mean_weight(log_w)
+    return LogZEstimate("importance sampling E_q[phi / q]", log_z, lower, upper, rel, log_w.size, log_w,
+                        time.process_time() - began)
+
+
+# --------------------------------------------------------------------------- bridge sampling (4.54)
+def _bridge_terms(l_q, l_p, log_z, log_s_q, log_s_p):
+    """log(phi*/q) at the q samples and log(phi*/phi) at the p samples for the bridge of 4.54.
+
+    With l = log phi - log q and phi* = phi q / (s_p phi + s_q Z q):
+    phi*/q = e^l / (s_p e^l + s_q Z) and phi*/phi = 1 / (s_p e^l + s_q Z).
+    """
+    num = l_q - np.logaddexp(log_s_p + l_q, log_s_q + log_z)
+    den = -np.logaddexp(log_s_p + l_p, log_s_q + log_z)
+    return num, den
+
+
+def bridge_sampling(log_phi_q, log_q_q, log_phi_p, log_q_p, *, max_iter=10, tol=1e-10, log_z_init=None):
+    """Bridge-sampling estimate of log Z with Meng and Wong's optimal bridge (4.53-4.54).
+
+    With samples x_q ~ q and x_p ~ p, and any bridge phi*, Z = E_q[phi*/q] / E_p[phi*/phi]
+    (4.53). The asymptotically optimal bridge (Meng and Wong, 1996) is
+    phi* = phi q / (s_p phi + s_q Z q) with s_p = n_p / (n_p + n_q), s_q = n_q / (n_p + n_q);
+    for n_p = n_q this is proportional to phi q / (phi + Z q), the form of 4.54. As it
+    contains the unknown Z, the estimate is iterated to a fixed point:
+
+        log Z_new = logmeanexp_q[log phi*/q] - logmeanexp_p[log phi*/phi]   (bridge at Z_old)
+
+    entirely in log space, ``log(phi + Z q)`` being formed with ``np.logaddexp``. As in
+    the R package bridgesampling, the log ratios l = log phi - log q are first shifted by
+    their median over the p samples, so that the iteration works on Z / exp(median),
+    which is of order 1 for overlapping p and q.
+
+    Parameters
+    ----------
+    log_phi_q, log_q_q : ndarray of shape (n_q,)
+        log phi and log q at n_q >= 2 exact samples of q (e.g. NADE samples).
+    log_phi_p, log_q_p : ndarray of shape (n_p,)
+        log phi and log q at n_p >= 2 samples of p (e.g. RBM Gibbs samples started at
+        the q samples and burned in).
+    max_iter : int
+        Most fixed-point updates (the thesis used 10).
+    tol : float
+        Stop once an update changes log Z_hat by at most ``tol`` (a relative change of Z_hat).
+    log_z_init : None, "importance" or float
+        Starting value. None (default): Z_hat = 1 on the median-shifted scale, i.e.
+        log Z_hat = median of the log ratios at the p samples. "importance": the
+        importance-sampling estimate from the q samples. A float: that log Z_hat
+        (``0.0`` is the thesis's literal start Z_hat = 1; the first update is then the
+        reciprocal-importance estimate 1 / E_p[q/phi]).
+
+    Returns
+    -------
+    BridgeEstimate
+        ``log_z`` is the last iterate; ``trace`` holds all iterates, ``iterations`` and
+        ``converged`` say how the iteration ended. Standard error: with the bridge
+        fixed at the final Z_hat, Z_hat = A / B is a ratio of two independent sample
+        means, A of a_i = phi*/q over the q samples and B of b_j = phi*/phi over the p
+        samples; the delta method gives the relative error
+        rel^2 = Var(a) / (n_q A^2) + Var(b) / (n_p B^2), which is also the standard error of
+        log Z_hat. The interval is log Z_hat + log1p(-+3 rel) (``lower`` = -inf if 3 rel >= 1).
+        This ignores the (second-order) effect of Z_hat inside the bridge and any
+        autocorrelation of the p samples.
+    """
+    began = time.process_time()
+    l_q = _log_ratios(log_phi_q, log_q_q, "log_phi_q", "log_q_q")
+    l_p = _log_ratios(log_phi_p, log_q_p, "log_phi_p", "log_q_p")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    tol = check_in_range(tol, "tol", 0.0, np.inf)
+    if log_z_init is None:
+        start = None
+    elif isinstance(log_z_init, str):
+        if log_z_init != "importance":
+            raise ValueError(f"log_z_init: expected None, 'importance' or a finite float, received {log_z_init!r}")
+        start = log_mean_weight(l_q)[0]
+    else:
+        start = check_in_range(log_z_init, "log_z_init", -np.inf, np.inf, low_open=True, high_open=True)
+
+    n_q, n_p = l_q.size, l_p.size
+    log_s_q, log_s_p = np.log(n_q / (n_q + n_p)), np.log(n_p / (n_q + n_p))
+    shift = float(np.median(l_p))
+    lq, lp = l_q - shift, l_p - shift
+    log_z = 0.0 if start is None else start - shift  # on the shifted scale
+    trace = [shift if start is None else start]  # on the original scale
+    converged = False
+    for _ in range(max_iter):
+        num, den = _bridge_terms(lq, lp, log_z, log_s_q, log_s_p)
+        new = float(logsumexp(num) - np.log(n_q) - logsumexp(den) + np.log(n_p))
+        change, log_z = abs(new - log_z), new
+        trace.append(log_z + shift)
+        if change <= tol:
+            converged = True
+            break
+
+    # delta-method standard error of log(A / B) with the bridge at the final estimate
+    num, den = _bridge_terms(lq, lp, log_z, log_s_q, log_s_p)
+    rel = float(np.hypot(log_mean_weight(num)[1], log_mean_weight(den)[1]))
+    log_z_hat, rel, lower, upper = _log_interval(trace[-1], rel)
+    return BridgeEstimate("bridge sampling (Meng-Wong)", log_z_hat, lower, upper, rel, n_q, l_q,
+                          time.process_time() - began, l_p, n_p, len(trace) - 1, converged, np.asarray(trace))
+
+
+# ------------------------------------------------------------------------ all estimates, callables
+def estimate_log_z(log_phi, log_q, x_q, x_p=None, *, candidates=None, **bridge_options):
+    """Every estimator of this module from callables and samples, as in section 4.2.4.
+
+    Parameters
+    ----------
+    log_phi : callable
+        ndarray of shape (N, D) -> ndarray of shape (N,): log of the unnormalised target.
+    log_q : callable
+        ndarray of shape (N, D) -> ndarray of shape (N,): log of the normalised proposal.
+    x_q : ndarray of shape (n_q, D)
+        Exact samples of q.
+    x_p : ndarray of shape (n_p, D), optional
+        Samples of p; without them the upper bound and bridge sampling are skipped.
+    candidates : ndarray of shape (m, D), optional
+        Extra points for the trivial bound (4.50), e.g. a hill-climbing optimum; the
+        samples are always candidates too.
+    **bridge_options
+        Passed to :func:`bridge_sampling`.
+
+    Returns
+    -------
+    dict
+        ``"lower"``, ``"trivial"``, ``"importance"`` and, with ``x_p``, ``"upper"`` and
+        ``"bridge"``, each a result object of this module.
+    """
+    for name, fn in (("log_phi", log_phi), ("log_q", log_q)):
+        if not callable(fn):
+            raise TypeError(f"{name}: expected a callable mapping (N, D) samples to (N,) log values, "
+                            f"received {type(fn).__name__}")
+    x_q = as_float_array(x_q, "x_q", ndim=2)
+    sets = [("x_q", x_q)]
+    if x_p is not None:
+        sets.append(("x_p", as_float_array(x_p, "x_p", shape=(None, x_q.shape[1]))))
+    if candidates is not None:
+        sets.append(("candidates", as_float_array(candidates, "candidates", shape=(None, x_q.shape[1]))))
+    values = {}
+    for name, x in sets:
+        values[name] = []
+        for fn_name, fn in (("log_phi", log_phi), ("log_q", log_q)):
+            if fn_name == "log_q" and name == "candidates":
+                continue
+            out = np.asarray(fn(x), dtype=np.float64)
+            if out.shape != (x.shape[0],):
+                raise ValueError(f"{fn_name}: expected an array of shape ({x.shape[0]},) for {name}, "
+                                 f"received shape {out.shape}")
+            values[name].append(out)
+    phi_q, q_q = values["x_q"]
+    results = {"lower": kl_lower_bound(phi_q, q_q), "importance": importance_sampling(phi_q, q_q)}
+    all_phi = [phi_q]
+    if x_p is not None:
+        phi_p, q_p = values["x_p"]
+        results["upper"] = kl_upper_bound(phi_p, q_p)
+        results["bridge"] = bridge_sampling(phi_q, q_q, phi_p, q_p, **bridge_options)
+        all_phi.append(phi_p)
+    if candidates is not None:
+        all_phi.append(values["candidates"][0])
+    results["trivial"] = trivial_lower_bound(np.concatenate(all_phi))
+    return results
+
+
+# ----------------------------------------------------------------------------- AIS for binary RBMs
+def beta_schedule(n_temperatures, kind="uniform"):
+    """Inverse temperatures 0 = beta_0 < beta_1 < ... < beta_K = 1 for AIS, K = ``n_temperatures``.
+
+    Parameters
+    ----------
+    n_temperatures : int
+        K, the number of annealing steps (K >= 1; K >= 3 for "piecewise").
+    kind : {"uniform", "piecewise"}
+        "uniform": equal steps. "piecewise": Salakhutdinov and Murray's (2008) schedule,
+        K split over [0, 0.5], [0.5, 0.9] and [0.9, 1] in the ratio 500 : 4,000 : 10,000
+        (exactly their steps 1e-3, 1e-4 and 1e-5 when K = 14,500), equal steps within
+        each piece.
+
+    Returns
+    -------
+    ndarray of shape (K + 1,)
+    """
+    k = check_positive_int(n_temperatures, "n_temperatures")
+    if kind == "uniform":
+        return np.linspace(0.0, 1.0, k + 1)
+    if kind == "piecewise":
+        if k < 3:
+            raise ValueError(f"n_temperatures: expected an integer >= 3 for the piecewise schedule, received {k}")
+        total = sum(_PIECEWISE_STEPS)
+        counts = [max(1, round(k * s / total)) for s in _PIECEWISE_STEPS[:2]]
+        counts.append(k - sum(counts))
+        pieces = [np.linspace(a, b, c + 1)[:-1] for a, b, c in zip(_PIECEWISE_EDGES[:-1], _PIECEWISE_EDGES[1:], counts)]
+        return np.concatenate(pieces + [np.ones(1)])
+    raise ValueError(f"kind: expected 'uniform' or 'piecewise', received {kind!r}")
+
+
+def _softplus(a):
+    """log(1 + e^a) without overflow."""
+    return np.logaddexp(0.0, a)
+
+
+def _ais_log_ratio(v, a, beta_new, beta_old, d_visible):
+    """log f_new(v) - log f_old(v) for the annealed RBMs, per run.
+
+    log f_beta(v) = ((1 - beta) b_A + beta b_v)^T v + sum_j softplus(beta a_j),  a = W^T v + b_h,
+    so the difference is (beta_new - beta_old) (b_v - b_A)^T v + sum_j [softplus(beta_new a_j)
+    - softplus(beta_old a_j)].
+
+    v : (M, D), a : (M, H), d_visible : (D,) = b_v - b_A  ->  (M,)
+    """
+    return ((beta_new - beta_old) * (v @ d_visible)
+            + np.sum(_softplus(beta_new * a) - _softplus(beta_old * a), axis=1))
+
+
+def _ais_gibbs_sweep(a, beta, visible_bias, W, u_hidden, u_visible):
+    """One block Gibbs sweep of the annealed RBM at inverse temperature ``beta``.
+
+    The joint at beta is proportional to exp(visible_bias^T v + beta (b_h + W^T v)^T h) with
+    visible_bias = (1 - beta) b_A + beta b_v: h ~ sigma(beta a) with a = W^T v + b_h, then
+    v ~ sigma(visible_bias + beta W h). Leaves the annealed marginal over v invariant.
+    The uniforms are passed in so that one call handles all runs (rows) at once.
+
+    a : (M, H), visible_bias : (D,), W : (D, H), u_hidden : (M, H), u_visible : (M, D)  ->  v (M, D)
+    """
+    h = (u_hidden < expit(beta * a)).astype(np.float64)
+    return (u_visible < expit(visible_bias + beta * (h @ W.T))).astype(np.float64)
+
+
+def ais_rbm(W, b_visible, b_hidden, rng, *, n_runs=100, n_temperatures=None, schedule=None, betas=None,
+            base_marginals=None, marginal_eps=1e-6, progress=False):
+    """Annealed importance sampling (Neal, 2001) of log Z for a binary RBM, all runs at once.
+
+    The RBM has log phi(v) = b_v^T v + sum_j softplus(b_h,j + W_{:,j}^T v) (4.30-4.34).
+    Following Salakhutdinov and Murray (2008), the base model has no couplings:
+    independent Bernoulli visibles with biases b_A = logit(base_marginals) (the data's
+    pixel marginals; 0.5 each by default) and H free hidden units, so that
+    log Z_0 = sum_i softplus(b_A,i) + H log 2. The path between them is geometric: at
+    inverse temperature beta the visible biases are (1 - beta) b_A + beta b_v and W and b_h
+    are scaled by beta,
+
+        log f_beta(v) = ((1 - beta) b_A + beta b_v)^T v + sum_j softplus(beta (b_h,j + W_{:,j}^T v)).
+
+    Each run starts with an exact sample of the base model, then for k = 1..K adds
+    log f_k(v) - log f_{k-1}(v) to its log weight and, for k < K, moves v by one block
+    Gibbs sweep at beta_k. Z / Z_0 is estimated by the mean weight. The M runs are the
+    rows of (M, D) and (M, H) arrays, so each temperature costs two (M x D) x (D x H)
+    matrix products.
+
+    Parameters
+    ----------
+    W : ndarray of shape (D, H)
+    b_visible : ndarray of shape (D,)
+    b_hidden : ndarray of shape (H,)
+    rng : numpy.random.Generator
+    n_runs : int
+        M >= 2 independent runs (the interval needs two).
+    n_temperatures : int, default 1000
+        K, the number of annealing steps (ignored when ``betas`` is given).
+    schedule : {"uniform", "piecewise"}, default "uniform"
+        See :func:`beta_schedule`.
+    betas : ndarray of shape (K + 1,), optional
+        An explicit schedule, increasing from exactly 0 to exactly 1 (excludes
+        ``n_temperatures`` and ``schedule``).
+    base_marginals : ndarray of shape (D,), optional
+        Probabilities in [0, 1] that each visible unit is on under the base model,
+        typically the (smoothed) pixel means of the training data. Values are clipped to
+        [marginal_eps, 1 - marginal_eps] so the biases stay finite.
+    marginal_eps : float in (0, 0.5)
+    progress : bool
+        Print a progress line (current beta and running log Z_k estimate) to stderr.
+
+    Returns
+    -------
+    AISEstimate
+        ``log_z`` with +-3 SE interval in log space (module docstring), ``log_weights``
+        (M,) including log Z_0, ``betas``, ``log_z_base``, CPU ``seconds`` and
+        ``wall_seconds``.
+    """
+    W = as_float_array(W, "W", ndim=2)
+    n_vis, n_hid = W.shape
+    b_visible = as_float_array(b_visible, "b_visible", shape=(n_vis,))
+    b_hidden = as_float_array(b_hidden, "b_hidden", shape=(n_hid,))
+    rng = check_generator(rng)
+    n_runs = check_positive_int(n_runs, "n_runs", minimum=2)
+    if betas is not None:
+        for name, value in (("n_temperatures", n_temperatures), ("schedule", schedule)):
+            if value is not None:
+                raise ValueError(f"{name}: expected None when betas is given, received {value!r}")
+        betas = as_float_array(betas, "betas", ndim=1)
+        if betas.size < 2 or betas[0] != 0.0 or betas[-1] != 1.0 or np.any(np.diff(betas) <= 0):
+            raise ValueError(f"betas: expected a strictly increasing array from 0 to 1 with at least 2 entries, "
+                             f"received {betas.size} entries from {betas[0] if betas.size else None} "
+                             f"to {betas[-1] if betas.size else None}")
+    else:
+        betas = beta_schedule(1000 if n_temperatures is None else n_temperatures,
+                              "uniform" if schedule is None else schedule)
+    eps = check_in_range(marginal_eps, "marginal_eps", 0.0, 0.5, low_open=True, high_open=True)
+    if base_marginals is None:
+        base_bias = np.zeros(n_vis)
+    else:
+        m = as_float_array(base_marginals, "base_marginals", shape=(n_vis,))
+        if np.any((m < 0) | (m > 1)):
+            raise ValueError(f"base_marginals: expected probabilities in [0, 1], received values in "
+                             f"[{m.min():.4g}, {m.max():.4g}]")
+        m = np.clip(m, eps, 1.0 - eps)
+        base_bias = np.log(m) - np.log1p(-m)
+
+    began, began_wall = time.process_time(), time.perf_counter()
+    log_z_base = float(np.sum(_softplus(base_bias)) + n_hid * _LOG2)
+    d_visible = b_visible - base_bias
+    n_steps = betas.size - 1
+    v = (rng.random((n_runs, n_vis)) < expit(base_bias)).astype(np.float64)
+    log_w = np.zeros(n_runs)
+    bar = Progress(n_steps, label="AIS", enabled=progress)
+    report_every = max(1, n_steps // 100)
+    for k in range(1, n_steps + 1):
+        beta = betas[k]
+        a = v @ W + b_hidden
+        log_w += _ais_log_ratio(v, a, beta, betas[k - 1], d_visible)
+        if k < n_steps:
+            visible_bias = (1.0 - beta) * base_bias + beta * b_visible
+            v = _ais_gibbs_sweep(a, beta, visible_bias, W, rng.random((n_runs, n_hid)),
+                                 rng.random((n_runs, n_vis)))
+        if progress and (k % report_every == 0 or k == n_steps):
+            bar.update(k, beta=float(beta), log_z=float(log_z_base + logsumexp(log_w) - np.log(n_runs)))
+    bar.close()
+    log_w = log_w + log_z_base
+    log_z, rel, lower, upper = log_mean_weight(log_w)
+    return AISEstimate("annealed importance sampling (RBM)", log_z, lower, upper, rel, n_runs, log_w,
+                       time.process_time() - began, betas, log_z_base, time.perf_counter() - began_wall)
