@@ -9,14 +9,20 @@ import sys
 
 EXPERIMENTS = {
     # name: module under kd_ref.experiments
+    "compress": "compress",
+    "bayes-mog": "bayes_mog",
+    "bayes-logreg": "bayes_logreg",
 }
 
 BENCHMARKS = {
     # name: module under kd_ref.bench
     "mlp": "mlp",
+    "dse": "dse",
+    "nade": "nade",
+    "gibbs": "gibbs",
 }
 
-APPENDICES = ["a", "b"]
+APPENDICES = ["a", "b", "c", "d"]
 
 
 def _check(argv):
@@ -46,6 +52,10 @@ def _dispatch(kind, table, package, argv):
     if name not in table:
         print(f"kd-ref {kind}: unknown name {name!r}; expected one of {', '.join(sorted(table))}", file=sys.stderr)
         return 2
+    if kind == "run":
+        import matplotlib
+
+        matplotlib.use("Agg")  # experiments save their figures as files; no window ever opens
     module = importlib.import_module(f"kd_ref.{package}.{table[name]}")
     return module.main(rest) or 0
 
