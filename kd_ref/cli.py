@@ -12,6 +12,7 @@ EXPERIMENTS = {
     "compress": "compress",
     "bayes-mog": "bayes_mog",
     "bayes-logreg": "bayes_logreg",
+    "rbm-nade": "rbm_nade",
 }
 
 BENCHMARKS = {
@@ -20,6 +21,7 @@ BENCHMARKS = {
     "dse": "dse",
     "nade": "nade",
     "gibbs": "gibbs",
+    "logz": "logz",
 }
 
 APPENDICES = ["a", "b", "c", "d"]

@@ -132,7 +132,7 @@ class TrainResult:
     losses : ndarray of shape (steps,)
         Minibatch loss at every step.
     monitor : list of (step, value)
-        Values returned by the ``monitor`` callable.
+        Values returned by the ``monitor`` callable (floats, or dicts of floats).
     stopped_early : bool
         True when ``callback`` asked to stop.
     seconds : float
@@ -162,9 +162,10 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
     optimizer : SGD or Adadelta
     n_steps : int
         Total number of steps (a resumed run continues up to this number).
-    monitor : callable, () -> float, optional
+    monitor : callable, () -> float or dict of str -> float, optional
         Evaluated every ``monitor_every`` steps and at the end (e.g. average
-        test log-probability); values are kept in ``TrainResult.monitor``.
+        test log-probability, or several named quantities); values are kept in
+        ``TrainResult.monitor`` and shown on the progress line.
     callback : callable, (step, loss) -> bool, optional
         Called after every step; returning True stops training early.
     progress : bool
@@ -207,8 +208,8 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
         step += 1
         extra = {}
         if monitor is not None and monitor_every is not None and step % monitor_every == 0:
-            history.append((step, float(monitor())))
-            extra["monitor"] = history[-1][1]
+            history.append((step, _monitored(monitor)))
+            extra = history[-1][1] if isinstance(history[-1][1], dict) else {"monitor": history[-1][1]}
         bar.update(step, loss=float(loss), **extra)
         if checkpoint is not None and step % checkpoint_every == 0:
             _save_checkpoint(checkpoint, params, optimizer, losses[:step], history)
@@ -216,18 +217,29 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
             stopped = True
             break
     if monitor is not None and (not history or history[-1][0] != step):
-        history.append((step, float(monitor())))
+        history.append((step, _monitored(monitor)))
     bar.close()
     if checkpoint is not None:
         _save_checkpoint(checkpoint, params, optimizer, losses[:step], history)
     return TrainResult(step, losses[:step].copy(), history, stopped, time.perf_counter() - began)
 
 
+def _monitored(monitor):
+    """The monitor's value as a float, or a dict of floats (the names kept in order)."""
+    value = monitor()
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items()}
+    return float(value)
+
+
 def _save_checkpoint(path, params, optimizer, losses, history):
     arrays = {f"opt_{k}": v for k, v in optimizer.state().items()}
-    hist = np.array(history, dtype=np.float64).reshape(-1, 2)
+    # history as rows (step, value, ...); a dict monitor also stores its names
+    names = list(history[0][1]) if history and isinstance(history[0][1], dict) else []
+    rows = [(s, *(v.values() if names else (v,))) for s, v in history]
+    hist = np.array(rows, dtype=np.float64).reshape(-1, 1 + max(1, len(names)))
     tmp = str(path) + ".tmp.npz"
-    np.savez(tmp, params=params, losses=losses, history=hist, **arrays)
+    np.savez(tmp, params=params, losses=losses, history=hist, history_names=np.array(names, dtype=str), **arrays)
     os.replace(tmp, path)
 
 
@@ -248,5 +260,9 @@ def _load_checkpoint(path, params, optimizer, losses):
     optimizer.load_state({k[4:]: v for k, v in saved.items() if k.startswith("opt_")})
     params[...] = as_float_array(saved["params"], "checkpoint params")
     losses[:done] = saved["losses"]
-    history = [(int(s), float(v)) for s, v in saved["history"]]
+    names = saved["history_names"].tolist() if "history_names" in saved else []
+    if names:
+        history = [(int(row[0]), dict(zip(names, map(float, row[1:])))) for row in saved["history"]]
+    else:
+        history = [(int(s), float(v)) for s, v in saved["history"]]
     return done, history

@@ -94,6 +94,21 @@ def test_checkpoint_resumes_where_it_stopped(tmp_path, rng):
     np.testing.assert_allclose(q, r, rtol=1e-12)
 
 
+def test_named_monitor_values_survive_a_checkpoint(tmp_path, rng):
+    _, centre, objective = _quadratic(rng)
+    path = tmp_path / "ckpt.npz"
+    p = np.zeros(5)
+    def monitor():
+        return {"distance": float(np.linalg.norm(p - centre)), "norm": float(np.linalg.norm(p))}
+    train(p, lambda b: objective(0.0)(p), lambda: None, Adadelta(), 30, progress=False, checkpoint=path,
+          monitor=monitor, monitor_every=10, callback=lambda step, loss: step >= 20)
+    resumed = train(p, lambda b: objective(0.0)(p), lambda: None, Adadelta(), 30, progress=False,
+                    checkpoint=path, monitor=monitor, monitor_every=10)
+    assert [s for s, _ in resumed.monitor] == [10, 20, 30]
+    assert all(list(v) == ["distance", "norm"] for _, v in resumed.monitor)
+    assert resumed.monitor[-1][1] == monitor()
+
+
 def test_progress_line_shows_rate_and_eta(capsys, rng):
     p = np.zeros(1)
     train(p, lambda b: (float(p[0] ** 2), 2 * p), lambda: None, SGD(0.1), 5, progress=True, label="demo")

@@ -1,5 +1,7 @@
-"""What every experiment writes: tables as Markdown and CSV (figures are saved by each experiment)."""
+"""Pieces every experiment shares: tables as Markdown and CSV, image grids, and the guard on cached models."""
 import csv
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -22,3 +24,33 @@ def write_table(rows, path_stem, title=None, floatfmt="{:.4g}"):
     with open(path_stem + ".md", "w") as f:
         f.write(text)
     return text
+
+
+def image_grid(images, shape, cols=10):
+    """Tile (n, D) images of the given (height, width) into one array for ``imshow``, with 1-pixel white gaps."""
+    images = np.asarray(images)
+    rows = int(np.ceil(images.shape[0] / cols))
+    h, w = shape
+    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1))
+    for k, img in enumerate(images):
+        r, c = divmod(k, cols)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img.reshape(shape)
+    return grid
+
+
+def check_cache(cache_dir, wanted):
+    """Refuse to mix cached models made with other settings: compare ``wanted`` with ``cache_dir/settings.json``.
+
+    The first run writes the file; later runs (resumes) must match it key by key.
+    """
+    path = Path(cache_dir) / "settings.json"
+    wanted = json.loads(json.dumps(wanted))  # tuples become lists, as they come back from the file
+    if path.exists():
+        saved = json.loads(path.read_text())
+        diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+        if diff:
+            raise ValueError(f"out: the cache in {cache_dir} was written with other settings "
+                             f"({', '.join(f'{k}: {a} there, {b} now' for k, (a, b) in diff.items())}); "
+                             "use another --out folder, or the same settings and --seed")
+    else:
+        path.write_text(json.dumps(wanted, indent=1))

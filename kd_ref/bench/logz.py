@@ -1,0 +1,98 @@
+"""``kd-ref bench logz``: CPU seconds that bridge sampling with a distilled NADE, and AIS, need for log Z to +-0.1 nats.
+
+Both estimators run on the same RBM, read from a finished ``kd-ref run rbm-nade`` folder
+(default ``./kd_ref_runs/rbm_nade_quick``; pass ``--run`` for the ``--medium`` run on
+CD25(500)), together with that run's KL-distilled NADE and its settings:
+
+* bridge sampling (4.53-4.54): n NADE samples, n Gibbs chains started at them and run for
+  the run's ``sample_burn_in`` sweeps, 10 fixed-point iterations;
+* AIS: n runs on the run's temperature schedule, base model from the training pixels.
+
+Each starts small and doubles n until the +-3 standard-error interval is at most
+``--target`` nats from the estimate on either side; the CPU seconds (process time,
+sampling included) of that last attempt are what the estimator needs, and the benchmark
+prints their ratio. With an exact log Z (small RBMs) the errors are printed too.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..distill.generative import estimate_log_z
+from ..experiments.rbm_nade import Settings, _rng, load_data
+from ..nade import NADE
+from ..partition import ais_rbm
+from ..rbm import RBM
+
+
+def _load_run(folder):
+    folder = Path(folder)
+    results_file, cache = folder / "results.json", folder / "cache"
+    if not results_file.exists():
+        raise FileNotFoundError(f"--run: expected a finished `kd-ref run rbm-nade` folder with results.json, "
+                                f"{str(folder)!r} has none; run `kd-ref run rbm-nade --out {folder}` first")
+    results = json.loads(results_file.read_text())
+    saved = results["settings"]
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    rbm = RBM.from_file() if settings.rbm == "cd25" else RBM.load(cache / "rbm.npz")
+    kl = [key for key in results["models"] if key.endswith("/kl")]
+    if not kl:
+        raise ValueError(f"--run: expected a NADE distilled with the KL loss in {str(folder)!r}, "
+                         f"found only {sorted(results['models'])}")
+    hidden = kl[-1].split("/")[0]
+    nade = NADE.load(cache / f"nade_H{hidden}_kl.npz")
+    base = json.loads((cache / "settings.json").read_text())["base_seed"]
+    x_train, _, _ = load_data(settings, _rng(base, 0))
+    marginals = (x_train.sum(axis=0) + 1.0) / (x_train.shape[0] + 2.0)
+    exact = results["references"].get("exact")
+    return settings, rbm, nade, marginals, exact
+
+
+def _until_target(name, run_once, n0, target, max_n, exact):
+    """Double n from n0 until the half-width is at most ``target``; print each attempt, return the last."""
+    n = n0
+    while True:
+        began = time.process_time()
+        est, cpu = run_once(n)
+        cpu = time.process_time() - began if cpu is None else cpu
+        error = f"{est.log_z - exact:+9.4f}" if exact is not None else ""
+        print(f"{name:>8} n={n:<7} log Z {est.log_z:10.4f} [{est.lower:.4f}, {est.upper:.4f}] "
+              f"half-width {est.half_width:8.4f}  CPU {cpu:8.1f} s {error}", flush=True)
+        if est.half_width <= target or 2 * n > max_n:
+            return n, est, cpu, est.half_width <= target
+        n *= 2
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="kd-ref bench logz", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="./kd_ref_runs/rbm_nade_quick", help="a finished rbm-nade output folder")
+    parser.add_argument("--target", type=float, default=0.1, help="half-width of the +-3 SE interval, nats")
+    parser.add_argument("--max-n", type=int, default=1 << 16, help="largest number of samples or runs tried")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    settings, rbm, nade, marginals, exact = _load_run(args.run)
+    rng = np.random.default_rng(args.seed)
+    print(f"RBM {rbm.n_visible} x {rbm.n_hidden} from {args.run} ({settings.mode} mode); {nade!r} distilled by KL")
+    print(f"target: +-3 SE interval within {args.target} nats of the estimate"
+          + (f"; exact log Z = {exact:.4f}" if exact is not None else "") + "\n")
+
+    def bridge(n):
+        out = estimate_log_z(rbm, nade, rng, n_samples=n, burn_in=settings.sample_burn_in)
+        return out["bridge"], out["cpu_seconds"]["bridge"]
+
+    def ais(n):
+        est = ais_rbm(rbm.W, rbm.b_visible, rbm.b_hidden, rng, n_runs=n, n_temperatures=settings.ais_temperatures,
+                      schedule=settings.ais_schedule, base_marginals=marginals)
+        return est, est.seconds
+
+    nb, eb, tb, okb = _until_target("bridge", bridge, 250, args.target, args.max_n, exact)
+    na, ea, ta, oka = _until_target("AIS", ais, 16, args.target, args.max_n, exact)
+    print()
+    print(f"bridge sampling ({settings.sample_burn_in} burn-in sweeps per chain): {nb} samples, {tb:.1f} CPU s"
+          + ("" if okb else " (target not reached)"))
+    print(f"AIS ({settings.ais_temperatures} temperatures, {settings.ais_schedule}): {na} runs, {ta:.1f} CPU s"
+          + ("" if oka else " (target not reached)"))
+    print(f"CPU seconds to a half-width of {args.target} nats, AIS / bridge sampling: {ta / tb:.2f}")
+    return 0

@@ -1,0 +1,404 @@
+"""Distilling an intractable generative model into a NADE, and estimating its log Z with it (chapter 4).
+
+The teacher p(x) = phi(x) / Z is known only up to Z (4.5): we can evaluate log phi, its
+input gradient, and draw (MCMC) samples. The student is a NADE q(x; theta) (4.35-4.43).
+Every loss of section 4.1.1 is an expectation over p of a tractable quantity
+l(x, theta) (4.23), so its gradient is estimated on a minibatch x_1..x_N of teacher
+samples (4.24-4.25), and the only NADE derivatives needed are those of 4.29:
+
+    KL (4.6-4.7, 4.20)        l = -log q(x)
+        grad (4.26)           -(1/N) sum_n d log q(x_n)/d theta                      one backprop
+    square error (4.9, 4.21)  l = (log q(x) - log phi(x) + c)^2,  c <= log Z
+        grad (4.27)           (2/N) sum_n r_n d log q(x_n)/d theta,  r_n the residual  one backprop
+    score matching (4.17, 4.22)
+                              l = ||d log q/dx - d log phi/dx||^2
+        grad (4.28)           (2/N) sum_n (d/d theta d log q(x_n)/dx) . e_n,  e_n the score difference:
+                              the parameter part of H v with v = (0, 2 e / N), one R{backprop}
+                              in its reduced form (C.28); no Hessian is ever formed.
+
+For the square error, any c <= log Z makes the loss a valid one (Proposition 4.1: it is the
+squared log-error plus 2 (log Z - c) KL(p || q)); for binary x, max_x log phi(x) <= log Z
+(4.13), so the best value found by hill climbing on the teacher is a safe and tight choice.
+Score matching is valid for continuous x with full support only (Proposition 4.2); on
+binary data it is implemented for completeness and, as the thesis found, fails.
+
+Teacher samples come from :class:`ChainStream`, the thesis's scheme (section 4.2.3): K
+parallel block-Gibbs chains, burned in from random states; every training step advances
+every chain once and hands out the next B chains in turn, so the samples in a minibatch are
+independent and each chain is thinned K / B sweeps between uses. Memory is O(K D).
+
+:func:`estimate_log_z` then uses the trained NADE as the tractable partner of the RBM in
+every estimator of :mod:`kd_ref.partition` (section 4.2.4).
+
+A teacher is anything with ``n_visible`` (D), ``log_phi(x)`` -> (N,) and, for score
+matching, ``grad(x, param_grads=False, continuous=True)`` returning ``(log_phi, None,
+d log phi/dx)``; :class:`kd_ref.rbm.RBM` is one.
+"""
+import time
+
+import numpy as np
+from scipy.special import logsumexp
+
+from .._validation import check_generator, check_in_range, check_positive_int
+from ..nade import NADE, _check_binary_dataset
+from ..optim import Adadelta, train
+from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
+from ..progress import Progress
+from ..rbm import RBM, GibbsSampler, hill_climb
+
+
+# ------------------------------------------------------------------------------------ losses (4.20-4.28)
+class KLLoss:
+    """KL(p || q) up to a constant: l(x, theta) = -log q(x), averaged over teacher samples (4.20, 4.26).
+
+    Minimising it is maximum likelihood on an endless stream of teacher samples (4.7).
+    The teacher's log phi is not needed, so none is computed.
+    """
+
+    name = "KL"
+    needs_teacher_values = False
+
+    def __call__(self, nade, x, teacher):
+        """Loss and theta-gradient on a minibatch.
+
+        Parameters
+        ----------
+        nade : NADE
+        x : ndarray of shape (N, D), binary teacher samples
+        teacher : teacher model (unused)
+
+        Returns
+        -------
+        value : float
+            -mean log q(x_n).
+        grad : ndarray of shape (nade.n_params,)
+        """
+        n = x.shape[0]
+        log_q, d_params, _ = nade.grad(x, np.full(n, -1.0 / n), input_grads=False)
+        return -float(np.mean(log_q)), d_params
+
+
+class SquareErrorLoss:
+    """Square error of log-probabilities with a constant c: (log q(x) - log phi(x) + c)^2 (4.9, 4.21, 4.27).
+
+    Parameters
+    ----------
+    c : float
+        Any c <= log Z gives a valid loss (Proposition 4.1); the closer to log Z, the
+        closer the loss is to the squared log-error of 4.8. Use
+        :meth:`from_hill_climbing` for the thesis's choice, the largest log phi found.
+    log_z : float, optional
+        The teacher's log Z when it is known (a tiny RBM): then c > log Z is refused.
+    """
+
+    name = "square error"
+    needs_teacher_values = True
+
+    def __init__(self, c, log_z=None):
+        self.c = check_in_range(c, "c", -np.inf, np.inf, low_open=True, high_open=True)
+        if log_z is not None:
+            log_z = check_in_range(log_z, "log_z", -np.inf, np.inf, low_open=True, high_open=True)
+            if self.c > log_z:
+                raise ValueError(f"c: expected a value <= log Z = {log_z:.6g} (Proposition 4.1), received {self.c:.6g}")
+        self.log_z = log_z
+
+    @classmethod
+    def from_hill_climbing(cls, rbm, rng, n_restarts=10, log_z=None):
+        """The loss with c = the largest log phi(x) found by hill climbing on ``rbm`` (4.13, section 4.2.3).
+
+        Starts from the all-zeros state and ``n_restarts`` random states (single-bit
+        flips, :func:`kd_ref.rbm.hill_climb`). For the CD25(500) RBM this finds the
+        all-black image, log phi = 436.49.
+        """
+        return cls(hill_climb(rbm, rng, n_restarts, include_zeros=True).log_phi, log_z=log_z)
+
+    def __call__(self, nade, x, teacher):
+        """Loss and theta-gradient on a minibatch; arguments as :meth:`KLLoss.__call__`.
+
+        value = mean_n r_n^2 with r_n = log q(x_n) - log phi(x_n) + c; the gradient is one
+        backprop of sum_n (2 r_n / N) log q(x_n) (4.27).
+        """
+        n = x.shape[0]
+        log_phi = np.asarray(teacher.log_phi(x), dtype=np.float64)
+        log_q = nade.log_prob(x)
+        r = log_q - log_phi + self.c
+        _, d_params, _ = nade.grad(x, 2.0 * r / n, input_grads=False)
+        return float(np.mean(r**2)), d_params
+
+
+class ScoreMatchingLoss:
+    """Score matching: ||d log q/dx - d log phi/dx||^2 averaged over teacher samples (4.17, 4.22, 4.28).
+
+    The theta-gradient is the parameter part of the NADE's Hessian-vector product along
+    v = (0, 2 e / N), e_n = d log q(x_n)/dx - d log phi(x_n)/dx (4.28): one backprop for
+    d log q/dx and one reduced R{backprop} (C.28). Valid for continuous x with full
+    support only (Proposition 4.2); on binary data it does not identify p.
+    """
+
+    name = "score matching"
+    needs_teacher_values = True
+
+    def __call__(self, nade, x, teacher):
+        """Loss and theta-gradient on a minibatch; arguments as :meth:`KLLoss.__call__`."""
+        n = x.shape[0]
+        _, _, g_phi = teacher.grad(x, param_grads=False, continuous=True)
+        _, _, g_q = nade.grad(x, param_grads=False, continuous=True)
+        e = g_q - np.asarray(g_phi, dtype=np.float64)
+        Hv, _ = nade.hvp(x, v_x=2.0 * e / n, input_grads=False, continuous=True)
+        return float(np.sum(e**2)) / n, Hv
+
+
+LOSSES = {"kl": KLLoss, "se": SquareErrorLoss, "sm": ScoreMatchingLoss}
+
+
+# ----------------------------------------------------------------------------------- teacher samples
+class ChainStream:
+    """Minibatches of teacher samples from K parallel block-Gibbs chains (section 4.2.3).
+
+    The chains start at independent uniform random states and are burned in when the
+    stream is made. Each call then advances *every* chain by one sweep and returns the
+    next ``batch_size`` chains in turn: a minibatch holds independent samples, and a
+    chain is used every K / batch_size calls (the thesis: K = 2,000, B = 20, so 100
+    sweeps apart, after 2,000 burn-in sweeps). Only the K current states are stored.
+
+    Parameters
+    ----------
+    rbm : RBM
+    batch_size : int
+        B.
+    rng : numpy.random.Generator
+    n_chains : int, optional
+        K >= B; default 100 B. Chains are handed out cyclically, so K need not be a
+        multiple of B.
+    burn_in : int
+        Sweeps made before the first minibatch.
+    progress : bool
+        Show a progress line during burn-in.
+
+    Attributes
+    ----------
+    sampler : kd_ref.rbm.GibbsSampler
+        The chains (``sampler.x`` holds their states, shape (K, D)).
+    dim : int
+        D, for dimension checks against the student.
+    examples_drawn : int
+    """
+
+    def __init__(self, rbm, batch_size, rng, *, n_chains=None, burn_in=2000, progress=False):
+        if not isinstance(rbm, RBM):
+            raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        n_chains = 100 * self.batch_size if n_chains is None else check_positive_int(n_chains, "n_chains")
+        if n_chains < self.batch_size:
+            raise ValueError(f"n_chains: expected at least batch_size={self.batch_size} chains, received {n_chains}")
+        burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+        self.sampler = GibbsSampler(rbm, check_generator(rng), n_chains=n_chains)
+        if burn_in:
+            self.sampler.burn_in(burn_in, progress=progress)
+        self.dim = rbm.n_visible
+        self.examples_drawn = 0
+
+    def __call__(self):
+        """The next minibatch, shape (batch_size, D), float64 in {0, 1}."""
+        batch = self.sampler.next_batch(self.batch_size)
+        self.examples_drawn += self.batch_size
+        return batch
+
+
+# ------------------------------------------------------------------------------------------ training
+def _check_pair(nade, teacher):
+    if not isinstance(nade, NADE):
+        raise TypeError(f"nade: expected a kd_ref.nade.NADE student, received {type(nade).__name__}")
+    dim = getattr(teacher, "n_visible", None)
+    if dim is None or not callable(getattr(teacher, "log_phi", None)):
+        raise TypeError(f"teacher: expected a model with n_visible and log_phi (e.g. a kd_ref.rbm.RBM), "
+                        f"received {type(teacher).__name__}")
+    if dim != nade.n_inputs:
+        raise ValueError(f"teacher: expected {nade.n_inputs} visible units to match the NADE's inputs, "
+                         f"received a teacher with {dim}")
+
+
+def distillation_objective(nade, teacher, loss):
+    """The minibatch objective x -> (loss, theta-gradient) for :func:`kd_ref.optim.train` (4.23-4.25).
+
+    Parameters
+    ----------
+    nade : NADE
+    teacher : RBM or a model with the same methods (see the module notes)
+    loss : KLLoss, SquareErrorLoss or ScoreMatchingLoss
+
+    Returns
+    -------
+    callable, ndarray of shape (N, D), binary -> (float, ndarray of shape (P,))
+    """
+    _check_pair(nade, teacher)
+    if not callable(loss) or not hasattr(loss, "needs_teacher_values"):
+        raise TypeError(f"loss: expected KLLoss(), SquareErrorLoss(c) or ScoreMatchingLoss(), received {loss!r}")
+
+    def objective(x):
+        return loss(nade, nade._check_x(x, False, name="teacher samples"), teacher)
+
+    return objective
+
+
+def distill(nade, teacher, loss, stream, n_steps, *, optimizer=None, test=None, monitor_every=None,
+            bound_samples=200, rng=None, checkpoint=None, checkpoint_every=500, progress=True, label=None):
+    """Train ``nade`` to mimic ``teacher`` on samples from ``stream`` (section 4.1.2, steps i-iv).
+
+    Parameters
+    ----------
+    nade : NADE
+        Trained in place.
+    teacher : RBM
+    loss : KLLoss, SquareErrorLoss or ScoreMatchingLoss
+    stream : callable () -> ndarray of shape (B, D)
+        Teacher samples, e.g. a :class:`ChainStream`.
+    n_steps : int
+    optimizer : default Adadelta() (rho = 0.95, eps = 1e-6)
+    test : array_like of shape (M, D), binary, optional
+        Held-out images whose average log q is monitored.
+    monitor_every : int, optional
+        Default: 20 evaluations per run.
+    bound_samples : int
+        When the stream is a :class:`ChainStream` and ``rng`` is given, every evaluation
+        also estimates the KL upper bound on log Z from ``bound_samples`` of the current
+        chain states (4.46) and the lower bound from as many NADE samples (4.49); the
+        gap between the two tells how close q is to p in both directions.
+    rng : numpy.random.Generator, optional
+        Draws the NADE samples of the lower bound.
+    checkpoint : str, optional
+        Resumable checkpoint (:func:`kd_ref.optim.train`); a resumed run continues from
+        the saved parameters and optimiser state with the stream as it is now.
+
+    Returns
+    -------
+    kd_ref.optim.TrainResult
+        ``monitor`` holds (step, {"log_q_test", "upper", "lower"}) entries (those available).
+    """
+    objective = distillation_objective(nade, teacher, loss)
+    stream_dim = getattr(stream, "dim", None)
+    if stream_dim is not None and stream_dim != nade.n_inputs:
+        raise ValueError(f"stream: expected samples of dimension {nade.n_inputs} (the NADE's inputs), "
+                         f"received a stream of dimension {stream_dim}")
+    n_steps = check_positive_int(n_steps, "n_steps")
+    bound_samples = check_positive_int(bound_samples, "bound_samples", minimum=2)
+    if test is not None:
+        test = _check_binary_dataset(test, "test", nade.n_inputs)
+    if rng is not None:
+        check_generator(rng)
+    chains = stream.sampler if isinstance(stream, ChainStream) else None
+
+    def monitor():
+        values = {}
+        if test is not None:
+            values["log_q_test"] = float(np.mean(nade.log_prob(test)))
+        if chains is not None and rng is not None:
+            x_p = chains.x[:bound_samples]
+            values["upper"] = kl_upper_bound(teacher.log_phi(x_p), nade.log_prob(x_p)).log_z
+            x_q, _ = nade.sample(bound_samples, rng)
+            values["lower"] = kl_lower_bound(teacher.log_phi(x_q), nade.log_prob(x_q)).log_z
+        return values
+
+    watched = test is not None or (chains is not None and rng is not None)
+    if watched and monitor_every is None:
+        monitor_every = max(1, n_steps // 20)
+    return train(nade.params, objective, stream, Adadelta() if optimizer is None else optimizer, n_steps,
+                 monitor=monitor if watched else None, monitor_every=monitor_every, checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every, progress=progress,
+                 label=label or f"NADE by {loss.name}")
+
+
+# -------------------------------------------------------------------------------------- log Z (4.2.4)
+def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, candidates=None, progress=False, **bridge):
+    """Every estimate of the RBM's log Z that a trained NADE makes possible (section 4.2.4).
+
+    1. Draw ``n_samples`` exact NADE samples x_q (ancestral sampling).
+    2. Start one Gibbs chain at each and run ``burn_in`` sweeps; the end states are the RBM
+       samples x_p (independent chains, started close to equilibrium when q fits p).
+    3. From log phi and log q at both sets: the KL upper bound (4.46, x_p), the KL lower bound
+       (4.49, x_q), the trivial bound max log phi (4.50, over both sets and ``candidates``),
+       importance sampling (4.52, x_q) and bridge sampling (4.53-4.54, both sets).
+
+    Parameters
+    ----------
+    rbm : RBM
+    nade : NADE
+    rng : numpy.random.Generator
+    n_samples : int
+        Samples of each kind (the thesis: 10,000).
+    burn_in : int
+        Gibbs sweeps of the chains started at the NADE samples (the thesis: 2,000).
+    candidates : ndarray of shape (M, D), optional
+        Extra states for the trivial bound, e.g. a hill-climbing optimum.
+    **bridge
+        Options of :func:`kd_ref.partition.bridge_sampling` (max_iter, tol, log_z_init).
+
+    Returns
+    -------
+    dict
+        ``"upper"``, ``"lower"``, ``"trivial"``, ``"importance"``, ``"bridge"``: result
+        objects of :mod:`kd_ref.partition`; ``"cpu_seconds"``: for each of them the CPU time
+        of everything it needed, sampling and evaluation included (the Gibbs chains count
+        for the upper bound and bridge sampling); ``"x_q"``, ``"x_p"``: the samples.
+    """
+    _check_pair(nade, rbm)
+    check_generator(rng)
+    n_samples = check_positive_int(n_samples, "n_samples", minimum=2)
+    burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+    if candidates is not None:
+        candidates = rbm._check_x(candidates, False, name="candidates")
+    clock = time.process_time
+    t0 = clock()
+    x_q, _ = _sample_in_chunks(nade, n_samples, rng, progress)
+    log_q_q, log_phi_q = nade.log_prob(x_q), rbm.log_phi(x_q)
+    cost_q = clock() - t0
+    t0 = clock()
+    chains = GibbsSampler(rbm, rng, init=x_q)
+    x_p = chains.burn_in(burn_in, progress=progress) if burn_in else chains.x
+    log_q_p, log_phi_p = nade.log_prob(x_p), rbm.log_phi(x_p)
+    cost_p = clock() - t0
+    out = {"upper": kl_upper_bound(log_phi_p, log_q_p), "lower": kl_lower_bound(log_phi_q, log_q_q),
+           "importance": importance_sampling(log_phi_q, log_q_q),
+           "bridge": bridge_sampling(log_phi_q, log_q_q, log_phi_p, log_q_p, **bridge)}
+    phis = [log_phi_q, log_phi_p] + ([rbm.log_phi(candidates)] if candidates is not None else [])
+    out["trivial"] = trivial_lower_bound(np.concatenate(phis))
+    out["cpu_seconds"] = {"upper": cost_p + out["upper"].seconds, "lower": cost_q + out["lower"].seconds,
+                          "importance": cost_q + out["importance"].seconds,
+                          "bridge": cost_q + cost_p + out["bridge"].seconds,
+                          "trivial": cost_q + cost_p + out["trivial"].seconds}
+    out["x_q"], out["x_p"] = x_q, x_p
+    return out
+
+
+def _sample_in_chunks(nade, n, rng, progress, chunk=1000):
+    """NADE samples in chunks of ``chunk`` (memory and a progress line); returns (x, y) like NADE.sample."""
+    xs, ys = [], []
+    bar = Progress(n, label="NADE samples", enabled=progress)
+    for start in range(0, n, chunk):
+        x, y = nade.sample(min(chunk, n - start), rng)
+        xs.append(x)
+        ys.append(y)
+        bar.update(start + x.shape[0])
+    bar.close()
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def exact_kl(rbm, nade, log_z=None):
+    """KL(p || q) in nats by enumerating all 2^D states (tiny models, D <= 20).
+
+    Parameters
+    ----------
+    rbm : RBM
+    nade : NADE
+    log_z : float, optional
+        The RBM's log Z (computed exactly from the same enumeration when omitted).
+    """
+    _check_pair(nade, rbm)
+    D = rbm.n_visible
+    if D > 20:
+        raise ValueError(f"rbm: expected at most 20 visible units to enumerate 2^D states, received {D}")
+    x = ((np.arange(2**D)[:, None] >> np.arange(D)) & 1).astype(np.float64)
+    log_phi = rbm.log_phi(x)
+    log_z = logsumexp(log_phi) if log_z is None else check_in_range(log_z, "log_z", -np.inf, np.inf)
+    log_p = log_phi - log_z
+    return float(np.sum(np.exp(log_p) * (log_p - nade.log_prob(x))))

@@ -1,0 +1,459 @@
+"""``kd-ref run rbm-nade``: distil an RBM into a NADE, then estimate the RBM's log Z with the NADE (chapter 4).
+
+Steps, all through :mod:`kd_ref.distill.generative` and :mod:`kd_ref.partition`:
+
+1. the teacher: in ``--quick`` mode a small RBM (20 hidden units) trained by CD-k on
+   binarised MNIST (or, without ``KD_REF_DATA``, on stochastically binarised synthetic
+   digits), small enough for its exact log Z by enumeration; in ``--medium`` and
+   ``--thesis`` mode Salakhutdinov and Murray's CD25(500) RBM from ``KD_REF_DATA``;
+2. the baselines: annealed importance sampling (base model from the training pixels'
+   marginals) and the trivial bound max log phi found by hill climbing, which is also the
+   constant c of the square-error loss (4.13; 436.49 for CD25(500));
+3. for every NADE size and loss (KL, square error; score matching on request), a NADE
+   trained on the thesis's stream of Gibbs samples (section 4.2.3), monitoring the
+   average log q of held-out images and the two KL bounds;
+4. for every NADE: average test log-probability, the KL upper and lower bounds,
+   importance sampling and bridge sampling with +-3 standard-error intervals and the CPU
+   time of each (section 4.2.4);
+5. tables (Markdown, CSV), figures (PNG): progress curves, per-image agreement of log q
+   with the RBM's log p, samples of the RBM and of every NADE, and features.
+
+Everything is cached under ``OUT/cache`` and training checkpoints under ``OUT/ckpt``, so
+an interrupted run (``--thesis`` takes hours) resumes when started again with the same
+arguments.
+"""
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import datasets
+from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill, estimate_log_z
+from ..nade import NADE, raster_column_order
+from ..optim import SGD
+from ..partition import ais_rbm
+from ..rbm import RBM, fit_cd, hill_climb
+from ._report import check_cache, image_grid, write_table
+
+PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
+LOSS_NAMES = {"kl": "KL", "se": "square error", "sm": "score matching"}
+ESTIMATORS = ("upper", "lower", "importance", "bridge")
+ESTIMATOR_NAMES = {"upper": "KL upper bound (4.46)", "lower": "KL lower bound (4.49)",
+                   "importance": "importance sampling (4.52)", "bridge": "bridge sampling (4.54)"}
+MAX_EXACT_UNITS = 22       # enumerate 2^22 states at most for the exact log Z
+
+
+@dataclass
+class Settings:
+    """Everything that defines a run; ``quick()``, ``medium()`` and ``thesis()`` are the presets."""
+
+    mode: str = "quick"
+    data: str = "auto"                 # auto (binarised MNIST when KD_REF_DATA has it, else synthetic) | mnist | synthetic
+    rbm: str = "train"                 # train: a small RBM by CD-k | cd25: the reference CD25(500)
+    rbm_hidden: int = 20
+    cd_k: int = 5
+    cd_steps: int = 3000
+    cd_rate: float = 0.05
+    n_train: int = 20000               # training images for the small RBM and for AIS's base model
+    n_test: int = 1000                 # test images of the tables and the agreement plot
+    curve_test: int = 500              # test images monitored during training
+    nade_hidden: tuple = (100,)
+    losses: tuple = ("kl", "se")
+    n_steps: int = 3000
+    batch_size: int = 20
+    n_chains: int = 2000
+    burn_in: int = 500                 # sweeps before the training stream starts
+    n_samples: int = 5000              # NADE samples (and RBM chains) per log Z estimate
+    sample_burn_in: int = 100          # sweeps of the chains started at the NADE samples
+    ais_runs: int = 100
+    ais_temperatures: int = 1000
+    ais_schedule: str = "uniform"
+    hill_restarts: int = 10
+    bound_samples: int = 200
+    curve_points: int = 20
+    progress: bool = True
+    figures: bool = True
+
+    @classmethod
+    def quick(cls, **overrides):
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def medium(cls, **overrides):
+        base = cls(mode="medium", data="mnist", rbm="cd25", n_test=10000, curve_test=1000, nade_hidden=(500,),
+                   n_steps=3000, burn_in=2000, n_samples=5000, sample_burn_in=2000, ais_temperatures=14500,
+                   ais_schedule="piecewise")
+        return replace(base, **overrides)
+
+    @classmethod
+    def thesis(cls, **overrides):
+        base = cls(mode="thesis", data="mnist", rbm="cd25", n_test=10000, curve_test=1000,
+                   nade_hidden=(250, 500, 750, 1000), n_steps=30000, burn_in=2000, n_samples=10000,
+                   sample_burn_in=2000, ais_runs=1000, ais_temperatures=14500, ais_schedule="piecewise",
+                   curve_points=60)
+        return replace(base, **overrides)
+
+    def validate(self):
+        if self.data not in ("auto", "mnist", "synthetic"):
+            raise ValueError(f"data: expected 'auto', 'mnist' or 'synthetic', received {self.data!r}")
+        if self.rbm not in ("train", "cd25"):
+            raise ValueError(f"rbm: expected 'train' or 'cd25', received {self.rbm!r}")
+        if self.rbm == "cd25" and self.data == "synthetic":
+            raise ValueError("data: the CD25(500) RBM models binarised MNIST; expected 'auto' or 'mnist', "
+                             "received 'synthetic'")
+        if not self.losses or any(loss not in LOSSES for loss in self.losses):
+            raise ValueError(f"losses: expected a non-empty subset of {sorted(LOSSES)}, received {self.losses}")
+        for name in ("rbm_hidden", "cd_k", "cd_steps", "n_train", "n_test", "curve_test", "n_steps", "batch_size",
+                     "n_chains", "ais_runs", "ais_temperatures", "curve_points"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, received {getattr(self, name)}")
+        if not self.nade_hidden or any(int(h) < 1 for h in self.nade_hidden):
+            raise ValueError(f"nade_hidden: expected positive hidden-unit counts, received {self.nade_hidden}")
+        if self.n_samples < 2 or self.bound_samples < 2:
+            raise ValueError(f"n_samples, bound_samples: expected at least 2 samples for an interval, received "
+                             f"{self.n_samples} and {self.bound_samples}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- data
+def load_data(settings, rng):
+    """Binary training and test images, (n, 784) float64, and a name for the tables."""
+    use_mnist = settings.data == "mnist" or (settings.data == "auto" and _binarized_available())
+    if use_mnist:
+        x_train, x_test = datasets.load_binarized_mnist()
+        name = "binarised MNIST (Salakhutdinov and Murray)"
+    else:
+        (g_train, _), (g_test, _) = datasets.synthetic_digits(settings.n_train, settings.n_test, rng)
+        x_train, x_test = datasets.binarize_stochastic(g_train, rng), datasets.binarize_stochastic(g_test, rng)
+        name = "synthetic digits, stochastically binarised (kd_ref.datasets)"
+    return x_train[:settings.n_train], x_test[:settings.n_test], name
+
+
+def _binarized_available():
+    try:
+        datasets.find_file(datasets.BINARIZED_FILE)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _rng(base, *code):
+    """A generator fixed by the run's base seed and a component code (cached parts do not shift the others)."""
+    return np.random.default_rng([base, *code])
+
+
+def _json(path, make):
+    """Read ``path`` if it exists, else compute ``make()`` (a JSON-able dict), write it and return it."""
+    if os.path.exists(path):
+        return json.loads(Path(path).read_text())
+    value = make()
+    Path(path).write_text(json.dumps(value, indent=1))
+    return value
+
+
+def _estimate_dict(r):
+    return {"method": r.method, "log_z": r.log_z, "lower": r.lower, "upper": r.upper, "std_error": r.std_error,
+            "n": r.n, "seconds": r.seconds}
+
+
+# ------------------------------------------------------------------------------------------- pieces
+def teacher(settings, x_train, base, dirs):
+    """The RBM: CD25(500) from KD_REF_DATA, or a small one trained by CD-k (cached)."""
+    if settings.rbm == "cd25":
+        return RBM.from_file()
+    path = dirs["cache"] / "rbm.npz"
+    if path.exists():
+        return RBM.load(path)
+    rng = _rng(base, 1)
+    rbm = RBM(x_train.shape[1], settings.rbm_hidden, rng, init_std=0.01)
+    mean = x_train.mean(axis=0)
+    rbm.b_visible[...] = np.log((mean + 0.01) / (1.01 - mean))   # start from the pixels' smoothed marginals
+    fit_cd(rbm, x_train, rng, n_steps=settings.cd_steps, k=settings.cd_k, batch_size=settings.batch_size,
+           optimizer=SGD(settings.cd_rate), progress=settings.progress, label=f"RBM CD-{settings.cd_k}")
+    rbm.save(path)
+    return rbm
+
+
+def references(rbm, x_train, settings, base, dirs):
+    """Exact log Z (small RBMs), AIS and the hill-climbing bound; cached as JSON."""
+    def make():
+        out = {}
+        if min(rbm.n_visible, rbm.n_hidden) <= MAX_EXACT_UNITS:
+            began = time.process_time()
+            out["exact"] = rbm.log_z_exact(max_units=MAX_EXACT_UNITS)
+            out["exact_seconds"] = time.process_time() - began
+        marginals = (x_train.sum(axis=0) + 1.0) / (x_train.shape[0] + 2.0)
+        ais = ais_rbm(rbm.W, rbm.b_visible, rbm.b_hidden, _rng(base, 2), n_runs=settings.ais_runs,
+                      n_temperatures=settings.ais_temperatures, schedule=settings.ais_schedule,
+                      base_marginals=marginals, progress=settings.progress)
+        out["ais"] = _estimate_dict(ais)
+        out["ais"]["n_temperatures"] = ais.n_temperatures
+        out["ais"]["wall_seconds"] = ais.wall_seconds
+        began = time.process_time()
+        hill = hill_climb(rbm, _rng(base, 3), settings.hill_restarts, include_zeros=True)
+        out["hill"] = {"log_phi": hill.log_phi, "x": hill.x.tolist(), "seconds": time.process_time() - began}
+        return out
+    return _json(dirs["cache"] / "references.json", make)
+
+
+def make_loss(name, refs):
+    if name == "se":   # c from hill climbing (4.13), checked against the exact log Z when there is one
+        return SquareErrorLoss(refs["hill"]["log_phi"], log_z=refs.get("exact"))
+    return LOSSES[name]()
+
+
+def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs):
+    """A NADE distilled from ``rbm`` (cached), and its progress curve: rows (examples, log q test, upper, lower)."""
+    key = f"nade_H{hidden}_{loss_name}"
+    path, curve_path = dirs["cache"] / f"{key}.npz", dirs["cache"] / f"{key}.curve.json"
+    if path.exists():
+        return NADE.load(path), np.array(json.loads(curve_path.read_text()))
+    rng = _rng(base, 10, *code)
+    side = int(round(np.sqrt(rbm.n_visible)))
+    order = raster_column_order(side, side) if side * side == rbm.n_visible else None
+    nade = NADE(rbm.n_visible, hidden, rng, order=order)
+    stream = ChainStream(rbm, settings.batch_size, rng, n_chains=settings.n_chains, burn_in=settings.burn_in,
+                         progress=settings.progress)
+    result = distill(nade, rbm, make_loss(loss_name, refs), stream, settings.n_steps,
+                     test=x_test[:settings.curve_test], monitor_every=max(1, settings.n_steps // settings.curve_points),
+                     bound_samples=settings.bound_samples, rng=rng, checkpoint=str(dirs["ckpt"] / f"{key}.npz"),
+                     progress=settings.progress, label=f"NADE H={hidden} by {LOSS_NAMES[loss_name]}")
+    curve = [[step * settings.batch_size, v["log_q_test"], v["upper"], v["lower"]] for step, v in result.monitor]
+    curve_path.write_text(json.dumps(curve))
+    nade.save(path)
+    return nade, np.array(curve)
+
+
+def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key):
+    """Average test log q (+-2 SE) and every log Z estimate of section 4.2.4 for one NADE (cached)."""
+    def make():
+        log_q = nade.log_prob(x_test)
+        out = {"log_q_test": float(np.mean(log_q)), "log_q_test_2se": float(2 * np.std(log_q, ddof=1)
+                                                                             / np.sqrt(len(log_q)))}
+        est = estimate_log_z(rbm, nade, _rng(base, 20, *code), n_samples=settings.n_samples,
+                             burn_in=settings.sample_burn_in, candidates=np.array([refs["hill"]["x"]]),
+                             progress=settings.progress)
+        for name in ESTIMATORS + ("trivial",):
+            out[name] = _estimate_dict(est[name])
+            out[name]["cpu_seconds"] = est["cpu_seconds"][name]
+        out["bridge"]["iterations"] = int(est["bridge"].iterations)
+        out["bridge"]["converged"] = bool(est["bridge"].converged)
+        return out
+    return _json(dirs["cache"] / f"{key}.estimates.json", make)
+
+
+# ------------------------------------------------------------------------------------------ reports
+def _interval(e):
+    return f"[{e['lower']:.2f}, {e['upper']:.2f}]"
+
+
+def write_tables(results, out_dir):
+    """Markdown and CSV tables; returns the Markdown text."""
+    ref_name, ref = results["reference"]
+    rbm_lp = results["rbm_log_p_test"]
+    lp_rows = [{"model": f"RBM, log phi - log Z ({ref_name})", "hidden units": results["rbm_hidden"], "loss": "—",
+                "av. test log prob [nats]": f"{rbm_lp[0]:.2f} ± {rbm_lp[1]:.2f}"}]
+    z_rows = []
+    if "exact" in results["references"]:
+        z_rows.append({"model": "RBM", "estimator": "exact (enumeration)", "log Z": f"{results['references']['exact']:.4f}",
+                       "±3 SE interval": "—", "error vs reference": "0", "CPU s": f"{results['references']['exact_seconds']:.1f}"})
+    ais = results["references"]["ais"]
+    z_rows.append({"model": "RBM", "estimator": f"AIS ({ais['n']} runs, {ais['n_temperatures']} temperatures)",
+                   "log Z": f"{ais['log_z']:.4f}", "±3 SE interval": _interval(ais),
+                   "error vs reference": f"{ais['log_z'] - ref:+.4f}", "CPU s": f"{ais['seconds']:.1f}"})
+    if results["settings"]["rbm"] == "cd25":
+        z_rows.append({"model": "RBM", "estimator": "published AIS (Salakhutdinov and Murray 2008)",
+                       "log Z": f"{PUBLISHED_LOG_Z:.2f}", "±3 SE interval": "—",
+                       "error vs reference": f"{PUBLISHED_LOG_Z - ref:+.4f}", "CPU s": "—"})
+    hill = results["references"]["hill"]
+    z_rows.append({"model": "RBM", "estimator": "trivial bound max log phi (hill climbing, 4.50)",
+                   "log Z": f"{hill['log_phi']:.4f}", "±3 SE interval": "—",
+                   "error vs reference": f"{hill['log_phi'] - ref:+.4f}", "CPU s": f"{hill['seconds']:.1f}"})
+    for key, m in results["models"].items():
+        hidden, loss = key.split("/")
+        lp_rows.append({"model": "NADE", "hidden units": hidden, "loss": LOSS_NAMES[loss],
+                        "av. test log prob [nats]": f"{m['log_q_test']:.2f} ± {m['log_q_test_2se']:.2f}"})
+        for name in ESTIMATORS:
+            e = m[name]
+            z_rows.append({"model": f"NADE H={hidden}, {LOSS_NAMES[loss]}", "estimator": ESTIMATOR_NAMES[name],
+                           "log Z": f"{e['log_z']:.4f}", "±3 SE interval": _interval(e),
+                           "error vs reference": f"{e['log_z'] - ref:+.4f}", "CPU s": f"{e['cpu_seconds']:.1f}"})
+    text = (f"# Distilling an RBM into NADE ({results['data']}, {results['settings']['mode']} mode)\n\n"
+            f"Reference log Z: {ref_name} = {ref:.4f}. Test images: {results['n_test']}; "
+            f"samples per estimate: {results['settings']['n_samples']}.\n\n")
+    text += write_table(lp_rows, str(out_dir / "log_prob"), "Average test log-probability (± 2 SE)") + "\n"
+    text += write_table(z_rows, str(out_dir / "log_z"), "Estimates of log Z (CPU s include sampling)")
+    (out_dir / "tables.md").write_text(text)
+    return text
+
+
+def plot_curves(results, path):
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ref_name, ref = results["reference"]
+    for key, curve in results["curves"].items():
+        hidden, loss = key.split("/")
+        c = np.asarray(curve)
+        axes[0].plot(c[:, 0], c[:, 1], label=f"H={hidden}, {LOSS_NAMES[loss]}")
+        line, = axes[1].plot(c[:, 0], c[:, 2], label=f"upper, H={hidden}, {LOSS_NAMES[loss]}")
+        axes[1].plot(c[:, 0], c[:, 3], "--", color=line.get_color(), label=f"lower, H={hidden}, {LOSS_NAMES[loss]}")
+    axes[0].axhline(results["rbm_log_p_test"][0], color="k", ls=":", label=f"RBM (log Z {ref_name})")
+    axes[0].set(xlabel="teacher samples seen", ylabel="average log q, held-out images [nats]",
+                title="progress of the distilled NADEs")
+    axes[1].axhline(ref, color="k", ls=":", label=f"log Z ({ref_name})")
+    lo = min(np.min(np.asarray(c)[:, 3]) for c in results["curves"].values())
+    axes[1].set(xlabel="teacher samples seen", ylabel="log Z bound [nats]", title="KL bounds during training",
+                ylim=(max(lo, ref - 30), None))
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_agreement(results, path):
+    """Per-image log-probabilities of the first test images, sorted by the RBM's (the thesis's figure 4.6)."""
+    import matplotlib.pyplot as plt
+    keys = list(results["agreement"]["nade"])
+    cols = min(4, len(keys))
+    rows = int(np.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    rbm = np.asarray(results["agreement"]["rbm"])
+    order = np.argsort(-rbm)
+    for ax, key in zip(axes.ravel(), keys):
+        hidden, loss = key.split("/")
+        ax.plot(rbm[order], "k", lw=2, label="RBM")
+        ax.plot(np.asarray(results["agreement"]["nade"][key])[order], ".", ms=3, label="NADE")
+        ax.set(title=f"H={hidden}, {LOSS_NAMES[loss]}", xlabel="test image (sorted by RBM)", ylabel="log prob [nats]")
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_images(panels, path, shape=(28, 28), cols=8):
+    """One titled grid per panel: list of (title, images (n, D))."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, images) in zip(axes[0], panels):
+        ax.imshow(image_grid(images, shape, cols=cols), cmap="gray", interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+def _features(weights):
+    """Weight vectors scaled to [0, 1] each, for display."""
+    w = np.asarray(weights, dtype=np.float64)
+    lo, hi = w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True)
+    return (w - lo) / np.maximum(hi - lo, 1e-12)
+
+
+# --------------------------------------------------------------------------------------------- run
+def run(settings, out_dir, rng):
+    """Run the experiment; returns a results dict (also written to ``OUT/results.json``).
+
+    Returns
+    -------
+    dict
+        ``reference`` (name, log Z), ``references`` (exact, ais, hill), ``models``
+        {"H/loss": log-probability and estimates}, ``curves`` {"H/loss": rows (examples
+        seen, log q test, upper, lower)}, ``agreement``, ``rbm_log_p_test`` (mean, 2 SE),
+        ``tables`` (Markdown), ``files``, ``seconds``.
+    """
+    began = time.perf_counter()
+    settings = settings.validate()
+    out_dir = Path(out_dir)
+    dirs = {"out": out_dir, "cache": out_dir / "cache", "ckpt": out_dir / "ckpt"}
+    for p in dirs.values():
+        p.mkdir(parents=True, exist_ok=True)
+    base = int(rng.integers(0, 2**62))
+    check_cache(dirs["cache"], {**{k: v for k, v in asdict(settings).items() if k not in ("progress", "figures",
+                                                                                        "nade_hidden", "losses")},
+                                "base_seed": base})
+    x_train, x_test, data_name = load_data(settings, _rng(base, 0))
+    if settings.rbm == "cd25" and x_train.shape[1] != 784:
+        raise ValueError(f"data: expected 784-pixel images for CD25(500), received {x_train.shape[1]}")
+    rbm = teacher(settings, x_train, base, dirs)
+    refs = references(rbm, x_train, settings, base, dirs)
+    ref = ("exact", refs["exact"]) if "exact" in refs else ("our AIS", refs["ais"]["log_z"])
+    print(f"teacher: {rbm!r} on {data_name}; log Z {ref[0]} = {ref[1]:.4f}, AIS = {refs['ais']['log_z']:.4f}, "
+          f"max log phi found = {refs['hill']['log_phi']:.4f}", flush=True)
+
+    log_p_rbm = rbm.log_phi(x_test) - ref[1]
+    results = {"settings": asdict(settings), "data": data_name, "n_test": len(x_test), "rbm_hidden": rbm.n_hidden,
+               "reference": ref, "references": refs, "models": {}, "curves": {},
+               "rbm_log_p_test": (float(np.mean(log_p_rbm)), float(2 * np.std(log_p_rbm, ddof=1) / np.sqrt(len(log_p_rbm)))),
+               "agreement": {"rbm": log_p_rbm[:100].tolist(), "nade": {}}}
+    sample_rng = _rng(base, 4)
+    panels = [("test images", x_test[:32]),
+              ("RBM samples", ChainStream(rbm, 32, sample_rng, n_chains=32, burn_in=1000)())]
+    features = [("RBM features", _features(rbm.W.T[:32]))]
+    for hidden in settings.nade_hidden:
+        for loss in settings.losses:
+            key, code = f"{hidden}/{loss}", (hidden, sorted(LOSSES).index(loss))
+            nade, curve = train_nade(rbm, loss, hidden, refs, x_test, settings, base, code, dirs)
+            m = evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key.replace("/", "_"))
+            results["models"][key], results["curves"][key] = m, curve.tolist()
+            results["agreement"]["nade"][key] = nade.log_prob(x_test[:100]).tolist()
+            print(f"NADE H={hidden}, {LOSS_NAMES[loss]}: test log q {m['log_q_test']:.2f}; "
+                  + ", ".join(f"{n} {m[n]['log_z']:.3f} {_interval(m[n])}" for n in ESTIMATORS), flush=True)
+            panels.append((f"NADE H={hidden}, {LOSS_NAMES[loss]}", nade.sample(32, sample_rng)[0]))
+            features.append((f"NADE H={hidden}, {LOSS_NAMES[loss]}", _features(nade.W[:32])))
+
+    results["tables"] = write_tables(results, out_dir)
+    files = {"tables": str(out_dir / "tables.md")}
+    if settings.figures:
+        side = int(round(np.sqrt(rbm.n_visible)))
+        files["curves"] = plot_curves(results, out_dir / "curves.png")
+        files["agreement"] = plot_agreement(results, out_dir / "agreement.png")
+        files["samples"] = plot_images(panels, out_dir / "samples.png", (side, side))
+        files["features"] = plot_images(features, out_dir / "features.png", (side, side))
+    results["files"] = files
+    results["seconds"] = time.perf_counter() - began
+    with open(out_dir / "results.json", "w") as f:
+        json.dump(results, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="kd-ref run rbm-nade", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a small RBM with exact log Z, minutes (default)")
+    mode.add_argument("--medium", action="store_true", help="CD25(500) (needs KD_REF_DATA), about half an hour")
+    mode.add_argument("--thesis", action="store_true", help="the thesis settings (hours; resumable)")
+    parser.add_argument("--out", default=None, help="output folder (default ./kd_ref_runs/rbm_nade_MODE)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", choices=["auto", "mnist", "synthetic"], help="data source (default: mode's)")
+    parser.add_argument("--nade-hidden", type=int, nargs="+", help="NADE hidden units (one NADE per value)")
+    parser.add_argument("--losses", nargs="+", choices=sorted(LOSSES), help="kl, se (square error), sm (score matching)")
+    parser.add_argument("--steps", type=int, dest="n_steps", help="training steps per NADE")
+    parser.add_argument("--samples", type=int, dest="n_samples", help="samples per log Z estimate")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    preset = Settings.thesis if args.thesis else Settings.medium if args.medium else Settings.quick
+    overrides = {k: getattr(args, k) for k in ("data", "n_steps", "n_samples") if getattr(args, k) is not None}
+    if args.nade_hidden:
+        overrides["nade_hidden"] = tuple(args.nade_hidden)
+    if args.losses:
+        overrides["losses"] = tuple(args.losses)
+    settings = preset(progress=not args.no_progress, **overrides)
+    out = args.out or os.path.join(".", "kd_ref_runs", f"rbm_nade_{settings.mode}")
+    print(f"kd-ref run rbm-nade: {settings.mode} mode, output in {out}", flush=True)
+    results = run(settings, out, np.random.default_rng(args.seed))
+    print()
+    print(results["tables"])
+    print(f"files: {json.dumps(results['files'], indent=1)}")
+    print(f"total time {results['seconds']:.0f} s")
+    return 0

@@ -1,0 +1,257 @@
+"""Chapter 4: distilling an RBM into a NADE (losses 4.20-4.28, the chain stream) and log Z from the NADE (4.44-4.54)."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kd_ref import gradcheck
+from kd_ref.distill.generative import (ChainStream, KLLoss, ScoreMatchingLoss, SquareErrorLoss, distill,
+                                       distillation_objective, estimate_log_z, exact_kl)
+from kd_ref.nade import NADE
+from kd_ref.rbm import RBM
+
+
+def all_states(d):
+    return ((np.arange(2**d)[:, None] >> np.arange(d)) & 1).astype(np.float64)
+
+
+def random_rbm(rng, d, h, scale=1.0):
+    rbm = RBM(d, h, rng, init_std=scale)
+    rbm.b_visible[...] = rng.normal(scale=scale, size=d)
+    rbm.b_hidden[...] = rng.normal(scale=scale, size=h)
+    return rbm
+
+
+@st.composite
+def loss_cases(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    d, h_q, h_p, n = draw(st.integers(1, 7)), draw(st.integers(1, 5)), draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    nade = NADE(d, h_q, rng, order=rng.permutation(d), init_std=draw(st.sampled_from([0.1, 1.0, 3.0])))
+    nade.b[...] = rng.normal(size=d)
+    nade.c[...] = rng.normal(size=h_q)
+    rbm = random_rbm(rng, d, h_p, scale=draw(st.sampled_from([0.5, 2.0])))
+    x = (rng.random((n, d)) < 0.5).astype(np.float64)
+    return nade, rbm, x, rng
+
+
+def _check_loss_gradient(loss, case):
+    nade, rbm, x, rng = case
+    theta = nade.params.copy()
+
+    def value(p):
+        nade.set_params(p)
+        return loss(nade, x, rbm)[0]
+
+    def grad(p):
+        nade.set_params(p)
+        return loss(nade, x, rbm)[1]
+
+    result = gradcheck.check_gradient(value, grad, theta)
+    nade.set_params(theta)
+    assert result.rel_error < 1e-6, str(result)
+
+
+@given(loss_cases())
+def test_kl_loss_gradient_matches_differences(case):
+    _check_loss_gradient(KLLoss(), case)
+
+
+@given(loss_cases(), st.floats(-20.0, 20.0))
+def test_square_error_loss_gradient_matches_differences(case, c):
+    _check_loss_gradient(SquareErrorLoss(c), case)
+
+
+@given(loss_cases())
+def test_score_matching_loss_gradient_matches_differences(case):
+    _check_loss_gradient(ScoreMatchingLoss(), case)
+
+
+def test_loss_values_follow_their_definitions(rng):
+    """Each value from its formula: -mean log q; mean (log q - log phi + c)^2; mean ||score difference||^2."""
+    rbm, nade = random_rbm(rng, 5, 3), NADE(5, 4, rng, init_std=1.0)
+    x = all_states(5)[rng.permutation(32)[:7]]
+    log_q, log_phi = nade.log_prob(x), rbm.log_phi(x)
+    assert KLLoss()(nade, x, rbm)[0] == pytest.approx(-np.mean(log_q), rel=1e-13)
+    assert SquareErrorLoss(2.5)(nade, x, rbm)[0] == pytest.approx(np.mean((log_q - log_phi + 2.5) ** 2), rel=1e-13)
+    g_phi = rbm.b_visible + (1 / (1 + np.exp(-(x @ rbm.W + rbm.b_hidden)))) @ rbm.W.T   # d log phi/dx by hand
+    g_q = gradcheck.numerical_gradient(lambda z: nade.log_prob(z.reshape(x.shape), continuous=True).sum(), x)
+    assert ScoreMatchingLoss()(nade, x, rbm)[0] == pytest.approx(np.sum((g_q - g_phi) ** 2) / 7, rel=1e-8)
+
+
+def test_square_error_is_log_error_plus_kl_term(rng):
+    """Proposition 4.1 by enumeration: with e = log q - log p and a = log Z - c,
+    E_p[(log q - log phi + c)^2] = E_p[(e - a)^2] = E_p[e^2] + 2 a KL(p || q) + a^2, as E_p[e] = -KL(p || q)."""
+    rbm, nade = random_rbm(rng, 6, 3), NADE(6, 5, rng, init_std=1.0)
+    x = all_states(6)
+    log_z = rbm.log_z_exact()
+    p = np.exp(rbm.log_phi(x) - log_z)
+    a = 1.7
+    value = np.sum(p * (nade.log_prob(x) - rbm.log_phi(x) + log_z - a) ** 2)
+    e = nade.log_prob(x) - (rbm.log_phi(x) - log_z)
+    kl = exact_kl(rbm, nade, log_z)
+    assert np.sum(p * e) == pytest.approx(-kl, rel=1e-12)
+    assert value == pytest.approx(np.sum(p * e**2) + 2 * a * kl + a**2, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ the stream
+def test_chain_stream_hands_out_chains_in_turn_and_advances_all_of_them(rng):
+    rbm = random_rbm(rng, 5, 3)
+    stream = ChainStream(rbm, 2, rng, n_chains=6, burn_in=3)
+    assert stream.sampler.sweeps == 3 and stream.sampler.x.shape == (6, 5) and stream.dim == 5
+    for call in range(7):
+        batch = stream()
+        assert stream.sampler.sweeps == 4 + call                      # every chain moved once per call
+        rows = (2 * call + np.arange(2)) % 6
+        np.testing.assert_array_equal(batch, stream.sampler.x[rows])  # the next chains, in turn
+    assert stream.examples_drawn == 14
+    assert ChainStream(rbm, 3, rng, burn_in=0).sampler.n_chains == 300  # K = 100 B by default
+
+
+def test_chain_stream_samples_follow_the_rbm(rng):
+    """20,000 samples (1,000 minibatches of 20 from 2,000 chains) on a 4-visible RBM: total variation
+    from the exact distribution below 0.03 (about 2.5 times its expected size for independent samples)."""
+    rbm = random_rbm(rng, 4, 3, scale=1.5)
+    x = all_states(4)
+    p = np.exp(rbm.log_prob_exact(x))
+    stream = ChainStream(rbm, 20, rng, burn_in=100)
+    draws = np.concatenate([stream() for _ in range(1000)])
+    freq = np.bincount((draws @ (1 << np.arange(4))).astype(int), minlength=16) / len(draws)
+    tv = 0.5 * np.abs(freq - p).sum()
+    assert tv < 0.03
+    assert 0.5 * np.abs(np.full(16, 1 / 16) - p).sum() > 0.15  # the control: uniform samples would fail
+
+
+# -------------------------------------------------------------------------- distillation on a tiny RBM
+@pytest.fixture(scope="module")
+def tiny():
+    """A 10-visible, 5-hidden RBM with strong couplings and a NADE distilled from it by the KL loss."""
+    rng = np.random.default_rng(2015)
+    rbm = random_rbm(rng, 10, 5, scale=1.2)
+    nade = NADE(10, 20, rng, init_std=0.1)
+    before = exact_kl(rbm, nade)
+    distill(nade, rbm, KLLoss(), ChainStream(rbm, 20, rng, burn_in=200), 2500, progress=False)
+    return rbm, nade, rbm.log_z_exact(), before
+
+
+def test_kl_distilled_nade_matches_the_rbm(tiny):
+    rbm, nade, log_z, before = tiny
+    kl = exact_kl(rbm, nade, log_z)
+    assert before > 0.5          # far from the RBM at the start
+    assert kl < 0.05
+
+
+def test_square_error_and_score_matching_training_reduce_their_losses(rng):
+    rbm = random_rbm(rng, 6, 3)
+    for loss in (SquareErrorLoss.from_hill_climbing(rbm, rng, log_z=rbm.log_z_exact()), ScoreMatchingLoss()):
+        nade = NADE(6, 8, rng, init_std=0.1)
+        result = distill(nade, rbm, loss, ChainStream(rbm, 20, rng, burn_in=50), 600, progress=False)
+        assert np.mean(result.losses[-100:]) < 0.5 * np.mean(result.losses[:20]), loss.name
+
+
+def test_distill_monitors_test_log_q_and_both_bounds(tiny, rng):
+    rbm, _, log_z, _ = tiny
+    nade = NADE(10, 8, rng, init_std=0.1)
+    test = all_states(10)[:50]
+    result = distill(nade, rbm, KLLoss(), ChainStream(rbm, 10, rng, n_chains=200, burn_in=20), 200,
+                     test=test, rng=rng, monitor_every=100, bound_samples=150, progress=False)
+    assert [s for s, _ in result.monitor] == [100, 200]
+    last = result.monitor[-1][1]
+    assert set(last) == {"log_q_test", "upper", "lower"}
+    assert last["log_q_test"] == pytest.approx(np.mean(nade.log_prob(test)))
+    assert last["lower"] < log_z + 0.5 and last["upper"] > log_z - 0.5
+
+
+def test_estimators_with_a_distilled_nade_cover_the_exact_log_z(tiny):
+    """100 seeded repetitions of 500 NADE samples and 500 chains started at them: importance and bridge
+    sampling contain the exact log Z in their +-3 SE intervals at least 95 times; the bounds bracket it."""
+    rbm, nade, log_z, _ = tiny
+    hits = {"importance": 0, "bridge": 0}
+    upper_ok = lower_ok = 0
+    for seed in range(100):
+        out = estimate_log_z(rbm, nade, np.random.default_rng(seed), n_samples=500, burn_in=20)
+        for name in hits:
+            hits[name] += out[name].contains(log_z)
+        upper_ok += out["upper"].upper >= log_z
+        lower_ok += out["lower"].lower <= log_z
+        assert out["trivial"].log_z <= log_z
+    assert hits["importance"] >= 95 and hits["bridge"] >= 95, hits
+    assert upper_ok >= 95 and lower_ok >= 95
+
+
+def test_exact_bounds_bracket_log_z(tiny):
+    """The expectations themselves, by enumeration: E_p[log phi - log q] >= log Z >= E_q[log phi - log q]."""
+    rbm, nade, log_z, _ = tiny
+    x = all_states(10)
+    log_phi, log_q = rbm.log_phi(x), nade.log_prob(x)
+    p, q = np.exp(log_phi - log_z), np.exp(log_q)
+    upper, lower = np.sum(p * (log_phi - log_q)), np.sum(q * (log_phi - log_q))
+    assert upper - log_z == pytest.approx(exact_kl(rbm, nade, log_z), rel=1e-10)
+    assert lower < log_z < upper
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def test_bad_input_is_refused_with_clear_messages(rng):
+    rbm, nade = random_rbm(rng, 5, 3), NADE(5, 4, rng)
+    other = random_rbm(rng, 6, 3)
+    with pytest.raises(ValueError, match="teacher: expected 5 visible units to match the NADE's inputs, "
+                                         "received a teacher with 6"):
+        distillation_objective(nade, other, KLLoss())
+    with pytest.raises(ValueError, match="teacher: expected 5 visible units"):
+        estimate_log_z(other, nade, rng, n_samples=10)
+    with pytest.raises(ValueError, match=r"c: expected a value <= log Z = .*, received 50"):
+        SquareErrorLoss(50.0, log_z=rbm.log_z_exact())
+    with pytest.raises(ValueError, match="n_samples: expected an integer >= 2, received 1"):
+        estimate_log_z(rbm, nade, rng, n_samples=1)
+    with pytest.raises(ValueError, match=r"stream: expected samples of dimension 5 .* received a stream of dimension 6"):
+        distill(nade, rbm, KLLoss(), ChainStream(other, 2, rng, n_chains=4, burn_in=0), 3, progress=False)
+    with pytest.raises(ValueError, match="n_chains: expected at least batch_size=20 chains, received 10"):
+        ChainStream(rbm, 20, rng, n_chains=10)
+    with pytest.raises(TypeError, match="loss: expected KLLoss"):
+        distillation_objective(nade, rbm, "kl")
+    before = nade.params.copy()
+    objective = distillation_objective(nade, rbm, KLLoss())
+    with pytest.raises(ValueError, match="teacher samples: expected binary values"):
+        objective(np.full((2, 5), 0.5))
+    with pytest.raises(ValueError, match=r"teacher samples: expected shape \(N, 5\)"):
+        objective(np.zeros((2, 6)))
+    np.testing.assert_array_equal(nade.params, before)
+
+
+@pytest.mark.data
+def test_square_error_constant_for_cd25_500_is_the_thesis_value(data_dir):
+    """Hill climbing from the all-black image and two random starts finds log phi >= 436.49 (4.13, 4.50)."""
+    rbm = RBM.from_file(data_dir)
+    loss = SquareErrorLoss.from_hill_climbing(rbm, np.random.default_rng(0), n_restarts=2)
+    assert loss.c >= 436.49
+
+
+# ------------------------------------------------------------------------------------------ experiment
+def test_rbm_nade_experiment_end_to_end_without_download(tmp_path, monkeypatch):
+    """Tiny settings on the built-in synthetic digits (no KD_REF_DATA): every output is written, the exact
+    log Z is the reference, bridge sampling lands near it, and a second run resumes from the cache."""
+    from kd_ref.experiments import rbm_nade
+
+    monkeypatch.delenv("KD_REF_DATA", raising=False)
+    settings = rbm_nade.Settings.quick(data="auto", rbm_hidden=6, cd_steps=200, n_train=500, n_test=100,
+                                       curve_test=50, nade_hidden=(20,), n_steps=150, n_chains=100, burn_in=30,
+                                       n_samples=400, sample_burn_in=10, ais_runs=20, ais_temperatures=100,
+                                       bound_samples=20, curve_points=3, hill_restarts=2, progress=False)
+    first = rbm_nade.run(settings, tmp_path, np.random.default_rng(0))
+    assert first["data"].startswith("synthetic digits")
+    assert first["reference"][0] == "exact"
+    log_z = first["reference"][1]
+    assert set(first["models"]) == {"20/kl", "20/se"}
+    for m in first["models"].values():
+        assert abs(m["bridge"]["log_z"] - log_z) < 1.0
+        assert m["lower"]["log_z"] < log_z < m["upper"]["log_z"] + 0.5
+    for name in ("tables", "curves", "agreement", "samples", "features"):
+        assert (tmp_path / first["files"][name].split("/")[-1]).exists()
+    assert "bridge sampling (4.54)" in first["tables"] and (tmp_path / "log_z.csv").exists()
+    assert np.asarray(first["curves"]["20/kl"]).shape == (3, 4)
+    second = rbm_nade.run(settings, tmp_path, np.random.default_rng(0))          # everything from the cache
+    assert second["models"] == first["models"] and second["seconds"] < first["seconds"]
+    with pytest.raises(ValueError, match="out: the cache in .* was written with other settings .*n_steps"):
+        rbm_nade.run(replace(settings, n_steps=151), tmp_path, np.random.default_rng(0))
