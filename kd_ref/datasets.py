@@ -17,18 +17,24 @@ FileNotFoundError saying how to get it; a damaged file or one with other arrays,
 shapes or dtypes raises ValueError naming the array, the expected and the received
 value.
 
-``kd-ref data download`` fetches the four original MNIST IDX files (public
-mirrors) and writes ``mnist.npz``. It cannot fetch ``binarized_mnist.npz`` or
-``rbm_cd25_500.npz``: they come from the thesis's code repository, with no stable
-public URL (see the data README). ``--make-binarized`` writes
-``binarized_mnist_resampled.npz``, a fresh stochastic binarisation of the
-downloaded grey levels (same recipe and format, in MNIST order, but a different
-random draw: not the reference sample, so reference figures such as the mean
-test log phi of 364.93 will differ slightly).
+``kd-ref data download`` writes ``mnist.npz`` from the four original MNIST IDX
+files (public mirrors) and ``binarized_mnist.npz`` from the MATLAB file
+``randomly_binarized_mnist.mat`` of the thesis's public code repository
+(G. Papamakarios, BSD-style licence), moving its pixels from MATLAB's
+column-major to row-major order; each converted array is checked against the
+README's sha256. ``rbm_cd25_500.npz`` cannot be downloaded the same way: the
+repository stores the RBM as a MATLAB object, which only MATLAB can open. Export
+its three arrays there, then ``kd-ref data import-rbm FILE`` converts them (see
+:func:`import_rbm`). ``--make-binarized`` writes ``binarized_mnist_resampled.npz``,
+a fresh stochastic binarisation of the downloaded grey levels (same recipe and
+format, in MNIST order, but a different random draw: not the reference sample,
+so reference figures such as the mean test log phi of 364.93 will differ
+slightly).
 """
 import argparse
 import gzip
 import hashlib
+import io
 import os
 import sys
 import tempfile
@@ -82,12 +88,24 @@ MNIST_IDX = {
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
                  "https://storage.googleapis.com/cvdf-datasets/mnist/")
 
+# The thesis's public code repository holds the originals of the other two files as MATLAB files.
+THESIS_DATA_URL = "https://raw.githubusercontent.com/gpapamak/distilling_model_knowledge/HEAD/data/"
+BINARIZED_MAT = "mnist/randomly_binarized_mnist.mat"      # x_trn (784, 60000), x_tst (784, 10000)
+RBM_MAT = "rbm/rbm_CD25_500.mat"                          # a MATLAB Rbm object with W, a (visible), b (hidden)
+# A MATLAB 784-vector is column-major (index col * 28 + row): row-major pixel r * 28 + c is its entry
+# COLUMN_TO_ROW_MAJOR[r * 28 + c] = c * 28 + r (the data README's permutation P; P is its own inverse).
+COLUMN_TO_ROW_MAJOR = np.arange(784).reshape(28, 28).T.ravel()
+
 HOW_TO_GET = (
     f"Set the environment variable {ENV_VAR} to the folder that holds the reference data "
     f"(mnist.npz, binarized_mnist.npz, rbm_cd25_500.npz), or pass its path explicitly. "
-    f"`kd-ref data download --dest DIR` fetches MNIST from the public originals and writes DIR/mnist.npz "
-    f"(then set {ENV_VAR}=DIR); binarized_mnist.npz and rbm_cd25_500.npz must be copied from the thesis "
-    f"code repository's data (see the reference-data README).")
+    f"`kd-ref data download --dest DIR` writes DIR/mnist.npz from the MNIST originals and DIR/binarized_mnist.npz "
+    f"from the thesis code repository (then set {ENV_VAR}=DIR); rbm_cd25_500.npz must be exported from that "
+    f"repository's MATLAB file with MATLAB and converted by `kd-ref data import-rbm` (see its --help).")
+RBM_EXPORT_STEPS = (
+    f"In MATLAB, with the thesis code on the path (its install.m): load('{Path(RBM_MAT).name}'); "
+    f"W = rbm.W; a = rbm.a; b = rbm.b; save('rbm_arrays.mat', 'W', 'a', 'b', '-v7'); then run "
+    f"`kd-ref data import-rbm rbm_arrays.mat --dest DIR`.")
 
 
 # ----------------------------------------------------------------------------- locating
@@ -113,27 +131,45 @@ def find_file(filename, path=None):
     return p
 
 
+def _load_npz_arrays(path, label):
+    """Every array of the ``.npz`` archive at ``path``, as a dict; never unpickles.
+
+    Raises ValueError naming ``label`` and the file when it cannot be read as an
+    archive of plain arrays: truncated or damaged bytes, a single ``.npy`` array,
+    pickled or object data. Shared by the reference loaders and the models' ``load``.
+    """
+    p = str(path)
+    try:
+        loaded = np.load(p, allow_pickle=False)
+    except Exception as err:  # zip, header or "pickled data" errors: damaged or foreign bytes
+        raise ValueError(f"{label}: could not read {p!r} as a .npz archive, the file is damaged or not a .npz "
+                         f"file ({type(err).__name__}: {err})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{label}: expected a .npz archive, {p!r} holds a single .npy array")
+    try:
+        with loaded as f:
+            return {name: f[name] for name in f.files}
+    except Exception as err:  # CRC errors, truncated members, object arrays (need pickle)
+        raise ValueError(f"{label}: could not read the arrays of {p!r}, the file is damaged or holds object "
+                         f"arrays ({type(err).__name__}: {err})") from None
+
+
 def _read_npz(p, layout):
     """All arrays of the .npz file ``p`` after checking names, shapes and dtypes against ``layout``."""
     try:
-        with np.load(p, allow_pickle=False) as f:
-            names = set(f.files)
-            missing = sorted(set(layout) - names)
-            if missing:
-                raise ValueError(f"{p.name}: expected arrays {sorted(layout)}, {str(p)!r} holds {sorted(names)} "
-                                 f"(missing {missing})")
-            arrays = {name: f[name] for name in layout}
-    except ValueError:
-        raise
-    except Exception as err:  # zip, CRC or header errors: a truncated or corrupt file
-        raise ValueError(f"{p.name}: could not read {str(p)!r} as a .npz archive, the file looks damaged "
-                         f"({type(err).__name__}: {err}); download or copy it again") from None
+        arrays = _load_npz_arrays(p, p.name)
+    except ValueError as err:
+        raise ValueError(f"{err}; download or copy the file again") from None
+    missing = sorted(set(layout) - set(arrays))
+    if missing:
+        raise ValueError(f"{p.name}: expected arrays {sorted(layout)}, {str(p)!r} holds {sorted(arrays)} "
+                         f"(missing {missing})")
     for name, (shape, dtype) in layout.items():
         a = arrays[name]
         if a.shape != shape or a.dtype != dtype:
             raise ValueError(f"{p.name}: expected {name} of shape {shape} and dtype {np.dtype(dtype).name}, "
                              f"received shape {a.shape} and dtype {a.dtype}")
-    return arrays
+    return {name: arrays[name] for name in layout}
 
 
 # ------------------------------------------------------------------------------ loaders
@@ -474,7 +510,6 @@ def download_mnist(dest, source_url=None, *, verify=True, force=False, timeout=6
     target = dest / MNIST_FILE
     if target.exists() and not force:
         raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
-    dest.mkdir(parents=True, exist_ok=True)
     bases = [source_url] if source_url else list(MNIST_MIRRORS)
     arrays = {}
     for name, (fname, md5) in MNIST_IDX.items():
@@ -507,6 +542,144 @@ def download_mnist(dest, source_url=None, *, verify=True, force=False, timeout=6
         for name, (shape, _) in LAYOUTS[MNIST_FILE].items():
             if arrays[name].shape != shape:
                 raise ValueError(f"download: expected {name} of shape {shape}, received {arrays[name].shape}")
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_npz_atomic(target, arrays)
+    log(f"wrote {target}")
+    return target
+
+
+def _read_mat(raw, names, label):
+    """The variables ``names`` of a MATLAB .mat file (formats v4 to v7) given as bytes, as ndarrays."""
+    from scipy import io as sio     # scipy is only needed for the two MATLAB originals
+
+    try:
+        mat = sio.loadmat(io.BytesIO(raw), variable_names=list(names))
+    except NotImplementedError as err:   # scipy reads up to v7; v7.3 files are HDF5
+        raise ValueError(f"{label}: expected a MATLAB file of format v7 or older, received one scipy cannot read "
+                         f"({err}); save it again in MATLAB with the '-v7' option") from None
+    except Exception as err:
+        raise ValueError(f"{label}: could not read it as a MATLAB .mat file ({type(err).__name__}: {err})") from None
+    missing = [name for name in names if name not in mat]
+    if missing:
+        try:
+            held = sorted(f"{n} ({c})" for n, _, c in sio.whosmat(io.BytesIO(raw)))
+        except Exception:
+            held = "unknown"
+        raise ValueError(f"{label}: expected MATLAB variables {list(names)}, missing {missing}; the file holds "
+                         f"{held}")
+    return {name: mat[name].toarray() if hasattr(mat[name], "toarray") else np.asarray(mat[name])
+            for name in names}
+
+
+def _check_reference_arrays(filename, arrays, verify, source):
+    """Shapes, dtypes and (with ``verify``) the README's sha256 of arrays converted from an original file."""
+    if not verify:
+        return
+    for name, (shape, dtype) in LAYOUTS[filename].items():
+        a = arrays[name]
+        if a.shape != shape or a.dtype != dtype:
+            raise ValueError(f"{filename}: expected {name} of shape {shape} and dtype {np.dtype(dtype).name} "
+                             f"from {source}, received shape {a.shape} and dtype {a.dtype}")
+        if array_sha256(a) != ARRAY_SHA256[filename][name]:
+            raise ValueError(f"{filename}: expected {name} with the reference sha256 {ARRAY_SHA256[filename][name]} "
+                             f"(data README), received {array_sha256(a)}: {source} is not the original file; "
+                             f"pass --no-verify only for test files")
+
+
+def download_binarized_mnist(dest, source_url=None, *, verify=True, force=False, timeout=60, log=print):
+    """Fetch the thesis's ``randomly_binarized_mnist.mat`` and write ``dest/binarized_mnist.npz``.
+
+    The MATLAB file holds one image per column (x_trn (784, 60000), x_tst
+    (784, 10000)) in column-major pixel order; the written arrays hold one image
+    per row in row-major order (``COLUMN_TO_ROW_MAJOR``), as uint8 0/1, in the
+    same image order.
+
+    Parameters
+    ----------
+    dest : str or Path
+        Folder (created if needed).
+    source_url : str, optional
+        Base URL of the repository's ``data`` folder (http, https or file://),
+        under which the file is ``BINARIZED_MAT``; default ``THESIS_DATA_URL``.
+    verify : bool
+        Check each converted array against the data README's sha256 (turn off
+        only for test files).
+    force : bool
+        Overwrite an existing ``binarized_mnist.npz``.
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    dest = Path(dest)
+    target = dest / BINARIZED_FILE
+    if target.exists() and not force:
+        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    url = (source_url or THESIS_DATA_URL).rstrip("/") + "/" + BINARIZED_MAT
+    raw = _fetch(url, timeout)
+    log(f"fetched {url} ({len(raw)} bytes)")
+    mat = _read_mat(raw, ("x_trn", "x_tst"), BINARIZED_MAT)
+    arrays = {}
+    for name, key in (("x_train", "x_trn"), ("x_test", "x_tst")):
+        a = mat[key]
+        if a.ndim != 2 or a.shape[0] != 784:
+            raise ValueError(f"{BINARIZED_MAT}: expected {key} of shape (784, n), one image per column, received "
+                             f"shape {a.shape}")
+        if not np.all((a == 0) | (a == 1)):
+            raise ValueError(f"{BINARIZED_MAT}: expected {key} with values 0 or 1, received other values")
+        arrays[name] = np.ascontiguousarray(a.astype(np.uint8).T[:, COLUMN_TO_ROW_MAJOR])
+    _check_reference_arrays(BINARIZED_FILE, arrays, verify, url)
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_npz_atomic(target, arrays)
+    log(f"wrote {target}")
+    return target
+
+
+def import_rbm(mat_path, dest, *, verify=True, force=False, log=print):
+    """Write ``dest/rbm_cd25_500.npz`` from a MATLAB file holding the CD25(500) RBM's plain arrays.
+
+    The thesis repository stores the RBM (``RBM_MAT``) as a MATLAB object, which
+    only MATLAB can open; ``RBM_EXPORT_STEPS`` says how to save its arrays W
+    (784, 500), a (784, 1, visible biases) and b (500, 1, hidden biases) to a plain
+    .mat file. Rows of W and a are moved from column-major to row-major pixel
+    order, as in the data README.
+
+    Parameters
+    ----------
+    mat_path : str or Path
+    dest : str or Path
+        Folder (created if needed).
+    verify : bool
+        Check each converted array against the data README's sha256.
+    force : bool
+        Overwrite an existing ``rbm_cd25_500.npz``.
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    mat_path, dest = Path(mat_path), Path(dest)
+    target = dest / RBM_FILE
+    if target.exists() and not force:
+        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    if not mat_path.is_file():
+        raise FileNotFoundError(f"mat_path: no file at {str(mat_path)!r}. {RBM_EXPORT_STEPS}")
+    try:
+        mat = _read_mat(mat_path.read_bytes(), ("W", "a", "b"), mat_path.name)
+    except ValueError as err:
+        raise ValueError(f"{err}. {RBM_EXPORT_STEPS}") from None
+    W, a, b = mat["W"], mat["a"], mat["b"]
+    if W.shape != (784, 500) or a.size != 784 or b.size != 500:
+        raise ValueError(f"{mat_path.name}: expected W (784, 500), a (784, 1), b (500, 1), received W {W.shape}, "
+                         f"a {a.shape}, b {b.shape}")
+    arrays = {"W": np.ascontiguousarray(W[COLUMN_TO_ROW_MAJOR], dtype=np.float64),
+              "b_visible": np.ascontiguousarray(a.ravel()[COLUMN_TO_ROW_MAJOR], dtype=np.float64),
+              "b_hidden": np.ascontiguousarray(b.ravel(), dtype=np.float64)}
+    for name, arr in arrays.items():
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{mat_path.name}: expected finite {name}, received NaN or infinite entries")
+    _check_reference_arrays(RBM_FILE, arrays, verify, str(mat_path))
+    dest.mkdir(parents=True, exist_ok=True)
     _write_npz_atomic(target, arrays)
     log(f"wrote {target}")
     return target
@@ -531,23 +704,74 @@ def make_resampled_binarized(mnist_path, dest, rng, *, force=False, log=print):
     return target
 
 
+def _download(args):
+    """``kd-ref data download``: each requested file in turn; an existing file is kept unless --force."""
+    dest = Path(args.dest or os.environ.get(ENV_VAR) or "kd_ref_data")
+    failed = []
+    for what in args.files:
+        target = dest / (MNIST_FILE if what == "mnist" else BINARIZED_FILE)
+        if target.exists() and not args.force:
+            print(f"kept {target}: it already exists (--force replaces it)")
+            continue
+        try:
+            if what == "mnist":
+                download_mnist(dest, args.source_url, verify=not args.no_verify, force=args.force,
+                               timeout=args.timeout)
+            else:
+                download_binarized_mnist(dest, args.thesis_url, verify=not args.no_verify, force=args.force,
+                                         timeout=args.timeout)
+        except (OSError, ValueError) as err:
+            print(f"kd-ref data download: {err}", file=sys.stderr)
+            failed.append(target.name)
+    if args.make_binarized:
+        try:
+            make_resampled_binarized(dest / MNIST_FILE, dest, np.random.default_rng(args.seed), force=args.force)
+        except (OSError, ValueError) as err:
+            print(f"kd-ref data download: {err}", file=sys.stderr)
+            failed.append(RESAMPLED_FILE)
+    present = [f for f in (MNIST_FILE, BINARIZED_FILE, RBM_FILE) if (dest / f).is_file()]
+    print(f"\nIn {dest}: {', '.join(present) or 'none of the reference files'}.")
+    if RBM_FILE not in present:
+        print(f"{RBM_FILE} has no direct download (the thesis repository stores the RBM as a MATLAB object). "
+              f"{RBM_EXPORT_STEPS}")
+    if failed:
+        print(f"Failed: {', '.join(failed)} (see the messages above).", file=sys.stderr)
+        return 1
+    print(f"Then: export {ENV_VAR}={dest}")
+    return 0
+
+
 def main(argv=None):
-    """``kd-ref data {download | verify | info}``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="kd-ref data", description="Reference data: download, verify, info.")
+    """``kd-ref data {download | import-rbm | verify | info}``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="kd-ref data",
+                                     description="Reference data: download, import-rbm, verify, info.")
     sub = parser.add_subparsers(dest="command")
-    dl = sub.add_parser("download", help="fetch MNIST from the public originals and write mnist.npz",
-                        description="Fetch the four MNIST IDX files and write DEST/mnist.npz. binarized_mnist.npz "
-                                    "and rbm_cd25_500.npz have no public download; copy them from the thesis code "
-                                    "repository's data (see the data README).")
+    dl = sub.add_parser("download", help="fetch the public originals, write mnist.npz and binarized_mnist.npz",
+                        description="Write DEST/mnist.npz from the four MNIST IDX files and DEST/binarized_mnist.npz "
+                                    "from the thesis code repository's randomly_binarized_mnist.mat (pixels moved "
+                                    "to row-major order, arrays checked against the data README's sha256). "
+                                    "rbm_cd25_500.npz needs MATLAB: see `kd-ref data import-rbm --help`.")
     dl.add_argument("--dest", help=f"folder to write into (default: ${ENV_VAR}, else ./kd_ref_data)")
-    dl.add_argument("--source-url", help="base URL of the .gz IDX files (http, https or file://); "
+    dl.add_argument("--files", nargs="+", choices=["mnist", "binarized"], default=["mnist", "binarized"],
+                    help="which files to fetch (default: both)")
+    dl.add_argument("--source-url", help="base URL of the MNIST .gz IDX files (http, https or file://); "
                                          f"default: {', '.join(MNIST_MIRRORS)}")
-    dl.add_argument("--no-verify", action="store_true", help="skip the md5 and shape checks (test files only)")
+    dl.add_argument("--thesis-url", help=f"base URL of the thesis repository's data folder, holding {BINARIZED_MAT} "
+                                         f"(http, https or file://); default: {THESIS_DATA_URL}")
+    dl.add_argument("--no-verify", action="store_true",
+                    help="skip the md5, shape and sha256 checks (test files only)")
     dl.add_argument("--force", action="store_true", help="overwrite existing files")
     dl.add_argument("--make-binarized", action="store_true",
                     help=f"also write {RESAMPLED_FILE}, a new stochastic binarisation (not the reference sample)")
     dl.add_argument("--seed", type=int, default=0, help="seed of --make-binarized")
     dl.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    imp = sub.add_parser("import-rbm", help=f"write {RBM_FILE} from the CD25(500) RBM's arrays exported by MATLAB",
+                         description=f"Convert a MATLAB file with the thesis RBM's arrays W, a, b into {RBM_FILE}. "
+                                     + RBM_EXPORT_STEPS)
+    imp.add_argument("file", help="the .mat file with W (784, 500), a (784, 1), b (500, 1)")
+    imp.add_argument("--dest", help=f"folder to write into (default: ${ENV_VAR}, else ./kd_ref_data)")
+    imp.add_argument("--no-verify", action="store_true", help="skip the sha256 checks (test files only)")
+    imp.add_argument("--force", action="store_true", help=f"overwrite an existing {RBM_FILE}")
     for name, text in (("verify", "compare every array with the README's sha256"),
                        ("info", "say which reference files are present and well formed")):
         p = sub.add_parser(name, help=text)
@@ -557,17 +781,15 @@ def main(argv=None):
         parser.print_help()
         return 2
     if args.command == "download":
+        return _download(args)
+    if args.command == "import-rbm":
         dest = args.dest or os.environ.get(ENV_VAR) or "kd_ref_data"
         try:
-            target = download_mnist(dest, args.source_url, verify=not args.no_verify, force=args.force,
-                                    timeout=args.timeout)
-            if args.make_binarized:
-                make_resampled_binarized(target, dest, np.random.default_rng(args.seed), force=args.force)
+            target = import_rbm(args.file, dest, verify=not args.no_verify, force=args.force)
         except (OSError, ValueError) as err:
-            print(f"kd-ref data download: {err}", file=sys.stderr)
+            print(f"kd-ref data import-rbm: {err}", file=sys.stderr)
             return 1
-        print(f"\nMNIST is in {target}. Not downloaded (no public source): {BINARIZED_FILE}, {RBM_FILE}; "
-              f"copy them into {dest} from the thesis code repository's data. Then: export {ENV_VAR}={dest}")
+        print(f"Then: export {ENV_VAR}={target.parent}")
         return 0
     folder = args.path
     ok = True

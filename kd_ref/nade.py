@@ -83,6 +83,7 @@ import numpy as np
 
 from ._validation import (as_batch, as_float_array, check_generator, check_in_range, check_permutation,
                           check_positive_int)
+from .datasets import _load_npz_arrays
 from .optim import Adadelta, train
 
 FILE_FORMAT = "kd_ref.NADE"
@@ -703,6 +704,11 @@ class NADE:
         if n_steps is None:
             passes = check_in_range(passes, "passes", 0.0, np.inf, low_open=True)
             n_steps = max(1, int(np.ceil(passes * data.shape[0] / batch_size)))
+        n_steps = check_positive_int(n_steps, "n_steps")
+        if test is not None:                       # checked here too, so a bad test set fails before b is set
+            test = _check_binary_dataset(test, "test", self.n_inputs)
+        if monitor_every is not None:
+            monitor_every = check_positive_int(monitor_every, "monitor_every")
         draw = MinibatchDrawer(data, batch_size, rng)
         if init_biases:
             self.set_biases_from_data(data)
@@ -722,12 +728,7 @@ class NADE:
         """Read a NADE written by :meth:`save`; a damaged or foreign file raises ValueError naming the problem."""
         if not os.path.exists(path):
             raise FileNotFoundError(f"path: no NADE file at {str(path)!r}")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except Exception as err:  # zip, header or pickle errors from a damaged or foreign file
-            raise ValueError(f"path: could not read {str(path)!r} as a .npz file ({type(err).__name__}: {err})") \
-                from None
+        arrays = _load_npz_arrays(path, "path")                   # never unpickles; clear error when damaged
         needed = ("format", "version", "W", "V", "b", "c", "order", "nonlinearity")
         missing = [k for k in needed if k not in arrays]
         if missing or str(arrays["format"]) != FILE_FORMAT:

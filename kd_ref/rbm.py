@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import (as_batch, as_float_array, check_generator, check_in_range, check_positive_int)
-from .nade import _logistic, _softplus
+from .datasets import _load_npz_arrays
+from .nade import MinibatchDrawer, _check_binary_dataset, _logistic, _softplus
 from .optim import SGD, train
 from .progress import Progress
 
@@ -134,17 +135,14 @@ class RBM:
         """Read an RBM written by :meth:`save` (or any .npz with W, b_visible, b_hidden, e.g. the reference file)."""
         if not os.path.exists(path):
             raise FileNotFoundError(f"path: no RBM file at {str(path)!r}")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except Exception as err:  # zip, header or pickle errors from a damaged or foreign file
-            raise ValueError(f"path: could not read {str(path)!r} as a .npz file ({type(err).__name__}: {err})") \
-                from None
+        arrays = _load_npz_arrays(path, "path")                   # never unpickles; clear error when damaged
         missing = [k for k in ("W", "b_visible", "b_hidden") if k not in arrays]
         if missing:
             raise ValueError(f"path: expected arrays W, b_visible, b_hidden, {str(path)!r} holds {sorted(arrays)}")
         if "format" in arrays and str(arrays["format"]) != FILE_FORMAT:
             raise ValueError(f"path: expected a {FILE_FORMAT} file, {str(path)!r} is {str(arrays['format'])!r}")
+        if "format" in arrays and int(arrays.get("version", -1)) != FILE_VERSION:
+            raise ValueError(f"path: expected file version {FILE_VERSION}, received {int(arrays.get('version', -1))}")
         for key in ("W", "b_visible", "b_hidden"):
             if arrays[key].dtype != np.float64:
                 raise ValueError(f"path: expected {key} of dtype float64, received {arrays[key].dtype}")
@@ -454,14 +452,14 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
     -------
     kd_ref.optim.TrainResult
     """
-    from .nade import MinibatchDrawer, _check_binary_dataset
-
     if not isinstance(rbm, RBM):
         raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
     data = _check_binary_dataset(data, "data", rbm.n_visible)
+    n_steps = check_positive_int(n_steps, "n_steps")
+    objective = cd_objective(rbm, k, rng)                    # checks k and rng before anything is drawn
     draw = MinibatchDrawer(data, batch_size, rng)
     optimizer = SGD(0.1) if optimizer is None else optimizer
-    return train(rbm.params, cd_objective(rbm, k, rng), draw, optimizer, n_steps, monitor=monitor,
+    return train(rbm.params, objective, draw, optimizer, n_steps, monitor=monitor,
                  monitor_every=monitor_every, progress=progress, checkpoint=checkpoint, label=label)
 
 

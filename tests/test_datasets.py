@@ -5,6 +5,7 @@ import struct
 
 import numpy as np
 import pytest
+from scipy.io import savemat
 
 from kd_ref import cli, datasets
 from kd_ref.datasets import (bars_and_stripes, binarize, binarize_stochastic, load_binarized_mnist, load_mnist,
@@ -73,16 +74,33 @@ def test_missing_files_say_how_to_get_them(tmp_path, monkeypatch):
     assert cli.main(["data", "info"]) == 1
 
 
-def test_corrupt_or_mismatched_files_raise_clear_errors(tmp_path):
+def test_corrupt_or_mismatched_files_raise_clear_errors_and_stay_untouched(tmp_path):
+    def check(filename, loader, match):
+        before = (tmp_path / filename).read_bytes()
+        with pytest.raises(ValueError, match=match):
+            loader(tmp_path)
+        assert (tmp_path / filename).read_bytes() == before          # loaders never modify or delete a file
+
     (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 this is not really a zip archive")
-    with pytest.raises(ValueError, match="looks damaged"):
-        load_mnist(tmp_path)
+    check("mnist.npz", load_mnist, r"mnist.npz: could not read .* damaged.*download or copy the file again")
+    (tmp_path / "mnist.npz").write_bytes(b"plain garbage, neither zip nor .npy" * 20)   # numpy would try unpickling
+    check("mnist.npz", load_mnist, r"mnist.npz: could not read .*mnist.npz.* as a .npz archive")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    (tmp_path / "mnist.npz").write_bytes((tmp_path / "single.npy").read_bytes())
+    check("mnist.npz", load_mnist, "mnist.npz: expected a .npz archive, .* holds a single .npy array")
     np.savez(tmp_path / "rbm_cd25_500.npz", W=np.zeros((784, 400)), b_visible=np.zeros(784), b_hidden=np.zeros(500))
-    with pytest.raises(ValueError, match=r"expected W of shape \(784, 500\).*received shape \(784, 400\)"):
-        load_rbm(tmp_path)
+    check("rbm_cd25_500.npz", load_rbm, r"expected W of shape \(784, 500\).*received shape \(784, 400\)")
+    np.savez(tmp_path / "rbm_cd25_500.npz", W=np.array([None, 1], dtype=object), b_visible=np.zeros(784),
+             b_hidden=np.zeros(500))
+    check("rbm_cd25_500.npz", load_rbm, "rbm_cd25_500.npz: could not read the arrays of .* object arrays")
+    np.savez(tmp_path / "rbm_cd25_500.npz", W=np.full((784, 500), np.nan), b_visible=np.zeros(784),
+             b_hidden=np.zeros(500))
+    check("rbm_cd25_500.npz", load_rbm, "expected finite W, received NaN")
     np.savez(tmp_path / "binarized_mnist.npz", x_train=np.zeros((60000, 784), np.uint8))
-    with pytest.raises(ValueError, match=r"missing \['x_test'\]"):
-        load_binarized_mnist(tmp_path)
+    check("binarized_mnist.npz", load_binarized_mnist, r"missing \['x_test'\]")
+    np.savez_compressed(tmp_path / "binarized_mnist.npz", x_train=np.zeros((60000, 784), np.uint8),
+                        x_test=np.full((10000, 784), 2, np.uint8))
+    check("binarized_mnist.npz", load_binarized_mnist, "expected x_test with values 0 or 1, received maximum 2")
 
 
 # -------------------------------------------------------------------- binarisation
@@ -165,27 +183,37 @@ def test_download_writes_mnist_npz_from_idx_files(tmp_path, capsys):
     arrays = _fake_mirror(tmp_path / "mirror", np.random.default_rng(0))
     dest = tmp_path / "data"
     url = (tmp_path / "mirror").as_uri()
-    assert cli.main(["data", "download", "--dest", str(dest), "--source-url", url, "--no-verify"]) == 0
+    assert cli.main(["data", "download", "--files", "mnist", "--dest", str(dest), "--source-url", url,
+                     "--no-verify"]) == 0
     out = capsys.readouterr().out
-    assert "Not downloaded (no public source): binarized_mnist.npz, rbm_cd25_500.npz" in out
+    assert f"In {dest}: mnist.npz." in out and "rbm_cd25_500.npz has no direct download" in out
+    assert "import-rbm" in out
     with np.load(dest / "mnist.npz", allow_pickle=False) as f:
         assert sorted(f.files) == ["x_test", "x_train", "y_test", "y_train"]
         for name, a in arrays.items():
             assert f[name].dtype == np.uint8
             np.testing.assert_array_equal(f[name], a)
-    # an existing file is kept unless --force
-    assert datasets.main(["download", "--dest", str(dest), "--source-url", url, "--no-verify"]) == 1
-    assert "already exists" in capsys.readouterr().err
-    assert datasets.main(["download", "--dest", str(dest), "--source-url", url, "--no-verify", "--force"]) == 0
+    # an existing file is kept (bytes unchanged) unless --force
+    before = (dest / "mnist.npz").read_bytes()
+    _fake_mirror(tmp_path / "other", np.random.default_rng(1))
+    other = (tmp_path / "other").as_uri()
+    assert datasets.main(["download", "--files", "mnist", "--dest", str(dest), "--source-url", other,
+                          "--no-verify"]) == 0
+    assert "kept" in capsys.readouterr().out and (dest / "mnist.npz").read_bytes() == before
+    with pytest.raises(FileExistsError, match="already exists"):
+        datasets.download_mnist(dest, other, verify=False, log=lambda s: None)
+    assert datasets.main(["download", "--files", "mnist", "--dest", str(dest), "--source-url", other,
+                          "--no-verify", "--force"]) == 0
+    assert (dest / "mnist.npz").read_bytes() != before
 
 
 def test_download_checks_md5_unreachable_sources_and_bad_files(tmp_path, capsys):
     _fake_mirror(tmp_path / "mirror", np.random.default_rng(0))
     url = (tmp_path / "mirror").as_uri()
-    assert datasets.main(["download", "--dest", str(tmp_path / "a"), "--source-url", url]) == 1
+    assert datasets.main(["download", "--files", "mnist", "--dest", str(tmp_path / "a"), "--source-url", url]) == 1
     assert "expected the canonical MNIST file (md5" in capsys.readouterr().err
-    assert not (tmp_path / "a" / "mnist.npz").exists()
-    assert datasets.main(["download", "--dest", str(tmp_path / "b"), "--source-url",
+    assert not (tmp_path / "a").exists()                                     # nothing written, not even the folder
+    assert datasets.main(["download", "--files", "mnist", "--dest", str(tmp_path / "b"), "--source-url",
                           (tmp_path / "nowhere").as_uri()]) == 1
     assert "could not fetch" in capsys.readouterr().err
     with pytest.raises(ValueError, match="expected an IDX file"):
@@ -194,3 +222,103 @@ def test_download_checks_md5_unreachable_sources_and_bad_files(tmp_path, capsys)
         datasets.read_idx(_idx(np.ones((2, 2)))[:15])
     with pytest.raises(ValueError, match="expected an IDX header with 2 sizes, received 11 bytes"):
         datasets.read_idx(_idx(np.ones((2, 2)))[:11])
+
+
+def _fake_thesis_repo(folder, x_train, x_test, dtype=np.float64):
+    """The thesis repository's data folder with randomly_binarized_mnist.mat: one column-major image per column."""
+    P = datasets.COLUMN_TO_ROW_MAJOR
+    (folder / "mnist").mkdir(parents=True)
+    savemat(folder / datasets.BINARIZED_MAT, {"x_trn": x_train[:, P].T.astype(dtype),   # MATLAB doubles by default
+                                              "x_tst": x_test[:, P].T.astype(np.uint8)})
+    return folder.as_uri()
+
+
+def test_pixel_order_conversion_is_the_readme_permutation():
+    """Column-major entry c * 28 + r holds pixel (r, c); the permutation is its own inverse."""
+    P = datasets.COLUMN_TO_ROW_MAJOR
+    image = np.arange(784).reshape(28, 28)                   # value = row-major index
+    column_major = image.T.ravel()                           # MATLAB's x(:) of the same picture
+    np.testing.assert_array_equal(column_major[P], image.ravel())
+    np.testing.assert_array_equal(P[P], np.arange(784))
+    assert P[1] == 28 and P[28] == 1                         # pixel (0, 1) is MATLAB's entry 28
+
+
+def test_download_binarized_converts_the_matlab_file_to_row_major(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x_train = (rng.random((5, 784)) < 0.3).astype(np.uint8)
+    x_test = np.zeros((3, 784), np.uint8)
+    x_test[0].reshape(28, 28)[2, :] = 1                      # a horizontal bar in row 2: not symmetric
+    url = _fake_thesis_repo(tmp_path / "thesis", x_train, x_test)
+    dest = tmp_path / "data"
+    # with verification on, the fake arrays fail the shape / sha256 checks and nothing is written
+    assert datasets.main(["download", "--files", "binarized", "--dest", str(dest), "--thesis-url", url]) == 1
+    assert "expected x_train of shape (60000, 784)" in capsys.readouterr().err
+    assert not dest.exists()
+    assert datasets.main(["download", "--files", "binarized", "--dest", str(dest), "--thesis-url", url,
+                          "--no-verify"]) == 0
+    with np.load(dest / "binarized_mnist.npz", allow_pickle=False) as f:   # not the reference shapes: np.load
+        got_train, got_test = f["x_train"], f["x_test"]
+    assert got_train.dtype == np.uint8 and got_test.dtype == np.uint8
+    np.testing.assert_array_equal(got_train, x_train)
+    np.testing.assert_array_equal(got_test, x_test)
+    assert got_test[0].reshape(28, 28)[2].all() and got_test[0].sum() == 28
+
+
+def test_download_binarized_rejects_foreign_matlab_files(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    target = tmp_path / datasets.BINARIZED_MAT
+    savemat(target, {"images": np.zeros((784, 2))})
+    url = tmp_path.as_uri()
+    with pytest.raises(ValueError, match=r"expected MATLAB variables \['x_trn', 'x_tst'\].*holds \['images"):
+        datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
+    savemat(target, {"x_trn": np.zeros((100, 2)), "x_tst": np.zeros((784, 2))})
+    with pytest.raises(ValueError, match=r"expected x_trn of shape \(784, n\), one image per column"):
+        datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
+    savemat(target, {"x_trn": np.full((784, 2), 0.5), "x_tst": np.zeros((784, 2))})
+    with pytest.raises(ValueError, match="expected x_trn with values 0 or 1"):
+        datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
+    target.write_bytes(b"MATLAB 7.3 MAT-file, but really just text")
+    with pytest.raises(ValueError, match="could not read it as a MATLAB .mat file"):
+        datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
+    assert not (tmp_path / "d").exists()
+
+
+def test_import_rbm_explains_the_matlab_export(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match=r"no file at .*In MATLAB.*W = rbm.W"):
+        datasets.import_rbm(tmp_path / "absent.mat", tmp_path / "d")
+    savemat(tmp_path / "object.mat", {"rbm": {"num_inputs": 784.0}})       # what a struct / object export holds
+    assert datasets.main(["import-rbm", str(tmp_path / "object.mat"), "--dest", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "expected MATLAB variables ['W', 'a', 'b']" in err and "holds ['rbm (struct)']" in err
+    assert "save('rbm_arrays.mat', 'W', 'a', 'b', '-v7')" in err
+    savemat(tmp_path / "small.mat", {"W": np.zeros((784, 50)), "a": np.zeros((784, 1)), "b": np.zeros((50, 1))})
+    with pytest.raises(ValueError, match=r"expected W \(784, 500\).*received W \(784, 50\)"):
+        datasets.import_rbm(tmp_path / "small.mat", tmp_path / "d")
+    rng = np.random.default_rng(0)
+    W, a, b = rng.normal(size=(784, 500)), rng.normal(size=(784, 1)), rng.normal(size=(500, 1))
+    savemat(tmp_path / "random.mat", {"W": W, "a": a, "b": b})
+    with pytest.raises(ValueError, match="expected W with the reference sha256"):
+        datasets.import_rbm(tmp_path / "random.mat", tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    datasets.import_rbm(tmp_path / "random.mat", tmp_path / "d", verify=False, log=lambda s: None)
+    arrays = load_rbm(tmp_path / "d")
+    P = datasets.COLUMN_TO_ROW_MAJOR
+    np.testing.assert_array_equal(arrays["W"], W[P])
+    np.testing.assert_array_equal(arrays["b_visible"], a[P, 0])
+    np.testing.assert_array_equal(arrays["b_hidden"], b[:, 0])
+
+
+@pytest.mark.data
+def test_converting_the_matlab_layout_reproduces_the_reference_files_exactly(data_dir, tmp_path):
+    """Reference arrays put back into the thesis's MATLAB layout convert to arrays with the README's sha256."""
+    x_train, x_test = load_binarized_mnist(data_dir, dtype=np.uint8)
+    url = _fake_thesis_repo(tmp_path / "thesis", x_train, x_test, dtype=np.uint8)    # uint8: 8 times less to write
+    datasets.download_binarized_mnist(tmp_path / "out", url, log=lambda s: None)        # verify=True
+    ref = load_rbm(data_dir)
+    P = datasets.COLUMN_TO_ROW_MAJOR
+    savemat(tmp_path / "rbm_arrays.mat", {"W": ref["W"][P], "a": ref["b_visible"][P, None],
+                                          "b": ref["b_hidden"][:, None]})
+    assert datasets.main(["import-rbm", str(tmp_path / "rbm_arrays.mat"), "--dest", str(tmp_path / "out")]) == 0
+    assert datasets.main(["verify", "--path", str(tmp_path / "out")]) == 1             # mnist.npz is absent
+    for name in (datasets.BINARIZED_FILE, datasets.RBM_FILE):
+        assert all(datasets.verify_checksums(name, tmp_path / "out").values())

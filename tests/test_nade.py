@@ -106,8 +106,9 @@ def test_gradient_matches_differences(D, H, N, seed, nonlinearity):
     value, grad, _, z = joint(nade, x, w)
     g, num = grad(z), gradcheck.numerical_gradient(value, z)
     P = nade.n_params
-    for part, sl in (("params", slice(0, P)), ("x", slice(P, None))):
-        res = gradcheck._result(f"d/d{part}", g[sl], num[sl])
+    parts = dict(zip("WVbc", nade.param_views(np.arange(P))), x=np.arange(P, z.size))
+    for name, idx in parts.items():                 # each block on its own, so none hides behind a larger one
+        res = gradcheck._result(f"d/d{name}", g[idx.ravel()], num[idx.ravel()])
         assert res.passed(1e-6), str(res)
 
 
@@ -342,6 +343,13 @@ def test_load_rejects_missing_corrupt_and_foreign_files(tmp_path):
     broken.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ValueError, match="could not read"):
         NADE.load(broken)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"neither a zip archive nor a .npy file" * 10)
+    with pytest.raises(ValueError, match="path: could not read .*garbage.npz.* as a .npz archive"):
+        NADE.load(garbage)                         # numpy alone would offer to unpickle it
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="path: expected a .npz archive, .* holds a single .npy array"):
+        NADE.load(tmp_path / "single.npy")
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, W=np.zeros((2, 4)), b=np.zeros(4))
     with pytest.raises(ValueError, match="expected a kd_ref.NADE file"):
@@ -376,6 +384,18 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing():
         nade.fit(np.full((10, 4), 0.3), rng, n_steps=3, progress=False)
     with pytest.raises(ValueError, match="n_steps, passes: expected exactly one"):
         nade.fit(np.zeros((10, 4)), rng, progress=False)
+    # init_biases would set b: every other argument is checked first
+    with pytest.raises(ValueError, match="n_steps: expected an integer >= 1, received 0"):
+        nade.fit(np.ones((10, 4)), rng, n_steps=0, progress=False, init_biases=True)
+    with pytest.raises(ValueError, match=r"test: expected shape \(M, 4\)"):
+        nade.fit(np.ones((10, 4)), rng, n_steps=2, test=np.zeros((3, 5)), progress=False, init_biases=True)
+    with pytest.raises(ValueError, match="monitor_every: expected an integer >= 1"):
+        nade.fit(np.ones((10, 4)), rng, n_steps=2, test=np.zeros((3, 4)), monitor_every=0, progress=False,
+                 init_biases=True)
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, 4\), received shape \(3,\)"):
+        nade.conditionals([0, 1, 1])
+    with pytest.raises(ValueError, match="draw\\(\\): expected binary values"):
+        fit_nade(nade, lambda: np.full((2, 4), 0.5), 3, progress=False)
     np.testing.assert_array_equal(nade.params, before)
     with pytest.raises(ValueError, match="order: expected a permutation of 0..3"):
         NADE(4, 3, rng, order=[0, 1, 1, 3])

@@ -68,8 +68,10 @@ def test_log_phi_gradient_matches_differences(D, H, N, seed):
     value, grad, _, z = joint(rbm, x, w)
     g, num = grad(z), gradcheck.numerical_gradient(value, z)
     P = rbm.n_params
-    for sl in (slice(0, P), slice(P, None)):
-        assert gradcheck.relative_error(g[sl], num[sl]) < 1e-6
+    parts = dict(zip(("W", "b_visible", "b_hidden"), rbm.param_views(np.arange(P))), x=np.arange(P, z.size))
+    for name, idx in parts.items():                 # each block on its own, so none hides behind a larger one
+        res = gradcheck._result(f"d/d{name}", g[idx.ravel()], num[idx.ravel()])
+        assert res.passed(1e-6), str(res)
 
 
 @given(**sizes, part=st.sampled_from(["full", "params", "x"]))
@@ -134,11 +136,13 @@ def test_exact_log_z_refuses_large_models():
 
 # ---------------------------------------------------------------------- Gibbs chains
 def test_block_gibbs_samples_match_the_exact_distribution():
-    """1,000 chains x 200 draws (thinned by 2 after 100 sweeps of burn-in) on a 4 x 3 RBM: TV < 0.02.
+    """1,000 chains x 200 draws (thinned by 2 after 100 sweeps of burn-in) on a 4 x 3 RBM.
 
-    The 2e5 draws are correlated within a chain, but two sweeps apart nearly
-    independent here; independent draws would give an expected TV of about 0.003.
-    A different RBM's distribution (the control) must be far away.
+    The issue asks for TV < 0.02; we ask for 0.01. With n effectively independent
+    draws the expected TV is 1/2 sum_x sqrt(2 p(x) (1 - p(x)) / (pi n)), 0.0047 here
+    for n = 50,000, a quarter of the 2e5 draws (the draws of one chain are
+    correlated, but two sweeps apart nearly independent on this RBM; we measured
+    TV = 0.0018). A different RBM's distribution (the control) must be far away.
     """
     rbm, _ = make_rbm(11, 4, 3, scale=1.5)
     sampler = GibbsSampler(rbm, np.random.default_rng(0), n_chains=1000)
@@ -146,7 +150,8 @@ def test_block_gibbs_samples_match_the_exact_distribution():
     assert x.shape == (200_000, 4) and sampler.sweeps == 500
     freq = np.bincount((x @ (1 << np.arange(4)[::-1])).astype(int), minlength=16) / x.shape[0]
     p = np.exp(rbm.log_prob_exact(all_binary(4)))
-    assert 0.5 * np.abs(freq - p).sum() < 0.02
+    assert 0.5 * np.sum(np.sqrt(2 * p * (1 - p) / (np.pi * 50_000))) < 0.005
+    assert 0.5 * np.abs(freq - p).sum() < 0.01
     other, _ = make_rbm(12, 4, 3, scale=1.5)
     assert 0.5 * np.abs(freq - np.exp(other.log_prob_exact(all_binary(4)))).sum() > 0.05
 
@@ -206,6 +211,16 @@ def test_hill_climbing_finds_the_maximum_of_a_small_rbm():
     for state, value in zip(result.states, result.values):
         flips = np.abs(state[None, :] - np.eye(10))
         assert np.all(rbm.log_phi(flips) <= value + 1e-9)
+    # a nearly flat RBM (single flips change log phi by about 0.1): only strict rises may be taken, or the
+    # climb wanders between neighbours and never settles
+    flat, _ = make_rbm(9, 10, 4, scale=0.1)
+    flat.b_visible[...] *= 0.1
+    flat.b_hidden[...] *= 0.1
+    result = hill_climb(flat, np.random.default_rng(1), n_restarts=5, include_zeros=True)
+    assert result.converged.all() and result.starts == ["zeros"] + ["random"] * 5
+    assert result.log_phi == pytest.approx(flat.log_phi(all_binary(10)).max(), rel=1e-12)
+    for state, value in zip(result.states, result.values):
+        assert np.all(flat.log_phi(np.abs(state[None, :] - np.eye(10))) < value)
 
 
 # ------------------------------------------------------------------------ save/load
@@ -217,9 +232,22 @@ def test_rbm_save_load_round_trip_and_bad_files(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="could not read"):
         RBM.load(tmp_path / "junk.npz")
+    (tmp_path / "garbage.npz").write_bytes(b"neither a zip archive nor a .npy file" * 10)
+    with pytest.raises(ValueError, match="path: could not read .*garbage.npz.* as a .npz archive"):
+        RBM.load(tmp_path / "garbage.npz")                # numpy alone would offer to unpickle it
     np.savez(tmp_path / "odd.npz", W=np.zeros((6, 3)), b_visible=np.zeros(5), b_hidden=np.zeros(3))
     with pytest.raises(ValueError, match=r"b_visible: expected shape \(6,\), received shape \(5,\)"):
         RBM.load(tmp_path / "odd.npz")
+    with np.load(tmp_path / "rbm.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    np.savez(tmp_path / "future.npz", **dict(arrays, version=np.array(99)))
+    with pytest.raises(ValueError, match="expected file version 1, received 99"):
+        RBM.load(tmp_path / "future.npz")
+    with pytest.raises(FileNotFoundError, match="no RBM file"):
+        RBM.load(tmp_path / "absent.npz")
+    # the reference layout (W, b_visible, b_hidden without format/version) loads as well
+    np.savez(tmp_path / "plain.npz", W=rbm.W, b_visible=rbm.b_visible, b_hidden=rbm.b_hidden)
+    assert RBM.load(tmp_path / "plain.npz").params.tobytes() == rbm.params.tobytes()
 
 
 # ------------------------------------------------------------------------ bad input
@@ -240,6 +268,16 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing():
         GibbsSampler(rbm, 0, n_chains=2)
     with pytest.raises(ValueError, match="data: expected binary values"):
         fit_cd(rbm, np.full((5, 4), 0.5), rng, n_steps=2, progress=False)
+    with pytest.raises(ValueError, match="k: expected an integer >= 1, received 0"):
+        fit_cd(rbm, np.zeros((5, 4)), rng, n_steps=2, k=0, progress=False)
+    with pytest.raises(ValueError, match="n_steps: expected an integer >= 1, received 0"):
+        fit_cd(rbm, np.zeros((5, 4)), rng, n_steps=0, progress=False)
+    with pytest.raises(ValueError, match="max_units=26, received 27"):
+        RBM(27, 30).log_prob_exact(np.zeros((1, 27)))
+    with pytest.raises(ValueError, match="init: expected binary values"):
+        hill_climb(rbm, rng, init=[[0, 1, 0.5, 1]])
+    with pytest.raises(ValueError, match="n_restarts: expected at least one start"):
+        hill_climb(rbm, rng, n_restarts=0)
     with pytest.raises(ValueError, match="batch_size: expected at most n_chains=2"):
         GibbsSampler(rbm, rng, n_chains=2).next_batch(3)
     np.testing.assert_array_equal(rbm.params, before)

@@ -9,9 +9,10 @@ Printed for each batch size: the time of each pass, R{backprop}/backprop
 (target <= 2.0), backprop/forward, and each time divided by its GEMM-bound
 estimate: the time this machine's float64 matrix product (measured in the same
 run) needs for the pass's multiply-adds. Counting each (N x D x H) product as one
-unit (2 N D H flops): forward 2 (running sum C.3, logits C.5), backprop 6
-(+ dh C.9, dV C.11, dW C.12, dx C.14), full R{backprop} 15, reduced (0, v_x) with
-only the parameter part 10, sampling 2. A NADE also evaluates one exponential per
+unit (2 N D H flops): forward 2 (running sum C.3, logits C.5), log q and the
+parameter gradient (what maximum-likelihood training calls) 5 (+ dh C.9, dV C.11,
+dW C.12), backprop to the parameters and x 6 (+ dx C.14), full R{backprop} 15,
+reduced (0, v_x) with only the parameter part 10, sampling 2. A NADE also evaluates one exponential per
 (example, position, hidden unit), which no matrix product does, so the ratios
 stay well above 1 in NumPy; they let runs on different machines be compared.
 """
@@ -24,7 +25,7 @@ from ..nade import NADE, raster_column_order
 from ._timing import best_time, gemm_rate, keep_freed_memory, try_torch
 
 D, H = 784, 500
-UNITS = {"forward": 2, "backprop": 6, "R{bp} full": 15, "R{bp} (0,v_x)": 10, "sample": 2}
+UNITS = {"forward": 2, "grad (params)": 5, "backprop": 6, "R{bp} full": 15, "R{bp} (0,v_x)": 10, "sample": 2}
 
 
 def _inputs(n_max, rng):
@@ -41,7 +42,7 @@ def _inputs(n_max, rng):
 
 
 def _torch_ratio(torch, nade, x, ours):
-    """Our backprop time / a PyTorch autograd NADE's (cumulative sum over an (N, D, H) tensor)."""
+    """Our log q + parameter-gradient time / a PyTorch autograd NADE's (cumulative sum over an (N, D, H) tensor)."""
     torch.set_default_dtype(torch.float64)
     Wo, Vo, bo, c = (torch.tensor(np.array(a), requires_grad=True) for a in nade._ordered())
     X = torch.tensor(x[:, nade.order])
@@ -83,6 +84,7 @@ def main(argv=None):
         reps = 3 if n <= 200 else 2
         times = {
             "forward": best_time(lambda: nade.log_prob(x), repeats=reps),
+            "grad (params)": best_time(lambda: nade.grad(x, input_grads=False), repeats=reps),
             "backprop": best_time(lambda: nade.grad(x), repeats=reps),
             "R{bp} full": best_time(lambda: nade.hvp(x, v_p, v_x), repeats=reps),
             "R{bp} (0,v_x)": best_time(lambda: nade.hvp(x, None, v_x, input_grads=False), repeats=reps),
@@ -94,7 +96,8 @@ def main(argv=None):
               f"R{{bp}} (0,v_x) / backprop {times['R{bp} (0,v_x)'] / times['backprop']:.2f}, "
               f"backprop / forward {times['backprop'] / times['forward']:.2f}")
         if torch is not None and n <= 200:
-            print(f"{n:>5} ours / torch autograd NADE (backprop): {_torch_ratio(torch, nade, x, times['backprop']):.2f}")
+            ratio = _torch_ratio(torch, nade, x, times["grad (params)"])
+            print(f"{n:>5} ours / torch autograd NADE (log q + parameter gradient): {ratio:.2f}")
     m = args.samples
     t_s = best_time(lambda: nade.sample(m, np.random.default_rng(1)), repeats=3)
     bound = UNITS["sample"] * 2.0 * m * D * H / rate
@@ -102,7 +105,8 @@ def main(argv=None):
           f"{t_s / bound:.1f} x GEMM-bound, {t_s / (m * D * H) * 1e9:.2f} ns per N*D*H")
     if torch is None:
         print("\n(PyTorch is not installed: the optional autograd comparison was skipped)")
-    print("\nbackprop = log q and gradients w.r.t. parameters and x (C.8-C.15); R{bp} full = H v for a direction")
+    print("\ngrad (params) = log q and its parameter gradient (training); backprop = log q and gradients w.r.t.")
+    print("parameters and x (C.8-C.15); R{bp} full = H v for a direction")
     print("over (params, x) (C.16-C.27); R{bp} (0,v_x) = the reduced form (C.28) with only the parameter part,")
     print("as score matching uses it.")
     return 0
