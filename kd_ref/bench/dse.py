@@ -5,7 +5,9 @@ size, the time of one cross-entropy gradient and of one derivative-square-error
 gradient (both from an already labelled minibatch, so only the student's work is
 timed), and their ratio. The argument of (2.9-2.13) predicts about 2C = 20 for
 C = 10 classes: one backprop plus one reduced R{backprop} per class, against one
-backprop. Also times the teacher: an ensemble of 30 networks 784-500-300-10
+backprop. The derivative square error is timed both ways ``DerivativeSquareErrorLoss``
+offers: all classes on a class-stacked minibatch (the default) and one class at a
+time. Also times the teacher: an ensemble of 30 networks 784-500-300-10
 labelling minibatches with input derivatives (one forward and C input-only
 backprops per member), in examples per second.
 """
@@ -22,15 +24,15 @@ MEMBER = [784, 500, 300, 10]
 NAMES = ["relu", "relu", "log_softmax"]
 
 
-def student_ratios(batch_sizes, rng, repeats=5):
+def student_times(batch_sizes, rng, repeats=5):
     """Rows (N, t_ce, t_dse_stacked, t_dse_loop) in seconds for the student at each batch size."""
     student = MLP(STUDENT, NAMES, rng)
     teacher = EnsembleTeacher([MLP(STUDENT, NAMES, rng)], combine="log_mean_exp")  # labels only, not timed
+    ce, stacked, loop = CrossEntropyLoss(), DerivativeSquareErrorLoss(), DerivativeSquareErrorLoss(stacked=False)
     rows = []
     for n in batch_sizes:
         x = rng.uniform(size=(n, STUDENT[0]))
         labels = teacher.label(x, derivatives=True)
-        ce, stacked, loop = CrossEntropyLoss(), DerivativeSquareErrorLoss(True), DerivativeSquareErrorLoss(False)
         rows.append((n, best_time(lambda: ce(student, x, labels), repeats),
                      best_time(lambda: stacked(student, x, labels), repeats),
                      best_time(lambda: loop(student, x, labels), repeats)))
@@ -50,20 +52,26 @@ def main(argv=None):
     parser.add_argument("--members", type=int, default=30, help="ensemble size for the teacher timing")
     parser.add_argument("--teacher-batch", type=int, default=20, help="minibatch of the teacher timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc returning large blocks to the OS (page faults counted in the times, "
+                             "as in an ordinary training run)")
     args = parser.parse_args(argv)
-    keep_freed_memory()
+    kept = False if args.default_malloc else keep_freed_memory()
     rng = np.random.default_rng(args.seed)
     c = STUDENT[-1]
     print(f"float64 GEMM rate of this machine: {gemm_rate() / 1e9:.2f} Gflop/s")
+    print("allocator: " + ("freed blocks kept (no page-fault cost per step)" if kept
+                           else "default (each step pays page faults for its fresh large arrays)"))
     print(f"student {'-'.join(map(str, STUDENT))} (relu, relu, log_softmax), C = {c} classes; "
           f"predicted DSE / CE ratio about 2C = {2 * c}\n")
-    print(f"{'batch':>6} {'CE step':>10} {'DSE step':>10} {'DSE loop':>10} {'DSE/CE':>7} {'loop/CE':>8}")
-    for n, t_ce, t_st, t_loop in student_ratios(args.batch, rng):
+    print(f"{'batch':>6} {'CE step':>10} {'DSE stack':>10} {'DSE loop':>10} {'stack/CE':>9} {'loop/CE':>8}")
+    for n, t_ce, t_st, t_loop in student_times(args.batch, rng):
         print(f"{n:>6} {t_ce * 1e3:>8.3f}ms {t_st * 1e3:>8.3f}ms {t_loop * 1e3:>8.3f}ms "
-              f"{t_st / t_ce:>7.1f} {t_loop / t_ce:>8.1f}")
+              f"{t_st / t_ce:>9.1f} {t_loop / t_ce:>8.1f}")
     print("\nCE step = forward + backprop with parameter gradients; DSE step = forward, then per class one")
-    print("input-only backprop and one reduced R{backprop} (v = (0, d_i)); 'DSE' runs the C classes on a")
-    print("class-stacked minibatch (C N rows), 'loop' one class at a time. Teacher labelling is not timed here.\n")
+    print("input-only backprop and one reduced R{backprop} (v = (0, d_i)); 'stack' runs the C classes on a")
+    print("class-stacked minibatch (C N rows, the default), 'loop' one class at a time. Teacher labelling is")
+    print("not timed here.\n")
     with_d = teacher_rate(args.members, args.teacher_batch, rng, derivatives=True)
     without = teacher_rate(args.members, args.teacher_batch, rng, derivatives=False)
     print(f"teacher: ensemble of {args.members} x {'-'.join(map(str, MEMBER))}, minibatch {args.teacher_batch}")

@@ -43,6 +43,7 @@ import numpy as np
 
 from .._validation import as_float_array, check_generator, check_positive_int
 from ..mlp import MLP, Cache
+from ..nade import NADE, MinibatchDrawer
 from ..optim import train
 from ..outputs import CrossEntropy, DotProduct
 
@@ -160,15 +161,14 @@ def _mlp_log_prob_jacobian(net, cache):
 
     The C backprops run as one pass over the class-stacked cache (:func:`_tile_cache`).
     For a log-softmax output the seed of class i is e_i; for a softmax output it is
-    e_i / y_i (so the probabilities must be positive). The parameter gradients (B.9)
-    are skipped, so each backprop costs about one forward pass.
+    e_i / y_i, finite because kd_ref's softmax clips probabilities below at the
+    smallest normal float, and exact even then: the softmax Jacobian maps it to
+    e_i - y, the log-softmax seed's image. The parameter gradients (B.9) are
+    skipped, so each backprop costs about one forward pass.
     """
     n, c = cache.y.shape
     seeds = _class_seeds(n, c)
     if net.nonlinearities[-1] == "softmax":
-        if np.any(cache.y <= 0):
-            raise ValueError("teacher: a softmax output underflowed to probability 0, so d log y/dx is undefined; "
-                             "use a log_softmax output layer for derivative matching")
         seeds = seeds / np.tile(cache.y, (c, 1))
     _, d_x = net.backprop(_tile_cache(cache, c), seeds, param_grads=False)
     return d_x.reshape(c, n, -1).transpose(1, 0, 2)
@@ -366,7 +366,7 @@ class CrossEntropyLoss:
         n = cache.y.shape[0]
         _check_labels(labels, *cache.y.shape)
         out = _log_prob_output(student, labels.probs)
-        d_params, _ = student.backprop(cache, out.grad(cache.y))
+        d_params, _ = student.backprop(cache, out.grad(cache.y), input_grads=False)
         return -out.value(cache.y) / n, -d_params / n
 
 
@@ -391,7 +391,7 @@ class SquareErrorLoss:
         seed = 2.0 * diff / n
         if student.nonlinearities[-1] == "log_softmax":
             seed *= probs
-        d_params, _ = student.backprop(cache, seed)
+        d_params, _ = student.backprop(cache, seed, input_grads=False)
         return float(np.sum(diff**2)) / n, d_params
 
 
@@ -407,8 +407,9 @@ class DerivativeSquareErrorLoss:
        and no parameter products gives g_i = d log y_i / dx for every row;
     2. d_i = 2 (g_i - G_i), with G_i the teacher's derivative (2.13);
     3. a reduced R{backprop} (B.19-B.21) along v = (0, d_i) — ``r_forward(cache,
-       v_x=d_i)`` then ``r_backprop(cache, R, e_i, R{e_i})`` — whose parameter part
-       is sum_n (d g_ni / d theta)^T d_ni (2.11-2.12).
+       v_x=d_i)`` then ``r_backprop(cache, R, seed_i, R{seed_i})`` with step 1's seed
+       (R{seed_i} = 0 for a log-softmax output) — whose parameter part is
+       sum_n (d g_ni / d theta)^T d_ni (2.11-2.12).
 
     The gradient is the sum over classes of step 3's parameter parts, divided by N.
 
@@ -416,9 +417,11 @@ class DerivativeSquareErrorLoss:
     ----------
     stacked : bool
         True (default) runs the C classes together on a class-stacked copy of the
-        minibatch (C N rows; the parameter parts sum over rows, which is the sum over
-        classes), so the matrix products are C times taller; False loops over
-        classes on the N-row cache. Both give the same numbers.
+        minibatch (C N rows; the parameter parts sum over rows, which is the sum
+        over classes), so the matrix products are C times taller and the Python
+        overhead is paid once. False loops over the classes on the N-row cache,
+        step by step as above: the reference form, and the one to read. Both give
+        the same numbers up to rounding; ``kd-ref bench dse`` times both.
     """
 
     needs_derivatives = True
@@ -436,28 +439,28 @@ class DerivativeSquareErrorLoss:
         n, c = cache.y.shape
         _check_labels(labels, n, c, True, cache.x[0].shape[1])
         G = labels.d_log_probs
-        if self.stacked:
+        if not self.stacked:
+            grad, value = np.zeros(student.n_params), 0.0
+            for i in range(c):
+                e_i = np.zeros((n, c))
+                e_i[:, i] = 1.0
+                out = _log_prob_output(student, e_i)                                      # E_i = log y_i
+                seed = out.grad(cache.y)
+                _, g_i = student.backprop(cache, seed, param_grads=False)                 # 1. g_i
+                diff = g_i - G[:, i, :]
+                R = student.r_forward(cache, v_x=2.0 * diff)                              # 2-3. v = (0, d_i)
+                R_d_params, _ = student.r_backprop(cache, R, seed, out.r_grad(cache.y, R.R_y), input_grads=False)
+                grad += R_d_params
+                value += float(np.sum(diff**2))
+        else:
             tcache = _tile_cache(cache, c)
             out = _log_prob_output(student, _class_seeds(n, c))
             seed = out.grad(tcache.y)
             _, g = student.backprop(tcache, seed, param_grads=False)                     # g_i, all i
             diff = g - G.transpose(1, 0, 2).reshape(c * n, -1)
             R = student.r_forward(tcache, v_x=2.0 * diff)                                 # v = (0, d_i)
-            grad, _ = student.r_backprop(tcache, R, seed, out.r_grad(tcache.y, R.R_y))
+            grad, _ = student.r_backprop(tcache, R, seed, out.r_grad(tcache.y, R.R_y), input_grads=False)
             value = float(np.sum(diff**2))
-        else:
-            grad, value = np.zeros(student.n_params), 0.0
-            for i in range(c):
-                e_i = np.zeros((n, c))
-                e_i[:, i] = 1.0
-                out = _log_prob_output(student, e_i)
-                seed = out.grad(cache.y)
-                _, g_i = student.backprop(cache, seed, param_grads=False)
-                diff = g_i - G[:, i, :]
-                R = student.r_forward(cache, v_x=2.0 * diff)
-                R_d_params, _ = student.r_backprop(cache, R, seed, out.r_grad(cache.y, R.R_y))
-                grad += R_d_params
-                value += float(np.sum(diff**2))
         return value / n, grad / n
 
 
@@ -596,7 +599,8 @@ class DatasetGenerator:
     The stream of examples is a concatenation of independent random permutations of
     the dataset, cut into consecutive minibatches: every block of ``n`` consecutive
     examples in the stream (one pass) holds each example exactly once. A minibatch
-    may straddle two passes.
+    may straddle two passes. The indices come from :class:`kd_ref.nade.MinibatchDrawer`,
+    the package's one implementation of this scheme.
 
     Parameters
     ----------
@@ -616,17 +620,18 @@ class DatasetGenerator:
         self.data = as_float_array(data, "data", ndim=2)
         if self.data.shape[0] == 0:
             raise ValueError("data: expected at least one example, received an empty array")
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.rng = check_generator(rng)
         if targets is not None:
             targets = as_float_array(targets, "targets", ndim=2)
             if targets.shape[0] != self.data.shape[0]:
                 raise ValueError(f"targets: expected {self.data.shape[0]} rows like data, received {targets.shape[0]}")
+        self._drawer = MinibatchDrawer(self.data, batch_size, rng)
         self.targets = targets
+        self.batch_size = self._drawer.batch_size
         self.n, self.dim = self.data.shape
-        self._order = self.rng.permutation(self.n)
-        self._pos = 0
-        self.examples_drawn = 0
+
+    @property
+    def examples_drawn(self):
+        return self._drawer.examples_drawn
 
     @property
     def passes(self):
@@ -635,16 +640,7 @@ class DatasetGenerator:
 
     def next_indices(self):
         """Indices of the next minibatch, shape (batch_size,)."""
-        parts, need = [], self.batch_size
-        while need > 0:
-            if self._pos == self.n:
-                self._order, self._pos = self.rng.permutation(self.n), 0
-            take = min(need, self.n - self._pos)
-            parts.append(self._order[self._pos:self._pos + take])
-            self._pos += take
-            need -= take
-        self.examples_drawn += self.batch_size
-        return np.concatenate(parts)
+        return self._drawer.next_indices()
 
     def __call__(self):
         idx = self.next_indices()
@@ -670,29 +666,27 @@ class NADEGenerator:
     nade : kd_ref.nade.NADE
     batch_size : int
     rng : numpy.random.Generator
+
+    Attributes
+    ----------
+    dim : int
+        The NADE's number of inputs.
+    examples_drawn : int
     """
 
     def __init__(self, nade, batch_size, rng):
-        if not callable(getattr(nade, "sample", None)):
-            raise TypeError(f"nade: expected a model with sample(n, rng) -> (x, y), received {type(nade).__name__}")
+        if not isinstance(nade, NADE):
+            raise TypeError(f"nade: expected a kd_ref.nade.NADE, received {type(nade).__name__}")
         self.nade = nade
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.rng = check_generator(rng)
-        self.dim = _nade_dim(nade)
+        self.dim = nade.n_inputs
         self.examples_drawn = 0
 
     def __call__(self):
         _, y = self.nade.sample(self.batch_size, self.rng)
         self.examples_drawn += self.batch_size
         return y
-
-
-def _nade_dim(nade):
-    for attr in ("n_inputs", "dim", "D", "n_visible"):
-        value = getattr(nade, attr, None)
-        if isinstance(value, numbers.Integral):
-            return int(value)
-    return None
 
 
 class NoiseGenerator:
