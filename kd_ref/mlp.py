@@ -176,7 +176,7 @@ class MLP:
         return self.forward(x).y
 
     # -------------------------------------------------------------- backprop
-    def backprop(self, cache, d_y, param_grads=True):
+    def backprop(self, cache, d_y, param_grads=True, input_grads=True):
         """Backward pass (B.8-B.11) for an output-function seed d_y = dE/dy.
 
         Parameters
@@ -187,12 +187,15 @@ class MLP:
         param_grads : bool
             When False the weight gradients (B.9, the costly products) are skipped
             and ``d_params`` is None.
+        input_grads : bool
+            When False the last B.10 product, dE/dx_0 = dE/da_1 W_1, is skipped and
+            ``d_x`` is None (training needs only the parameter part).
 
         Returns
         -------
         d_params : ndarray of shape (n_params,) or None
             dE/dtheta for E summed over the batch, laid out like ``params``.
-        d_x : ndarray of shape (N, D_0)
+        d_x : ndarray of shape (N, D_0) or None
             dE/dx for every row.
         """
         d_x = as_float_array(d_y, "d_y", shape=cache.y.shape)
@@ -203,10 +206,10 @@ class MLP:
             if param_grads:
                 np.matmul(d_a.T, cache.x[l], out=dW[l])                 # B.9
                 db[l][...] = d_a.sum(axis=0)
-            d_x = d_a @ self.W[l]                                      # B.10
+            d_x = d_a @ self.W[l] if l > 0 or input_grads else None    # B.10
         return d_params, d_x
 
-    def gradient(self, x, output, param_grads=True):
+    def gradient(self, x, output, param_grads=True, input_grads=True):
         """Value and gradient of an output function at x.
 
         Parameters
@@ -214,16 +217,18 @@ class MLP:
         x : ndarray of shape (N, D_0)
         output : OutputFunction
             E.g. ``kd_ref.outputs.DotProduct(t)``.
+        param_grads, input_grads : bool
+            Which parts of the gradient to compute (see :meth:`backprop`).
 
         Returns
         -------
         value : float
             E summed over the batch.
         d_params : ndarray of shape (n_params,) or None
-        d_x : ndarray of shape (N, D_0)
+        d_x : ndarray of shape (N, D_0) or None
         """
         cache = self.forward(x)
-        d_params, d_x = self.backprop(cache, output.grad(cache.y), param_grads)
+        d_params, d_x = self.backprop(cache, output.grad(cache.y), param_grads, input_grads)
         return output.value(cache.y), d_params, d_x
 
     def jacobian(self, x, outputs=None, log=False):
@@ -287,7 +292,7 @@ class MLP:
             R_xs.append(R_x)
         return RCache(R_xs, R_as, V, v_b, v_params is not None)
 
-    def r_backprop(self, cache, rcache, d_y, R_d_y, param_grads=True):
+    def r_backprop(self, cache, rcache, d_y, R_d_y, param_grads=True, input_grads=True):
         """Backward phase of R{backprop} (B.15-B.18).
 
         Parameters
@@ -301,12 +306,15 @@ class MLP:
             R{dE/dy} = (d^2E/dy^2) R{y}; zero for an output function linear in y.
         param_grads : bool
             When False only the input part is returned (``R_d_params`` is None).
+        input_grads : bool
+            When False the input part (the last B.17 products) is skipped and
+            ``R_d_x`` is None: derivative matching (2.9-2.13) reads only the parameter part.
 
         Returns
         -------
         R_d_params : ndarray of shape (n_params,) or None
             Parameter part of H v.
-        R_d_x : ndarray of shape (N, D_0)
+        R_d_x : ndarray of shape (N, D_0) or None
             Input part of H v, per row.
         """
         d_x = as_float_array(d_y, "d_y", shape=cache.y.shape)
@@ -322,6 +330,8 @@ class MLP:
                 if rcache.R_x[l] is not None:
                     R_dW[l] += d_a.T @ rcache.R_x[l]
                 R_db[l][...] = R_d_a.sum(axis=0)
+            if l == 0 and not input_grads:
+                return R_d_params, None
             R_d_x = R_d_a @ self.W[l]                                                # B.17
             if rcache.has_v_params:
                 R_d_x += d_a @ rcache.V[l]
@@ -329,7 +339,7 @@ class MLP:
                 d_x = d_a @ self.W[l]                                                # B.10
         return R_d_params, R_d_x
 
-    def hvp(self, x, output, v_params=None, v_x=None, param_grads=True):
+    def hvp(self, x, output, v_params=None, v_x=None, param_grads=True, input_grads=True):
         """Hessian-vector product of E over (params, x) along v = (v_params, v_x).
 
         H is the joint Hessian of E (summed over the batch) with respect to the
@@ -340,13 +350,15 @@ class MLP:
         Returns
         -------
         Hv_params : ndarray of shape (n_params,) or None
-        Hv_x : ndarray of shape (N, D_0)
+        Hv_x : ndarray of shape (N, D_0) or None
+            None when ``param_grads`` / ``input_grads`` is False.
         """
         if v_params is None and v_x is None:
             raise ValueError("v_params, v_x: expected at least one non-zero part of the direction, received None for both")
         cache = self.forward(x)
         rcache = self.r_forward(cache, v_params, v_x)
-        return self.r_backprop(cache, rcache, output.grad(cache.y), output.r_grad(cache.y, rcache.R_y), param_grads)
+        return self.r_backprop(cache, rcache, output.grad(cache.y), output.r_grad(cache.y, rcache.R_y), param_grads,
+                               input_grads)
 
     # ------------------------------------------------------------ save/load
     def save(self, path):

@@ -134,6 +134,10 @@ def test_reduced_forms_equal_the_full_form_with_zeros(problem):
     none_p, only_x = net.hvp(x, out, v_x=v_x, param_grads=False)
     assert none_p is None
     np.testing.assert_allclose(only_x, full_x, rtol=1e-12, atol=1e-12)
+    # the parameter part alone, without the last input products (derivative matching, 2.9-2.13)
+    only_p, none_x = net.hvp(x, out, v_x=v_x, input_grads=False)
+    assert none_x is None
+    np.testing.assert_array_equal(only_p, full_p)
 
 
 @given(problems())
@@ -143,6 +147,9 @@ def test_input_only_backprop_matches_full_backprop(problem):
     _, none, d_x_only = net.gradient(x, out, param_grads=False)
     assert none is None and d_p.shape == (net.n_params,)
     np.testing.assert_array_equal(d_x_only, d_x)
+    _, d_p_only, none = net.gradient(x, out, input_grads=False)
+    assert none is None
+    np.testing.assert_array_equal(d_p_only, d_p)
 
 
 @given(problems(), st.booleans())
