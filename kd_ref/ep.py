@@ -187,6 +187,8 @@ def ep_logistic_regression(x, t, prior_var=100.0, *, damping=0.5, max_iter=500, 
     EPPosterior
     """
     x = as_float_array(x, "x", ndim=2)
+    if x.shape[0] == 0:
+        raise ValueError(f"x: expected at least one data point, received shape {x.shape}")
     t = as_binary_array(t, "t", shape=(x.shape[0],))
     prior_var = check_in_range(prior_var, "prior_var", 0.0, np.inf, low_open=True)
     damping = check_in_range(damping, "damping", 0.0, 1.0, low_open=True)

@@ -80,5 +80,27 @@ def test_bad_input():
         ep_logistic_regression(x, t, -1.0)
     with pytest.raises(ValueError, match="damping"):
         ep_logistic_regression(x, t, 1.0, damping=0.0)
+    with pytest.raises(ValueError, match="x: expected at least one data point"):
+        ep_logistic_regression(np.zeros((0, 2)), np.zeros(0), 1.0)
     with pytest.raises(ValueError, match="var: expected non-negative"):
         logistic_gaussian_integral([0.0], [-1.0])
+
+
+def test_one_site_ep_is_exact_moment_matching():
+    """With a single data point the EP posterior is exactly the Gaussian with the mean and covariance of
+    prior x Phi(lambda z^T w) (the site is refitted against the prior alone). The moments of that 2-D
+    distribution follow from 1-D integrals along z, computed here by adaptive quadrature."""
+    x, t, prior_var = np.array([[1.2, -0.7]]), np.array([0.0]), 2.0
+    post = ep_logistic_regression(x, t, prior_var, damping=1.0, tol=1e-13)
+    assert post.converged and post.n_iter <= 3
+    z = -x[0]                                            # t = 0 flips the sign
+    v = prior_var * z @ z                                # prior variance of s = z^T w
+    phi = lambda s: special.ndtr(LAMBDA * s)  # noqa: E731
+    Z = _quad(phi, 0.0, v)
+    m_s = _quad(lambda s: s * phi(s), 0.0, v) / Z
+    v_s = _quad(lambda s: s * s * phi(s), 0.0, v) / Z - m_s**2
+    # w given s is Gaussian: E[w | s] = prior_var z s / v, Cov[w | s] = prior_var (I - prior_var z z^T / v)
+    mean = prior_var * z * m_s / v
+    cov = prior_var * (np.eye(2) - prior_var * np.outer(z, z) / v) + np.outer(z, z) * (prior_var / v) ** 2 * v_s
+    assert np.allclose(post.mean, mean, rtol=1e-9, atol=1e-12), (post.mean, mean)
+    assert np.allclose(post.cov, cov, rtol=1e-9, atol=1e-12), (post.cov, cov)

@@ -102,12 +102,98 @@ def test_target_left_invariant_when_started_from_it():
     assert stats.kstest(after[:, 1], stats.norm(scale=1.0).cdf).pvalue < 1e-6
 
 
-def test_vectorised_and_per_point_densities_agree_in_distribution_and_count():
-    rng = np.random.default_rng(5)
-    s = SliceSampler(_std_normal, np.zeros((3, 2)), rng)
-    s.burn_in(5)
-    assert s.sample(4).shape == (4, 3, 2)
-    assert s.state.sweeps == 9 and s.state.n_evals == s.n_evals > 0
+def test_vectorised_and_per_point_densities_give_the_same_chain():
+    """Same seed: a vectorised log-density and a per-point one consume the generator identically."""
+    scales = np.array([1.0, 3.0])
+    per_point = SliceSampler(lambda x: -0.5 * float(np.sum((x / scales) ** 2)), np.zeros((3, 2)),
+                             np.random.default_rng(5))
+    vectorised = SliceSampler(lambda X: -0.5 * np.sum((X / scales) ** 2, axis=1), np.zeros((3, 2)),
+                              np.random.default_rng(5), vectorized=True)
+    for s in (per_point, vectorised):
+        s.burn_in(5)
+    a, b = per_point.sample(4), vectorised.sample(4)
+    assert a.shape == (4, 3, 2)
+    assert np.array_equal(a, b) and np.array_equal(per_point.width, vectorised.width)
+    assert per_point.state.sweeps == 9 and per_point.state.n_evals == vectorised.n_evals > 0
+
+
+def test_sampling_resumes_where_it_stopped():
+    """sample(a) then sample(b) continues the same chain as sample(a + b)."""
+    whole = SliceSampler(_std_normal, np.zeros(2), np.random.default_rng(12), thin=2)
+    parts = SliceSampler(_std_normal, np.zeros(2), np.random.default_rng(12), thin=2)
+    whole.burn_in(3)
+    parts.burn_in(3)
+    assert np.array_equal(whole.sample(7), np.concatenate([parts.sample(3), parts.sample(4)]))
+    assert whole.sweeps == parts.sweeps == 3 + 14
+
+
+def test_coordinates_are_updated_in_a_fresh_random_order_each_sweep():
+    """Record which coordinate each evaluated point changes (relative to the chain's current state):
+    every sweep visits the 3 coordinates once each, in a block, and over 1,200 sweeps the 6 orders are
+    equally frequent (chi-square)."""
+    visits = []
+    holder = {}
+
+    def log_density(x):
+        if "s" in holder:
+            changed = np.flatnonzero(x != holder["s"].x[0])
+            assert changed.size == 1
+            visits.append(int(changed[0]))
+        return -0.5 * float(x @ x)
+
+    s = holder["s"] = SliceSampler(log_density, np.zeros(3), np.random.default_rng(13))
+    orders = []
+    for _ in range(1200):
+        start = len(visits)
+        s.burn_in(1, adapt=False)
+        sweep = visits[start:]
+        blocks = [sweep[0]] + [c for p, c in zip(sweep, sweep[1:]) if c != p]
+        assert sorted(blocks) == [0, 1, 2], blocks        # each coordinate once, all its evaluations together
+        orders.append(tuple(blocks))
+    counts = np.array([orders.count(o) for o in set(orders)])
+    assert counts.size == 6
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_stepping_out_is_linear_and_capped_by_max_steps_out():
+    """Uniform target on [-50, 50], width 1: an uncapped bracket grows one width at a time until it
+    leaves the support (about 100 evaluations per update, and any point can be reached in one update);
+    with max_steps_out = 3 the bracket spans at most 3 widths, so no update moves more than 3."""
+    def flat(X):
+        return np.where(np.all(np.abs(X) <= 50.0, axis=1), 0.0, -np.inf)
+
+    free = SliceSampler(flat, np.zeros((200, 1)), np.random.default_rng(14), vectorized=True)
+    before = free.x.copy()
+    evals = free.n_evals
+    free.burn_in(1, adapt=False)
+    per_update = (free.n_evals - evals) / 200
+    assert 100 <= per_update <= 106          # ~51 stepping-out evaluations per side + ~1 shrinkage point
+    assert np.max(np.abs(free.x - before)) > 20.0
+
+    capped = SliceSampler(flat, np.zeros((200, 1)), np.random.default_rng(14), vectorized=True, max_steps_out=3)
+    moves = []
+    for _ in range(30):
+        before = capped.x.copy()
+        capped.burn_in(1, adapt=False)
+        moves.append(np.abs(capped.x - before))
+    moves = np.concatenate(moves)
+    assert np.max(moves) < 3.0 and np.max(moves) > 2.0
+    # control: the cap binds, so the capped chain spreads out much more slowly than the free one
+    assert np.std(capped.x) < 15.0 < np.std(free.sample(5)[-1])
+
+
+def test_shrinkage_recovers_from_a_far_too_wide_bracket():
+    """Width 1,000 on N(0, 1), no adaptation, 2,000 chains started from exact draws: nearly all the work
+    is shrinkage (each update needs ~log2(1000) rejected points), and the target is kept."""
+    rng = np.random.default_rng(15)
+    n = 2000
+    s = SliceSampler(lambda X: -0.5 * np.sum(X**2, axis=1), rng.normal(size=(n, 1)), rng, width=1000.0,
+                     vectorized=True)
+    evals = s.n_evals
+    x = s.sample(3)[-1, :, 0]
+    assert (s.n_evals - evals) / (3 * n) > 5      # many shrinkage steps per update
+    assert stats.kstest(x, "norm").pvalue > 1e-3
+    assert abs(x.var() - 1.0) < 5 * np.sqrt(2.0 / n)
 
 
 def test_width_adapts_only_during_burn_in():

@@ -92,6 +92,32 @@ def test_batch_em_recovers_known_parameters_on_large_data():
     assert res.history.shape == (res.n_iter,) and np.all(np.diff(res.history) > -1e-10)
 
 
+def test_fit_em_keeps_the_best_restart_and_runs_to_convergence():
+    """Three separated clusters: each restart runs until the log-likelihood gain is below tol, and the
+    result is the restart with the highest final average log-likelihood."""
+    rng = np.random.default_rng(3)
+    x = MoG.from_1d([0.3, 0.3, 0.4], [-6.0, 0.0, 5.0], [1.0, 0.5, 2.0]).sample(600, rng)
+    res = fit_em(x, 3, rng, n_restarts=4, tol=1e-10)
+    assert res.restarts.shape == (4,) and np.all(np.isfinite(res.restarts))
+    assert res.log_likelihood == res.restarts.max()
+    assert np.isclose(res.log_likelihood, np.mean(res.model.log_density(x)), rtol=1e-14)
+    assert res.converged and 0 <= res.history[-1] - res.history[-2] < 1e-10
+    # a poor start on its own (two components on one cluster) ends lower than the best restart
+    poor = MoG.from_1d([0.4, 0.3, 0.3], [-6.2, -5.8, 2.0], [1.0, 1.0, 10.0])
+    alone = fit_em(x, 3, rng, n_restarts=1, init=poor, max_iter=3)
+    assert alone.log_likelihood < res.log_likelihood - 0.05
+    # init is the first restart's start: one iteration from it is one EM step
+    one = fit_em(x, 3, rng, n_restarts=1, init=poor, max_iter=1)
+    assert np.allclose(one.model.params, em_step(poor, x, reg=1e-6)[0].params, rtol=1e-13)
+
+
+def test_every_restart_failing_is_a_clear_error(rng):
+    """reg = 0 on data that are all the same point: every covariance becomes exactly 0."""
+    x = np.zeros((10, 1))
+    with pytest.raises(ValueError, match="every EM restart failed"):
+        fit_em(x, 3, rng, n_restarts=2, reg=0.0)
+
+
 @pytest.mark.parametrize("schedule", [PowerDecay(t0=2.0, kappa=0.6), LinearDecay(1.0, 800)])
 def test_online_em_converges_to_the_batch_solution_on_a_stationary_stream(schedule):
     rng = np.random.default_rng(2)

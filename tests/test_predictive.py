@@ -159,6 +159,9 @@ def test_predictive_bad_input(rng):
     x = rng.normal(size=(4, 2))
     with pytest.raises(ValueError, match="targets: expected log_p of shape"):
         cross_entropy_loss(net, x, ClassTargets(np.zeros((3, 2)), np.zeros((3, 2, 2))))
+    for loss in LOSSES:
+        with pytest.raises(ValueError, match=r"x: expected a non-empty minibatch of shape \(N, 2\)"):
+            loss(net, np.zeros((0, 2)), ClassTargets(np.zeros((0, 2)), np.zeros((0, 2, 2))))
     net.b[0][0] = 0.1
     with pytest.raises(ValueError, match="net: expected zero biases"):
         network_targets(net, x)

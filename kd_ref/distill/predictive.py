@@ -452,6 +452,15 @@ def sample_targets(w, x):
     return ClassTargets(log_p, d_log_p)
 
 
+def _minibatch(net, x):
+    """x as a non-empty (N, D) minibatch for ``net`` (an empty one would make the averages 0 / 0)."""
+    x = as_float_array(x, "x", shape=(None, net.sizes[0]))
+    if x.shape[0] == 0:
+        raise ValueError(f"x: expected a non-empty minibatch of shape (N, {net.sizes[0]}) with N >= 1, "
+                         f"received shape {x.shape}")
+    return x
+
+
 def _check_targets(targets, n, d):
     if not isinstance(targets, ClassTargets):
         raise TypeError(f"targets: expected a ClassTargets, received {type(targets).__name__}")
@@ -482,7 +491,7 @@ def cross_entropy_loss(net, x, targets, grad=True):
         Gradient with respect to ``net.params[net.param_slice("W1")]``.
     """
     _check_zero_bias(net)
-    x = as_float_array(x, "x", shape=(None, net.sizes[0]))
+    x = _minibatch(net, x)
     n = x.shape[0]
     _check_targets(targets, n, x.shape[1])
     p_u = np.concatenate([targets.p[:, 0], targets.p[:, 1]])[:, None]    # teacher at U = [-x; x]
@@ -491,7 +500,7 @@ def cross_entropy_loss(net, x, targets, grad=True):
     value = -out.value(cache.y) / n
     if not grad:
         return value, None
-    d_params, _ = net.backprop(cache, -out.grad(cache.y) / n, param_grads=True)
+    d_params, _ = net.backprop(cache, -out.grad(cache.y) / n, input_grads=False)
     return value, d_params[net.param_slice("W1")]
 
 
@@ -512,7 +521,7 @@ def derivative_square_error_loss(net, x, targets, grad=True):
     d_W1 : ndarray of shape (K * D,) or None
     """
     _check_zero_bias(net)
-    x = as_float_array(x, "x", shape=(None, net.sizes[0]))
+    x = _minibatch(net, x)
     n = x.shape[0]
     _check_targets(targets, n, x.shape[1])
     cache, _, d_u = _forward_log(net, _stack(x))                         # d log y / du at U
@@ -524,7 +533,8 @@ def derivative_square_error_loss(net, x, targets, grad=True):
     v_u = 2.0 * np.concatenate([-err[:, 0], err[:, 1]], axis=0) / n     # direction (0, v_u) over U
     out = CrossEntropy(np.ones_like(cache.y))                            # E = sum log y
     rcache = net.r_forward(cache, v_params=None, v_x=v_u)
-    R_d_params, _ = net.r_backprop(cache, rcache, out.grad(cache.y), out.r_grad(cache.y, rcache.R_y))
+    R_d_params, _ = net.r_backprop(cache, rcache, out.grad(cache.y), out.r_grad(cache.y, rcache.R_y),
+                                    input_grads=False)
     return value, R_d_params[net.param_slice("W1")]
 
 

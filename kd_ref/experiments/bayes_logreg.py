@@ -13,15 +13,21 @@ and EP with a Gaussian posterior (3.46-3.48) is the baseline.
 Choices the thesis leaves open, fixed here: the compact weights start at K
 posterior samples (batch: random stored ones; online: the chain's first
 minibatch); the step size decays linearly from ``eta0`` to 0 with eta0 = 1 for
-cross entropy as in the thesis but 0.03 for derivative square error, where
-eta0 = 1 makes SGD diverge (weights of norm 10^2-10^4 in our runs) and, of 0.1,
-0.03 and 0.01, 0.03 reached the lowest derivative square error.
+cross entropy as in the thesis but 0.03 for derivative square error. With the
+thesis's eta0 = 1 SGD on derivative square error is unstable on this data set:
+in three seeded batch runs at the thesis settings it ended at a derivative
+square error of 4.5-6.6 (against about 1.2 with eta0 = 0.03), one of them with
+a weight of norm ~1,250; eta0 = 0.1 left one run of three at 4.7; eta0 = 0.03
+reached about 1.2 in all three. The choice was made on the loss being
+minimised, not on the comparison with MCMC.
 
 Outputs (in ``--out``): ``posterior.png`` (posterior density, samples, EP's
 Gaussian and each compact model's weights), ``surfaces.png`` (p(t = 1 | x) of
 MCMC, EP and the four compact models), ``comparison.md/.csv`` (mean and max
-absolute difference from the MCMC surface on a grid, KL averaged over p(x), the
-slope |dp/dx| at the origin, prediction time per 10,000 inputs, numbers stored).
+absolute difference from the MCMC surface on a grid, the mean difference on the
+part of the grid within 2 of the origin where the MCMC surface is steepest, KL
+averaged over p(x), the slope |dp/dx| at the origin, prediction time per 10,000
+inputs, numbers stored).
 """
 import os
 import time
@@ -34,7 +40,7 @@ from ..distill.predictive import (INPUT_VAR, PRIOR_VAR, BayesianLogisticRegressi
 from ..ep import ep_logistic_regression
 from ..mcmc import SliceSampler
 from ._report import write_table
-from .bayes_mog import parse_args
+from .bayes_mog import make_parser
 
 NAME = "bayes_logreg"
 LOSS_NAMES = ("cross_entropy", "derivative_square_error")
@@ -43,17 +49,19 @@ SHORT = {"cross_entropy": "CE", "derivative_square_error": "DSE"}
 #: Settings of section 3.3.4 (eta0 for derivative square error: see the module docstring).
 THESIS = dict(n_per_class=10, n_samples=10_000, burn_in=1_000, n_units=10, n_steps=5_000, batch_size=10,
               eta0={"cross_entropy": 1.0, "derivative_square_error": 0.03}, online_chains=1,
-              grid_half_width=10.0, grid_points=101, n_eval=10_000, n_timing=10_000)
+              grid_half_width=10.0, grid_points=101, near_origin=2.0, n_eval=10_000, n_timing=10_000,
+              progress=True)
 #: Same structure, well under a minute: fewer samples and steps, ten parallel chains for the online stream.
 QUICK = dict(n_per_class=10, n_samples=2_000, burn_in=200, n_units=10, n_steps=1_500, batch_size=10,
              eta0={"cross_entropy": 1.0, "derivative_square_error": 0.03}, online_chains=10,
-             grid_half_width=10.0, grid_points=61, n_eval=2_000, n_timing=10_000)
+             grid_half_width=10.0, grid_points=61, near_origin=2.0, n_eval=2_000, n_timing=10_000, progress=False)
 
 
-def _sampler(posterior, n_chains, burn_in, rng):
+def _sampler(posterior, n_chains, burn_in, rng, progress=False):
+    """Slice sampler over w started at 0 (one chain, or ``n_chains`` independent ones) and burnt in."""
     start = np.zeros((n_chains, posterior.dim)) if n_chains > 1 else np.zeros(posterior.dim)
     sampler = SliceSampler(posterior.log_posterior, start, rng, vectorized=True)
-    sampler.burn_in(burn_in)
+    sampler.burn_in(burn_in, progress=progress)
     return sampler
 
 
@@ -69,6 +77,7 @@ def _seconds(fn, repeats=3):
 def distil_all(posterior, samples, settings, rng):
     """Train the four compact models; return {(mode, loss): dict(net=..., result=..., seconds=...)}."""
     teacher = mc_predictor(samples)
+    progress = settings.get("progress", False)
     models = {}
     for mode in ("batch", "online"):
         for loss in LOSS_NAMES:
@@ -79,10 +88,11 @@ def distil_all(posterior, samples, settings, rng):
                 net.W[0][...] = samples[rng.choice(samples.shape[0], settings["n_units"], replace=False)]
                 draw = batch_stream(teacher, inputs)
             else:
-                chain = _sampler(posterior, settings["online_chains"], settings["burn_in"], rng)
+                chain = _sampler(posterior, settings["online_chains"], settings["burn_in"], rng, progress)
                 net.W[0][...] = chain.next_batch(settings["n_units"])
                 draw = online_stream(chain, inputs)
-            result = train_compact(net, loss, draw, settings["n_steps"], eta0=settings["eta0"][loss])
+            result = train_compact(net, loss, draw, settings["n_steps"], eta0=settings["eta0"][loss],
+                                   progress=progress, label=f"{mode} {SHORT[loss]}")
             models[(mode, loss)] = dict(net=net, result=result, seconds=time.perf_counter() - began)
     return teacher, models
 
@@ -101,7 +111,9 @@ def run(settings, out_dir, rng):
     x, t = toy_logistic_data(rng, settings["n_per_class"])
     posterior = BayesianLogisticRegression(x, t, PRIOR_VAR)
     began = time.perf_counter()
-    samples = _sampler(posterior, 1, settings["burn_in"], rng).sample(settings["n_samples"])
+    progress = settings.get("progress", False)
+    sampler = _sampler(posterior, 1, settings["burn_in"], rng, progress)
+    samples = sampler.sample(settings["n_samples"], progress=progress)
     mcmc_seconds = time.perf_counter() - began
     ep = ep_logistic_regression(x, t, PRIOR_VAR)
     teacher, models = distil_all(posterior, samples, settings, rng)
@@ -109,6 +121,7 @@ def run(settings, out_dir, rng):
     h = settings["grid_half_width"]
     axis = np.linspace(-h, h, settings["grid_points"])
     grid = np.stack(np.meshgrid(axis, axis, indexing="xy"), axis=-1).reshape(-1, 2)
+    near = np.max(np.abs(grid), axis=1) <= settings["near_origin"]   # where the MCMC surface is steepest
     x_eval = np.sqrt(INPUT_VAR) * rng.standard_normal((settings["n_eval"], 2))
     x_time = np.sqrt(INPUT_VAR) * rng.standard_normal((settings["n_timing"], 2))
     chunk = 500
@@ -143,6 +156,7 @@ def run(settings, out_dir, rng):
             slope = float(np.linalg.norm(targets.p[0, 1] * targets.d_log_p[0, 1]))
         diff = np.abs(surfaces[name] - surfaces["MCMC"])
         table.append(dict(method=name, mean_abs_diff=float(diff.mean()), max_abs_diff=float(diff.max()),
+                          mean_abs_diff_near_origin=float(diff[near].mean()),
                           avg_KL=float(np.mean(bernoulli_kl(mc_eval, p["log_probs"](x_eval)))),
                           slope_at_origin=float(slope),
                           predict_seconds_per_10k=_seconds(lambda p=p: p["predict"](x_time)) * 10_000 / len(x_time),
@@ -157,8 +171,9 @@ def run(settings, out_dir, rng):
         plt.close(fig)
         files.append(path)
     md = write_table(table, os.path.join(out_dir, "comparison"),
-                     "difference from the MCMC predictive surface on the grid, KL(MCMC || method) averaged over "
-                     "x ~ N(0, 10 I), slope |dp(t=1|x)/dx| at x = 0, prediction time per 10,000 inputs")
+                     "difference from the MCMC predictive surface on the grid (and on its part with |x_i| <= "
+                     f"{settings['near_origin']:g}), KL(MCMC || method) averaged over x ~ N(0, 10 I), slope "
+                     "|dp(t=1|x)/dx| at x = 0, prediction time per 10,000 inputs")
     files += [os.path.join(out_dir, f) for f in ("comparison.md", "comparison.csv")]
     return dict(data=(x, t), samples=samples, ep=ep, teacher=teacher, models=models, grid=grid, axis=axis,
                 surfaces=surfaces, table=table, markdown=md, mcmc_seconds=mcmc_seconds, files=files,
@@ -168,7 +183,7 @@ def run(settings, out_dir, rng):
 # ------------------------------------------------------------------------ figures
 def _panels():
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8.2))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8.2), layout="constrained")
     return fig, axes.ravel()
 
 
@@ -201,7 +216,6 @@ def plot_posterior(posterior, samples, ep, models, surfaces=None, axis=None):
             ax.plot(net.W[0][:, 0], net.W[0][:, 1], "o", color="tab:red", mec="k", ms=7)
         ax.set_xlim(w1[0], w1[-1])
         ax.set_ylim(w2[0], w2[-1])
-    fig.tight_layout()
     return fig
 
 
@@ -214,14 +228,21 @@ def plot_surfaces(posterior, samples, ep, models, surfaces, axis):
         x, t = posterior.x, posterior.t
         ax.plot(x[t == 1, 0], x[t == 1, 1], "o", color="tab:red", mec="k", ms=5)
         ax.plot(x[t == 0, 0], x[t == 0, 1], "o", color="tab:blue", mec="k", ms=5)
-        ax.set(title=f"{name}: p(t=1|x)", xlabel="$x_1$", ylabel="$x_2$")
-    fig.colorbar(im, ax=list(axes), shrink=0.6)
+        ax.set(title=f"{name}: p(t=1|x)", xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
+    fig.colorbar(im, ax=list(axes), shrink=0.6, label="p(t=1|x)")
     return fig
 
 
 def main(argv=None):
-    args = parse_args(argv, NAME, __doc__.splitlines()[0])
+    parser = make_parser(NAME, __doc__.splitlines()[0])
+    parser.add_argument("--dse-eta0", type=float, help="first step size of derivative square error (default "
+                        "0.03; 1 is the thesis's literal setting, unstable here: see the module notes)")
+    args = parser.parse_args(argv)
     settings = THESIS if args.mode == "thesis" else QUICK
+    if args.dse_eta0 is not None:
+        if not args.dse_eta0 > 0:
+            parser.error(f"--dse-eta0: expected a positive step size, received {args.dse_eta0}")
+        settings = {**settings, "eta0": {**settings["eta0"], "derivative_square_error": args.dse_eta0}}
     began = time.perf_counter()
     out = run(settings, args.out, np.random.default_rng(args.seed))
     print(out["markdown"])
