@@ -101,3 +101,17 @@ def check_permutation(order, name, n):
     if not np.array_equal(np.sort(arr), np.arange(n)):
         raise ValueError(f"{name}: expected a permutation of 0..{n - 1}, received repeated or out-of-range entries")
     return arr.astype(np.intp)
+
+
+def check_binary_dataset(data, name, dim):
+    """Check a (M, dim) array of zeros and ones without converting it (a uint8 dataset stays uint8)."""
+    arr = np.asarray(data)
+    if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] < 1:
+        raise ValueError(f"{name}: expected shape (M, {dim}) with M >= 1, received shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{name}: expected a numeric array, received dtype {arr.dtype}")
+    ok = (arr == 0) | (arr == 1)
+    if not np.all(ok):
+        raise ValueError(f"{name}: expected binary values (0 or 1), received {int(ok.size - ok.sum())} other "
+                         f"entries, e.g. {arr[~ok].flat[0]!r}")
+    return arr

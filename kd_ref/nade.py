@@ -81,10 +81,10 @@ Examples
 import os
 import numpy as np
 
-from ._validation import (as_batch, as_float_array, check_generator, check_in_range, check_permutation,
-                          check_positive_int)
+from ._validation import (as_batch, as_float_array, check_binary_dataset, check_generator, check_in_range,
+                          check_permutation, check_positive_int)
 from .datasets import _load_npz_arrays
-from .optim import Adadelta, train
+from .optim import Adadelta, MinibatchDrawer, train
 
 FILE_FORMAT = "kd_ref.NADE"
 FILE_VERSION = 1
@@ -316,7 +316,7 @@ class NADE:
         data : array_like of shape (M, D), binary
         smoothing : float > 0
         """
-        data = _check_binary_dataset(data, "data", self.n_inputs)
+        data = check_binary_dataset(data, "data", self.n_inputs)
         smoothing = check_in_range(smoothing, "smoothing", 0.0, np.inf, low_open=True)
         ones = data.sum(axis=0, dtype=np.float64)
         self.b[...] = np.log((ones + smoothing) / (data.shape[0] - ones + smoothing))
@@ -696,7 +696,7 @@ class NADE:
         -------
         kd_ref.optim.TrainResult
         """
-        data = _check_binary_dataset(data, "data", self.n_inputs)
+        data = check_binary_dataset(data, "data", self.n_inputs)
         batch_size = check_positive_int(batch_size, "batch_size")
         if (n_steps is None) == (passes is None):
             raise ValueError(f"n_steps, passes: expected exactly one of them, received n_steps={n_steps!r}, "
@@ -706,7 +706,7 @@ class NADE:
             n_steps = max(1, int(np.ceil(passes * data.shape[0] / batch_size)))
         n_steps = check_positive_int(n_steps, "n_steps")
         if test is not None:                       # checked here too, so a bad test set fails before b is set
-            test = _check_binary_dataset(test, "test", self.n_inputs)
+            test = check_binary_dataset(test, "test", self.n_inputs)
         if monitor_every is not None:
             monitor_every = check_positive_int(monitor_every, "monitor_every")
         draw = MinibatchDrawer(data, batch_size, rng)
@@ -760,74 +760,6 @@ class NADE:
 
 
 # -------------------------------------------------------------------------- training
-def _check_binary_dataset(data, name, dim):
-    """Check a (M, dim) array of zeros and ones without converting it (a uint8 dataset stays uint8)."""
-    arr = np.asarray(data)
-    if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] < 1:
-        raise ValueError(f"{name}: expected shape (M, {dim}) with M >= 1, received shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(f"{name}: expected a numeric array, received dtype {arr.dtype}")
-    ok = (arr == 0) | (arr == 1)
-    if not np.all(ok):
-        raise ValueError(f"{name}: expected binary values (0 or 1), received {int(ok.size - ok.sum())} other "
-                         f"entries, e.g. {arr[~ok].flat[0]!r}")
-    return arr
-
-
-class MinibatchDrawer:
-    """Minibatches of a dataset, drawn without replacement and reshuffled after every pass (2.21).
-
-    Each call returns the next ``batch_size`` rows of the current shuffled pass; a
-    batch that would run past the end is completed from the next pass (with a fresh
-    permutation), so every batch has exactly ``batch_size`` rows and every row is
-    used once per pass.
-
-    Parameters
-    ----------
-    data : array_like of shape (M, D)
-        Kept as given (its dtype is preserved; batches are float64 copies).
-    batch_size : int
-    rng : numpy.random.Generator
-
-    Attributes
-    ----------
-    passes : int
-        Completed passes over the data.
-    examples_drawn : int
-    """
-
-    def __init__(self, data, batch_size, rng):
-        data = np.asarray(data)
-        if data.ndim != 2 or data.shape[0] < 1:
-            raise ValueError(f"data: expected a 2-d array with at least one row, received shape {data.shape}")
-        self.data = data
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.rng = check_generator(rng)
-        self.perm = self.rng.permutation(data.shape[0])
-        self.pos = 0
-        self.passes = 0
-        self.examples_drawn = 0
-
-    def next_indices(self):
-        """Row indices of the next minibatch, shape (batch_size,)."""
-        out = []
-        need = self.batch_size
-        while need > 0:
-            take = self.perm[self.pos:self.pos + need]
-            out.append(take)
-            need -= take.size
-            self.pos += take.size
-            if self.pos == self.perm.size:
-                self.perm = self.rng.permutation(self.data.shape[0])
-                self.pos = 0
-                self.passes += 1
-        self.examples_drawn += self.batch_size
-        return np.concatenate(out)
-
-    def __call__(self):
-        return np.asarray(self.data[self.next_indices()], dtype=np.float64)
-
-
 def log_likelihood_objective(nade):
     """objective(batch) -> (-mean log q, its gradient) for :func:`kd_ref.optim.train` (KL loss 4.6-4.7)."""
     def objective(batch):
@@ -849,7 +781,7 @@ def fit_nade(nade, draw, n_steps, optimizer=None, test=None, monitor_every=None,
     nade : NADE
         Trained in place.
     draw : callable () -> ndarray of shape (B, D)
-        Minibatch source: a :class:`MinibatchDrawer` over a dataset, or any sampler
+        Minibatch source: a :class:`kd_ref.optim.MinibatchDrawer` over a dataset, or any sampler
         (e.g. Gibbs chains of an RBM, section 4.2.3).
     n_steps : int
     optimizer : kd_ref.optim.SGD or Adadelta, optional
@@ -876,7 +808,7 @@ def fit_nade(nade, draw, n_steps, optimizer=None, test=None, monitor_every=None,
     optimizer = Adadelta() if optimizer is None else optimizer
     monitor = None
     if test is not None:
-        test = _check_binary_dataset(test, "test", nade.n_inputs)
+        test = check_binary_dataset(test, "test", nade.n_inputs)
         if monitor_every is None:
             monitor_every = max(1, n_steps // 20)
 

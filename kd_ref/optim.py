@@ -1,4 +1,4 @@
-"""Step schedules, SGD, ADADELTA and the minibatch training loop used by every chapter.
+"""Step schedules, SGD, ADADELTA, minibatches drawn from a dataset and the training loop used by every chapter.
 
 Every model in kd_ref keeps its parameters in one flat float64 vector
 (``model.params``) whose named arrays are views into it; the optimisers here
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import as_float_array, check_in_range, check_positive_int
+from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
 from .progress import Progress
 
 
@@ -118,6 +118,61 @@ class Adadelta:
         if "mean_sq_grad" in state:
             self.mean_sq_grad = np.array(state["mean_sq_grad"], dtype=np.float64)
             self.mean_sq_delta = np.array(state["mean_sq_delta"], dtype=np.float64)
+
+
+# ------------------------------------------------------------------- minibatches
+class MinibatchDrawer:
+    """Minibatches of a dataset, drawn without replacement and reshuffled after every pass (2.21).
+
+    Each call returns the next ``batch_size`` rows of the current shuffled pass; a
+    batch that would run past the end is completed from the next pass (with a fresh
+    permutation), so every batch has exactly ``batch_size`` rows and every row is
+    used once per pass.
+
+    Parameters
+    ----------
+    data : array_like of shape (M, D)
+        Kept as given (its dtype is preserved; batches are float64 copies).
+    batch_size : int
+    rng : numpy.random.Generator
+
+    Attributes
+    ----------
+    passes : int
+        Completed passes over the data.
+    examples_drawn : int
+    """
+
+    def __init__(self, data, batch_size, rng):
+        data = np.asarray(data)
+        if data.ndim != 2 or data.shape[0] < 1:
+            raise ValueError(f"data: expected a 2-d array with at least one row, received shape {data.shape}")
+        self.data = data
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.rng = check_generator(rng)
+        self.perm = self.rng.permutation(data.shape[0])
+        self.pos = 0
+        self.passes = 0
+        self.examples_drawn = 0
+
+    def next_indices(self):
+        """Row indices of the next minibatch, shape (batch_size,)."""
+        out = []
+        need = self.batch_size
+        while need > 0:
+            take = self.perm[self.pos:self.pos + need]
+            out.append(take)
+            need -= take.size
+            self.pos += take.size
+            if self.pos == self.perm.size:
+                self.perm = self.rng.permutation(self.data.shape[0])
+                self.pos = 0
+                self.passes += 1
+        self.examples_drawn += self.batch_size
+        return np.concatenate(out)
+
+    def __call__(self):
+        return np.asarray(self.data[self.next_indices()], dtype=np.float64)
 
 
 # ------------------------------------------------------------------ training loop

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import (as_batch, as_float_array, check_generator, check_in_range, check_positive_int)
+from ._validation import (as_batch, as_float_array, check_binary_dataset, check_generator, check_in_range,
+                          check_positive_int)
 from .datasets import _load_npz_arrays
-from .nade import MinibatchDrawer, _check_binary_dataset, _logistic, _softplus
-from .optim import SGD, train
+from .nade import _logistic, _softplus
+from .optim import SGD, MinibatchDrawer, train
 from .progress import Progress
 
 FILE_FORMAT = "kd_ref.RBM"
@@ -454,7 +455,7 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
     """
     if not isinstance(rbm, RBM):
         raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
-    data = _check_binary_dataset(data, "data", rbm.n_visible)
+    data = check_binary_dataset(data, "data", rbm.n_visible)
     n_steps = check_positive_int(n_steps, "n_steps")
     objective = cd_objective(rbm, k, rng)                    # checks k and rng before anything is drawn
     draw = MinibatchDrawer(data, batch_size, rng)

@@ -8,7 +8,8 @@ from hypothesis import assume, given, strategies as st
 import kd_ref.nade as nade_module
 from kd_ref import gradcheck
 from kd_ref.datasets import noisy_prototypes, noisy_prototypes_log_prob
-from kd_ref.nade import NADE, MinibatchDrawer, fit_nade, raster_column_order
+from kd_ref.nade import NADE, fit_nade, raster_column_order
+from kd_ref.optim import MinibatchDrawer
 from kd_ref.optim import SGD
 
 STEP = gradcheck.DEFAULT_STEP

@@ -43,8 +43,8 @@ import numpy as np
 
 from .._validation import as_float_array, check_generator, check_positive_int
 from ..mlp import MLP, Cache
-from ..nade import NADE, MinibatchDrawer
-from ..optim import train
+from ..nade import NADE
+from ..optim import MinibatchDrawer, train
 from ..outputs import CrossEntropy, DotProduct
 
 PROBABILITY_OUTPUTS = ("softmax", "log_softmax")
@@ -599,7 +599,7 @@ class DatasetGenerator:
     The stream of examples is a concatenation of independent random permutations of
     the dataset, cut into consecutive minibatches: every block of ``n`` consecutive
     examples in the stream (one pass) holds each example exactly once. A minibatch
-    may straddle two passes. The indices come from :class:`kd_ref.nade.MinibatchDrawer`,
+    may straddle two passes. The indices come from :class:`kd_ref.optim.MinibatchDrawer`,
     the package's one implementation of this scheme.
 
     Parameters

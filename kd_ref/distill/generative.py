@@ -39,8 +39,8 @@ import time
 import numpy as np
 from scipy.special import logsumexp
 
-from .._validation import check_generator, check_in_range, check_positive_int
-from ..nade import NADE, _check_binary_dataset
+from .._validation import check_binary_dataset, check_generator, check_in_range, check_positive_int
+from ..nade import NADE
 from ..optim import Adadelta, train
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
@@ -283,7 +283,7 @@ def distill(nade, teacher, loss, stream, n_steps, *, optimizer=None, test=None, 
     n_steps = check_positive_int(n_steps, "n_steps")
     bound_samples = check_positive_int(bound_samples, "bound_samples", minimum=2)
     if test is not None:
-        test = _check_binary_dataset(test, "test", nade.n_inputs)
+        test = check_binary_dataset(test, "test", nade.n_inputs)
     if rng is not None:
         check_generator(rng)
     chains = stream.sampler if isinstance(stream, ChainStream) else None

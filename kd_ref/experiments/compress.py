@@ -42,6 +42,7 @@ from ..distill.compression import (CrossEntropyLoss, DatasetGenerator, Derivativ
 from ..mlp import MLP
 from ..nade import NADE, raster_column_order
 from ..optim import Adadelta, train
+from ._report import check_cache, image_grid
 
 GENERATORS = ("dataset", "nade", "noise")
 LOSSES = ("ce", "dse")
@@ -417,18 +418,6 @@ def plot_curves(results, out_dir):
     return paths
 
 
-def image_grid(images, shape, cols=10):
-    """Tile (n, D) images of the given shape into one array for imshow."""
-    images = np.asarray(images)
-    rows = int(np.ceil(images.shape[0] / cols))
-    h, w = shape
-    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1))
-    for k, img in enumerate(images):
-        r, c = divmod(k, cols)
-        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img.reshape(shape)
-    return grid
-
-
 def plot_samples(panels, shape, path):
     """One figure with a titled grid per panel: list of (title, images (n, D))."""
     import matplotlib.pyplot as plt
@@ -476,7 +465,7 @@ def run(settings, out_dir, rng, data=None):
     for p in dirs.values():
         p.mkdir(parents=True, exist_ok=True)
     base = int(rng.integers(0, 2**62))
-    _check_cache_settings(settings, base, dirs["cache"])
+    check_cache(dirs["cache"], {**{k: _settings_dict(settings)[k] for k in _MODEL_KEYS}, "base_seed": base})
     if data is None:
         data = load_data(settings, _rng(base, 0))
     elif settings.n_train or settings.n_test:
@@ -567,21 +556,6 @@ def _jsonable(obj):
 # settings that change what a cached model is; the others (which parts to run, figures) may differ between runs
 _MODEL_KEYS = ("data", "n_train", "n_test", "small_fraction", "members", "member_hidden", "member_passes",
                "student_hidden", "student_passes", "baseline_passes", "batch_size", "nade_hidden", "nade_passes")
-
-
-def _check_cache_settings(settings, base, cache_dir):
-    wanted = {k: _settings_dict(settings)[k] for k in _MODEL_KEYS}
-    wanted["base_seed"] = base
-    path = cache_dir / "settings.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
-        if diff:
-            raise ValueError(f"out: the cache in {cache_dir} was written with other settings "
-                             f"({', '.join(f'{k}: {a} there, {b} now' for k, (a, b) in diff.items())}); "
-                             "use another --out folder or the same settings and --seed")
-    else:
-        path.write_text(json.dumps(wanted, indent=1))
 
 
 # ------------------------------------------------------------------------- CLI
