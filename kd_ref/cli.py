@@ -1,4 +1,4 @@
-"""The ``kd-ref`` command: ``check``, ``run NAME``, ``bench NAME`` and ``data download``.
+"""The ``kd-ref`` command: ``check``, ``run NAME``, ``bench NAME`` and ``data ...`` (download, import-rbm, verify, info).
 
 Each experiment and benchmark is a module with ``main(argv) -> int``; the
 tables below name them, so adding one is one line here.
@@ -77,11 +77,11 @@ def main(argv=None):
         "data": _data,
     }
     if not argv or argv[0] not in commands:
-        print("usage: kd-ref {check | run NAME | bench NAME | data download} [options]\n\n"
+        print("usage: kd-ref {check | run NAME | bench NAME | data COMMAND} [options]\n\n"
               "  check        every appendix check (A-D) and a short tour of kd_ref\n"
               f"  run NAME     an experiment: {', '.join(sorted(EXPERIMENTS)) or '(none yet)'}\n"
               f"  bench NAME   a benchmark: {', '.join(sorted(BENCHMARKS))}\n"
-              "  data download  fetch the public reference data into a folder",
+              "  data COMMAND   download, import-rbm, verify or info: the reference data",
               file=sys.stderr if argv else sys.stdout)
         return 2 if argv and argv[0] not in ("-h", "--help") else 0
     return commands[argv[0]](argv[1:])
