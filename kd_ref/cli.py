@@ -81,7 +81,7 @@ def main(argv=None):
               "  check        every appendix check (A-D) and a short tour of kd_ref\n"
               f"  run NAME     an experiment: {', '.join(sorted(EXPERIMENTS)) or '(none yet)'}\n"
               f"  bench NAME   a benchmark: {', '.join(sorted(BENCHMARKS))}\n"
-              "  data COMMAND   download, import-rbm, verify or info: the reference data",
+              "  data COMMAND download, import-rbm, verify or info: the reference data",
               file=sys.stderr if argv else sys.stdout)
         return 2 if argv and argv[0] not in ("-h", "--help") else 0
     return commands[argv[0]](argv[1:])
