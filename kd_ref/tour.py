@@ -62,7 +62,7 @@ def rbm_nade_stop(rng):
     log_z = rbm.log_z_exact()
     nade = NADE(10, 20, rng, init_std=0.1)
     before = exact_kl(rbm, nade, log_z)
-    distill(nade, rbm, KLLoss(), ChainStream(rbm, 20, rng, burn_in=200), 1500, progress=False)
+    distill(nade, rbm, ChainStream(rbm, 20, rng, burn_in=200), KLLoss(), 1500, progress=False)
     print(f"   exact KL(p || q) by enumerating 1,024 states: {before:.3f} -> {exact_kl(rbm, nade, log_z):.4f} nats")
     out = estimate_log_z(rbm, nade, rng, n_samples=1000, burn_in=20)
     print(f"   log Z: exact {log_z:.4f}; bridge sampling {out['bridge'].log_z:.4f} "

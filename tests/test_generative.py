@@ -132,7 +132,7 @@ def tiny():
     rbm = random_rbm(rng, 10, 5, scale=1.2)
     nade = NADE(10, 20, rng, init_std=0.1)
     before = exact_kl(rbm, nade)
-    distill(nade, rbm, KLLoss(), ChainStream(rbm, 20, rng, burn_in=200), 2500, progress=False)
+    distill(nade, rbm, ChainStream(rbm, 20, rng, burn_in=200), KLLoss(), 2500, progress=False)
     return rbm, nade, rbm.log_z_exact(), before
 
 
@@ -147,7 +147,7 @@ def test_square_error_and_score_matching_training_reduce_their_losses(rng):
     rbm = random_rbm(rng, 6, 3)
     for loss in (SquareErrorLoss.from_hill_climbing(rbm, rng, log_z=rbm.log_z_exact()), ScoreMatchingLoss()):
         nade = NADE(6, 8, rng, init_std=0.1)
-        result = distill(nade, rbm, loss, ChainStream(rbm, 20, rng, burn_in=50), 600, progress=False)
+        result = distill(nade, rbm, ChainStream(rbm, 20, rng, burn_in=50), loss, 600, progress=False)
         assert np.mean(result.losses[-100:]) < 0.5 * np.mean(result.losses[:20]), loss.name
 
 
@@ -155,7 +155,7 @@ def test_distill_monitors_test_log_q_and_both_bounds(tiny, rng):
     rbm, _, log_z, _ = tiny
     nade = NADE(10, 8, rng, init_std=0.1)
     test = all_states(10)[:50]
-    result = distill(nade, rbm, KLLoss(), ChainStream(rbm, 10, rng, n_chains=200, burn_in=20), 200,
+    result = distill(nade, rbm, ChainStream(rbm, 10, rng, n_chains=200, burn_in=20), KLLoss(), 200,
                      test=test, rng=rng, monitor_every=100, bound_samples=150, progress=False)
     assert [s for s, _ in result.monitor] == [100, 200]
     last = result.monitor[-1][1]
@@ -206,7 +206,7 @@ def test_bad_input_is_refused_with_clear_messages(rng):
     with pytest.raises(ValueError, match="n_samples: expected an integer >= 2, received 1"):
         estimate_log_z(rbm, nade, rng, n_samples=1)
     with pytest.raises(ValueError, match=r"stream: expected samples of dimension 5 .* received a stream of dimension 6"):
-        distill(nade, rbm, KLLoss(), ChainStream(other, 2, rng, n_chains=4, burn_in=0), 3, progress=False)
+        distill(nade, rbm, ChainStream(other, 2, rng, n_chains=4, burn_in=0), KLLoss(), 3, progress=False)
     with pytest.raises(ValueError, match="n_chains: expected at least batch_size=20 chains, received 10"):
         ChainStream(rbm, 20, rng, n_chains=10)
     with pytest.raises(TypeError, match="loss: expected KLLoss"):

@@ -241,7 +241,7 @@ def distillation_objective(nade, teacher, loss):
     return objective
 
 
-def distill(nade, teacher, loss, stream, n_steps, *, optimizer=None, test=None, monitor_every=None,
+def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, monitor_every=None,
             bound_samples=200, rng=None, checkpoint=None, checkpoint_every=500, progress=True, label=None):
     """Train ``nade`` to mimic ``teacher`` on samples from ``stream`` (section 4.1.2, steps i-iv).
 
@@ -250,9 +250,9 @@ def distill(nade, teacher, loss, stream, n_steps, *, optimizer=None, test=None, 
     nade : NADE
         Trained in place.
     teacher : RBM
-    loss : KLLoss, SquareErrorLoss or ScoreMatchingLoss
     stream : callable () -> ndarray of shape (B, D)
         Teacher samples, e.g. a :class:`ChainStream`.
+    loss : KLLoss, SquareErrorLoss or ScoreMatchingLoss
     n_steps : int
     optimizer : default Adadelta() (rho = 0.95, eps = 1e-6)
     test : array_like of shape (M, D), binary, optional

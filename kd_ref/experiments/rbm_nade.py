@@ -218,7 +218,7 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
     nade = NADE(rbm.n_visible, hidden, rng, order=order)
     stream = ChainStream(rbm, settings.batch_size, rng, n_chains=settings.n_chains, burn_in=settings.burn_in,
                          progress=settings.progress)
-    result = distill(nade, rbm, make_loss(loss_name, refs), stream, settings.n_steps,
+    result = distill(nade, rbm, stream, make_loss(loss_name, refs), settings.n_steps,
                      test=x_test[:settings.curve_test], monitor_every=max(1, settings.n_steps // settings.curve_points),
                      bound_samples=settings.bound_samples, rng=rng, checkpoint=str(dirs["ckpt"] / f"{key}.npz"),
                      progress=settings.progress, label=f"NADE H={hidden} by {LOSS_NAMES[loss_name]}")
