@@ -255,3 +255,21 @@ def test_rbm_nade_experiment_end_to_end_without_download(tmp_path, monkeypatch):
     assert second["models"] == first["models"] and second["seconds"] < first["seconds"]
     with pytest.raises(ValueError, match="out: the cache in .* was written with other settings .*n_steps"):
         rbm_nade.run(replace(settings, n_steps=151), tmp_path, np.random.default_rng(0))
+
+
+def test_rbm_nade_presets_follow_the_spec():
+    """--thesis is section 4.2.3-4.2.4's set-up; --medium is CD25(500) with fewer steps; bad settings are named."""
+    from kd_ref.experiments import rbm_nade
+
+    t = rbm_nade.Settings.thesis().validate()
+    assert (t.rbm, t.nade_hidden, t.losses, t.n_steps, t.batch_size, t.n_chains, t.burn_in) == \
+        ("cd25", (250, 500, 750, 1000), ("kl", "se"), 30000, 20, 2000, 2000)
+    assert (t.n_samples, t.sample_burn_in, t.n_test) == (10000, 2000, 10000)
+    m = rbm_nade.Settings.medium().validate()
+    assert (m.rbm, m.nade_hidden, m.n_steps, m.sample_burn_in) == ("cd25", (500,), 3000, 2000)
+    q = rbm_nade.Settings.quick().validate()
+    assert q.rbm == "train" and q.rbm_hidden <= rbm_nade.MAX_EXACT_UNITS
+    with pytest.raises(ValueError, match=r"losses: expected a non-empty subset of \['kl', 'se', 'sm'\], received \('x',\)"):
+        rbm_nade.Settings.quick(losses=("x",)).validate()
+    with pytest.raises(ValueError, match="data: the CD25\\(500\\) RBM models binarised MNIST"):
+        rbm_nade.Settings.medium(data="synthetic").validate()

@@ -431,7 +431,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="kd-ref run rbm-nade", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a small RBM with exact log Z, minutes (default)")
-    mode.add_argument("--medium", action="store_true", help="CD25(500) (needs KD_REF_DATA), about half an hour")
+    mode.add_argument("--medium", action="store_true", help="CD25(500) (needs KD_REF_DATA), 30-45 minutes")
     mode.add_argument("--thesis", action="store_true", help="the thesis settings (hours; resumable)")
     parser.add_argument("--out", default=None, help="output folder (default ./kd_ref_runs/rbm_nade_MODE)")
     parser.add_argument("--seed", type=int, default=0)
