@@ -37,29 +37,9 @@ def _random_problem(rng):
 
 def _joint(net, x, out):
     """Value, gradient and HVP over z = (params, x), restoring the parameters afterwards."""
-    P, theta = net.n_params, net.params.copy()
-
-    def at(z):
-        net.set_params(z[:P])
-        return z[P:].reshape(x.shape)
-
-    def value(z):
-        v = out.value(net.predict(at(z)))
-        net.set_params(theta)
-        return v
-
-    def grad(z):
-        _, d_p, d_x = net.gradient(at(z), out)
-        net.set_params(theta)
-        return np.concatenate([d_p, d_x.ravel()])
-
-    def hvp(z, v):
-        xx = at(z)
-        Hv_p, Hv_x = net.hvp(xx, out, v[:P], v[P:].reshape(x.shape))
-        net.set_params(theta)
-        return np.concatenate([Hv_p, Hv_x.ravel()])
-
-    return value, grad, hvp, np.concatenate([theta, x.ravel()])
+    return gradcheck.over_params_and_input(net, x, lambda xx: out.value(net.predict(xx)),
+                                           lambda xx: net.gradient(xx, out)[1:],
+                                           lambda xx, vp, vx: net.hvp(xx, out, vp, vx))
 
 
 def _loop_forward(net, x):

@@ -69,29 +69,9 @@ def _random_case(rng, nonlinearity):
 
 def _joint(nade, x, w):
     """Value, gradient and HVP of E = sum_n w_n log q(x_n) over z = (params, x), restoring the parameters."""
-    P, theta = nade.n_params, nade.params.copy()
-
-    def at(z):
-        nade.set_params(z[:P])
-        return z[P:].reshape(x.shape)
-
-    def value(z):
-        out = float(w @ nade.log_prob(at(z), continuous=True))
-        nade.set_params(theta)
-        return out
-
-    def grad(z):
-        _, d_p, d_x = nade.grad(at(z), w, continuous=True)
-        nade.set_params(theta)
-        return np.concatenate([d_p, d_x.ravel()])
-
-    def hvp(z, v):
-        xx = at(z)
-        Hv_p, Hv_x = nade.hvp(xx, v[:P], v[P:].reshape(x.shape), w, continuous=True)
-        nade.set_params(theta)
-        return np.concatenate([Hv_p, Hv_x.ravel()])
-
-    return value, grad, hvp, np.concatenate([theta, x.ravel()])
+    return gradcheck.over_params_and_input(nade, x, lambda xx: float(w @ nade.log_prob(xx, continuous=True)),
+                                           lambda xx: nade.grad(xx, w, continuous=True)[1:],
+                                           lambda xx, vp, vx: nade.hvp(xx, vp, vx, w, continuous=True))
 
 
 def run(seed=0):

@@ -158,3 +158,49 @@ def check_symmetry(hvp, x, u, v, name="symmetry u'Hv = v'Hu"):
     Hv, Hu = np.asarray(hvp(x, v), float), np.asarray(hvp(x, u), float)
     scale = float(np.linalg.norm(u) * np.linalg.norm(Hv) + np.linalg.norm(v) * np.linalg.norm(Hu))
     return _result(name, np.sum(u * Hv), np.sum(v * Hu), scale)
+
+
+def over_params_and_input(model, x, value, grad, hvp=None):
+    """A model's functions of its input x, as functions of z = (params, x) for the checks above.
+
+    Derivatives with respect to the parameters and the input together (the joint Hessian of
+    R{backprop}, B.15-B.18 and C.16-C.27) are checked by differencing along directions in z.
+
+    Parameters
+    ----------
+    model : object with ``params`` (flat float64 vector) and ``set_params`` (an MLP, NADE or RBM)
+    x : ndarray
+        The input point.
+    value : callable, x -> float
+        E at the model's current parameters.
+    grad : callable, x -> (dE/dparams, dE/dx)
+    hvp : callable, (x, v_params, v_x) -> (Hv_params, Hv_x), optional
+
+    Returns
+    -------
+    value_z, grad_z, hvp_z : callables of z (and of (z, v) for hvp_z); hvp_z is None without ``hvp``
+        Each sets the parameters from z, evaluates and restores them, so the model is unchanged.
+    z : ndarray of shape (P + x.size,)
+        The current point (params, x).
+    """
+    P, theta, shape = model.params.size, model.params.copy(), np.shape(x)
+
+    def at(z, fn, *args):
+        model.set_params(z[:P])
+        try:
+            return fn(z[P:].reshape(shape), *args)
+        finally:
+            model.set_params(theta)
+
+    def value_z(z):
+        return at(z, value)
+
+    def grad_z(z):
+        d_p, d_x = at(z, grad)
+        return np.concatenate([d_p, np.ravel(d_x)])
+
+    def hvp_z(z, v):
+        Hv_p, Hv_x = at(z, hvp, v[:P], v[P:].reshape(shape))
+        return np.concatenate([Hv_p, np.ravel(Hv_x)])
+
+    return value_z, grad_z, (hvp_z if hvp is not None else None), np.concatenate([theta, np.ravel(x)])

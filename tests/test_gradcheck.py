@@ -34,3 +34,22 @@ def test_wrong_derivatives_fail(rng):
     assert not gradcheck.check_hvp(grad, lambda z, w: 1.001 * hvp(z, w), x, v).passed(1e-5)
     M = rng.normal(size=(6, 6))
     assert not gradcheck.check_symmetry(lambda z, w: M @ w, x, u, v).passed(1e-6)
+
+
+def test_over_params_and_input_restores_the_model_and_checks_joint_derivatives(rng):
+    """E = sum (x W^T)^2 / 2 over z = (W, x): the helper's functions agree with differences and leave W as it was."""
+    from kd_ref.mlp import MLP
+    from kd_ref.outputs import SquareError
+
+    net = MLP([3, 2], ["linear"], rng)
+    x, out = rng.normal(size=(4, 3)), SquareError(np.zeros((4, 2)))
+    before = net.params.copy()
+    value, grad, hvp, z = gradcheck.over_params_and_input(
+        net, x, lambda xx: out.value(net.predict(xx)), lambda xx: net.gradient(xx, out)[1:],
+        lambda xx, vp, vx: net.hvp(xx, out, vp, vx))
+    np.testing.assert_array_equal(z, np.concatenate([before, x.ravel()]))
+    assert gradcheck.check_gradient(value, grad, z).rel_error < 1e-9
+    assert gradcheck.check_hvp(grad, hvp, z, rng.normal(size=z.shape)).rel_error < 1e-9
+    value(z + 1.0)
+    np.testing.assert_array_equal(net.params, before)
+    assert gradcheck.over_params_and_input(net, x, value, grad)[2] is None

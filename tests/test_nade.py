@@ -53,31 +53,11 @@ def away_from_kinks(nade, x, v_params=None, v_x=None):
 
 
 def joint(nade, x, w):
-    """Value, gradient, HVP of E = sum_n w_n log q(x_n) over z = (params, x) (params restored afterwards)."""
-    P, theta = nade.n_params, nade.params.copy()
-
-    def at(z):
-        nade.set_params(z[:P])
-        return z[P:].reshape(x.shape)
-
-    def value(z):
-        out = float(w @ nade.log_prob(at(z), continuous=True))
-        nade.set_params(theta)
-        return out
-
-    def grad(z):
-        _, d_p, d_x = nade.grad(at(z), w, continuous=True)
-        nade.set_params(theta)
-        return np.concatenate([d_p, d_x.ravel()])
-
-    def hvp(z, v):
-        xx = at(z)
-        vp, vx = v[:P], v[P:].reshape(x.shape)
-        Hp, Hx = nade.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, w, continuous=True)
-        nade.set_params(theta)
-        return np.concatenate([Hp, Hx.ravel()])
-
-    return value, grad, hvp, np.concatenate([theta, x.ravel()])
+    """Value, gradient, HVP of E = sum_n w_n log q(x_n) over z = (params, x); None for a zero part of v (C.28)."""
+    return gradcheck.over_params_and_input(
+        nade, x, lambda xx: float(w @ nade.log_prob(xx, continuous=True)),
+        lambda xx: nade.grad(xx, w, continuous=True)[1:],
+        lambda xx, vp, vx: nade.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, w, continuous=True))
 
 
 @contextlib.contextmanager

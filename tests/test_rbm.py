@@ -31,30 +31,11 @@ def brute_force_log_z(rbm):
 
 
 def joint(rbm, x, w):
-    P, theta = rbm.n_params, rbm.params.copy()
-
-    def at(z):
-        rbm.set_params(z[:P])
-        return z[P:].reshape(x.shape)
-
-    def value(z):
-        out = float(w @ rbm.log_phi(at(z), continuous=True))
-        rbm.set_params(theta)
-        return out
-
-    def grad(z):
-        _, d_p, d_x = rbm.grad(at(z), w, continuous=True)
-        rbm.set_params(theta)
-        return np.concatenate([d_p, d_x.ravel()])
-
-    def hvp(z, v):
-        xx = at(z)
-        vp, vx = v[:P], v[P:].reshape(x.shape)
-        Hp, Hx = rbm.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, w, continuous=True)
-        rbm.set_params(theta)
-        return np.concatenate([Hp, Hx.ravel()])
-
-    return value, grad, hvp, np.concatenate([theta, x.ravel()])
+    """Value, gradient, HVP of E = sum_n w_n log phi(x_n) over z = (params, x); None for a zero part of v."""
+    return gradcheck.over_params_and_input(
+        rbm, x, lambda xx: float(w @ rbm.log_phi(xx, continuous=True)),
+        lambda xx: rbm.grad(xx, w, continuous=True)[1:],
+        lambda xx, vp, vx: rbm.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, w, continuous=True))
 
 
 sizes = dict(D=st.integers(1, 9), H=st.integers(1, 7), N=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
