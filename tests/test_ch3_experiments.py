@@ -94,3 +94,20 @@ def test_bayes_logreg_surfaces_and_slopes_are_those_of_the_models(logreg_run):
         # only the first-layer weights were trained: output weights 1/K, biases 0 (3.44)
         assert np.all(net.W[1] == 1 / 10) and not np.any(net.b[0]) and not np.any(net.b[1])
         assert m["result"].steps == 150
+
+
+def test_bayes_logreg_sweep_pairs_the_two_losses(tmp_path):
+    # with a vanishing step both models stay at their common start, so a paired sweep shows equal slopes
+    still = dict(bayes_logreg.QUICK, n_samples=300, burn_in=30, n_steps=20, n_eval=200,
+                 eta0={"cross_entropy": 1e-12, "derivative_square_error": 1e-12})
+    rows = bayes_logreg.slope_sweep(still, [4, 5], str(tmp_path))
+    assert [r["seed"] for r in rows] == [4, 5] and (tmp_path / "sweep.md").is_file()
+    for r in rows:
+        assert abs(r["DSE_minus_CE_slope"]) < 1e-9 and abs(r["DSE_KL"] - r["CE_KL"]) < 1e-9
+        assert abs(r["DSE_near_origin_diff"] - r["CE_near_origin_diff"]) < 1e-9
+        assert r["CE_final_loss"] > 0 and r["DSE_final_loss"] > 0
+    # a real step moves them apart
+    moving = dict(still, eta0=bayes_logreg.QUICK["eta0"])
+    row = bayes_logreg.slope_sweep(moving, [4], str(tmp_path))[0]
+    assert row["DSE_minus_CE_slope"] != 0 and row["CE_KL"] != row["DSE_KL"]
+    assert row["MCMC_slope"] == rows[0]["MCMC_slope"]      # the seed fixes the posterior samples

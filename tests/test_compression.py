@@ -234,6 +234,20 @@ def test_dataset_generator_visits_every_example_once_per_pass():
     assert gen.examples_drawn == len(stream)
 
 
+def test_dataset_generator_on_a_resample_equals_the_copied_resample():
+    rng = np.random.default_rng(3)
+    data, targets = rng.standard_normal((11, 4)), np.eye(11)
+    boot = rng.integers(0, 11, size=11)
+    copied = DatasetGenerator(data[boot], 4, np.random.default_rng(5), targets=targets[boot])
+    indexed = DatasetGenerator(data, 4, np.random.default_rng(5), targets=targets, rows=boot)
+    assert indexed.n == 11
+    for _ in range(9):  # a few passes, batches straddling them
+        (xa, ta), (xb, tb) = copied(), indexed()
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ta, tb)
+    assert indexed.passes == copied.passes
+
+
 def test_nade_generator_yields_conditional_probability_images_in_data_order():
     """A small random NADE with a non-identity order: values in [0, 1], not binary, and pixel order[0]
     (the first one drawn, conditioned on nothing) has the same probability in every image."""
@@ -332,6 +346,10 @@ def test_bad_generator_and_teacher_arguments_are_named(rng):
         DatasetGenerator(np.zeros((4, 2)), 2, rng, targets=np.eye(3))
     with pytest.raises(ValueError, match="batch_size"):
         DatasetGenerator(np.zeros((4, 2)), 0, rng)
+    with pytest.raises(ValueError, match=r"rows: expected .*\[0, 4\).*range \[0, 4\]"):
+        DatasetGenerator(np.zeros((4, 2)), 2, rng, rows=np.array([0, 4]))
+    with pytest.raises(ValueError, match="rows: expected .*received dtype float64"):
+        DatasetGenerator(np.zeros((4, 2)), 2, rng, rows=np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="std: expected a finite real number > 0, received -1"):
         NoiseGenerator(3, 2, rng, std=-1.0)
     with pytest.raises(TypeError, match="members: expected a sequence of MLP, received MLP"):

@@ -609,6 +609,9 @@ class DatasetGenerator:
     rng : numpy.random.Generator
     targets : ndarray of shape (n, C), optional
         When given, each call returns ``(x, t)`` (for baselines on true labels).
+    rows : ndarray of shape (m,) of int, optional
+        Draw from the resample ``data[rows]`` (e.g. a bootstrap, 2.14) without
+        copying it: a pass then visits each entry of ``rows`` once.
 
     Attributes
     ----------
@@ -616,7 +619,7 @@ class DatasetGenerator:
     examples_drawn : int
     """
 
-    def __init__(self, data, batch_size, rng, targets=None):
+    def __init__(self, data, batch_size, rng, targets=None, rows=None):
         self.data = as_float_array(data, "data", ndim=2)
         if self.data.shape[0] == 0:
             raise ValueError("data: expected at least one example, received an empty array")
@@ -624,10 +627,19 @@ class DatasetGenerator:
             targets = as_float_array(targets, "targets", ndim=2)
             if targets.shape[0] != self.data.shape[0]:
                 raise ValueError(f"targets: expected {self.data.shape[0]} rows like data, received {targets.shape[0]}")
-        self._drawer = MinibatchDrawer(self.data, batch_size, rng)
-        self.targets = targets
+        if rows is not None:
+            rows = np.asarray(rows)
+            if (rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer)
+                    or rows.min() < 0 or rows.max() >= self.data.shape[0]):
+                raise ValueError(f"rows: expected a non-empty 1-d array of integers in [0, {self.data.shape[0]}), "
+                                 f"received dtype {rows.dtype}, shape {rows.shape}"
+                                 + (f", range [{rows.min()}, {rows.max()}]" if rows.size and rows.ndim == 1 else ""))
+        self.rows = rows
+        # the drawer shuffles positions 0..n-1 of the resample; only its length is read from what it is given
+        self._drawer = MinibatchDrawer(self.data if rows is None else rows[:, None], batch_size, rng)
         self.batch_size = self._drawer.batch_size
-        self.n, self.dim = self.data.shape
+        self.targets = targets
+        self.n, self.dim = self._drawer.data.shape[0], self.data.shape[1]
 
     @property
     def examples_drawn(self):
@@ -639,8 +651,9 @@ class DatasetGenerator:
         return self.examples_drawn / self.n
 
     def next_indices(self):
-        """Indices of the next minibatch, shape (batch_size,)."""
-        return self._drawer.next_indices()
+        """Indices into ``data`` of the next minibatch, shape (batch_size,)."""
+        idx = self._drawer.next_indices()
+        return idx if self.rows is None else self.rows[idx]
 
     def __call__(self):
         idx = self.next_indices()

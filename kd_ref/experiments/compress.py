@@ -255,7 +255,7 @@ def train_members(data, settings, base, dirs):
         rng = _rng(base, 1, k)
         net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
         boot = rng.integers(0, n, size=n)
-        gen = DatasetGenerator(data.x_train[boot], settings.batch_size, rng, targets=t[boot])
+        gen = DatasetGenerator(data.x_train, settings.batch_size, rng, targets=t, rows=boot)
         curves.append(_fit(net, supervised_objective(net), gen, _steps(settings.member_passes, n, settings.batch_size),
                            settings, dirs["cache"] / f"member_{k}.npz", dirs["ckpt"] / f"member_{k}.npz",
                            _curve_data(data, settings), f"member {k + 1}/{settings.members}"))
