@@ -113,7 +113,7 @@ def run(seed=0):
         batch, _ = em_step(model, x)
         online = OnlineEM(model, 1.0, reg=0.0)
         online.step(x)
-        err["D.10-14"].append(max(_rel(online.model.params, batch.params), 0.0))
+        err["D.10-14"].append(_rel(online.model.params, batch.params))
 
         eta = float(rng.uniform(0.1, 0.9))
         online = OnlineEM(model, eta, reg=0.0)

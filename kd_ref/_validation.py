@@ -45,9 +45,8 @@ def as_binary_array(x, name, ndim=None, shape=None):
     arr = as_float_array(x, name, ndim=ndim, shape=shape)
     if not np.all((arr == 0) | (arr == 1)):
         bad = arr[(arr != 0) & (arr != 1)]
-        raise ValueError(
-            f"{name}: expected binary values (0 or 1), received {bad.size} other entries, e.g. {bad.flat[0]!r}"
-        )
+        raise ValueError(f"{name}: expected binary values (0 or 1), received {bad.size} other entries, "
+                         f"e.g. {bad.flat[0].item()!r}")
     return arr
 
 
@@ -58,6 +57,20 @@ def as_batch(x, name, dim):
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise ValueError(f"{name}: expected shape (N, {dim}), received shape {np.shape(x)}")
+    return arr
+
+
+def as_binary_batch(x, name, dim, continuous=False):
+    """:func:`as_batch` whose entries must be exactly 0 or 1, unless ``continuous`` (any finite reals).
+
+    For models of binary data whose formulas also make sense for real inputs (the
+    relaxation differentiated w.r.t. x); the message says how to ask for it.
+    """
+    arr = as_batch(x, name, dim)
+    if not continuous and not np.all((arr == 0) | (arr == 1)):
+        bad = arr[(arr != 0) & (arr != 1)]
+        raise ValueError(f"{name}: expected binary values (0 or 1), received {bad.size} other entries, "
+                         f"e.g. {bad.flat[0].item()!r} (pass continuous=True to treat x as real-valued)")
     return arr
 
 
@@ -81,6 +94,15 @@ def check_in_range(value, name, low, high, low_open=False, high_open=False):
         interval = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
         raise ValueError(f"{name}: expected a value in {interval}, received {value}")
     return value
+
+
+def check_finite_real(value, name):
+    """Check that ``value`` is a finite real number (not NaN, not +-inf) and return ``float(value)``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a finite real number, received {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite real number, received {float(value)}")
+    return float(value)
 
 
 def check_generator(rng, name="rng"):
@@ -113,5 +135,5 @@ def check_binary_dataset(data, name, dim):
     ok = (arr == 0) | (arr == 1)
     if not np.all(ok):
         raise ValueError(f"{name}: expected binary values (0 or 1), received {int(ok.size - ok.sum())} other "
-                         f"entries, e.g. {arr[~ok].flat[0]!r}")
+                         f"entries, e.g. {arr[~ok].flat[0].item()!r}")
     return arr

@@ -44,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
+from ._validation import (as_binary_array, as_float_array, check_binary_dataset, check_generator, check_in_range,
+                          check_positive_int)
 
 ENV_VAR = "KD_REF_DATA"
 MNIST_FILE = "mnist.npz"
@@ -59,7 +60,6 @@ LAYOUTS = {
     BINARIZED_FILE: {"x_train": ((60000, 784), np.uint8), "x_test": ((10000, 784), np.uint8)},
     RBM_FILE: {"W": ((784, 500), np.float64), "b_visible": ((784,), np.float64), "b_hidden": ((500,), np.float64)},
 }
-LAYOUTS[RESAMPLED_FILE] = LAYOUTS[BINARIZED_FILE]
 
 # sha256 of each array's raw bytes, from the data README (independent of zip time stamps)
 ARRAY_SHA256 = {
@@ -250,8 +250,7 @@ def load_rbm(path=None):
     p = find_file(RBM_FILE, path)
     arrays = _read_npz(p, LAYOUTS[RBM_FILE])
     for name, a in arrays.items():
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{p.name}: expected finite {name}, received NaN or infinite entries")
+        as_float_array(a, f"{p.name}: {name}")   # refuses NaN and infinities, with their count
     return arrays
 
 
@@ -354,9 +353,9 @@ def noisy_prototypes(n, rng, *, dim=16, n_prototypes=4, flip_prob=0.05, prototyp
         n_prototypes = check_positive_int(n_prototypes, "n_prototypes")
         prototypes = (rng.random((n_prototypes, dim)) < 0.5).astype(np.float64)
     else:
-        prototypes = as_float_array(prototypes, "prototypes", ndim=2)
-        if not np.all((prototypes == 0) | (prototypes == 1)):
-            raise ValueError("prototypes: expected binary values (0 or 1), received other entries")
+        prototypes = as_binary_array(prototypes, "prototypes", ndim=2)
+        if prototypes.shape[0] < 1:
+            raise ValueError(f"prototypes: expected at least one row, received shape {prototypes.shape}")
     labels = rng.integers(0, prototypes.shape[0], size=n)
     flips = rng.random((n, prototypes.shape[1])) < flip_prob
     return np.abs(prototypes[labels] - flips), labels.astype(np.int64), prototypes
@@ -455,9 +454,11 @@ def read_idx(raw, name="idx"):
     if raw[2] != 0x08:
         raise ValueError(f"{name}: expected IDX data type 0x08 (unsigned byte), received 0x{raw[2]:02x}")
     ndim = raw[3]
+    if ndim < 1:
+        raise ValueError(f"{name}: expected at least 1 dimension in the IDX header, received {ndim}")
     header = 4 + 4 * ndim
-    if ndim < 1 or len(raw) < header:
-        raise ValueError(f"{name}: expected an IDX header with {ndim} sizes, received {len(raw)} bytes")
+    if len(raw) < header:
+        raise ValueError(f"{name}: expected an IDX header of {header} bytes ({ndim} sizes), received {len(raw)} bytes")
     shape = tuple(int(s) for s in np.frombuffer(raw[4:header], dtype=">u4"))
     size = int(np.prod(shape))
     if len(raw) != header + size:
@@ -473,8 +474,17 @@ def _fetch(url, timeout):
         raise OSError(f"download: could not fetch {url} ({err})") from None
 
 
+def _new_file(dest, filename, force):
+    """``dest / filename``, refused when it exists unless ``force`` (checked before anything is fetched)."""
+    target = Path(dest) / filename
+    if target.exists() and not force:
+        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    return target
+
+
 def _write_npz_atomic(target, arrays):
     """Write ``arrays`` to ``target`` through a temporary file in the same folder, so no half-written file remains."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=str(target.parent), suffix=".npz.part")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -506,10 +516,7 @@ def download_mnist(dest, source_url=None, *, verify=True, force=False, timeout=6
     -------
     Path of the written file.
     """
-    dest = Path(dest)
-    target = dest / MNIST_FILE
-    if target.exists() and not force:
-        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    target = _new_file(dest, MNIST_FILE, force)
     bases = [source_url] if source_url else list(MNIST_MIRRORS)
     arrays = {}
     for name, (fname, md5) in MNIST_IDX.items():
@@ -538,11 +545,7 @@ def download_mnist(dest, source_url=None, *, verify=True, force=False, timeout=6
         if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise ValueError(f"download: expected {split} images (n, rows, cols) and n labels, received shapes "
                              f"{x.shape} and {y.shape}")
-    if verify:
-        for name, (shape, _) in LAYOUTS[MNIST_FILE].items():
-            if arrays[name].shape != shape:
-                raise ValueError(f"download: expected {name} of shape {shape}, received {arrays[name].shape}")
-    dest.mkdir(parents=True, exist_ok=True)
+    _check_reference_arrays(MNIST_FILE, arrays, verify, "the IDX files")
     _write_npz_atomic(target, arrays)
     log(f"wrote {target}")
     return target
@@ -611,10 +614,7 @@ def download_binarized_mnist(dest, source_url=None, *, verify=True, force=False,
     -------
     Path of the written file.
     """
-    dest = Path(dest)
-    target = dest / BINARIZED_FILE
-    if target.exists() and not force:
-        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    target = _new_file(dest, BINARIZED_FILE, force)
     url = (source_url or THESIS_DATA_URL).rstrip("/") + "/" + BINARIZED_MAT
     raw = _fetch(url, timeout)
     log(f"fetched {url} ({len(raw)} bytes)")
@@ -625,11 +625,9 @@ def download_binarized_mnist(dest, source_url=None, *, verify=True, force=False,
         if a.ndim != 2 or a.shape[0] != 784:
             raise ValueError(f"{BINARIZED_MAT}: expected {key} of shape (784, n), one image per column, received "
                              f"shape {a.shape}")
-        if not np.all((a == 0) | (a == 1)):
-            raise ValueError(f"{BINARIZED_MAT}: expected {key} with values 0 or 1, received other values")
+        check_binary_dataset(a.T, f"{BINARIZED_MAT}: {key} (transposed)", 784)
         arrays[name] = np.ascontiguousarray(a.astype(np.uint8).T[:, COLUMN_TO_ROW_MAJOR])
     _check_reference_arrays(BINARIZED_FILE, arrays, verify, url)
-    dest.mkdir(parents=True, exist_ok=True)
     _write_npz_atomic(target, arrays)
     log(f"wrote {target}")
     return target
@@ -658,10 +656,8 @@ def import_rbm(mat_path, dest, *, verify=True, force=False, log=print):
     -------
     Path of the written file.
     """
-    mat_path, dest = Path(mat_path), Path(dest)
-    target = dest / RBM_FILE
-    if target.exists() and not force:
-        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    mat_path = Path(mat_path)
+    target = _new_file(dest, RBM_FILE, force)
     if not mat_path.is_file():
         raise FileNotFoundError(f"mat_path: no file at {str(mat_path)!r}. {RBM_EXPORT_STEPS}")
     try:
@@ -676,10 +672,8 @@ def import_rbm(mat_path, dest, *, verify=True, force=False, log=print):
               "b_visible": np.ascontiguousarray(a.ravel()[COLUMN_TO_ROW_MAJOR], dtype=np.float64),
               "b_hidden": np.ascontiguousarray(b.ravel(), dtype=np.float64)}
     for name, arr in arrays.items():
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{mat_path.name}: expected finite {name}, received NaN or infinite entries")
+        as_float_array(arr, f"{mat_path.name}: {name}")
     _check_reference_arrays(RBM_FILE, arrays, verify, str(mat_path))
-    dest.mkdir(parents=True, exist_ok=True)
     _write_npz_atomic(target, arrays)
     log(f"wrote {target}")
     return target
@@ -692,10 +686,7 @@ def make_resampled_binarized(mnist_path, dest, rng, *, force=False, log=print):
     order and a new random draw: NOT the Salakhutdinov-Murray sample the
     CD25(500) RBM was trained on.
     """
-    dest = Path(dest)
-    target = dest / RESAMPLED_FILE
-    if target.exists() and not force:
-        raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
+    target = _new_file(dest, RESAMPLED_FILE, force)
     (x_train, _), (x_test, _) = load_mnist(mnist_path)
     arrays = {"x_train": binarize_stochastic(x_train, rng).astype(np.uint8),
               "x_test": binarize_stochastic(x_test, rng).astype(np.uint8)}

@@ -41,10 +41,6 @@ from ._validation import as_binary_array, as_float_array, check_in_range, check_
 LAMBDA = np.sqrt(np.pi / 8.0)
 
 
-def _log_sigmoid(a):
-    return -np.logaddexp(0.0, -a)
-
-
 def mackay_integral(mean, var):
     """MacKay's approximation (3.48): int sigma(a) N(a; m, v) da ~ sigma(m / sqrt(1 + pi v / 8))."""
     mean = np.asarray(mean, dtype=np.float64)
@@ -140,7 +136,7 @@ class EPPosterior:
     converged: bool
 
     def activation_moments(self, x):
-        """Mean and variance of a = w^T x under q(w), for rows x (M, D) -> two (M,) arrays."""
+        """Mean and variance of a = w^T x under q(w) (the Gaussian inside 3.47-3.48), rows x (M, D) -> two (M,)."""
         x = as_float_array(x, "x", shape=(None, self.mean.size))
         return x @ self.mean, np.einsum("md,de,me->m", x, self.cov, x)
 
@@ -194,11 +190,15 @@ def ep_logistic_regression(x, t, prior_var=100.0, *, damping=0.5, max_iter=500, 
     damping = check_in_range(damping, "damping", 0.0, 1.0, low_open=True)
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_in_range(tol, "tol", 0.0, np.inf)
-    z = (2.0 * t - 1.0)[:, None] * x
-    tau, nu = np.zeros(x.shape[0]), np.zeros(x.shape[0])
+    # an all-zero input contributes the constant factor sigma(0) = 1/2: its site stays flat (tau = nu = 0)
+    informative = np.any(x != 0.0, axis=1)
+    z = ((2.0 * t - 1.0)[:, None] * x)[informative]
+    tau, nu = np.zeros(z.shape[0]), np.zeros(z.shape[0])
     mu, cov = _posterior(z, tau, nu, prior_var)
-    converged = False
-    for it in range(1, max_iter + 1):
+    converged = z.shape[0] == 0
+    it = 0
+    while not converged and it < max_iter:
+        it += 1
         m = z @ mu                                             # marginal of s_n = z_n^T w under q
         v = np.einsum("nd,de,ne->n", z, cov, z)
         cav_prec = 1.0 / v - tau                               # remove site n: the cavity
@@ -212,7 +212,7 @@ def ep_logistic_regression(x, t, prior_var=100.0, *, damping=0.5, max_iter=500, 
         change = max(float(np.max(np.abs(tau_next - tau))), float(np.max(np.abs(nu_next - nu))))
         tau, nu = tau_next, nu_next
         mu, cov = _posterior(z, tau, nu, prior_var)
-        if change < tol:
-            converged = True
-            break
-    return EPPosterior(mu, cov, tau, nu, it, converged)
+        converged = change < tol
+    tau_all, nu_all = np.zeros(x.shape[0]), np.zeros(x.shape[0])
+    tau_all[informative], nu_all[informative] = tau, nu
+    return EPPosterior(mu, cov, tau_all, nu_all, it, converged)

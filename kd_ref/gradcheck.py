@@ -186,11 +186,12 @@ def over_params_and_input(model, x, value, grad, hvp=None):
     P, theta, shape = model.params.size, model.params.copy(), np.shape(x)
 
     def at(z, fn, *args):
+        saved = model.params.copy()          # whatever the model holds now, even if it changed since
         model.set_params(z[:P])
         try:
             return fn(z[P:].reshape(shape), *args)
         finally:
-            model.set_params(theta)
+            model.set_params(saved)
 
     def value_z(z):
         return at(z, value)

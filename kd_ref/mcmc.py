@@ -199,9 +199,11 @@ class SliceSampler:
                 active[rows[~inside]] = False
                 active &= budget > 0
             if self.max_steps_out is None and np.any(budget <= 0):
-                raise ValueError("log_density: the stepping-out bracket grew for "
-                                 f"{_MAX_STEPS_UNBOUNDED} widths without leaving the slice; expected a "
-                                 "normalisable density (or pass max_steps_out)")
+                r = int(np.flatnonzero(budget <= 0)[0])
+                raise ValueError(f"log_density: expected a normalisable density, received one whose slice at "
+                                 f"coordinate {int(coords[r])} of chain {r} still contained "
+                                 f"{float(end[r]):.6g} after {_MAX_STEPS_UNBOUNDED} stepping-out widths "
+                                 "(or pass max_steps_out)")
         active = np.ones(n, dtype=bool)                          # step 3: shrinkage
         for _ in range(_MAX_SHRINKS):
             rows = np.flatnonzero(active)
@@ -306,11 +308,6 @@ class SliceSampler:
         rows = np.concatenate(parts, axis=0)
         self._buffer = rows[batch_size:].copy()
         return rows[:batch_size].copy()
-
-    def __iter__(self):
-        """Yield the kept states forever (each of shape (D,) or (C, D))."""
-        while True:
-            yield self.sample(1)[0]
 
 
 def slice_sample(log_density, x0, n_samples, rng, *, burn_in=0, thin=1, width=1.0, max_steps_out=None,

@@ -50,8 +50,11 @@ def _cholesky(covs, name="covs"):
         raise ValueError(f"{name}[{k}]: expected a positive definite matrix, received one with smallest "
                          f"eigenvalue {eig[k]:.3g} (a singular or negative covariance; a regulariser reg > 0 "
                          f"adds reg * I)") from None
-    if np.any(np.diagonal(chol, axis1=1, axis2=2) <= 0):
-        raise ValueError(f"{name}: expected positive definite matrices, received a singular one")
+    diag = np.diagonal(chol, axis1=1, axis2=2)
+    if np.any(diag <= 0):
+        k = int(np.argmin(np.min(diag, axis=1)))
+        raise ValueError(f"{name}[{k}]: expected a positive definite matrix, received a singular one (Cholesky "
+                         f"diagonal entry {float(np.min(diag[k])):.3g})")
     return chol
 
 
@@ -107,7 +110,7 @@ class MoG:
         return as_float_array(x, "x", shape=(None, self.dim))
 
     def component_log_densities(self, x):
-        """log w_k + log N(x_n; mu_k, Sigma_k) for every point and component.
+        """log w_k + log N(x_n; mu_k, Sigma_k) for every point and component: the terms of (D.1).
 
         Parameters
         ----------
@@ -249,8 +252,8 @@ def m_step(stats, reg=0.0, previous=None):
     covs = 0.5 * (covs + covs.transpose(0, 2, 1)) + reg * np.eye(s1.shape[1])
     if np.any(starved):
         if previous is None:
-            raise ValueError(f"stats: components {np.flatnonzero(starved).tolist()} have no responsibility and no "
-                             "previous parameters to keep")
+            raise ValueError(f"previous: expected a MoG to keep components {np.flatnonzero(starved).tolist()}, "
+                             "which have no responsibility in stats, received None")
         means[starved], covs[starved] = previous.means[starved], previous.covs[starved]
     return MoG(weights, means, covs)
 
@@ -359,7 +362,8 @@ def fit_em(x, n_components, rng, *, n_restarts=5, max_iter=1000, tol=1e-9, reg=1
         bar.update(restart + 1)
     bar.close()
     if best is None:
-        raise ValueError("x: every EM restart failed with a singular covariance; expected reg > 0 for this data")
+        raise ValueError(f"reg: every one of the {n_restarts} EM restarts met a singular covariance; expected "
+                         f"reg > 0 for this data, received reg={reg}")
     best.restarts = finals
     return best
 

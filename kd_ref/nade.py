@@ -81,7 +81,7 @@ Examples
 import os
 import numpy as np
 
-from ._validation import (as_batch, as_float_array, check_binary_dataset, check_generator, check_in_range,
+from ._validation import (as_binary_batch, as_float_array, check_binary_dataset, check_generator, check_in_range,
                           check_permutation, check_positive_int)
 from .datasets import _load_npz_arrays
 from .optim import Adadelta, MinibatchDrawer, train
@@ -339,12 +339,8 @@ class NADE:
 
     # --------------------------------------------------------------------- checks
     def _check_x(self, x, continuous, name="x"):
-        arr = as_batch(x, name, self.n_inputs)
-        if not continuous and not np.all((arr == 0) | (arr == 1)):
-            bad = arr[(arr != 0) & (arr != 1)]
-            raise ValueError(f"{name}: expected binary values (0 or 1), received {bad.size} other entries, "
-                             f"e.g. {bad.flat[0]!r} (pass continuous=True to treat x as real-valued)")
-        return arr
+        """x as a float64 (N, D) batch, binary unless ``continuous``."""
+        return as_binary_batch(x, name, self.n_inputs, continuous)
 
     def _check_weights(self, weights, n):
         if weights is None:
@@ -675,6 +671,9 @@ class NADE:
             monitor_every=None, progress=True, checkpoint=None, label="NADE", callback=None, init_biases=False):
         """Maximum-likelihood training on a binary dataset (minibatches drawn without replacement).
 
+        Maximises the mean log q (4.36) of the data: the KL loss (4.6-4.7) with the
+        data in place of samples of p, following the gradient (4.26).
+
         Thin wrapper: ``fit_nade(self, MinibatchDrawer(data, batch_size, rng), n_steps, ...)``.
 
         Parameters
@@ -761,7 +760,7 @@ class NADE:
 
 # -------------------------------------------------------------------------- training
 def log_likelihood_objective(nade):
-    """objective(batch) -> (-mean log q, its gradient) for :func:`kd_ref.optim.train` (KL loss 4.6-4.7)."""
+    """objective(batch) -> (-mean log q, its gradient) for :func:`kd_ref.optim.train` (KL loss 4.6-4.7, 4.26)."""
     def objective(batch):
         n = batch.shape[0]
         log_q, d_params, _ = nade.grad(batch, np.full(n, 1.0 / n), input_grads=False)
@@ -771,9 +770,11 @@ def log_likelihood_objective(nade):
 
 def fit_nade(nade, draw, n_steps, optimizer=None, test=None, monitor_every=None, progress=True, checkpoint=None,
              label="NADE", callback=None):
-    """Maximum-likelihood training of a NADE on any stream of binary minibatches.
+    """Maximum-likelihood training of a NADE on any stream of binary minibatches (KL loss, gradient 4.26).
 
-    Minimises -mean log q over each minibatch with :func:`kd_ref.optim.train`
+    With minibatches drawn from p (e.g. RBM samples) this is KL distillation
+    (4.6-4.7); with a dataset, ordinary maximum likelihood. Minimises -mean log q
+    (4.36) over each minibatch with :func:`kd_ref.optim.train`
     (ADADELTA by default, rho = 0.95, eps = 1e-6 as in the thesis).
 
     Parameters

@@ -147,6 +147,8 @@ class MinibatchDrawer:
         data = np.asarray(data)
         if data.ndim != 2 or data.shape[0] < 1:
             raise ValueError(f"data: expected a 2-d array with at least one row, received shape {data.shape}")
+        if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
+            raise TypeError(f"data: expected a numeric array, received dtype {data.dtype}")
         self.data = data
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.rng = check_generator(rng)
@@ -263,7 +265,7 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
         step += 1
         extra = {}
         if monitor is not None and monitor_every is not None and step % monitor_every == 0:
-            history.append((step, _monitored(monitor)))
+            history.append((step, _monitored(monitor, history)))
             extra = history[-1][1] if isinstance(history[-1][1], dict) else {"monitor": history[-1][1]}
         bar.update(step, loss=float(loss), **extra)
         if checkpoint is not None and step % checkpoint_every == 0:
@@ -272,19 +274,30 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
             stopped = True
             break
     if monitor is not None and (not history or history[-1][0] != step):
-        history.append((step, _monitored(monitor)))
+        history.append((step, _monitored(monitor, history)))
     bar.close()
     if checkpoint is not None:
         _save_checkpoint(checkpoint, params, optimizer, losses[:step], history)
     return TrainResult(step, losses[:step].copy(), history, stopped, time.perf_counter() - began)
 
 
-def _monitored(monitor):
-    """The monitor's value as a float, or a dict of floats (the names kept in order)."""
+def _monitored(monitor, history):
+    """The monitor's value as a float, or a dict of floats (the names kept in order, the same at every call)."""
     value = monitor()
-    if isinstance(value, dict):
-        return {str(k): float(v) for k, v in value.items()}
-    return float(value)
+    first = history[0][1] if history else None
+    if not isinstance(value, dict):
+        if isinstance(first, dict):
+            raise ValueError(f"monitor: expected a dict with names {list(first)} as at its first call, "
+                             f"received {type(value).__name__}")
+        return float(value)
+    value = {str(k): float(v) for k, v in value.items()}
+    if "loss" in value:
+        raise ValueError(f"monitor: expected names other than 'loss' (the training loss has it), "
+                         f"received {list(value)}")
+    if history and (not isinstance(first, dict) or list(first) != list(value)):
+        raise ValueError(f"monitor: expected {list(first) if isinstance(first, dict) else 'a number'} as at its "
+                         f"first call, received names {list(value)}")
+    return value
 
 
 def _save_checkpoint(path, params, optimizer, losses, history):

@@ -2,9 +2,10 @@
 
 The target is p(x) = phi(x) / Z with log phi tractable and Z = sum_x phi(x)
 unknown; q(x) is a normalised, exactly sampleable model (in the thesis a NADE
-distilled from the RBM). Everything here works on plain arrays of log-values
-(and, in :func:`estimate_log_z`, on callables), so any pair of models can be
-used. All estimators return a small result object (see :class:`LogZEstimate`).
+distilled from the RBM). Everything here works on plain arrays of log-values, so
+any pair of models can be used (:func:`kd_ref.distill.generative.estimate_log_z`
+draws the samples for an RBM and a NADE and calls every estimator). All estimators
+return a small result object (see :class:`LogZEstimate`).
 
 Estimators and the equations they implement
 -------------------------------------------
@@ -48,7 +49,9 @@ import numpy as np
 from scipy.special import expit, logsumexp
 
 from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
+from .nade import _softplus
 from .progress import Progress
+from .rbm import RBM
 
 _LOG2 = np.log(2.0)
 # Salakhutdinov and Murray's AIS schedule: 500 steps on [0, 0.5], 4,000 on [0.5, 0.9], 10,000 on [0.9, 1]
@@ -67,7 +70,6 @@ class LogZEstimate:
                                  ``lower`` may be -inf)
     std_error : float            nats for the KL bounds; SE(Z_hat)/Z_hat (= delta-method SE of
                                  log Z_hat) for importance, bridge and AIS; 0 for the trivial bound
-    n : int                      number of samples (runs for AIS, candidates for the trivial bound)
     log_weights : ndarray (n,)   the raw per-sample values the estimate is built from: log phi - log q
                                  (bounds, importance, bridge q-side), log phi (trivial bound), the
                                  AIS log weights including log Z_0 (so ``log_z`` = log-mean-exp of them
@@ -80,9 +82,13 @@ class LogZEstimate:
     lower: float
     upper: float
     std_error: float
-    n: int
     log_weights: np.ndarray
     seconds: float
+
+    @property
+    def n(self):
+        """Number of samples (runs for AIS, candidates for the trivial bound, q samples for bridge)."""
+        return self.log_weights.size
 
     @property
     def interval(self):
@@ -108,17 +114,23 @@ class BridgeEstimate(LogZEstimate):
     """Bridge-sampling result (4.53-4.54); ``log_weights`` are log phi - log q at the q samples.
 
     log_weights_p : ndarray (n_p,)   log phi - log q at the p samples
-    n_p : int                        number of p samples (``n`` counts the q samples)
-    iterations : int                 fixed-point updates made
     converged : bool                 whether the last update changed log Z_hat by at most ``tol``
     trace : ndarray (iterations + 1,) log Z_hat after each update, starting with the initial value
     """
 
     log_weights_p: np.ndarray
-    n_p: int
-    iterations: int
     converged: bool
     trace: np.ndarray
+
+    @property
+    def n_p(self):
+        """Number of p samples (``n`` counts the q samples)."""
+        return self.log_weights_p.size
+
+    @property
+    def iterations(self):
+        """Fixed-point updates made."""
+        return self.trace.size - 1
 
 
 @dataclass
@@ -192,11 +204,9 @@ def _log_interval(log_mean, rel):
 
 def _mean_log_interval(log_values, method, began):
     """Estimate built from the plain mean of log values (the KL bounds)."""
-    n = log_values.size
     mean = float(np.mean(log_values))
-    se = float(np.std(log_values, ddof=1) / np.sqrt(n))
-    return LogZEstimate(method, mean, mean - 3.0 * se, mean + 3.0 * se, se, n, log_values,
-                        time.process_time() - began)
+    se = float(np.std(log_values, ddof=1) / np.sqrt(log_values.size))
+    return LogZEstimate(method, mean, mean - 3.0 * se, mean + 3.0 * se, se, log_values, time.process_time() - began)
 
 
 # ------------------------------------------------------------------------------- bounds (4.44-4.50)
@@ -269,8 +279,7 @@ def trivial_lower_bound(log_phi):
     began = time.process_time()
     values = _log_values(log_phi, "log_phi", 1)
     best = float(np.max(values))
-    return LogZEstimate("trivial lower bound max log phi", best, best, best, 0.0, values.size, values,
-                        time.process_time() - began)
+    return LogZEstimate("trivial lower bound max log phi", best, best, best, 0.0, values, time.process_time() - began)
 
 
 # ----------------------------------------------------------------------- importance sampling (4.52)
@@ -301,7 +310,7 @@ def importance_sampling(log_phi_q, log_q_q):
     began = time.process_time()
     log_w = _log_ratios(log_phi_q, log_q_q, "log_phi_q", "log_q_q")
     log_z, rel, lower, upper = log_mean_weight(log_w)
-    return LogZEstimate("importance sampling E_q[phi / q]", log_z, lower, upper, rel, log_w.size, log_w,
+    return LogZEstimate("importance sampling E_q[phi / q]", log_z, lower, upper, rel, log_w,
                         time.process_time() - began)
 
 
@@ -398,69 +407,8 @@ def bridge_sampling(log_phi_q, log_q_q, log_phi_p, log_q_p, *, max_iter=10, tol=
     num, den = _bridge_terms(lq, lp, log_z, log_s_q, log_s_p)
     rel = float(np.hypot(log_mean_weight(num)[1], log_mean_weight(den)[1]))
     log_z_hat, rel, lower, upper = _log_interval(trace[-1], rel)
-    return BridgeEstimate("bridge sampling (Meng-Wong)", log_z_hat, lower, upper, rel, n_q, l_q,
-                          time.process_time() - began, l_p, n_p, len(trace) - 1, converged, np.asarray(trace))
-
-
-# ------------------------------------------------------------------------ all estimates, callables
-def estimate_log_z(log_phi, log_q, x_q, x_p=None, *, candidates=None, **bridge_options):
-    """Every estimator of this module from callables and samples, as in section 4.2.4.
-
-    Parameters
-    ----------
-    log_phi : callable
-        ndarray of shape (N, D) -> ndarray of shape (N,): log of the unnormalised target.
-    log_q : callable
-        ndarray of shape (N, D) -> ndarray of shape (N,): log of the normalised proposal.
-    x_q : ndarray of shape (n_q, D)
-        Exact samples of q.
-    x_p : ndarray of shape (n_p, D), optional
-        Samples of p; without them the upper bound and bridge sampling are skipped.
-    candidates : ndarray of shape (m, D), optional
-        Extra points for the trivial bound (4.50), e.g. a hill-climbing optimum; the
-        samples are always candidates too.
-    **bridge_options
-        Passed to :func:`bridge_sampling`.
-
-    Returns
-    -------
-    dict
-        ``"lower"``, ``"trivial"``, ``"importance"`` and, with ``x_p``, ``"upper"`` and
-        ``"bridge"``, each a result object of this module.
-    """
-    for name, fn in (("log_phi", log_phi), ("log_q", log_q)):
-        if not callable(fn):
-            raise TypeError(f"{name}: expected a callable mapping (N, D) samples to (N,) log values, "
-                            f"received {type(fn).__name__}")
-    x_q = as_float_array(x_q, "x_q", ndim=2)
-    sets = [("x_q", x_q)]
-    if x_p is not None:
-        sets.append(("x_p", as_float_array(x_p, "x_p", shape=(None, x_q.shape[1]))))
-    if candidates is not None:
-        sets.append(("candidates", as_float_array(candidates, "candidates", shape=(None, x_q.shape[1]))))
-    values = {}
-    for name, x in sets:
-        values[name] = []
-        for fn_name, fn in (("log_phi", log_phi), ("log_q", log_q)):
-            if fn_name == "log_q" and name == "candidates":
-                continue
-            out = np.asarray(fn(x), dtype=np.float64)
-            if out.shape != (x.shape[0],):
-                raise ValueError(f"{fn_name}: expected an array of shape ({x.shape[0]},) for {name}, "
-                                 f"received shape {out.shape}")
-            values[name].append(out)
-    phi_q, q_q = values["x_q"]
-    results = {"lower": kl_lower_bound(phi_q, q_q), "importance": importance_sampling(phi_q, q_q)}
-    all_phi = [phi_q]
-    if x_p is not None:
-        phi_p, q_p = values["x_p"]
-        results["upper"] = kl_upper_bound(phi_p, q_p)
-        results["bridge"] = bridge_sampling(phi_q, q_q, phi_p, q_p, **bridge_options)
-        all_phi.append(phi_p)
-    if candidates is not None:
-        all_phi.append(values["candidates"][0])
-    results["trivial"] = trivial_lower_bound(np.concatenate(all_phi))
-    return results
+    return BridgeEstimate("bridge sampling (Meng-Wong)", log_z_hat, lower, upper, rel, l_q,
+                          time.process_time() - began, l_p, converged, np.asarray(trace))
 
 
 # ----------------------------------------------------------------------------- AIS for binary RBMs
@@ -493,11 +441,6 @@ def beta_schedule(n_temperatures, kind="uniform"):
         pieces = [np.linspace(a, b, c + 1)[:-1] for a, b, c in zip(_PIECEWISE_EDGES[:-1], _PIECEWISE_EDGES[1:], counts)]
         return np.concatenate(pieces + [np.ones(1)])
     raise ValueError(f"kind: expected 'uniform' or 'piecewise', received {kind!r}")
-
-
-def _softplus(a):
-    """log(1 + e^a) without overflow."""
-    return np.logaddexp(0.0, a)
 
 
 def _ais_log_ratio(v, a, beta_new, beta_old, d_visible):
@@ -577,10 +520,9 @@ def ais_rbm(W, b_visible, b_hidden, rng, *, n_runs=100, n_temperatures=None, sch
         (M,) including log Z_0, ``betas``, ``log_z_base``, CPU ``seconds`` and
         ``wall_seconds``.
     """
-    W = as_float_array(W, "W", ndim=2)
+    rbm = RBM.from_arrays(W, b_visible, b_hidden)   # checks shapes and finiteness
+    W, b_visible, b_hidden = rbm.W, rbm.b_visible, rbm.b_hidden
     n_vis, n_hid = W.shape
-    b_visible = as_float_array(b_visible, "b_visible", shape=(n_vis,))
-    b_hidden = as_float_array(b_hidden, "b_hidden", shape=(n_hid,))
     rng = check_generator(rng)
     n_runs = check_positive_int(n_runs, "n_runs", minimum=2)
     if betas is not None:
@@ -627,5 +569,5 @@ def ais_rbm(W, b_visible, b_hidden, rng, *, n_runs=100, n_temperatures=None, sch
     bar.close()
     log_w = log_w + log_z_base
     log_z, rel, lower, upper = log_mean_weight(log_w)
-    return AISEstimate("annealed importance sampling (RBM)", log_z, lower, upper, rel, n_runs, log_w,
+    return AISEstimate("annealed importance sampling (RBM)", log_z, lower, upper, rel, log_w,
                        time.process_time() - began, betas, log_z_base, time.perf_counter() - began_wall)

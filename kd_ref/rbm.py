@@ -11,11 +11,13 @@ and the two conditionals used by block Gibbs sampling
     p(h_j = 1 | x) = sigma(b_h + x W)_j                  (4.33)
     p(x_i = 1 | h) = sigma(b_v + h W^T)_i                (4.34)
 
-Derivatives of E = sum_n w_n log phi(x_n), with s = sigma(a) (x treated as continuous):
+The thesis gives no formulas for the derivatives of log phi; the ones below are
+derived here by differentiating (4.32). For E = sum_n w_n log phi(x_n), with
+s = sigma(a) (x treated as continuous):
 
     dE/dx   = w (b_v + s W^T);   dE/dW = x^T (w s);   dE/db_v = sum w x;   dE/db_h = sum w s
 
-and their R-forms for a direction v = (v_W, v_bv, v_bh, v_x) (appendix A):
+and their R-forms for a direction v = (v_W, v_bv, v_bh, v_x) (R technique, appendix A):
 
     R{a} = v_x W + x v_W + v_bh;   R{s} = s (1 - s) R{a}
     R{dE/dx} = w (v_bv + R{s} W^T + s v_W^T);   R{dE/dW} = v_x^T (w s) + x^T (w R{s})
@@ -30,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import (as_batch, as_float_array, check_binary_dataset, check_generator, check_in_range,
-                          check_positive_int)
+from ._validation import (as_batch, as_binary_batch, as_float_array, check_binary_dataset, check_finite_real,
+                          check_generator, check_in_range, check_positive_int)
 from .datasets import _load_npz_arrays
 from .nade import _logistic, _softplus
 from .optim import SGD, MinibatchDrawer, train
@@ -50,7 +52,7 @@ def _bits(start, stop, m):
 
 
 class RBM:
-    """A binary RBM with D visible and H hidden units (section 4.2.1).
+    """A binary RBM with D visible and H hidden units (section 4.2.1): p(x) = phi(x) / Z (4.30-4.32).
 
     Parameters
     ----------
@@ -142,8 +144,10 @@ class RBM:
             raise ValueError(f"path: expected arrays W, b_visible, b_hidden, {str(path)!r} holds {sorted(arrays)}")
         if "format" in arrays and str(arrays["format"]) != FILE_FORMAT:
             raise ValueError(f"path: expected a {FILE_FORMAT} file, {str(path)!r} is {str(arrays['format'])!r}")
-        if "format" in arrays and int(arrays.get("version", -1)) != FILE_VERSION:
-            raise ValueError(f"path: expected file version {FILE_VERSION}, received {int(arrays.get('version', -1))}")
+        if "format" in arrays and "version" not in arrays:
+            raise ValueError(f"path: expected file version {FILE_VERSION}, {str(path)!r} holds no version array")
+        if "format" in arrays and int(arrays["version"]) != FILE_VERSION:
+            raise ValueError(f"path: expected file version {FILE_VERSION}, received {int(arrays['version'])}")
         for key in ("W", "b_visible", "b_hidden"):
             if arrays[key].dtype != np.float64:
                 raise ValueError(f"path: expected {key} of dtype float64, received {arrays[key].dtype}")
@@ -157,12 +161,8 @@ class RBM:
 
     # --------------------------------------------------------------------- checks
     def _check_x(self, x, continuous, name="x"):
-        arr = as_batch(x, name, self.n_visible)
-        if not continuous and not np.all((arr == 0) | (arr == 1)):
-            bad = arr[(arr != 0) & (arr != 1)]
-            raise ValueError(f"{name}: expected binary values (0 or 1), received {bad.size} other entries, "
-                             f"e.g. {bad.flat[0]!r} (pass continuous=True to treat x as real-valued)")
-        return arr
+        """x as a float64 (N, D) batch, binary unless ``continuous``."""
+        return as_binary_batch(x, name, self.n_visible, continuous)
 
     # ------------------------------------------------------------------ log phi
     def log_phi(self, x, *, continuous=False):
@@ -183,12 +183,21 @@ class RBM:
         return x @ self.b_visible + _softplus(x @ self.W + self.b_hidden).sum(axis=1)
 
     def log_prob_exact(self, x, log_z=None):
-        """log p(x) = log phi(x) - log Z with Z by enumeration (tiny models only, see :meth:`log_z_exact`)."""
+        """log p(x) = log phi(x) - log Z (4.30-4.32), Z by enumeration unless ``log_z`` (finite) is given.
+
+        Enumeration is for tiny models only, see :meth:`log_z_exact`.
+        """
+        if log_z is not None:
+            log_z = check_finite_real(log_z, "log_z")
         lp = self.log_phi(x)
-        return lp - (self.log_z_exact() if log_z is None else float(log_z))
+        return lp - (self.log_z_exact() if log_z is None else log_z)
 
     def grad(self, x, weights=None, *, param_grads=True, input_grads=True, continuous=False):
-        """Gradient of E = sum_n w_n log phi(x_n) w.r.t. the parameters and x.
+        """Gradient of E = sum_n w_n log phi(x_n) w.r.t. the parameters and x: (4.32) differentiated.
+
+        The formulas are in the module notes (derived here; the thesis gives none).
+        The x-part, w_n d log phi / dx_n with x treated as continuous, is the
+        teacher's score that score matching compares with (4.28).
 
         Returns
         -------
@@ -211,7 +220,9 @@ class RBM:
 
     def hvp(self, x, v_params=None, v_x=None, weights=None, *, param_grads=True, input_grads=True,
             continuous=False):
-        """H v for E = sum_n w_n log phi(x_n), H the joint Hessian over (params, x) (R-forms in the module notes).
+        """H v for E = sum_n w_n log phi(x_n), H the joint Hessian over (params, x), by the R technique (appendix A).
+
+        R applied to the gradient formulas of :meth:`grad`; the R-forms are in the module notes.
 
         ``None`` for a part of the direction means zero and drops its terms.
 
@@ -251,39 +262,42 @@ class RBM:
     # ---------------------------------------------------------------- conditionals
     def hidden_probs(self, x):
         """p(h_j = 1 | x) = sigma(b_h + x W) (4.33); x of shape (N, D) -> (N, H)."""
-        x = as_batch(x, "x", self.n_visible)
-        return _logistic(x @ self.W + self.b_hidden, np.empty((x.shape[0], self.n_hidden)))
+        a = as_batch(x, "x", self.n_visible) @ self.W
+        a += self.b_hidden
+        return _logistic(a, a)
 
     def visible_probs(self, h):
         """p(x_i = 1 | h) = sigma(b_v + h W^T) (4.34); h of shape (N, H) -> (N, D)."""
-        h = as_batch(h, "h", self.n_hidden)
-        return _logistic(h @ self.W.T + self.b_visible, np.empty((h.shape[0], self.n_visible)))
+        b = as_batch(h, "h", self.n_hidden) @ self.W.T
+        b += self.b_visible
+        return _logistic(b, b)
 
     def sample_hidden(self, x, rng):
-        """h ~ p(h | x), float64 0/1 of shape (N, H)."""
+        """h ~ p(h | x) (4.33): h_j = 1 where a uniform draw falls below sigma(b_h + x W)_j; float64 0/1, (N, H)."""
         p = self.hidden_probs(x)
-        return (check_generator(rng).random(p.shape) < p).astype(np.float64)
+        return np.less(check_generator(rng).random(p.shape), p, out=p)      # u < p as 1.0 / 0.0, over p
 
     def sample_visible(self, h, rng):
-        """x ~ p(x | h), float64 0/1 of shape (N, D)."""
+        """x ~ p(x | h) (4.34): x_i = 1 where a uniform draw falls below sigma(b_v + h W^T)_i; float64 0/1, (N, D)."""
         p = self.visible_probs(h)
-        return (check_generator(rng).random(p.shape) < p).astype(np.float64)
+        return np.less(check_generator(rng).random(p.shape), p, out=p)
 
     # --------------------------------------------------------------- exact log Z
     def log_z_exact(self, max_units=MAX_ENUMERATED_UNITS):
-        """log Z by enumerating the smaller layer: 2^min(D, H) terms, summed in chunks.
+        """log Z by enumerating the smaller layer: 2^min(D, H) terms, summed in chunks (4.30-4.32).
 
-        With H <= D, Z = sum_h exp(b_h.h + sum_i softplus(b_v + W h)_i); otherwise
-        Z = sum_x phi(x). Refuses (ValueError) when min(D, H) > ``max_units``
-        (default 26: 6.7e7 states, already about a minute of work).
+        With H <= D, Z = sum_h exp(b_h.h + sum_i softplus(b_v + W h)_i): the sum over x
+        of (4.30) done first, as (4.31-4.32) do for h. Otherwise Z = sum_x phi(x) (4.32).
+        Refuses (ValueError) when min(D, H) > ``max_units`` (default 26: 6.7e7 states,
+        already about a minute of work).
         """
         D, H = self.n_visible, self.n_hidden
         m = min(D, H)
         max_units = check_positive_int(max_units, "max_units")
         if m > max_units:
-            raise ValueError(f"log_z_exact: enumerating 2^{m} states is out of reach; expected min(n_visible, "
-                             f"n_hidden) <= max_units={max_units}, received {m} (D={D}, H={H}); estimate log Z "
-                             f"with kd_ref.partition instead")
+            raise ValueError(f"max_units: expected min(n_visible, n_hidden) <= max_units={max_units}, received {m} "
+                             f"(D={D}, H={H}): enumerating 2^{m} states is out of reach; estimate log Z with "
+                             f"kd_ref.partition instead")
         total = -np.inf
         for start in range(0, 2 ** m, _ENUM_CHUNK):
             states = _bits(start, min(2 ** m, start + _ENUM_CHUNK), m)
@@ -318,6 +332,8 @@ class GibbsSampler:
     ----------
     x : ndarray of shape (K, D)
         Current visible states (float64 0/1).
+    n_chains : int
+        K, the rows of ``x`` (read-only).
     sweeps : int
         Sweeps made so far.
     """
@@ -338,9 +354,13 @@ class GibbsSampler:
             if n_chains is not None and check_positive_int(n_chains, "n_chains") != x0.shape[0]:
                 raise ValueError(f"n_chains: expected the number of rows of init ({x0.shape[0]}), received {n_chains}")
             self.x = x0.copy()
-        self.n_chains = self.x.shape[0]
         self.sweeps = 0
         self._next = 0
+
+    @property
+    def n_chains(self):
+        """K, the number of chains (rows of ``x``)."""
+        return self.x.shape[0]
 
     def sweep(self, n=1, progress=False):
         """Advance every chain by ``n`` sweeps; returns the current states, shape (K, D).
@@ -350,17 +370,10 @@ class GibbsSampler:
         """
         n = check_positive_int(n, "n", minimum=0)
         rbm, rng = self.rbm, self.rng
-        K, D, H = self.n_chains, rbm.n_visible, rbm.n_hidden
-        a = np.empty((K, H))
         bar = Progress(n, label="Gibbs sweeps", enabled=progress and n > 0)
         for t in range(n):
-            np.matmul(self.x, rbm.W, out=a)
-            a += rbm.b_hidden
-            h = (rng.random((K, H)) < _logistic(a, a)).astype(np.float64)   # h ~ p(h | x)   (4.33)
-            b = h @ rbm.W.T
-            b += rbm.b_visible
-            np.less(rng.random((K, D)), _logistic(b, b), out=b)            # x ~ p(x | h)   (4.34)
-            self.x = b
+            h = rbm.sample_hidden(self.x, rng)                  # h ~ p(h | x)   (4.33)
+            self.x = rbm.sample_visible(h, rng)                 # x ~ p(x | h)   (4.34)
             self.sweeps += 1
             bar.update(t + 1)
         bar.close()
@@ -533,8 +546,8 @@ def hill_climb(rbm, rng, n_restarts=10, *, init=None, include_zeros=False, max_s
         parts.append((rng.random((n_restarts, D)) < 0.5).astype(np.float64))
         starts += ["random"] * n_restarts
     if not parts:
-        raise ValueError("n_restarts: expected at least one start (n_restarts >= 1, init or include_zeros), "
-                         "received none")
+        raise ValueError(f"n_restarts: expected at least one start (n_restarts >= 1, init or include_zeros), "
+                         f"received n_restarts={n_restarts}, init=None, include_zeros={include_zeros!r}")
     X = np.concatenate(parts)
     W, bv = rbm.W, rbm.b_visible
     A = X @ W + rbm.b_hidden                                    # hidden inputs of every start, (R, H)

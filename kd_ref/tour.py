@@ -27,7 +27,7 @@ def mlp_stop(rng):
     net = MLP([2, 16, 3], ["relu", "log_softmax"], rng)
 
     def objective(idx):
-        value, d_p, _ = net.gradient(x[idx], DotProduct(onehot[idx]), param_grads=True)
+        value, d_p, _ = net.gradient(x[idx], DotProduct(onehot[idx]), input_grads=False)
         return -value / len(idx), -d_p / len(idx)  # minimise the average negative log-likelihood
 
     result = train(net.params, objective, lambda: rng.integers(0, 600, size=20), Adadelta(), 1500, progress=False)
@@ -36,14 +36,15 @@ def mlp_stop(rng):
           f"training accuracy {accuracy:.1%}")
     out = DotProduct(onehot[:5])
     v = rng.normal(size=net.n_params)
-    Hv, _ = net.hvp(x[:5], out, v_params=v)
+    Hv, _ = net.hvp(x[:5], out, v_params=v, input_grads=False)
 
-    def grad(p):
+    def grad(p):  # the parameter gradient at parameters p, the net left as it was
         saved = net.params.copy()
         net.set_params(p)
-        g = net.gradient(x[:5], out)[1]
-        net.set_params(saved)
-        return g
+        try:
+            return net.gradient(x[:5], out, input_grads=False)[1]
+        finally:
+            net.set_params(saved)
 
     check = gradcheck.check_hvp(grad, lambda p, w: Hv, net.params.copy(), v)
     print(f"   Hessian-vector product by R{{backprop}} vs differences of the gradient: "

@@ -9,7 +9,7 @@ from kd_ref.distill.compression import (CrossEntropyLoss, DatasetGenerator, Deri
                                         EnsembleTeacher, Labels, MLPTeacher, NADEGenerator, NoiseGenerator,
                                         SquareErrorLoss,
                                         WeightedLoss, distill, distillation_objective, log_mean_exp,
-                                        paired_difference, score, supervised_objective)
+                                        log_probs_of, paired_difference, score, supervised_objective)
 from kd_ref.mlp import MLP
 from kd_ref.nade import NADE, raster_column_order
 from kd_ref.optim import Adadelta
@@ -75,19 +75,72 @@ def test_loss_gradients_match_finite_differences(problem):
     assert result.passed(1e-6), str(result)
 
 
-@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.sampled_from(["logistic", "relu"]))
-def test_ensemble_input_derivatives_match_finite_differences(seed, m, hidden):
-    """d log p_i/dx of the log-mean-exp ensemble (probability-weighted member derivatives) vs differences."""
-    rng = np.random.default_rng(seed)
-    d, c, n = 3, 4, 2
-    members = [MLP([d, 5, c], [hidden, "log_softmax"], rng) for _ in range(m)]
-    for net in members:
-        net.params[...] = rng.normal(0.0, 1.5, size=net.n_params)
-    teacher = EnsembleTeacher(members, combine="log_mean_exp")
-    x = rng.normal(size=(n, d))
-    assume(all(_away_from_kinks(net, x) for net in members))
-    G = teacher.label(x, derivatives=True).d_log_probs
-    assert G.shape == (n, c, d)
+def _student_log_probs(student, x):
+    """log y(x) of a softmax or log-softmax student, straight from its forward pass."""
+    y = student.forward(x).y
+    return y if student.nonlinearities[-1] == "log_softmax" else np.log(y)
+
+
+def _independent_loss_value(loss, student, x, labels):
+    """The loss value from its defining formula, sharing no code with the loss classes.
+
+    Cross entropy (2.17): -(1/N) sum_n sum_i t_ni log y_ni. Square error (2.4), no 1/2:
+    (1/N) sum_n sum_i (y_ni - t_ni)^2. Derivative square error (2.18):
+    (1/N) sum_n sum_i ||J_ni - G_ni||^2 with J_ni = d log y_i(x_n) / dx_n by central differences.
+    """
+    n, d = x.shape
+    if isinstance(loss, WeightedLoss):
+        return sum(w * _independent_loss_value(term, student, x, labels) for w, term in loss.terms)
+    if isinstance(loss, CrossEntropyLoss):
+        return -np.sum(labels.probs * _student_log_probs(student, x)) / n
+    if isinstance(loss, SquareErrorLoss):
+        return np.sum((np.exp(_student_log_probs(student, x)) - labels.probs) ** 2) / n
+    assert isinstance(loss, DerivativeSquareErrorLoss)
+    total = 0.0
+    for k in range(n):
+        for i in range(labels.probs.shape[1]):
+            J = gradcheck.numerical_gradient(lambda v: _student_log_probs(student, v[None, :])[0, i], x[k])
+            total += np.sum((J - labels.d_log_probs[k, i]) ** 2)
+    return total / n
+
+
+@given(problems())
+def test_loss_values_match_their_defining_formulas(problem):
+    """The finite-difference test above only checks gradients against the value each loss
+    returns; this one pins the value itself, for softmax and log-softmax students alike."""
+    student, teacher, loss, x = problem
+    labels = teacher.label(x, derivatives=loss.needs_derivatives)
+    value, _ = loss(student, x, labels)
+    expected = _independent_loss_value(loss, student, x, labels)
+    numeric = loss.needs_derivatives  # J by differences: agreement to about the difference error
+    assert value == pytest.approx(expected, rel=1e-6 if numeric else 1e-12, abs=1e-7 if numeric else 1e-14)
+
+
+@given(problems())
+def test_a_student_distilled_from_itself_has_zero_loss_and_gradient(problem):
+    """Self-distillation: with the student's own copy as teacher, derivative square error is 0 and
+    so are its gradient and the gradients of cross entropy and square error (each is at its minimum)."""
+    student, _, _, x = problem
+    clone = MLP(student.sizes, student.nonlinearities, np.random.default_rng(0))
+    clone.set_params(student.params)
+    labels = MLPTeacher(clone).label(x, derivatives=True)
+    value, grad = DerivativeSquareErrorLoss()(student, x, labels)
+    assert value <= 1e-24
+    assert np.max(np.abs(grad)) <= 1e-10
+    for loss in (DerivativeSquareErrorLoss(stacked=False), CrossEntropyLoss(), SquareErrorLoss()):
+        _, grad = loss(student, x, labels)
+        assert np.max(np.abs(grad)) <= 1e-10, loss.name
+    assert SquareErrorLoss()(student, x, labels)[0] <= 1e-24
+    # control: teacher derivatives shifted by 0.5 in every entry cost 0.25 per class and input dimension
+    shifted = Labels(labels.probs, labels.log_probs, labels.d_log_probs + 0.5)
+    n, c, d = labels.d_log_probs.shape
+    assert DerivativeSquareErrorLoss()(student, x, shifted)[0] == pytest.approx(0.25 * c * d, rel=1e-12)
+
+
+def _check_teacher_input_derivatives(teacher, x, c):
+    """Every class's d log p_i/dx (summed over the rows) against central differences of log p_i."""
+    n, d = x.shape
+    assert teacher.label(x, derivatives=True).d_log_probs.shape == (n, c, d)
     checked = 0
     for i in range(c):
         def f(v):
@@ -100,6 +153,37 @@ def test_ensemble_input_derivatives_match_finite_differences(seed, m, hidden):
         assert result.passed(1e-6), str(result)
         checked += 1
     assume(checked > 0)
+
+
+@given(st.integers(0, 2**32 - 1), st.lists(st.sampled_from(["logistic", "relu", "probit"]), max_size=3),
+       st.sampled_from(["log_softmax", "softmax"]))
+def test_mlp_teacher_input_derivatives_match_finite_differences(seed, hidden, last):
+    """MLPTeacher.label(derivatives=True), d log y_i/dx by input-only backprop, vs differences of log_probs[:, i]."""
+    rng = np.random.default_rng(seed)
+    d, c, n = 3, 4, 2
+    sizes = [d] + [int(k) for k in rng.integers(1, 6, size=len(hidden))] + [c]
+    net = MLP(sizes, hidden + [last], rng)
+    net.params[...] = rng.normal(0.0, 1.5, size=net.n_params)
+    teacher = MLPTeacher(net)
+    x = rng.normal(size=(n, d))
+    assume(_away_from_kinks(net, x))
+    if last == "softmax":  # log y of a tiny softmax output is rounded, so its differences are noisy
+        assume(np.all(net.forward(x).y > 1e-4))
+    _check_teacher_input_derivatives(teacher, x, c)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.sampled_from(["logistic", "relu"]))
+def test_ensemble_input_derivatives_match_finite_differences(seed, m, hidden):
+    """d log p_i/dx of the log-mean-exp ensemble (probability-weighted member derivatives) vs differences."""
+    rng = np.random.default_rng(seed)
+    d, c, n = 3, 4, 2
+    members = [MLP([d, 5, c], [hidden, "log_softmax"], rng) for _ in range(m)]
+    for net in members:
+        net.params[...] = rng.normal(0.0, 1.5, size=net.n_params)
+    teacher = EnsembleTeacher(members, combine="log_mean_exp")
+    x = rng.normal(size=(n, d))
+    assume(all(_away_from_kinks(net, x) for net in members))
+    _check_teacher_input_derivatives(teacher, x, c)
 
 
 def test_ensemble_rules_agree_and_average_probabilities(rng):
@@ -350,8 +434,10 @@ def test_bad_generator_and_teacher_arguments_are_named(rng):
         DatasetGenerator(np.zeros((4, 2)), 2, rng, rows=np.array([0, 4]))
     with pytest.raises(ValueError, match="rows: expected .*received dtype float64"):
         DatasetGenerator(np.zeros((4, 2)), 2, rng, rows=np.array([0.0, 1.0]))
-    with pytest.raises(ValueError, match="std: expected a finite real number > 0, received -1"):
+    with pytest.raises(ValueError, match=r"std: expected a value in \(0, inf\), received -1\.0"):
         NoiseGenerator(3, 2, rng, std=-1.0)
+    with pytest.raises(ValueError, match=r"mean: expected a value in \(-inf, inf\), received nan"):
+        NoiseGenerator(3, 2, rng, mean=float("nan"))
     with pytest.raises(TypeError, match="members: expected a sequence of MLP, received MLP"):
         EnsembleTeacher(MLP([3, 2], ["log_softmax"], rng))
     with pytest.raises(ValueError, match=r"members\[1\]: expected 3 inputs and 2 outputs like members\[0\]"):
@@ -367,8 +453,72 @@ def test_other_bad_inputs_are_named(rng):
                                     Labels.from_probs(np.full((1, 3), 1 / 3)))
     with pytest.raises(ValueError, match="terms"):
         WeightedLoss([(-1.0, CrossEntropyLoss())])
+    with pytest.raises(ValueError, match=r"terms\[1\] weight: expected a value in \[0, inf\), received inf"):
+        WeightedLoss([(1.0, CrossEntropyLoss()), (np.inf, SquareErrorLoss())])
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, received 0"):
+        log_probs_of(MLP([2, 3], ["log_softmax"], rng), np.zeros((4, 2)), batch_size=0)
     with pytest.raises(TypeError, match="rng"):
         NoiseGenerator(3, 2, rng=0)
+
+
+def test_supervised_batch_without_targets_is_refused(rng):
+    """A bare minibatch of two rows would unpack as (x, t) = (row 0, row 1); it must be refused by name."""
+    student = MLP([3, 4, 2], ["relu", "log_softmax"], rng)
+    objective = supervised_objective(student)
+    pair = r"batch: expected an \(x, targets\) pair \(DatasetGenerator\(\.\.\., targets=\.\.\.\)\), received "
+    with pytest.raises(ValueError, match=pair + r"ndarray of shape \(2, 3\)"):
+        objective(rng.normal(size=(2, 3)))
+    with pytest.raises(ValueError, match=pair + "tuple of length 3"):
+        objective((rng.normal(size=(2, 3)), np.eye(2), None))
+    value, _ = objective((rng.normal(size=(2, 3)), np.eye(2)))  # control
+    assert np.isfinite(value)
+
+
+def test_bad_settings_are_named():
+    from kd_ref.experiments.compress import Settings
+
+    with pytest.raises(TypeError, match=r"members: expected an integer >= 1, received 2\.5"):
+        Settings.quick(members=2.5).validate()
+    with pytest.raises(TypeError, match="batch_size: expected an integer >= 1, received None"):
+        Settings.quick(batch_size=None).validate()
+    with pytest.raises(ValueError, match="n_test: expected an integer >= 0, received -1"):
+        Settings.quick(n_test=-1).validate()
+    with pytest.raises(ValueError, match=r"small_fraction: expected a value in \(0, 1\], received 0\.0"):
+        Settings.quick(small_fraction=0).validate()
+    with pytest.raises(ValueError, match="student_passes: expected a number of passes > 0, received None"):
+        Settings.quick(student_passes=None).validate()
+    with pytest.raises(ValueError, match="losses: expected a non-empty subset of .*received None"):
+        Settings.quick(losses=None).validate()
+    assert Settings.quick().validate() == Settings.quick() and Settings.thesis().validate() == Settings.thesis()
+
+
+def test_a_crash_while_caching_a_net_leaves_no_net_without_its_curve(tmp_path, rng):
+    """The curve is written before the net, so a cached net always comes with its curve."""
+    from kd_ref.experiments import compress
+
+    settings = compress.Settings.quick(curve_points=2, progress=False)
+    x, y = rng.uniform(size=(10, 3)), rng.integers(0, 2, size=10)
+    path = tmp_path / "net.npz"
+
+    def fit(net):
+        gen = DatasetGenerator(x, 5, np.random.default_rng(0), targets=np.eye(2)[y])
+        return compress._fit(net, supervised_objective(net), gen, 4, settings, path, tmp_path / "ckpt.npz",
+                             (x, y), "test")
+
+    crashing = MLP([3, 4, 2], ["relu", "log_softmax"], np.random.default_rng(1))
+
+    def crash(_):
+        raise RuntimeError("disk full")
+
+    crashing.save = crash
+    with pytest.raises(RuntimeError, match="disk full"):
+        fit(crashing)
+    assert not path.exists()
+    first = fit(MLP([3, 4, 2], ["relu", "log_softmax"], np.random.default_rng(1)))  # retrains
+    assert path.exists() and first.shape[1] == 3
+    again = MLP([3, 4, 2], ["relu", "log_softmax"], np.random.default_rng(2))
+    np.testing.assert_array_equal(fit(again), first)  # now read from the cache, curve included
+    np.testing.assert_array_equal(again.params, MLP.load(path).params)
 
 
 # ------------------------------------------------------------- quick end to end

@@ -95,7 +95,7 @@ def test_corrupt_or_mismatched_files_raise_clear_errors_and_stay_untouched(tmp_p
     check("rbm_cd25_500.npz", load_rbm, "rbm_cd25_500.npz: could not read the arrays of .* object arrays")
     np.savez(tmp_path / "rbm_cd25_500.npz", W=np.full((784, 500), np.nan), b_visible=np.zeros(784),
              b_hidden=np.zeros(500))
-    check("rbm_cd25_500.npz", load_rbm, "expected finite W, received NaN")
+    check("rbm_cd25_500.npz", load_rbm, "rbm_cd25_500.npz: W: expected finite values, received 392000 NaN")
     np.savez(tmp_path / "binarized_mnist.npz", x_train=np.zeros((60000, 784), np.uint8))
     check("binarized_mnist.npz", load_binarized_mnist, r"missing \['x_test'\]")
     np.savez_compressed(tmp_path / "binarized_mnist.npz", x_train=np.zeros((60000, 784), np.uint8),
@@ -147,6 +147,10 @@ def test_noisy_prototypes_and_their_exact_log_probabilities():
     assert np.exp(noisy_prototypes_log_prob(everything, protos, 0.1)).sum() == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="flip_prob"):
         noisy_prototypes(3, rng, flip_prob=0.7)
+    with pytest.raises(ValueError, match=r"prototypes: expected binary values \(0 or 1\), received 1 other .* 0.5$"):
+        noisy_prototypes(3, rng, prototypes=[[0.0, 0.5]])
+    with pytest.raises(ValueError, match=r"prototypes: expected at least one row, received shape \(0, 4\)"):
+        noisy_prototypes(3, rng, prototypes=np.zeros((0, 4)))
 
 
 def test_synthetic_digits_carry_their_labels():
@@ -220,8 +224,10 @@ def test_download_checks_md5_unreachable_sources_and_bad_files(tmp_path, capsys)
         datasets.read_idx(b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match=r"expected 16 bytes for shape \(2, 2\), received 15"):
         datasets.read_idx(_idx(np.ones((2, 2)))[:15])
-    with pytest.raises(ValueError, match="expected an IDX header with 2 sizes, received 11 bytes"):
+    with pytest.raises(ValueError, match=r"expected an IDX header of 12 bytes \(2 sizes\), received 11 bytes"):
         datasets.read_idx(_idx(np.ones((2, 2)))[:11])
+    with pytest.raises(ValueError, match="expected at least 1 dimension in the IDX header, received 0"):
+        datasets.read_idx(b"\x00\x00\x08\x00")
 
 
 def _fake_thesis_repo(folder, x_train, x_test, dtype=np.float64):
@@ -275,7 +281,7 @@ def test_download_binarized_rejects_foreign_matlab_files(tmp_path):
     with pytest.raises(ValueError, match=r"expected x_trn of shape \(784, n\), one image per column"):
         datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
     savemat(target, {"x_trn": np.full((784, 2), 0.5), "x_tst": np.zeros((784, 2))})
-    with pytest.raises(ValueError, match="expected x_trn with values 0 or 1"):
+    with pytest.raises(ValueError, match=r"x_trn \(transposed\): expected binary values \(0 or 1\), received 1568"):
         datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
     target.write_bytes(b"MATLAB 7.3 MAT-file, but really just text")
     with pytest.raises(ValueError, match="could not read it as a MATLAB .mat file"):

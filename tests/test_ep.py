@@ -1,7 +1,11 @@
 """EP for Bayesian logistic regression (kd_ref.ep, 3.46-3.48)."""
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import integrate, special
+
+from kd_ref import gradcheck
 
 from kd_ref.ep import (LAMBDA, ep_logistic_regression, logistic_gaussian_integral, mackay_integral,
                        tilted_moments)
@@ -51,6 +55,38 @@ def test_tilted_moments_are_exact_for_the_probit_stand_in(m, v):
     assert np.isclose(np.exp(log_Z[0]), Z, rtol=1e-9)
     assert np.isclose(got_mean[0], mean, rtol=1e-8, atol=1e-10)
     assert np.isclose(got_var[0], var, rtol=1e-7)
+
+
+@given(m=st.floats(-12.0, 12.0), v=st.floats(0.01, 50.0))
+def test_tilted_moments_are_derivatives_of_log_z(m, v):
+    """For Z(m) = int Phi(lambda s) N(s; m, v) ds: mean = m + v d log Z/dm, var = v + v^2 d^2 log Z/dm^2."""
+    def log_z(mm):
+        return tilted_moments(np.atleast_1d(mm), np.array([v]))[2][0]
+
+    def d_log_z(mm):
+        return (tilted_moments(np.atleast_1d(mm), np.array([v]))[0] - mm) / v
+
+    def d2_log_z(mm):
+        return (tilted_moments(np.atleast_1d(mm), np.array([v]))[1] - v) / v**2
+
+    x = np.array([m])
+    first = gradcheck.check_gradient(log_z, d_log_z, x)
+    second = gradcheck.check_gradient(lambda mm: d_log_z(mm)[0], d2_log_z, x)
+    # for large m, log Z ~ -1e-6 and its differences lose relative precision: then the absolute error counts
+    assert first.passed(1e-6) or first.abs_error < 1e-10, str(first)
+    assert second.passed(1e-5) or second.abs_error < 1e-9, str(second)
+
+
+def test_an_all_zero_input_leaves_the_posterior_unchanged():
+    """sigma(w^T 0) = 1/2 whatever w: the point carries no information (and must not give 1/0 in EP)."""
+    x, t = _tiny_data()
+    post = ep_logistic_regression(x, t, 1.0)
+    padded = ep_logistic_regression(np.vstack([x, np.zeros((2, 2))]), np.concatenate([t, [0, 1]]), 1.0)
+    assert padded.converged
+    assert np.allclose(padded.mean, post.mean, rtol=1e-12) and np.allclose(padded.cov, post.cov, rtol=1e-12)
+    assert np.all(padded.tau[-2:] == 0) and np.all(padded.nu[-2:] == 0)
+    prior_only = ep_logistic_regression(np.zeros((3, 2)), np.array([0, 1, 1]), 2.0)
+    assert prior_only.converged and np.allclose(prior_only.cov, 2.0 * np.eye(2)) and not np.any(prior_only.mean)
 
 
 def test_predictive_quadrature_is_accurate_for_narrow_and_broad_gaussians():

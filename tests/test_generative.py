@@ -3,14 +3,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from kd_ref import gradcheck
 from kd_ref.distill.generative import (ChainStream, KLLoss, ScoreMatchingLoss, SquareErrorLoss, distill,
                                        distillation_objective, estimate_log_z, exact_kl)
 from kd_ref.nade import NADE
+from kd_ref.partition import (bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound,
+                              trivial_lower_bound)
 from kd_ref.rbm import RBM
+
+STEP = gradcheck.DEFAULT_STEP
 
 
 def all_states(d):
@@ -24,20 +28,34 @@ def random_rbm(rng, d, h, scale=1.0):
     return rbm
 
 
+def away_from_kinks(nade, x):
+    """True when no coordinate difference step on theta can move a ReLU activation across 0 (as in test_nade).
+
+    With binary x, a step h on one parameter changes each a_d = c + sum_{k<d} W[:, o_k] x_{o_k} by at most h.
+    """
+    if nade.nonlinearity != "relu":
+        return True
+    terms = x[:, nade.order, None] * nade.W[:, nade.order].T                 # (N, D, H), position order
+    acts = nade.c + np.cumsum(terms, axis=1) - terms                          # a_d before input o_d is added
+    return bool(np.all(np.abs(acts) > 4 * STEP))
+
+
 @st.composite
 def loss_cases(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     d, h_q, h_p, n = draw(st.integers(1, 7)), draw(st.integers(1, 5)), draw(st.integers(1, 4)), draw(st.integers(1, 5))
-    nade = NADE(d, h_q, rng, order=rng.permutation(d), init_std=draw(st.sampled_from([0.1, 1.0, 3.0])))
+    nade = NADE(d, h_q, rng, order=rng.permutation(d), init_std=draw(st.sampled_from([0.1, 1.0, 3.0])),
+                nonlinearity=draw(st.sampled_from(["logistic", "relu"])))
     nade.b[...] = rng.normal(size=d)
     nade.c[...] = rng.normal(size=h_q)
     rbm = random_rbm(rng, d, h_p, scale=draw(st.sampled_from([0.5, 2.0])))
     x = (rng.random((n, d)) < 0.5).astype(np.float64)
+    assume(away_from_kinks(nade, x))
     return nade, rbm, x, rng
 
 
-def _check_loss_gradient(loss, case):
+def _check_loss_gradient(loss, case, directions=None):
     nade, rbm, x, rng = case
     theta = nade.params.copy()
 
@@ -49,7 +67,7 @@ def _check_loss_gradient(loss, case):
         nade.set_params(p)
         return loss(nade, x, rbm)[1]
 
-    result = gradcheck.check_gradient(value, grad, theta)
+    result = gradcheck.check_gradient(value, grad, theta, directions=directions)
     nade.set_params(theta)
     assert result.rel_error < 1e-6, str(result)
 
@@ -67,6 +85,16 @@ def test_square_error_loss_gradient_matches_differences(case, c):
 @given(loss_cases())
 def test_score_matching_loss_gradient_matches_differences(case):
     _check_loss_gradient(ScoreMatchingLoss(), case)
+
+
+def test_score_matching_loss_gradient_at_a_larger_size(rng):
+    """D = 60 inputs, 30 samples, H = 25 (P = 3,085 parameters): 8 directional derivatives against differences."""
+    d, h, n = 60, 25, 30
+    nade = NADE(d, h, rng, order=rng.permutation(d), init_std=0.3)
+    nade.b[...], nade.c[...] = rng.normal(size=d), rng.normal(size=h)
+    rbm = random_rbm(rng, d, 20, scale=0.3)
+    x = (rng.random((n, d)) < 0.5).astype(np.float64)
+    _check_loss_gradient(ScoreMatchingLoss(), (nade, rbm, x, rng), directions=rng.normal(size=(8, nade.n_params)))
 
 
 def test_loss_values_follow_their_definitions(rng):
@@ -181,6 +209,27 @@ def test_estimators_with_a_distilled_nade_cover_the_exact_log_z(tiny):
     assert upper_ok >= 95 and lower_ok >= 95
 
 
+def test_estimate_log_z_feeds_the_array_estimators_with_its_samples(tiny):
+    """Every estimate equals the kd_ref.partition function applied to log phi and log q at the returned samples
+    (bridge options passed through), the trivial bound includes the candidates, and lower < importance < upper."""
+    rbm, nade, _, _ = tiny
+    states = all_states(10)
+    out = estimate_log_z(rbm, nade, np.random.default_rng(6), n_samples=500, burn_in=5, candidates=states,
+                         log_z_init="importance")
+    assert set(out) == {"upper", "lower", "trivial", "importance", "bridge", "cpu_seconds", "x_q", "x_p"}
+    x_q, x_p = out["x_q"], out["x_p"]
+    assert x_q.shape == x_p.shape == (500, 10) and not np.array_equal(x_q, x_p)   # the chains moved
+    phi_q, q_q, phi_p, q_p = rbm.log_phi(x_q), nade.log_prob(x_q), rbm.log_phi(x_p), nade.log_prob(x_p)
+    assert abs(out["bridge"].log_z - bridge_sampling(phi_q, q_q, phi_p, q_p, log_z_init="importance").log_z) < 1e-12
+    assert out["upper"].log_z == kl_upper_bound(phi_p, q_p).log_z
+    assert out["lower"].log_z == kl_lower_bound(phi_q, q_q).log_z
+    assert out["importance"].log_z == importance_sampling(phi_q, q_q).log_z
+    assert out["trivial"].log_z == trivial_lower_bound(rbm.log_phi(states)).log_z == rbm.log_phi(states).max()
+    assert out["lower"].log_z < out["importance"].log_z < out["upper"].log_z
+    assert set(out["cpu_seconds"]) == {"upper", "lower", "trivial", "importance", "bridge"}
+    assert all(out["cpu_seconds"][k] >= out[k].seconds for k in out["cpu_seconds"])
+
+
 def test_exact_bounds_bracket_log_z(tiny):
     """The expectations themselves, by enumeration: E_p[log phi - log q] >= log Z >= E_q[log phi - log q]."""
     rbm, nade, log_z, _ = tiny
@@ -211,6 +260,12 @@ def test_bad_input_is_refused_with_clear_messages(rng):
         ChainStream(rbm, 20, rng, n_chains=10)
     with pytest.raises(TypeError, match="loss: expected KLLoss"):
         distillation_objective(nade, rbm, "kl")
+    stream = ChainStream(rbm, 2, rng, n_chains=4, burn_in=0)
+    chains_before, params_before = stream.sampler.x.copy(), nade.params.copy()
+    with pytest.raises(ValueError, match="bound_samples: expected at most n_chains=4 .*received 5"):
+        distill(nade, rbm, stream, KLLoss(), 3, bound_samples=5, rng=rng, progress=False)
+    np.testing.assert_array_equal(stream.sampler.x, chains_before)
+    np.testing.assert_array_equal(nade.params, params_before)
     before = nade.params.copy()
     objective = distillation_objective(nade, rbm, KLLoss())
     with pytest.raises(ValueError, match="teacher samples: expected binary values"):
@@ -273,3 +328,36 @@ def test_rbm_nade_presets_follow_the_spec():
         rbm_nade.Settings.quick(losses=("x",)).validate()
     with pytest.raises(ValueError, match="data: the CD25\\(500\\) RBM models binarised MNIST"):
         rbm_nade.Settings.medium(data="synthetic").validate()
+
+
+@pytest.mark.parametrize("override, error, match", [
+    (dict(cd_k=0), ValueError, r"cd_k: expected an integer >= 1, received 0"),
+    (dict(n_steps=2.5), TypeError, r"n_steps: expected an integer >= 1, received 2.5"),
+    (dict(burn_in=-1), ValueError, r"burn_in: expected an integer >= 0, received -1"),
+    (dict(sample_burn_in=-3), ValueError, r"sample_burn_in: expected an integer >= 0, received -3"),
+    (dict(hill_restarts=-1), ValueError, r"hill_restarts: expected an integer >= 0, received -1"),
+    (dict(n_samples=1), ValueError, r"n_samples: expected an integer >= 2, received 1"),
+    (dict(bound_samples=1), ValueError, r"bound_samples: expected an integer >= 2, received 1"),
+    (dict(nade_hidden=()), ValueError, r"nade_hidden: expected at least one hidden-unit count, received \(\)"),
+    (dict(nade_hidden=(10, 0)), ValueError, r"nade_hidden\[1\]: expected an integer >= 1, received 0"),
+    (dict(ais_schedule="linear"), ValueError, r"ais_schedule: expected 'uniform' or 'piecewise', received 'linear'"),
+    (dict(cd_rate=0.0), ValueError, r"cd_rate: expected a value in \(0.0, inf\), received 0.0"),
+])
+def test_rbm_nade_settings_name_the_bad_field(override, error, match):
+    from kd_ref.experiments import rbm_nade
+
+    with pytest.raises(error, match=match):
+        rbm_nade.Settings.quick(**override).validate()
+    rbm_nade.Settings.quick(burn_in=0, sample_burn_in=0, hill_restarts=0).validate()   # zero sweeps are allowed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "0"], "--target: expected a half-width > 0 nats, received 0.0"),
+    (["--max-n", "0"], "--max-n: expected an integer >= 1, received 0"),
+])
+def test_bench_logz_refuses_bad_options_before_loading_the_run(argv, message, capsys):
+    from kd_ref.bench import logz
+
+    with pytest.raises(SystemExit) as exit_info:
+        logz.main(argv + ["--run", "/nonexistent"])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

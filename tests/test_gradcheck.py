@@ -1,5 +1,6 @@
 """The finite-difference harness itself: it must pass true derivatives and catch wrong ones."""
 import numpy as np
+import pytest
 
 from kd_ref import gradcheck
 
@@ -52,4 +53,16 @@ def test_over_params_and_input_restores_the_model_and_checks_joint_derivatives(r
     assert gradcheck.check_hvp(grad, hvp, z, rng.normal(size=z.shape)).rel_error < 1e-9
     value(z + 1.0)
     np.testing.assert_array_equal(net.params, before)
+
+    def failing(xx):
+        raise RuntimeError("inside")
+
+    value_fail = gradcheck.over_params_and_input(net, x, failing, grad)[0]
+    with pytest.raises(RuntimeError, match="inside"):
+        value_fail(z + 1.0)
+    np.testing.assert_array_equal(net.params, before)
+    # parameters set after the helper was built are the ones restored
+    net.set_params(before + 0.5)
+    value(z)
+    np.testing.assert_array_equal(net.params, before + 0.5)
     assert gradcheck.over_params_and_input(net, x, value, grad)[2] is None

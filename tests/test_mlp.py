@@ -59,30 +59,9 @@ def problems(draw):
 
 def joint(net, x, out):
     """Value, gradient and HVP as functions of z = (params, x) flattened, for gradcheck."""
-    P, shape = net.n_params, x.shape
-
-    def split(z):
-        return z[:P], z[P:].reshape(shape)
-
-    def value(z):
-        p, xx = split(z)
-        net.set_params(p)
-        return out.value(net.forward(xx).y)
-
-    def grad(z):
-        p, xx = split(z)
-        net.set_params(p)
-        _, d_p, d_x = net.gradient(xx, out)
-        return np.concatenate([d_p, d_x.ravel()])
-
-    def hvp(z, v):
-        p, xx = split(z)
-        net.set_params(p)
-        v_p, v_x = split(v)
-        Hv_p, Hv_x = net.hvp(xx, out, v_p, v_x)
-        return np.concatenate([Hv_p, Hv_x.ravel()])
-
-    return value, grad, hvp, np.concatenate([net.params, x.ravel()])
+    return gradcheck.over_params_and_input(net, x, lambda xx: out.value(net.forward(xx).y),
+                                           lambda xx: net.gradient(xx, out)[1:],
+                                           lambda xx, v_p, v_x: net.hvp(xx, out, v_p, v_x))
 
 
 @given(problems())
@@ -106,6 +85,17 @@ def test_hvp_matches_differences_of_the_gradient(problem, part):
     assume(np.linalg.norm(hvp(z, v)) > 1e-5 * (1.0 + np.linalg.norm(grad(z))))
     result = gradcheck.check_hvp(grad, hvp, z, v)
     assert result.passed(1e-5), str(result)
+    # the parameter part alone (input_grads=False, the path derivative matching takes) against the
+    # parameter part of the same differences; None marks a zero part (B.19-B.21)
+    P = net.n_params
+    v_p = None if part == "input" else v[:P]
+    v_x = None if part == "params" else v[P:].reshape(x.shape)
+    Hv_p, none = net.hvp(x, out, v_p, v_x, input_grads=False)
+    assert none is None
+    # the same norm-wise tolerance as the whole vector's check, now on the parameter block alone
+    gap = np.linalg.norm(Hv_p - result.numeric[:P])
+    scale = max(np.linalg.norm(result.analytic), np.linalg.norm(result.numeric))
+    assert gap <= 1e-5 * scale, (Hv_p, result.numeric[:P])
 
 
 @given(problems())

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
-from kd_ref.mog import MoG, OnlineEM, em_step, fit_em, initial_model
+from kd_ref.mog import MoG, OnlineEM, Statistics, em_step, fit_em, initial_model, m_step
 from kd_ref.optim import LinearDecay, PowerDecay
 
 
@@ -111,10 +111,17 @@ def test_fit_em_keeps_the_best_restart_and_runs_to_convergence():
     assert np.allclose(one.model.params, em_step(poor, x, reg=1e-6)[0].params, rtol=1e-13)
 
 
+def test_a_starved_component_without_previous_parameters_is_a_clear_error():
+    stats = Statistics(np.array([1.0, 0.0]), np.array([[0.5], [0.0]]), np.array([[[1.0]], [[0.0]]]))
+    with pytest.raises(ValueError, match=r"previous: expected a MoG to keep components \[1\].*received None"):
+        m_step(stats)
+
+
 def test_every_restart_failing_is_a_clear_error(rng):
     """reg = 0 on data that are all the same point: every covariance becomes exactly 0."""
     x = np.zeros((10, 1))
-    with pytest.raises(ValueError, match="every EM restart failed"):
+    with pytest.raises(ValueError, match=r"reg: every one of the 2 EM restarts met a singular covariance; "
+                                         r"expected reg > 0 .*received reg=0.0"):
         fit_em(x, 3, rng, n_restarts=2, reg=0.0)
 
 

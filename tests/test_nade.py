@@ -8,7 +8,7 @@ from hypothesis import assume, given, strategies as st
 import kd_ref.nade as nade_module
 from kd_ref import gradcheck
 from kd_ref.datasets import noisy_prototypes, noisy_prototypes_log_prob
-from kd_ref.nade import NADE, fit_nade, raster_column_order
+from kd_ref.nade import NADE, fit_nade, log_likelihood_objective, raster_column_order
 from kd_ref.optim import MinibatchDrawer
 from kd_ref.optim import SGD
 
@@ -71,30 +71,45 @@ def block_plan(block_numbers, max_rows, max_block):
         nade_module._BLOCK_NUMBERS, nade_module._MAX_ROWS, nade_module._MAX_BLOCK = saved
 
 
+def maybe_block_plan(plan):
+    """block_plan(*plan), or the engine's own plan for None."""
+    return contextlib.nullcontext() if plan is None else block_plan(*plan)
+
+
 def all_binary(D):
     return ((np.arange(2 ** D)[:, None] >> np.arange(D)) & 1).astype(float)
 
 
 sizes = dict(D=st.integers(1, 9), H=st.integers(1, 7), N=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
              nonlinearity=st.sampled_from(["logistic", "relu"]))
+# (block numbers, max rows, max block): the default sizes never split a batch into row chunks and
+# rarely into position blocks; these do (one row per chunk, two positions per block, ...)
+plans = st.sampled_from([None, (8, 2, 2), (1, 1, 2), (30, 4, 3)])
 
 
 # ------------------------------------------------------------------- derivatives
-@given(**sizes)
-def test_gradient_matches_differences(D, H, N, seed, nonlinearity):
+@given(**sizes, plan=plans)
+def test_gradient_matches_differences(D, H, N, seed, nonlinearity, plan):
     nade, x, w, _ = make_case(seed, D, H, N, nonlinearity)
     assume(away_from_kinks(nade, x))
-    value, grad, _, z = joint(nade, x, w)
-    g, num = grad(z), gradcheck.numerical_gradient(value, z)
+    with maybe_block_plan(plan):
+        value, grad, _, z = joint(nade, x, w)
+        g, num = grad(z), gradcheck.numerical_gradient(value, z)
+        _, d_p, d_x = nade.grad(x, w, continuous=True)
+        _, only_p, none_x = nade.grad(x, w, input_grads=False, continuous=True)
+        _, none_p, only_x = nade.grad(x, w, param_grads=False, continuous=True)
     P = nade.n_params
     parts = dict(zip("WVbc", nade.param_views(np.arange(P))), x=np.arange(P, z.size))
     for name, idx in parts.items():                 # each block on its own, so none hides behind a larger one
         res = gradcheck._result(f"d/d{name}", g[idx.ravel()], num[idx.ravel()])
         assert res.passed(1e-6), str(res)
+    assert none_x is None and none_p is None        # a skipped part is not computed ...
+    np.testing.assert_allclose(only_p, d_p, rtol=1e-12, atol=0)    # ... and the other is unchanged
+    np.testing.assert_allclose(only_x, d_x, rtol=1e-12, atol=0)
 
 
-@given(**sizes, part=st.sampled_from(["full", "params", "x"]))
-def test_hvp_matches_differences_and_is_symmetric(D, H, N, seed, nonlinearity, part):
+@given(**sizes, part=st.sampled_from(["full", "params", "x"]), plan=plans)
+def test_hvp_matches_differences_and_is_symmetric(D, H, N, seed, nonlinearity, part, plan):
     nade, x, w, rng = make_case(seed, D, H, N, nonlinearity)
     _, grad, hvp, z = joint(nade, x, w)
     P = nade.n_params
@@ -103,29 +118,54 @@ def test_hvp_matches_differences_and_is_symmetric(D, H, N, seed, nonlinearity, p
         v[P:] = 0.0          # reduced form (C.28) with v_x = 0
     elif part == "x":
         v[:P] = 0.0          # reduced form (C.28) with v_theta = 0
-    assume(away_from_kinks(nade, x, v[:P], v[P:].reshape(x.shape)))
-    assume(away_from_kinks(nade, x, u[:P], u[P:].reshape(x.shape)))
-    res = gradcheck.check_hvp(grad, hvp, z, v)
+    assume(away_from_kinks(nade, x, v[:P], v[P:].reshape(x.shape)))    # u is never differenced along
+    v_p = None if part == "x" else v[:P]
+    v_x = None if part == "params" else v[P:].reshape(x.shape)
+    with maybe_block_plan(plan):
+        res = gradcheck.check_hvp(grad, hvp, z, v)
+        sym = gradcheck.check_symmetry(hvp, z, u, v)
+        Hv_p, Hv_x = nade.hvp(x, v_p, v_x, w, continuous=True)
+        only_p, none_x = nade.hvp(x, v_p, v_x, w, input_grads=False, continuous=True)
+        none_p, only_x = nade.hvp(x, v_p, v_x, w, param_grads=False, continuous=True)
     assert res.passed(1e-5), str(res)
-    sym = gradcheck.check_symmetry(hvp, z, u, v)
     assert sym.passed(1e-9), str(sym)
+    assert none_x is None and none_p is None
+    np.testing.assert_allclose(only_p, Hv_p, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(only_x, Hv_x, rtol=1e-12, atol=0)
+
+
+@given(**sizes, part=st.sampled_from(["full", "params", "x"]), plan=plans)
+def test_r_forward_matches_differences_of_logits(D, H, N, seed, nonlinearity, part, plan):
+    nade, x, _, rng = make_case(seed, D, H, N, nonlinearity)
+    v_p, v_x = rng.normal(size=nade.n_params), rng.normal(size=x.shape)
+    if part == "params":
+        v_x = None           # None means a zero part
+    elif part == "x":
+        v_p = None
+    assume(away_from_kinks(nade, x, v_p, v_x))
+    logits, _, _, z = gradcheck.over_params_and_input(nade, x, lambda xx: nade.r_forward(xx, continuous=True)[0],
+                                                      None)
+    v = np.concatenate([np.zeros(nade.n_params) if v_p is None else v_p,
+                        np.zeros(x.size) if v_x is None else v_x.ravel()])
+    with maybe_block_plan(plan):
+        _, R_z = nade.r_forward(x, v_p, v_x, continuous=True)
+        numeric = gradcheck.directional_difference(logits, z, v)
+    assert gradcheck.relative_error(R_z, numeric) < 1e-6
 
 
 @given(**sizes)
-def test_r_forward_matches_differences_of_logits(D, H, N, seed, nonlinearity):
-    nade, x, _, rng = make_case(seed, D, H, N, nonlinearity)
-    v_p, v_x = rng.normal(size=nade.n_params), rng.normal(size=x.shape)
-    assume(away_from_kinks(nade, x, v_p, v_x))
-    theta = nade.params.copy()
-
-    def z_along(r):
-        nade.set_params(theta + r * v_p)
-        out = nade.r_forward(x + r * v_x, continuous=True)[0]
-        nade.set_params(theta)
-        return out
-
-    _, R_z = nade.r_forward(x, v_p, v_x, continuous=True)
-    assert gradcheck.relative_error(R_z, gradcheck.directional_difference(z_along, 0.0, 1.0)) < 1e-6
+def test_log_likelihood_objective_gradient_matches_differences(D, H, N, seed, nonlinearity):
+    """The training objective (-mean log q, its gradient) of fit / fit_nade, differenced over the parameters."""
+    nade, _, _, rng = make_case(seed, D, H, N, nonlinearity)
+    xb = (rng.random((N, D)) < 0.5).astype(float)
+    assume(away_from_kinks(nade, xb))
+    objective = log_likelihood_objective(nade)
+    # a function of the parameters alone: z = (params, empty input)
+    loss, _, _, theta = gradcheck.over_params_and_input(nade, np.zeros(0), lambda _: objective(xb)[0], None)
+    value, grad = objective(xb)
+    assert value == pytest.approx(-nade.log_prob(xb).mean(), rel=1e-12, abs=1e-12)
+    res = gradcheck.check_gradient(loss, lambda _: grad, theta)
+    assert res.passed(1e-6), str(res)
 
 
 def test_random_direction_checks_on_a_larger_nade():

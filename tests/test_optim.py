@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from kd_ref.optim import SGD, Adadelta, ConstantSchedule, LinearDecay, PowerDecay, train
+from kd_ref.optim import SGD, Adadelta, ConstantSchedule, LinearDecay, MinibatchDrawer, PowerDecay, train
 
 
 def test_adadelta_matches_a_hand_computed_sequence():
@@ -109,6 +109,19 @@ def test_named_monitor_values_survive_a_checkpoint(tmp_path, rng):
     assert resumed.monitor[-1][1] == monitor()
 
 
+def test_monitors_that_clash_with_the_loss_or_change_their_names_are_named_errors():
+    p = np.zeros(1)
+    step = lambda b: (float(p[0] ** 2), 2 * p)  # noqa: E731
+    with pytest.raises(ValueError, match=r"monitor: expected names other than 'loss'.*received \['loss'\]"):
+        train(p, step, lambda: None, SGD(0.1), 4, progress=True, monitor=lambda: {"loss": 1.0}, monitor_every=2)
+    calls = iter([{"a": 1.0}, {"b": 2.0}])
+    with pytest.raises(ValueError, match=r"monitor: expected \['a'\] as at its first call, received names \['b'\]"):
+        train(p, step, lambda: None, SGD(0.1), 4, progress=False, monitor=lambda: next(calls), monitor_every=2)
+    calls = iter([{"a": 1.0}, 3.0])
+    with pytest.raises(ValueError, match=r"monitor: expected a dict with names \['a'\].*received float"):
+        train(p, step, lambda: None, SGD(0.1), 4, progress=False, monitor=lambda: next(calls), monitor_every=2)
+
+
 def test_progress_line_shows_rate_and_eta(capsys, rng):
     p = np.zeros(1)
     train(p, lambda b: (float(p[0] ** 2), 2 * p), lambda: None, SGD(0.1), 5, progress=True, label="demo")
@@ -117,6 +130,10 @@ def test_progress_line_shows_rate_and_eta(capsys, rng):
 
 
 def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="data: expected a numeric array, received dtype <U1"):
+        MinibatchDrawer(np.array([["a", "b"]]), 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"data: expected a 2-d array with at least one row, received shape \(0, 3\)"):
+        MinibatchDrawer(np.zeros((0, 3)), 1, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"eta: expected a value in \(0.0, inf\], received -1.0"):
         ConstantSchedule(-1.0)
     with pytest.raises(ValueError, match=r"kappa: expected a value in \(0.0, 1.0\], received 1.5"):

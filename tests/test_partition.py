@@ -21,8 +21,7 @@ from scipy.special import logsumexp
 
 from kd_ref import partition as pf
 from kd_ref.partition import (AISEstimate, BridgeEstimate, LogZEstimate, ais_rbm, beta_schedule, bridge_sampling,
-                              estimate_log_z, importance_sampling, kl_lower_bound, kl_upper_bound, log_mean_weight,
-                              trivial_lower_bound)
+                              importance_sampling, kl_lower_bound, kl_upper_bound, log_mean_weight, trivial_lower_bound)
 
 D, H = 10, 5
 N_SAMPLES = 1000
@@ -256,32 +255,6 @@ def test_log_mean_weight_interval_and_minus_inf_lower_end():
     assert abs(lower - np.log(1.0 - 3 * np.std([1.0, 1.1, 0.9, 1.05, 0.95], ddof=1) / np.sqrt(5))) < 1e-14
 
 
-def test_estimate_log_z_from_callables(problem):
-    """The convenience wrapper evaluates callables on samples and agrees with the array functions."""
-    rng = np.random.default_rng(6)
-    iq = rng.choice(2 ** D, size=500, p=problem.q)
-    ip = rng.choice(2 ** D, size=500, p=problem.p)
-    lookup = {tuple(s): i for i, s in enumerate(problem.states.astype(int))}
-
-    def index(x):
-        return np.array([lookup[tuple(r)] for r in x.astype(int)])
-
-    def log_phi(x):
-        return rbm_log_phi(x, problem.W, problem.bv, problem.bh)
-
-    def log_q(x):
-        return problem.log_q[index(x)]
-
-    res = estimate_log_z(log_phi, log_q, problem.states[iq], problem.states[ip], candidates=problem.states)
-    assert set(res) == {"upper", "lower", "trivial", "importance", "bridge"}
-    b = bridge_sampling(problem.log_phi[iq], problem.log_q[iq], problem.log_phi[ip], problem.log_q[ip])
-    assert abs(res["bridge"].log_z - b.log_z) < 1e-12
-    assert res["trivial"].log_z == problem.log_phi.max()
-    assert res["lower"].log_z < res["importance"].log_z < res["upper"].log_z
-    only_q = estimate_log_z(log_phi, log_q, problem.states[iq])
-    assert set(only_q) == {"lower", "trivial", "importance"}
-
-
 # ------------------------------------------------------------------------------------------ AIS
 def test_ais_is_exact_without_couplings():
     """W = 0 and a base equal to the RBM's visible factor: every log weight equals log Z exactly."""
@@ -418,8 +391,6 @@ def test_ais_on_cd25_500(data_dir):
      r"log_z_init: expected None, 'importance' or a finite float, received 'ais'"),
     (lambda: bridge_sampling(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3), max_iter=0),
      r"max_iter: expected an integer >= 1, received 0"),
-    (lambda: estimate_log_z(lambda x: x[:, 0], lambda x: x[:, :2], np.zeros((4, 3))),
-     r"log_q: expected an array of shape \(4,\) for x_q, received shape \(4, 2\)"),
 ])
 def test_bad_array_input_names_argument_expected_and_received(call, match):
     with pytest.raises(ValueError, match=match):

@@ -48,7 +48,7 @@ def test_bayesian_mog_with_1000_observations():
 def test_mog_bad_input():
     with pytest.raises(ValueError, match="variances"):
         BayesianMoG([0.0], variances=(1.0, -1.0, 1.0))
-    with pytest.raises(ValueError, match=r"means: expected shape \(M, 3\)"):
+    with pytest.raises(ValueError, match=r"means: expected shape \(N, 3\)"):
         BayesianMoG([0.0]).log_posterior(np.zeros((2, 2)))
 
 
@@ -114,6 +114,27 @@ def test_theta_gradients_match_finite_differences(seed, K, N, S, teacher_kind, s
     result = gradcheck.check_gradient(f, g, w0)
     net.params[sl] = w0
     assert result.passed(1e-6), str(result)
+
+
+@given(seed=st.integers(0, 2**32 - 1), S=st.integers(1, 12), N=st.integers(1, 4), scale=st.floats(0.3, 3.0),
+       teacher_kind=st.sampled_from(["network", "sample"]))
+def test_teacher_input_derivatives_match_finite_differences(seed, S, N, scale, teacher_kind):
+    """d log p(t=c|x)/dx of both classes (the targets of 3.24) against central differences of log p."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, 2)) * 2
+    if teacher_kind == "network":
+        net = mc_predictor(rng.normal(size=(S, 2)) * scale)
+        targets_at = lambda z, n: network_targets(net, z[None])  # noqa: E731
+    else:
+        w = rng.normal(size=(N, 2)) * scale                      # one posterior sample per input row
+        targets_at = lambda z, n: sample_targets(w[n:n + 1], z[None])  # noqa: E731
+    targets = network_targets(net, x) if teacher_kind == "network" else sample_targets(w, x)
+    for n in range(N):
+        for c in (0, 1):
+            result = gradcheck.check_gradient(lambda z: targets_at(z, n).log_p[0, c],
+                                              lambda z: targets.d_log_p[n, c], x[n])
+            # where the sigmoids saturate log p ~ -1e-9 and its differences lose relative precision
+            assert result.passed(1e-6) or result.abs_error < 1e-11, str(result)
 
 
 def test_losses_match_explicit_two_class_formulas(rng):

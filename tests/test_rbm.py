@@ -94,6 +94,34 @@ def test_conditionals_match_the_joint():
     np.testing.assert_allclose(rbm.visible_probs(Hs), p_x_given_h.T @ X, rtol=1e-12)
 
 
+def test_sampling_the_conditionals_and_a_sweep_made_of_them():
+    """sample_hidden / sample_visible draw from (4.33) / (4.34); one Gibbs sweep is the one followed by the other."""
+    rbm, _ = make_rbm(6, 4, 3)
+    x = np.array([[1.0, 0.0, 1.0, 1.0]])
+    rng = np.random.default_rng(0)
+    h = rbm.sample_hidden(np.repeat(x, 40_000, axis=0), rng)
+    assert h.shape == (40_000, 3) and set(np.unique(h)) <= {0.0, 1.0}
+    # each frequency within 5 standard errors (sd <= 0.5 / sqrt(40000) = 0.0025) of p(h_j = 1 | x)
+    assert np.all(np.abs(h.mean(axis=0) - rbm.hidden_probs(x)[0]) < 5 * 0.0025)
+    hs = np.array([[0.0, 1.0, 1.0]])
+    xs = rbm.sample_visible(np.repeat(hs, 40_000, axis=0), rng)
+    assert xs.shape == (40_000, 4) and set(np.unique(xs)) <= {0.0, 1.0}
+    assert np.all(np.abs(xs.mean(axis=0) - rbm.visible_probs(hs)[0]) < 5 * 0.0025)
+    # control: a different hidden state gives visibly different frequencies
+    assert np.max(np.abs(xs.mean(axis=0) - rbm.visible_probs([[1.0, 0.0, 0.0]])[0])) > 0.05
+    init = (np.random.default_rng(1).random((6, 4)) < 0.5).astype(float)
+    sampler = GibbsSampler(rbm, np.random.default_rng(2), init=init)
+    same = np.random.default_rng(2)
+    np.testing.assert_array_equal(sampler.sweep(1), rbm.sample_visible(rbm.sample_hidden(init, same), same))
+    assert sampler.n_chains == 6
+    with pytest.raises(AttributeError):
+        sampler.n_chains = 3                                # derived from x, not settable
+    with pytest.raises(TypeError, match="rng"):
+        rbm.sample_hidden(x, 0)
+    with pytest.raises(ValueError, match=r"h: expected shape \(N, 3\), received shape \(1, 4\)"):
+        rbm.sample_visible(x, rng)
+
+
 # -------------------------------------------------------------------------- log Z
 @pytest.mark.parametrize("D,H", [(1, 1), (3, 5), (6, 2), (4, 4), (2, 7)])
 def test_exact_log_z_matches_brute_force_over_both_layers(D, H):
@@ -109,9 +137,10 @@ def test_exact_log_z_with_many_enumerated_states():
 
 
 def test_exact_log_z_refuses_large_models():
-    with pytest.raises(ValueError, match=r"expected min\(n_visible, n_hidden\) <= max_units=26, received 27"):
+    with pytest.raises(ValueError, match=r"^max_units: expected min\(n_visible, n_hidden\) <= max_units=26, "
+                                         r"received 27 \(D=30, H=27\)"):
         RBM(30, 27).log_z_exact()
-    with pytest.raises(ValueError, match="max_units=3, received 4"):
+    with pytest.raises(ValueError, match="^max_units: expected .*max_units=3, received 4"):
         RBM(4, 5).log_z_exact(max_units=3)
 
 
@@ -224,6 +253,10 @@ def test_rbm_save_load_round_trip_and_bad_files(tmp_path):
     np.savez(tmp_path / "future.npz", **dict(arrays, version=np.array(99)))
     with pytest.raises(ValueError, match="expected file version 1, received 99"):
         RBM.load(tmp_path / "future.npz")
+    del arrays["version"]
+    np.savez(tmp_path / "unversioned.npz", **arrays)
+    with pytest.raises(ValueError, match=r"path: expected file version 1, .*unversioned.npz' holds no version array"):
+        RBM.load(tmp_path / "unversioned.npz")
     with pytest.raises(FileNotFoundError, match="no RBM file"):
         RBM.load(tmp_path / "absent.npz")
     # the reference layout (W, b_visible, b_hidden without format/version) loads as well
@@ -253,11 +286,18 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing():
         fit_cd(rbm, np.zeros((5, 4)), rng, n_steps=2, k=0, progress=False)
     with pytest.raises(ValueError, match="n_steps: expected an integer >= 1, received 0"):
         fit_cd(rbm, np.zeros((5, 4)), rng, n_steps=0, progress=False)
-    with pytest.raises(ValueError, match="max_units=26, received 27"):
+    with pytest.raises(ValueError, match="max_units: expected .*max_units=26, received 27"):
         RBM(27, 30).log_prob_exact(np.zeros((1, 27)))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match=f"log_z: expected a finite real number, received {bad}"):
+            rbm.log_prob_exact(np.zeros((1, 4)), log_z=bad)
+    with pytest.raises(TypeError, match="log_z: expected a finite real number, received 'big'"):
+        rbm.log_prob_exact(np.zeros((1, 4)), log_z="big")
+    np.testing.assert_allclose(rbm.log_prob_exact(np.zeros((1, 4)), log_z=2.5), rbm.log_phi(np.zeros(4)) - 2.5)
     with pytest.raises(ValueError, match="init: expected binary values"):
         hill_climb(rbm, rng, init=[[0, 1, 0.5, 1]])
-    with pytest.raises(ValueError, match="n_restarts: expected at least one start"):
+    with pytest.raises(ValueError, match=r"n_restarts: expected at least one start .*, "
+                                         r"received n_restarts=0, init=None, include_zeros=False"):
         hill_climb(rbm, rng, n_restarts=0)
     with pytest.raises(ValueError, match="batch_size: expected at most n_chains=2"):
         GibbsSampler(rbm, rng, n_chains=2).next_batch(3)

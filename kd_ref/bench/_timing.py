@@ -1,4 +1,5 @@
 """Timing helpers shared by the ``kd-ref bench`` commands."""
+import argparse
 import ctypes
 import time
 
@@ -58,3 +59,35 @@ def try_torch():
     except ImportError:
         return None
     return torch
+
+
+# ----------------------------------------------------------------- command line
+def positive_int(text):
+    """argparse type for a size (batch, samples, chains): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {value}")
+    return value
+
+
+def add_common_args(parser):
+    """The options every benchmark takes: --seed and --default-malloc."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc returning large blocks to the OS (page faults counted in the times, "
+                             "as in an ordinary training run)")
+    return parser
+
+
+def start(args):
+    """Set the allocator, measure the GEMM rate and print both; returns (rng from --seed, GEMM rate in flop/s)."""
+    kept = False if args.default_malloc else keep_freed_memory()
+    rate = gemm_rate()
+    print(f"float64 GEMM rate of this machine (1000x784 @ 784x500): {rate / 1e9:.2f} Gflop/s")
+    print("allocator: " + ("freed blocks kept (no page-fault cost for fresh arrays)" if kept
+                           else "default (each fresh large array pays page faults)")
+          + "; times are the best of several runs, on a shared machine expect noise of 10-30%")
+    return np.random.default_rng(args.seed), rate

@@ -13,11 +13,9 @@ backprops per member), in examples per second.
 """
 import argparse
 
-import numpy as np
-
 from ..distill.compression import CrossEntropyLoss, DerivativeSquareErrorLoss, EnsembleTeacher
 from ..mlp import MLP
-from ._timing import best_time, gemm_rate, keep_freed_memory
+from ._timing import add_common_args, best_time, positive_int, start
 
 STUDENT = [784, 50, 30, 10]
 MEMBER = [784, 500, 300, 10]
@@ -48,20 +46,12 @@ def teacher_rate(n_members, batch, rng, derivatives=True, repeats=3):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kd-ref bench dse", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, nargs="*", default=[20, 100], help="student minibatch sizes")
-    parser.add_argument("--members", type=int, default=30, help="ensemble size for the teacher timing")
-    parser.add_argument("--teacher-batch", type=int, default=20, help="minibatch of the teacher timing")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc returning large blocks to the OS (page faults counted in the times, "
-                             "as in an ordinary training run)")
-    args = parser.parse_args(argv)
-    kept = False if args.default_malloc else keep_freed_memory()
-    rng = np.random.default_rng(args.seed)
+    parser.add_argument("--batch", type=positive_int, nargs="+", default=[20, 100], help="student minibatch sizes")
+    parser.add_argument("--members", type=positive_int, default=30, help="ensemble size for the teacher timing")
+    parser.add_argument("--teacher-batch", type=positive_int, default=20, help="minibatch of the teacher timing")
+    args = add_common_args(parser).parse_args(argv)
+    rng, _ = start(args)
     c = STUDENT[-1]
-    print(f"float64 GEMM rate of this machine: {gemm_rate() / 1e9:.2f} Gflop/s")
-    print("allocator: " + ("freed blocks kept (no page-fault cost per step)" if kept
-                           else "default (each step pays page faults for its fresh large arrays)"))
     print(f"student {'-'.join(map(str, STUDENT))} (relu, relu, log_softmax), C = {c} classes; "
           f"predicted DSE / CE ratio about 2C = {2 * c}\n")
     print(f"{'batch':>6} {'CE step':>10} {'DSE stack':>10} {'DSE loop':>10} {'stack/CE':>9} {'loop/CE':>8}")

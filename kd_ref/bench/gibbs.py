@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from ..rbm import RBM, GibbsSampler
-from ._timing import best_time, gemm_rate, keep_freed_memory, try_torch
+from ._timing import add_common_args, best_time, positive_int, start, try_torch
 
 
 def _rbm(rng):
@@ -44,20 +44,12 @@ def _torch_ratio(torch, rbm, x0, ours):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kd-ref bench gibbs", description=__doc__.splitlines()[0])
-    parser.add_argument("--chains", type=int, nargs="*", default=[2000])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc returning large blocks to the OS (page faults counted in the times)")
-    args = parser.parse_args(argv)
-    kept = False if args.default_malloc else keep_freed_memory()
-    rng = np.random.default_rng(args.seed)
+    parser.add_argument("--chains", type=positive_int, nargs="+", default=[2000], help="numbers of chains K")
+    args = add_common_args(parser).parse_args(argv)
+    rng, rate = start(args)
     rbm, source = _rbm(rng)
     D, H = rbm.n_visible, rbm.n_hidden
-    rate = gemm_rate()
-    print(f"RBM: {source}")
-    print(f"float64 GEMM rate of this machine (1000x784 @ 784x500): {rate / 1e9:.2f} Gflop/s")
-    print("allocator: " + ("freed blocks kept" if kept else "default") +
-          "; best of several runs on a shared machine, so expect noise of 10-30%\n")
+    print(f"RBM: {source}\n")
     print(f"{'chains':>7} {'sweep':>10} {'sweeps/s':>9} {'chain-sweeps/s':>15} {'/GEMM-bound':>12}")
     torch = try_torch()
     for k in args.chains:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..mlp import MLP
 from ..outputs import DotProduct
-from ._timing import best_time, gemm_rate, keep_freed_memory, try_torch
+from ._timing import add_common_args, best_time, positive_int, start, try_torch
 
 SIZES = [784, 500, 300, 10]
 
@@ -50,19 +50,11 @@ def _torch_ratio(torch, net, x, t, v_p, ours_grad, ours_hvp):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kd-ref bench mlp", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, nargs="*", default=[20, 100, 1000])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc returning large blocks to the OS (page faults counted in the times)")
-    args = parser.parse_args(argv)
-    kept = False if args.default_malloc else keep_freed_memory()
-    rng = np.random.default_rng(args.seed)
+    parser.add_argument("--batch", type=positive_int, nargs="+", default=[20, 100, 1000], help="batch sizes")
+    args = add_common_args(parser).parse_args(argv)
+    rng, rate = start(args)
     net = MLP(SIZES, ["relu", "relu", "log_softmax"], rng)
-    rate = gemm_rate()
-    print(f"network {'-'.join(map(str, SIZES))} (relu, relu, log_softmax), dot-product loss, float64")
-    print(f"float64 GEMM rate of this machine (1000x784 @ 784x500): {rate / 1e9:.2f} Gflop/s")
-    print("allocator: " + ("freed blocks kept (no page-fault cost per pass)" if kept
-                           else "default (each pass pays page faults for its fresh arrays)") + "\n")
+    print(f"network {'-'.join(map(str, SIZES))} (relu, relu, log_softmax), dot-product loss, float64\n")
     print(f"{'batch':>6} {'forward':>10} {'backprop':>10} {'input-only':>10} {'R{bp} full':>10} "
           f"{'R{bp} v_x':>10} {'R/bp':>6} {'bp/fwd':>6} {'bp GEMM%':>8}")
     torch = try_torch()

@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from ..nade import NADE, raster_column_order
-from ._timing import best_time, gemm_rate, keep_freed_memory, try_torch
+from ._timing import add_common_args, best_time, positive_int, start, try_torch
 
 D, H = 784, 500
 UNITS = {"forward": 2, "grad (params)": 5, "backprop": 6, "R{bp} full": 15, "R{bp} (0,v_x)": 10, "sample": 2}
@@ -59,22 +59,14 @@ def _torch_ratio(torch, nade, x, ours):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kd-ref bench nade", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, nargs="*", default=[100, 1000])
-    parser.add_argument("--samples", type=int, default=100, help="number of images to sample")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc returning large blocks to the OS (page faults counted in the times)")
-    args = parser.parse_args(argv)
-    kept = False if args.default_malloc else keep_freed_memory()
-    rng = np.random.default_rng(args.seed)
+    parser.add_argument("--batch", type=positive_int, nargs="+", default=[100, 1000], help="batch sizes N")
+    parser.add_argument("--samples", type=positive_int, default=100, help="number of images to sample")
+    args = add_common_args(parser).parse_args(argv)
+    rng, rate = start(args)
     nade = NADE(D, H, rng, order=raster_column_order(28, 28), init_std=0.05)
     x_all, source = _inputs(max(args.batch), rng)
-    rate = gemm_rate()
     print(f"NADE D={D}, H={H}, logistic hidden units, raster column-wise order, float64")
-    print(f"inputs: {source}")
-    print(f"float64 GEMM rate of this machine (1000x784 @ 784x500): {rate / 1e9:.2f} Gflop/s")
-    print("allocator: " + ("freed blocks kept" if kept else "default") +
-          "; times are the best of several runs on a shared machine, so expect noise of 10-30%\n")
+    print(f"inputs: {source}\n")
     header = (f"{'N':>5} {'pass':<16} {'time':>10} {'/GEMM-bound':>12} {'ns per N*D*H':>13}")
     print(header)
     torch = try_torch()

@@ -36,12 +36,11 @@ which R{backprop} gives in the reduced form (B.19-B.21) without ever forming a
 Hessian. Per class this is one backprop (to get g_i, hence d_i) and one reduced
 R{backprop}; for C classes, about 2C backprops, against one for cross entropy.
 """
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_float_array, check_generator, check_positive_int
+from .._validation import as_float_array, check_generator, check_in_range, check_positive_int
 from ..mlp import MLP, Cache
 from ..nade import NADE
 from ..optim import MinibatchDrawer, train
@@ -175,7 +174,8 @@ def _mlp_log_prob_jacobian(net, cache):
 
 
 class MLPTeacher:
-    """A single trained network as teacher.
+    """A single trained network as teacher: its probabilities for (2.5, 2.17) and the
+    input derivatives of its log-probabilities for (2.18).
 
     Parameters
     ----------
@@ -195,6 +195,10 @@ class MLPTeacher:
 
     def label(self, x, derivatives=False):
         """Probabilities, log-probabilities and (optionally) their input derivatives.
+
+        The derivatives are the teacher's terms d log t_i(x) / dx of (2.18): for each
+        class i, a backprop of E_i = log y_i that keeps only the input-side recursion
+        (B.8, B.10) and skips the parameter products (B.9).
 
         Parameters
         ----------
@@ -269,7 +273,7 @@ class EnsembleTeacher:
         """Ensemble probabilities, log-probabilities and (log_mean_exp only) their input derivatives.
 
         Members are evaluated one after another, so memory holds one member's
-        activations and the running sums only.
+        activations and the members' (N, C) outputs (or, for derivatives, the running sums).
 
         Parameters
         ----------
@@ -290,18 +294,19 @@ class EnsembleTeacher:
             probs = probs / len(self.members)
             with np.errstate(divide="ignore"):
                 return Labels(probs, np.log(probs))
+        if not derivatives:
+            log_probs = log_mean_exp(np.stack([m.forward(x).y for m in self.members]))
+            return Labels(np.exp(log_probs), log_probs)
         # running log-sum-exp over members, with the derivative sum rescaled as the maximum moves
         lse, acc = None, None
         for m in self.members:
             cache = m.forward(x)
-            log_p = cache.y
-            g = _mlp_log_prob_jacobian(m, cache) if derivatives else None
+            log_p, g = cache.y, _mlp_log_prob_jacobian(m, cache)
             if lse is None:
                 lse, acc = log_p.copy(), g
                 continue
             new = np.logaddexp(lse, log_p)
-            if derivatives:
-                acc = acc * np.exp(lse - new)[..., None] + np.exp(log_p - new)[..., None] * g
+            acc = acc * np.exp(lse - new)[..., None] + np.exp(log_p - new)[..., None] * g
             lse = new
         log_probs = lse - np.log(len(self.members))
         return Labels(np.exp(log_probs), log_probs, acc)
@@ -465,7 +470,11 @@ class DerivativeSquareErrorLoss:
 
 
 class WeightedLoss:
-    """A weighted sum of losses, e.g. a * cross entropy + b * derivative square error.
+    """A weighted sum of losses, e.g. a * cross entropy (2.5) + b * derivative square error (2.18).
+
+    The thesis trains with one loss at a time; combining value and derivative
+    matching in one objective is an option of this project. Value and gradient are
+    the same weighted sums of the terms' values and gradients.
 
     Parameters
     ----------
@@ -483,8 +492,7 @@ class WeightedLoss:
             if not (isinstance(term, (tuple, list)) and len(term) == 2):
                 raise TypeError(f"terms[{k}]: expected a (weight, loss) pair, received {term!r}")
             w, loss = term
-            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
-                raise ValueError(f"terms[{k}]: expected a finite weight >= 0, received {w!r}")
+            check_in_range(w, f"terms[{k}] weight", 0, np.inf, high_open=True)
             if not callable(loss) or not hasattr(loss, "needs_derivatives"):
                 raise TypeError(f"terms[{k}]: expected a loss object (e.g. CrossEntropyLoss()), received {loss!r}")
         self.terms = [(float(w), loss) for w, loss in terms]
@@ -502,11 +510,12 @@ class WeightedLoss:
 
 
 # ------------------------------------------------------------------- objectives
-def _check_batch(x, dim, name="generator"):
+def _check_batch(x, dim):
+    """A minibatch from a generator as float64 (N, dim); errors name the generator that produced it."""
     arr = np.asarray(x)
     if arr.ndim != 2 or arr.shape[1] != dim:
-        raise ValueError(f"{name}: expected minibatches of shape (N, {dim}), received shape {arr.shape}")
-    return as_float_array(arr, name)
+        raise ValueError(f"generator: expected minibatches of shape (N, {dim}), received shape {arr.shape}")
+    return as_float_array(arr, "generator")
 
 
 def distillation_objective(student, teacher, loss):
@@ -549,11 +558,19 @@ def distillation_objective(student, teacher, loss):
 def supervised_objective(student, loss=None):
     """Objective for a baseline trained on true labels: batch (x, one-hot t) -> (loss, gradient).
 
+    With the default loss this is cross entropy (2.5, 2.17) whose targets t are the
+    one-hot true labels in place of a teacher's probabilities, -(1/N) sum_n log y_{n, label_n}.
+
     Parameters
     ----------
     student : MLP
     loss : value loss, default CrossEntropyLoss()
         Derivative losses need a teacher and are refused.
+
+    Returns
+    -------
+    callable, (x of shape (N, D), t of shape (N, C)) -> (float, ndarray of shape (P,))
+        As yielded by ``DatasetGenerator(..., targets=...)``.
     """
     _check_student(student)
     loss = CrossEntropyLoss() if loss is None else loss
@@ -561,6 +578,12 @@ def supervised_objective(student, loss=None):
         raise ValueError(f"loss: expected a value loss (true labels have no input derivatives), received {loss!r}")
 
     def objective(batch):
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            got = (f"{type(batch).__name__} of shape {np.shape(batch)}" if isinstance(batch, np.ndarray)
+                   else f"{type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list))
+                   else type(batch).__name__)
+            raise ValueError(f"batch: expected an (x, targets) pair (DatasetGenerator(..., targets=...)), "
+                             f"received {got}")
         x, t = batch
         x = _check_batch(x, student.sizes[0])
         t = as_float_array(t, "targets", shape=(x.shape[0], student.sizes[-1]))
@@ -616,6 +639,9 @@ class DatasetGenerator:
     Attributes
     ----------
     dim : int
+    n : int
+        Examples per pass.
+    batch_size : int
     examples_drawn : int
     """
 
@@ -637,9 +663,17 @@ class DatasetGenerator:
         self.rows = rows
         # the drawer shuffles positions 0..n-1 of the resample; only its length is read from what it is given
         self._drawer = MinibatchDrawer(self.data if rows is None else rows[:, None], batch_size, rng)
-        self.batch_size = self._drawer.batch_size
         self.targets = targets
-        self.n, self.dim = self._drawer.data.shape[0], self.data.shape[1]
+        self.dim = self.data.shape[1]
+
+    @property
+    def batch_size(self):
+        return self._drawer.batch_size
+
+    @property
+    def n(self):
+        """Examples per pass: rows of ``data``, or entries of ``rows`` when given."""
+        return self._drawer.data.shape[0]
 
     @property
     def examples_drawn(self):
@@ -665,10 +699,12 @@ class DatasetGenerator:
 class NADEGenerator:
     """Minibatches of a trained NADE's conditional-probability images (section 2.2.3).
 
-    Ancestral sampling draws a binary image pixel by pixel; the probability each
-    pixel had of being on, given the pixels drawn before it, forms a grey-level
-    image in [0, 1] that looks like a smoothed version of the sample. Those images,
-    not the binary samples (corners of the hypercube), are the inputs.
+    A NADE models binary images, so its ancestral samples are binary too, and
+    inputs restricted to {0, 1}^D would probe the teacher on a very thin set.
+    Sampling pixel d, however, first computes the Bernoulli mean of that pixel
+    conditioned on the values already drawn for pixels earlier in the order. This
+    generator returns those D real-valued means (each in [0, 1]) as the input
+    vector and discards the binary draws themselves.
 
     ``nade.sample(n, rng)`` returns ``(x, y)`` with both in the *data's* pixel order
     (kd_ref.nade applies its ordering internally), so the images come back in the
@@ -717,11 +753,8 @@ class NoiseGenerator:
         self.dim = check_positive_int(dim, "dim")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.rng = check_generator(rng)
-        if isinstance(mean, bool) or not isinstance(mean, numbers.Real) or not np.isfinite(mean):
-            raise ValueError(f"mean: expected a finite real number, received {mean!r}")
-        if isinstance(std, bool) or not isinstance(std, numbers.Real) or not (np.isfinite(std) and std > 0):
-            raise ValueError(f"std: expected a finite real number > 0, received {std!r}")
-        self.mean, self.std = float(mean), float(std)
+        self.mean = check_in_range(mean, "mean", -np.inf, np.inf, low_open=True, high_open=True)
+        self.std = check_in_range(std, "std", 0, np.inf, low_open=True, high_open=True)
         self.examples_drawn = 0
 
     def __call__(self):
@@ -807,6 +840,7 @@ def paired_difference(a, b):
 def log_probs_of(model, x, batch_size=1000):
     """Log-probabilities of a student network or a teacher for many inputs, in chunks; shape (N, C)."""
     x = as_float_array(x, "x", ndim=2)
+    batch_size = check_positive_int(batch_size, "batch_size")
     rows = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start:start + batch_size]

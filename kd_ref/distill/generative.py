@@ -16,9 +16,11 @@ samples (4.24-4.25), and the only NADE derivatives needed are those of 4.29:
                               the parameter part of H v with v = (0, 2 e / N), one R{backprop}
                               in its reduced form (C.28); no Hessian is ever formed.
 
-For the square error, any c <= log Z makes the loss a valid one (Proposition 4.1: it is the
-squared log-error plus 2 (log Z - c) KL(p || q)); for binary x, max_x log phi(x) <= log Z
-(4.13), so the best value found by hill climbing on the teacher is a safe and tight choice.
+For the square error, any c <= log Z makes the loss a valid one (Proposition 4.1: with
+a = log Z - c >= 0 it equals E_p[(log q - log p)^2] + 2 a KL(p || q) + a^2, the squared
+log-error plus a non-negative multiple of the KL plus a constant); for binary x,
+max_x log phi(x) <= log Z (4.13), so the best value found by hill climbing on the teacher
+is a safe and tight choice.
 Score matching is valid for continuous x with full support only (Proposition 4.2); on
 binary data it is implemented for completeness and, as the thesis found, fails.
 
@@ -40,11 +42,11 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .._validation import check_binary_dataset, check_generator, check_in_range, check_positive_int
-from ..nade import NADE
+from ..nade import NADE, log_likelihood_objective
 from ..optim import Adadelta, train
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
-from ..rbm import RBM, GibbsSampler, hill_climb
+from ..rbm import RBM, GibbsSampler, _bits, hill_climb
 
 
 # ------------------------------------------------------------------------------------ losses (4.20-4.28)
@@ -56,7 +58,6 @@ class KLLoss:
     """
 
     name = "KL"
-    needs_teacher_values = False
 
     def __call__(self, nade, x, teacher):
         """Loss and theta-gradient on a minibatch.
@@ -73,9 +74,7 @@ class KLLoss:
             -mean log q(x_n).
         grad : ndarray of shape (nade.n_params,)
         """
-        n = x.shape[0]
-        log_q, d_params, _ = nade.grad(x, np.full(n, -1.0 / n), input_grads=False)
-        return -float(np.mean(log_q)), d_params
+        return log_likelihood_objective(nade)(x)   # the NADE's maximum-likelihood objective is this loss (4.26)
 
 
 class SquareErrorLoss:
@@ -92,7 +91,6 @@ class SquareErrorLoss:
     """
 
     name = "square error"
-    needs_teacher_values = True
 
     def __init__(self, c, log_z=None):
         self.c = check_in_range(c, "c", -np.inf, np.inf, low_open=True, high_open=True)
@@ -100,7 +98,6 @@ class SquareErrorLoss:
             log_z = check_in_range(log_z, "log_z", -np.inf, np.inf, low_open=True, high_open=True)
             if self.c > log_z:
                 raise ValueError(f"c: expected a value <= log Z = {log_z:.6g} (Proposition 4.1), received {self.c:.6g}")
-        self.log_z = log_z
 
     @classmethod
     def from_hill_climbing(cls, rbm, rng, n_restarts=10, log_z=None):
@@ -136,7 +133,6 @@ class ScoreMatchingLoss:
     """
 
     name = "score matching"
-    needs_teacher_values = True
 
     def __call__(self, nade, x, teacher):
         """Loss and theta-gradient on a minibatch; arguments as :meth:`KLLoss.__call__`."""
@@ -232,7 +228,7 @@ def distillation_objective(nade, teacher, loss):
     callable, ndarray of shape (N, D), binary -> (float, ndarray of shape (P,))
     """
     _check_pair(nade, teacher)
-    if not callable(loss) or not hasattr(loss, "needs_teacher_values"):
+    if not isinstance(loss, (KLLoss, SquareErrorLoss, ScoreMatchingLoss)):
         raise TypeError(f"loss: expected KLLoss(), SquareErrorLoss(c) or ScoreMatchingLoss(), received {loss!r}")
 
     def objective(x):
@@ -263,7 +259,8 @@ def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, 
         When the stream is a :class:`ChainStream` and ``rng`` is given, every evaluation
         also estimates the KL upper bound on log Z from ``bound_samples`` of the current
         chain states (4.46) and the lower bound from as many NADE samples (4.49); the
-        gap between the two tells how close q is to p in both directions.
+        gap between the two tells how close q is to p in both directions. At most K,
+        the stream's number of chains.
     rng : numpy.random.Generator, optional
         Draws the NADE samples of the lower bound.
     checkpoint : str, optional
@@ -287,6 +284,9 @@ def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, 
     if rng is not None:
         check_generator(rng)
     chains = stream.sampler if isinstance(stream, ChainStream) else None
+    if chains is not None and rng is not None and bound_samples > chains.n_chains:
+        raise ValueError(f"bound_samples: expected at most n_chains={chains.n_chains} (one sample per chain), "
+                         f"received {bound_samples}")
 
     def monitor():
         values = {}
@@ -337,9 +337,12 @@ def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, candidates=
     -------
     dict
         ``"upper"``, ``"lower"``, ``"trivial"``, ``"importance"``, ``"bridge"``: result
-        objects of :mod:`kd_ref.partition`; ``"cpu_seconds"``: for each of them the CPU time
-        of everything it needed, sampling and evaluation included (the Gibbs chains count
-        for the upper bound and bridge sampling); ``"x_q"``, ``"x_p"``: the samples.
+        objects of :mod:`kd_ref.partition`; ``"cpu_seconds"``: for each of them the CPU
+        (process) time of everything it needed: the NADE samples (every estimate pays for
+        them, as they also start the Gibbs chains), log phi and log q at the samples it
+        uses, the Gibbs sweeps when it uses x_p (upper bound, bridge sampling, trivial
+        bound), log phi at ``candidates`` for the trivial bound, and the estimator
+        itself; ``"x_q"``, ``"x_p"``: the samples.
     """
     _check_pair(nade, rbm)
     check_generator(rng)
@@ -349,42 +352,41 @@ def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, candidates=
         candidates = rbm._check_x(candidates, False, name="candidates")
     clock = time.process_time
     t0 = clock()
-    x_q, _ = _sample_in_chunks(nade, n_samples, rng, progress)
+    x_q = _sample_in_chunks(nade, n_samples, rng, progress)
+    t1 = clock()
     log_q_q, log_phi_q = nade.log_prob(x_q), rbm.log_phi(x_q)
-    cost_q = clock() - t0
-    t0 = clock()
+    t2 = clock()
     chains = GibbsSampler(rbm, rng, init=x_q)
     x_p = chains.burn_in(burn_in, progress=progress) if burn_in else chains.x
     log_q_p, log_phi_p = nade.log_prob(x_p), rbm.log_phi(x_p)
-    cost_p = clock() - t0
+    t3 = clock()
+    phis = [log_phi_q, log_phi_p] + ([rbm.log_phi(candidates)] if candidates is not None else [])
+    t4 = clock()
+    sample_q, at_q, at_p, at_candidates = t1 - t0, t2 - t1, t3 - t2, t4 - t3   # at_p includes the Gibbs sweeps
     out = {"upper": kl_upper_bound(log_phi_p, log_q_p), "lower": kl_lower_bound(log_phi_q, log_q_q),
            "importance": importance_sampling(log_phi_q, log_q_q),
-           "bridge": bridge_sampling(log_phi_q, log_q_q, log_phi_p, log_q_p, **bridge)}
-    phis = [log_phi_q, log_phi_p] + ([rbm.log_phi(candidates)] if candidates is not None else [])
-    out["trivial"] = trivial_lower_bound(np.concatenate(phis))
-    out["cpu_seconds"] = {"upper": cost_p + out["upper"].seconds, "lower": cost_q + out["lower"].seconds,
-                          "importance": cost_q + out["importance"].seconds,
-                          "bridge": cost_q + cost_p + out["bridge"].seconds,
-                          "trivial": cost_q + cost_p + out["trivial"].seconds}
+           "bridge": bridge_sampling(log_phi_q, log_q_q, log_phi_p, log_q_p, **bridge),
+           "trivial": trivial_lower_bound(np.concatenate(phis))}
+    needs = {"upper": sample_q + at_p, "lower": sample_q + at_q, "importance": sample_q + at_q,
+             "bridge": sample_q + at_q + at_p, "trivial": sample_q + at_q + at_p + at_candidates}
+    out["cpu_seconds"] = {name: cost + out[name].seconds for name, cost in needs.items()}
     out["x_q"], out["x_p"] = x_q, x_p
     return out
 
 
 def _sample_in_chunks(nade, n, rng, progress, chunk=1000):
-    """NADE samples in chunks of ``chunk`` (memory and a progress line); returns (x, y) like NADE.sample."""
-    xs, ys = [], []
+    """n NADE samples, shape (n, D), drawn in chunks of ``chunk`` (memory and a progress line)."""
+    xs = []
     bar = Progress(n, label="NADE samples", enabled=progress)
     for start in range(0, n, chunk):
-        x, y = nade.sample(min(chunk, n - start), rng)
-        xs.append(x)
-        ys.append(y)
-        bar.update(start + x.shape[0])
+        xs.append(nade.sample(min(chunk, n - start), rng)[0])
+        bar.update(start + xs[-1].shape[0])
     bar.close()
-    return np.concatenate(xs), np.concatenate(ys)
+    return np.concatenate(xs)
 
 
 def exact_kl(rbm, nade, log_z=None):
-    """KL(p || q) in nats by enumerating all 2^D states (tiny models, D <= 20).
+    """KL(p || q) = sum_x p(x) (log p(x) - log q(x)) in nats (4.6), by enumerating all 2^D states (D <= 20).
 
     Parameters
     ----------
@@ -397,7 +399,7 @@ def exact_kl(rbm, nade, log_z=None):
     D = rbm.n_visible
     if D > 20:
         raise ValueError(f"rbm: expected at most 20 visible units to enumerate 2^D states, received {D}")
-    x = ((np.arange(2**D)[:, None] >> np.arange(D)) & 1).astype(np.float64)
+    x = _bits(0, 2**D, D)
     log_phi = rbm.log_phi(x)
     log_z = logsumexp(log_phi) if log_z is None else check_in_range(log_z, "log_z", -np.inf, np.inf)
     log_p = log_phi - log_z

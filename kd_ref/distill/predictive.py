@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .._validation import as_binary_array, as_float_array, check_generator, check_in_range, check_positive_int
+from .._validation import as_batch, as_binary_array, as_float_array, check_generator, check_in_range, check_positive_int
 from ..mlp import MLP
 from ..mog import MoG, OnlineEM, fit_em, initial_model
 from ..optim import SGD, LinearDecay, train
@@ -106,14 +106,6 @@ class BayesianMoG:
         self.prior_var = check_in_range(prior_var, "prior_var", 0.0, np.inf, low_open=True)
         self.n_components = K
 
-    def _means(self, means):
-        means = as_float_array(means, "means")
-        if means.ndim == 1:
-            means = means[None, :]
-        if means.ndim != 2 or means.shape[1] != self.n_components:
-            raise ValueError(f"means: expected shape (M, {self.n_components}), received shape {np.shape(means)}")
-        return means
-
     def _component_terms(self, y, means):
         """log w_k + log N(y_n; mu_mk, var_k) for rows of means (M, K) and points y (N,) -> (K, M, N).
 
@@ -128,12 +120,12 @@ class BayesianMoG:
 
     def log_likelihood(self, means):
         """sum_n log p(y_n | mu) (3.11-3.12) for each row of ``means`` (M, K) -> (M,)."""
-        means = self._means(means)
+        means = as_batch(means, "means", self.n_components)
         return _logsumexp(self._component_terms(self.y, means), axis=0).sum(axis=1)
 
     def log_prior(self, means):
         """log N(mu; 0, prior_var I) (3.13), (M, K) -> (M,)."""
-        means = self._means(means)
+        means = as_batch(means, "means", self.n_components)
         return -0.5 * (self.n_components * (_LOG_2PI + np.log(self.prior_var)) + np.sum(means**2, axis=1) / self.prior_var)
 
     def log_posterior(self, means):
@@ -147,7 +139,7 @@ class BayesianMoG:
 
     def sample_y(self, mean_samples, rng):
         """One y ~ p(y | mu_s) for every row mu_s of ``mean_samples`` (S, K) -> (S,) (3.7)."""
-        mean_samples = self._means(mean_samples)
+        mean_samples = as_batch(mean_samples, "mean_samples", self.n_components)
         check_generator(rng)
         k = rng.choice(self.n_components, size=mean_samples.shape[0], p=self.weights)
         mu = mean_samples[np.arange(mean_samples.shape[0]), k]
@@ -155,7 +147,7 @@ class BayesianMoG:
 
     def sample_predictive(self, mean_samples, n, rng):
         """n draws from the Monte Carlo predictive (1/S) sum_s p(y | mu_s) (3.6): a random sample, then y."""
-        mean_samples = self._means(mean_samples)
+        mean_samples = as_batch(mean_samples, "mean_samples", self.n_components)
         n = check_positive_int(n, "n")
         check_generator(rng)
         idx = rng.integers(0, mean_samples.shape[0], size=n)
@@ -167,7 +159,7 @@ class BayesianMoG:
         Evaluated over chunks of ``chunk`` samples, so memory is O(G * chunk * K).
         """
         y = as_float_array(y, "y", ndim=1)
-        mean_samples = self._means(mean_samples)
+        mean_samples = as_batch(mean_samples, "mean_samples", self.n_components)
         chunk = check_positive_int(chunk, "chunk")
         total = np.full(y.shape, -np.inf)
         for start in range(0, mean_samples.shape[0], chunk):  # chunks of samples, vectorised within
@@ -291,12 +283,8 @@ class BayesianLogisticRegression:
         self.dim = self.x.shape[1]
 
     def log_posterior(self, w):
-        """Unnormalised log p(w | D) = sum_n log sigma(w^T z_n) - |w|^2 / (2 prior_var); (M, D) -> (M,)."""
-        w = as_float_array(w, "w")
-        if w.ndim == 1:
-            w = w[None, :]
-        if w.ndim != 2 or w.shape[1] != self.dim:
-            raise ValueError(f"w: expected shape (M, {self.dim}), received shape {np.shape(w)}")
+        """Unnormalised log p(w | D) = sum_n log sigma(w^T z_n) - |w|^2 / (2 prior_var) (3.41-3.42); (M, D) -> (M,)."""
+        w = as_batch(w, "w", self.dim)
         return special.log_expit(w @ self.z.T).sum(axis=1) - 0.5 * np.sum(w**2, axis=1) / self.prior_var
 
 
@@ -365,7 +353,8 @@ def _check_zero_bias(net, name="net"):
 
 @dataclass
 class ClassTargets:
-    """Log-probabilities of both classes and their input derivatives at a minibatch of N inputs.
+    """Teacher targets at a minibatch of N inputs: the class log-probabilities that cross entropy (3.22)
+    matches and their input derivatives that derivative square error (3.24) matches.
 
     log_p : ndarray of shape (N, 2)       log p(t = c | x_n), c = 0, 1
     d_log_p : ndarray of shape (N, 2, D)  d log p(t = c | x_n) / dx_n
@@ -576,7 +565,8 @@ def online_stream(sampler, inputs):
 
 
 def train_compact(net, loss, draw, n_steps, *, eta0=1.0, progress=False, label="distil"):
-    """SGD on the first-layer weights of a compact model, step size decaying linearly eta0 -> 0.
+    """SGD on the first-layer weights of a compact model (batch 3.32-3.35, online 3.36-3.39), step size
+    decaying linearly eta0 -> 0 (3.45).
 
     Parameters
     ----------
@@ -609,7 +599,10 @@ def train_compact(net, loss, draw, n_steps, *, eta0=1.0, progress=False, label="
 
 
 def bernoulli_kl(log_p, log_q):
-    """KL(p || q) between two-class distributions given as log-probabilities (N, 2) -> (N,)."""
+    """KL(p || q) between two-class distributions given as log-probabilities (N, 2) -> (N,).
+
+    Averaged over x ~ p(x) it is the cross entropy of (3.18-3.22) less the teacher's entropy.
+    """
     log_p = as_float_array(log_p, "log_p", shape=(None, 2))
     log_q = as_float_array(log_q, "log_q", shape=log_p.shape)
     return np.sum(np.exp(log_p) * (log_p - log_q), axis=1)

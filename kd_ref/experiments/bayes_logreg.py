@@ -49,6 +49,7 @@ import numpy as np
 from ..distill.predictive import (INPUT_VAR, PRIOR_VAR, BayesianLogisticRegression, InputGenerator, batch_stream,
                                   bernoulli_kl, compact_predictor, mc_predictor, network_targets, online_stream,
                                   toy_logistic_data, train_compact)
+from ..bench._timing import best_time
 from ..ep import ep_logistic_regression
 from ..mcmc import SliceSampler
 from ._report import write_table
@@ -81,15 +82,6 @@ def slope_at_origin(net):
     """|dp(t = 1 | x)/dx| at x = 0 as p |d log p / dx|, from one backprop."""
     targets = network_targets(net, np.zeros((1, net.sizes[0])))
     return float(np.linalg.norm(targets.p[0, 1] * targets.d_log_p[0, 1]))
-
-
-def _seconds(fn, repeats=3):
-    best = np.inf
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - began)
-    return best
 
 
 def distil_all(posterior, samples, settings, rng):
@@ -176,7 +168,8 @@ def run(settings, out_dir, rng):
                           mean_abs_diff_near_origin=float(diff[near].mean()),
                           avg_KL=float(np.mean(bernoulli_kl(mc_eval, p["log_probs"](x_eval)))),
                           slope_at_origin=float(slope),
-                          predict_seconds_per_10k=_seconds(lambda p=p: p["predict"](x_time)) * 10_000 / len(x_time),
+                          predict_seconds_per_10k=best_time(lambda p=p: p["predict"](x_time), repeats=3,
+                                                            min_seconds=0) * 10_000 / len(x_time),
                           numbers_stored=int(p["stored"])))
     files = []
     import matplotlib.pyplot as plt

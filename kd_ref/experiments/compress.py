@@ -37,10 +37,11 @@ import numpy as np
 
 from .. import datasets
 from ..distill.compression import (CrossEntropyLoss, DatasetGenerator, DerivativeSquareErrorLoss, EnsembleTeacher,
-                                   NADEGenerator, NoiseGenerator, check_generator_dim, distillation_objective,
+                                   NADEGenerator, NoiseGenerator, distillation_objective,
                                    log_probs_of, mean_2se, paired_difference, score, supervised_objective)
 from ..mlp import MLP
 from ..nade import NADE, raster_column_order
+from .._validation import check_in_range, check_positive_int
 from ..optim import Adadelta, train
 from ._report import check_cache, image_grid
 
@@ -104,27 +105,27 @@ class Settings:
         return replace(base, **overrides)
 
     def validate(self):
-        for name in ("fractions", "generators", "losses"):
-            allowed = {"fractions": FRACTIONS, "generators": GENERATORS, "losses": LOSSES}[name]
-            value = tuple(getattr(self, name))
-            if not value or any(v not in allowed for v in value):
-                raise ValueError(f"{name}: expected a non-empty subset of {allowed}, received {value}")
+        """Check every field (errors name the field); return ``self`` unchanged."""
+        for name, allowed in (("fractions", FRACTIONS), ("generators", GENERATORS), ("losses", LOSSES)):
+            value = getattr(self, name)
+            if not (isinstance(value, (tuple, list)) and value and all(v in allowed for v in value)):
+                raise ValueError(f"{name}: expected a non-empty subset of {allowed}, received {value!r}")
         if self.data not in ("auto", "mnist", "synthetic"):
             raise ValueError(f"data: expected 'auto', 'mnist' or 'synthetic', received {self.data!r}")
-        if not 0 < self.small_fraction <= 1:
-            raise ValueError(f"small_fraction: expected a value in (0, 1], received {self.small_fraction}")
+        check_in_range(self.small_fraction, "small_fraction", 0, 1, low_open=True)
         for name in ("members", "batch_size", "nade_hidden", "curve_points"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, received {getattr(self, name)}")
-        for name in ("member_passes", "student_passes", "nade_passes"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected a number of passes > 0, received {getattr(self, name)}")
-        if self.baseline_passes is not None and not self.baseline_passes > 0:
-            raise ValueError(f"baseline_passes: expected None or a number of passes > 0, "
-                             f"received {self.baseline_passes}")
-        for name in ("n_train", "n_test", "curve_test"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}: expected an integer >= 0 (0 = all), received {getattr(self, name)}")
+            check_positive_int(getattr(self, name), name)
+        for name in ("n_train", "n_test", "curve_test"):  # 0 = all
+            check_positive_int(getattr(self, name), name, minimum=0)
+        for name in ("member_passes", "student_passes", "nade_passes", "baseline_passes"):
+            value = getattr(self, name)
+            if value is None and name == "baseline_passes":
+                continue  # as the members
+            try:
+                check_in_range(value, name, 0, np.inf, low_open=True, high_open=True)
+            except (TypeError, ValueError):
+                alt = "None or " if name == "baseline_passes" else ""
+                raise ValueError(f"{name}: expected {alt}a number of passes > 0, received {value!r}") from None
         return self
 
 
@@ -231,8 +232,11 @@ def _fit(net, objective, draw, n_steps, settings, cache_path, ckpt_path, curve_d
     train(net.params, objective, tracked_draw, Adadelta(), n_steps, monitor=monitor, monitor_every=every,
           progress=settings.progress, checkpoint=ckpt, label=label)
     points = curve.array()
-    net.save(cache_path)
+    # the curve first, then the net: a cached net always has its curve (a crash in between just retrains)
     np.savez(curve_file, points=points)
+    tmp = str(cache_path) + ".part.npz"
+    net.save(tmp)
+    os.replace(tmp, cache_path)  # nor is a half-written net ever taken for a cached one
     if ckpt is not None:
         for p in (ckpt, ckpt + ".curve.npz"):
             if os.path.exists(p):
@@ -292,6 +296,13 @@ def _image_shape(d):
 
 
 def train_student(kind, loss_name, teacher_mean, teacher_lme, x_frac, nade, data, settings, base, code, dirs, label):
+    """One student (2.22: the members' architecture with the student's hidden sizes) and its progress curve.
+
+    It minimises the average loss (2.3) over inputs from generator ``kind`` by the
+    minibatch steps (2.7), the ensemble labelling each minibatch: mean probability
+    (2.15) with cross entropy (2.17), log-mean-exp with derivative square error (2.18).
+    Passes count ``x_frac`` images, whatever the generator.
+    """
     sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
     rng = _rng(base, 4, *code)
     net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
@@ -301,7 +312,6 @@ def train_student(kind, loss_name, teacher_mean, teacher_lme, x_frac, nade, data
         gen = NADEGenerator(nade, settings.batch_size, rng)
     else:
         gen = NoiseGenerator(sizes[0], settings.batch_size, rng)
-    check_generator_dim(gen, sizes[0])
     loss = CrossEntropyLoss() if loss_name == "ce" else DerivativeSquareErrorLoss()
     teacher = teacher_mean if loss_name == "ce" else teacher_lme
     objective = distillation_objective(net, teacher, loss)
@@ -312,6 +322,11 @@ def train_student(kind, loss_name, teacher_mean, teacher_lme, x_frac, nade, data
 
 
 def train_baseline(x_frac, y_frac, data, settings, base, fraction_index, dirs, label):
+    """The student architecture (2.22) trained on the true labels of ``x_frac``, and its progress curve.
+
+    Cross entropy with one-hot targets (2.5, 2.17) on the dataset generator (2.21), for
+    ``baseline_passes`` (default: ``member_passes``) passes: the yardstick each student is compared with.
+    """
     sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
     rng = _rng(base, 3, fraction_index)
     net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import datasets
+from .._validation import check_in_range, check_positive_int
+from ..distill.compression import mean_2se
 from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill, estimate_log_z
 from ..nade import NADE, raster_column_order
 from ..optim import SGD
@@ -107,15 +109,19 @@ class Settings:
                              "received 'synthetic'")
         if not self.losses or any(loss not in LOSSES for loss in self.losses):
             raise ValueError(f"losses: expected a non-empty subset of {sorted(LOSSES)}, received {self.losses}")
+        if self.ais_schedule not in ("uniform", "piecewise"):
+            raise ValueError(f"ais_schedule: expected 'uniform' or 'piecewise', received {self.ais_schedule!r}")
+        minimum = {"burn_in": 0, "sample_burn_in": 0, "hill_restarts": 0,   # none at all is allowed
+                   "n_samples": 2, "bound_samples": 2}                       # an interval needs two samples
         for name in ("rbm_hidden", "cd_k", "cd_steps", "n_train", "n_test", "curve_test", "n_steps", "batch_size",
-                     "n_chains", "ais_runs", "ais_temperatures", "curve_points"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, received {getattr(self, name)}")
-        if not self.nade_hidden or any(int(h) < 1 for h in self.nade_hidden):
-            raise ValueError(f"nade_hidden: expected positive hidden-unit counts, received {self.nade_hidden}")
-        if self.n_samples < 2 or self.bound_samples < 2:
-            raise ValueError(f"n_samples, bound_samples: expected at least 2 samples for an interval, received "
-                             f"{self.n_samples} and {self.bound_samples}")
+                     "n_chains", "burn_in", "n_samples", "sample_burn_in", "ais_runs", "ais_temperatures",
+                     "hill_restarts", "bound_samples", "curve_points"):
+            check_positive_int(getattr(self, name), name, minimum=minimum.get(name, 1))
+        if not self.nade_hidden:
+            raise ValueError(f"nade_hidden: expected at least one hidden-unit count, received {self.nade_hidden}")
+        for i, h in enumerate(self.nade_hidden):
+            check_positive_int(h, f"nade_hidden[{i}]")
+        check_in_range(self.cd_rate, "cd_rate", 0.0, np.inf, low_open=True, high_open=True)
         return self
 
 
@@ -231,9 +237,8 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
 def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key):
     """Average test log q (+-2 SE) and every log Z estimate of section 4.2.4 for one NADE (cached)."""
     def make():
-        log_q = nade.log_prob(x_test)
-        out = {"log_q_test": float(np.mean(log_q)), "log_q_test_2se": float(2 * np.std(log_q, ddof=1)
-                                                                             / np.sqrt(len(log_q)))}
+        log_q_test, log_q_test_2se = mean_2se(nade.log_prob(x_test))
+        out = {"log_q_test": log_q_test, "log_q_test_2se": log_q_test_2se}
         est = estimate_log_z(rbm, nade, _rng(base, 20, *code), n_samples=settings.n_samples,
                              burn_in=settings.sample_burn_in, candidates=np.array([refs["hill"]["x"]]),
                              progress=settings.progress)
@@ -394,7 +399,7 @@ def run(settings, out_dir, rng):
     log_p_rbm = rbm.log_phi(x_test) - ref[1]
     results = {"settings": asdict(settings), "data": data_name, "n_test": len(x_test), "rbm_hidden": rbm.n_hidden,
                "reference": ref, "references": refs, "models": {}, "curves": {},
-               "rbm_log_p_test": (float(np.mean(log_p_rbm)), float(2 * np.std(log_p_rbm, ddof=1) / np.sqrt(len(log_p_rbm)))),
+               "rbm_log_p_test": mean_2se(log_p_rbm),
                "agreement": {"rbm": log_p_rbm[:100].tolist(), "nade": {}}}
     sample_rng = _rng(base, 4)
     panels = [("test images", x_test[:32]),
