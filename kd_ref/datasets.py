@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import npzfile
 from ._validation import (as_binary_array, as_float_array, check_binary_dataset, check_generator, check_in_range,
                           check_positive_int)
 
@@ -131,33 +132,10 @@ def find_file(filename, path=None):
     return p
 
 
-def _load_npz_arrays(path, label):
-    """Every array of the ``.npz`` archive at ``path``, as a dict; never unpickles.
-
-    Raises ValueError naming ``label`` and the file when it cannot be read as an
-    archive of plain arrays: truncated or damaged bytes, a single ``.npy`` array,
-    pickled or object data. Shared by the reference loaders and the models' ``load``.
-    """
-    p = str(path)
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except Exception as err:  # zip, header or "pickled data" errors: damaged or foreign bytes
-        raise ValueError(f"{label}: could not read {p!r} as a .npz archive, the file is damaged or not a .npz "
-                         f"file ({type(err).__name__}: {err})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{label}: expected a .npz archive, {p!r} holds a single .npy array")
-    try:
-        with loaded as f:
-            return {name: f[name] for name in f.files}
-    except Exception as err:  # CRC errors, truncated members, object arrays (need pickle)
-        raise ValueError(f"{label}: could not read the arrays of {p!r}, the file is damaged or holds object "
-                         f"arrays ({type(err).__name__}: {err})") from None
-
-
 def _read_npz(p, layout):
     """All arrays of the .npz file ``p`` after checking names, shapes and dtypes against ``layout``."""
     try:
-        arrays = _load_npz_arrays(p, p.name)
+        arrays = npzfile.read_arrays(p, p.name)
     except ValueError as err:
         raise ValueError(f"{err}; download or copy the file again") from None
     missing = sorted(set(layout) - set(arrays))

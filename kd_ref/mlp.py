@@ -20,7 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import nonlinearities as nl
+from . import npzfile
 from ._validation import as_float_array, check_generator, check_positive_int
+
+
+FILE_KIND = "kd_ref.MLP"
+FILE_VERSION = 1
 
 
 @dataclass
@@ -362,20 +367,16 @@ class MLP:
 
     # ------------------------------------------------------------ save/load
     def save(self, path):
-        """Write sizes, nonlinearity names and parameters to an ``.npz`` file (no pickle)."""
-        np.savez(path, kind=np.array("kd_ref.MLP"), sizes=np.array(self.sizes),
-                 nonlinearities=np.array(self.nonlinearities), params=self.params)
+        """Write sizes, nonlinearity names and parameters to ``path`` (.npz at exactly that name, no pickle)."""
+        npzfile.save(path, FILE_KIND, FILE_VERSION, sizes=np.array(self.sizes),
+                      nonlinearities=np.array(self.nonlinearities), params=self.params)
 
     @staticmethod
     def _read(path):
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                saved = {k: f[k] for k in f.files}
-        except Exception as err:
-            raise ValueError(f"path: could not read {str(path)!r} as a saved kd_ref MLP ({err})") from None
-        missing = {"kind", "sizes", "nonlinearities", "params"} - set(saved)
-        if missing or str(saved["kind"]) != "kd_ref.MLP":
-            raise ValueError(f"path: expected a file written by MLP.save, {str(path)!r} lacks {sorted(missing) or 'the kind tag'}")
+        saved = npzfile.load(path, FILE_KIND, {FILE_VERSION}, required=("sizes", "nonlinearities", "params"))
+        if saved["params"].dtype != np.float64 or saved["params"].ndim != 1:
+            raise ValueError(f"path: expected params as a 1-d float64 array in {str(path)!r}, received "
+                             f"{saved['params'].dtype} of shape {saved['params'].shape}")
         return saved
 
     @classmethod

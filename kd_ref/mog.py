@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import logsumexp
 
+from . import npzfile
 from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
 from .progress import Progress
+
+FILE_KIND = "kd_ref.MoG"
+FILE_VERSION = 1
 
 _LOG_2PI = np.log(2.0 * np.pi)
 # a component whose total responsibility is below this (as a fraction of the data) is "starved":
@@ -157,19 +161,13 @@ class MoG:
 
     # --------------------------------------------------------------- save/load
     def save(self, path):
-        """Write the mixture to an ``.npz`` file (no pickle)."""
-        np.savez(path, kind=np.array("kd_ref.MoG"), weights=self.weights, means=self.means, covs=self.covs)
+        """Write the mixture to ``path`` (.npz at exactly that name, no pickle)."""
+        npzfile.save(path, FILE_KIND, FILE_VERSION, weights=self.weights, means=self.means, covs=self.covs)
 
     @classmethod
     def load(cls, path):
         """A mixture from a file written by ``save``; parameters round-trip exactly."""
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                saved = {k: f[k] for k in f.files}
-        except Exception as err:
-            raise ValueError(f"path: could not read {str(path)!r} as a saved kd_ref MoG ({err})") from None
-        if {"kind", "weights", "means", "covs"} - set(saved) or str(saved["kind"]) != "kd_ref.MoG":
-            raise ValueError(f"path: expected a file written by MoG.save, {str(path)!r} has arrays {sorted(saved)}")
+        saved = npzfile.load(path, FILE_KIND, {FILE_VERSION}, required=("weights", "means", "covs"))
         return cls(saved["weights"], saved["means"], saved["covs"])
 
     def __repr__(self):

@@ -78,15 +78,14 @@ Examples
 >>> round(float(np.exp(nade.log_prob(all_x)).sum()), 12)
 1.0
 """
-import os
 import numpy as np
 
+from . import npzfile
 from ._validation import (as_binary_batch, as_float_array, check_binary_dataset, check_generator, check_in_range,
                           check_permutation, check_positive_int)
-from .datasets import _load_npz_arrays
 from .optim import Adadelta, MinibatchDrawer, train
 
-FILE_FORMAT = "kd_ref.NADE"
+FILE_KIND = "kd_ref.NADE"
 FILE_VERSION = 1
 
 # One (positions x rows x hidden) block array holds about this many float64 numbers
@@ -718,23 +717,13 @@ class NADE:
     def save(self, path):
         """Write the NADE to ``path`` (.npz, exactly this name); :meth:`load` restores it bit for bit."""
         W, V, b, c = self.param_views(self.params)
-        with open(path, "wb") as fh:
-            np.savez(fh, format=np.array(FILE_FORMAT), version=np.array(FILE_VERSION), W=W, V=V, b=b, c=c,
-                     order=self.order.astype(np.int64), nonlinearity=np.array(self.nonlinearity))
+        npzfile.save(path, FILE_KIND, FILE_VERSION, W=W, V=V, b=b, c=c, order=self.order.astype(np.int64),
+                     nonlinearity=np.array(self.nonlinearity))
 
     @classmethod
     def load(cls, path):
         """Read a NADE written by :meth:`save`; a damaged or foreign file raises ValueError naming the problem."""
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"path: no NADE file at {str(path)!r}")
-        arrays = _load_npz_arrays(path, "path")                   # never unpickles; clear error when damaged
-        needed = ("format", "version", "W", "V", "b", "c", "order", "nonlinearity")
-        missing = [k for k in needed if k not in arrays]
-        if missing or str(arrays["format"]) != FILE_FORMAT:
-            raise ValueError(f"path: expected a {FILE_FORMAT} file with arrays {list(needed)}, "
-                             f"{str(path)!r} holds {sorted(arrays)}")
-        if int(arrays["version"]) != FILE_VERSION:
-            raise ValueError(f"path: expected file version {FILE_VERSION}, received {int(arrays['version'])}")
+        arrays = npzfile.load(path, FILE_KIND, {FILE_VERSION}, required=("W", "V", "b", "c", "order", "nonlinearity"))
         W = arrays["W"]
         if W.ndim != 2:
             raise ValueError(f"path: expected W of shape (H, D), received shape {W.shape}")

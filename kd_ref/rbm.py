@@ -27,19 +27,18 @@ Parameters live in one flat float64 vector ``params`` with views W (D, H),
 b_visible (D,), b_hidden (H,), in that order; the file layout of the CD25(500)
 RBM (``rbm_cd25_500.npz``) is the same.
 """
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import npzfile
 from ._validation import (as_batch, as_binary_batch, as_float_array, check_binary_dataset, check_finite_real,
                           check_generator, check_in_range, check_positive_int)
-from .datasets import _load_npz_arrays
 from .nade import _logistic, _softplus
 from .optim import SGD, MinibatchDrawer, train
 from .progress import Progress
 
-FILE_FORMAT = "kd_ref.RBM"
+FILE_KIND = "kd_ref.RBM"
 FILE_VERSION = 1
 MAX_ENUMERATED_UNITS = 26
 _ENUM_CHUNK = 1 << 14
@@ -129,25 +128,17 @@ class RBM:
 
     def save(self, path):
         """Write the RBM to ``path`` (.npz, exactly this name); :meth:`load` restores it bit for bit."""
-        with open(path, "wb") as fh:
-            np.savez(fh, format=np.array(FILE_FORMAT), version=np.array(FILE_VERSION), W=self.W,
-                     b_visible=self.b_visible, b_hidden=self.b_hidden)
+        npzfile.save(path, FILE_KIND, FILE_VERSION, W=self.W, b_visible=self.b_visible, b_hidden=self.b_hidden)
 
     @classmethod
     def load(cls, path):
-        """Read an RBM written by :meth:`save` (or any .npz with W, b_visible, b_hidden, e.g. the reference file)."""
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"path: no RBM file at {str(path)!r}")
-        arrays = _load_npz_arrays(path, "path")                   # never unpickles; clear error when damaged
+        """Read an RBM written by :meth:`save`, or an untagged .npz with W, b_visible, b_hidden (the reference file)."""
+        arrays = npzfile.read_arrays(path)                        # never unpickles; clear error when damaged
+        if "kind" in arrays or "version" in arrays:
+            arrays = npzfile.load(path, FILE_KIND, {FILE_VERSION})
         missing = [k for k in ("W", "b_visible", "b_hidden") if k not in arrays]
         if missing:
             raise ValueError(f"path: expected arrays W, b_visible, b_hidden, {str(path)!r} holds {sorted(arrays)}")
-        if "format" in arrays and str(arrays["format"]) != FILE_FORMAT:
-            raise ValueError(f"path: expected a {FILE_FORMAT} file, {str(path)!r} is {str(arrays['format'])!r}")
-        if "format" in arrays and "version" not in arrays:
-            raise ValueError(f"path: expected file version {FILE_VERSION}, {str(path)!r} holds no version array")
-        if "format" in arrays and int(arrays["version"]) != FILE_VERSION:
-            raise ValueError(f"path: expected file version {FILE_VERSION}, received {int(arrays['version'])}")
         for key in ("W", "b_visible", "b_hidden"):
             if arrays[key].dtype != np.float64:
                 raise ValueError(f"path: expected {key} of dtype float64, received {arrays[key].dtype}")

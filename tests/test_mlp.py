@@ -267,7 +267,7 @@ def test_restore_refuses_mismatched_and_corrupt_files(tmp_path, rng):
     with pytest.raises(ValueError, match="could not read"):
         net.restore(tmp_path / "junk.npz")
     np.savez(tmp_path / "other.npz", weights=np.ones(3))
-    with pytest.raises(ValueError, match="expected a file written by MLP.save"):
+    with pytest.raises(ValueError, match="expected a kd_ref.MLP file.*no kind tag"):
         MLP.load(tmp_path / "other.npz")
     np.testing.assert_array_equal(net.params, before)
 

@@ -356,7 +356,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
 
 
 def test_load_rejects_missing_corrupt_and_foreign_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no NADE file"):
+    with pytest.raises(FileNotFoundError, match="path: no file at"):
         NADE.load(tmp_path / "absent.npz")
     good = tmp_path / "good.npz"
     NADE(4, 2, np.random.default_rng(0)).save(good)
