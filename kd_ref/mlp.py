@@ -21,7 +21,7 @@ import numpy as np
 
 from . import nonlinearities as nl
 from . import npzfile
-from ._validation import as_float_array, check_generator, check_positive_int
+from ._validation import as_float_array, check_generator, check_indices, check_positive_int
 
 
 FILE_KIND = "kd_ref.MLP"
@@ -253,10 +253,7 @@ class MLP:
         ndarray of shape (N, len(outputs), D_0)
         """
         cache = self.forward(x)
-        outputs = range(self.sizes[-1]) if outputs is None else list(outputs)
-        for i in outputs:
-            if not 0 <= i < self.sizes[-1]:
-                raise ValueError(f"outputs: expected indices in 0..{self.sizes[-1] - 1}, received {i}")
+        outputs = range(self.sizes[-1]) if outputs is None else check_indices(outputs, "outputs", self.sizes[-1])
         if log and np.any(cache.y <= 0):
             raise ValueError("log: expected positive outputs to take d log y/dx, received outputs <= 0 "
                              f"(last nonlinearity is {self.f[-1].name})")
