@@ -19,13 +19,14 @@ ratios, so a batch step is unchanged, and averages from minibatches of any size
 can be mixed by D.14. An online step with eta = 1 on the full data set is
 therefore exactly one batch EM step.
 """
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import logsumexp
 
 from . import npzfile
-from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
+from ._validation import as_float_array, check_bool, check_generator, check_in_range, check_positive_int
 from .progress import Progress
 
 FILE_KIND = "kd_ref.MoG"
@@ -35,6 +36,8 @@ _LOG_2PI = np.log(2.0 * np.pi)
 # a component whose total responsibility is below this (as a fraction of the data) is "starved":
 # D.8-D.9 would divide by ~0, so it keeps its previous mean and covariance (its weight is ~0 anyway)
 _STARVED = 1e-12
+# EM sums products x_i x_j over the points (D.6): beyond this magnitude they could overflow float64
+_MAX_EM_VALUE = 1e150
 
 
 def _cholesky(covs, name="covs"):
@@ -116,6 +119,11 @@ class MoG:
     def component_log_densities(self, x):
         """log w_k + log N(x_n; mu_k, Sigma_k) for every point and component: the terms of (D.1).
 
+        Computed in log space, so points far from every component keep finite log
+        densities (about -d^2 / 2 at Mahalanobis distance d); a point so far away that
+        d^2 overflows float64 (|x| beyond ~1e154 for unit covariances), whose log density
+        is then below the float64 range, raises ValueError.
+
         Parameters
         ----------
         x : ndarray of shape (N, D)
@@ -126,9 +134,15 @@ class MoG:
         """
         x = self._x(x)
         chol = _cholesky(self.covs)
-        diff = x[None, :, :] - self.means[:, None, :]                          # (K, N, D)
-        z = np.linalg.solve(chol, diff.transpose(0, 2, 1))                    # (K, D, N) = L^-1 (x - mu)
-        maha = np.sum(z * z, axis=1)                                          # (K, N)
+        with np.errstate(over="ignore", invalid="ignore"):                      # overflow is refused below
+            diff = x[None, :, :] - self.means[:, None, :]                      # (K, N, D)
+            z = np.linalg.solve(chol, diff.transpose(0, 2, 1))                # (K, D, N) = L^-1 (x - mu)
+            maha = np.sum(z * z, axis=1)                                      # (K, N)
+        if not np.all(np.isfinite(maha)):
+            k, n = (int(i[0]) for i in np.nonzero(~np.isfinite(maha)))
+            raise ValueError(f"x: expected points whose squared Mahalanobis distance to every component fits in "
+                             f"float64, received row {n} at distance beyond 1e308 from component {k} (its log "
+                             f"density would be below -1e307, outside the float64 range)")
         log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1)
         with np.errstate(divide="ignore"):
             log_w = np.log(self.weights)
@@ -140,6 +154,9 @@ class MoG:
 
     def responsibilities(self, x):
         """Posterior component probabilities r_nk (D.3, D.10) and log p(x_n).
+
+        r_nk = exp(log w_k N(x_n; mu_k, Sigma_k) - log p(x_n)), normalised by log-sum-exp,
+        so every row sums to one also far from every component.
 
         Returns
         -------
@@ -190,20 +207,50 @@ class Statistics:
 
     def mix(self, other, eta):
         """(1 - eta) self + eta other, the running average of D.14."""
-        return Statistics((1 - eta) * self.s0 + eta * other.s0, (1 - eta) * self.s1 + eta * other.s1,
-                          (1 - eta) * self.s2 + eta * other.s2)
+        a = _check_stats(self, "self")
+        b = _check_stats(other, "other", like=a)
+        eta = check_in_range(eta, "eta", 0.0, 1.0)
+        return Statistics((1 - eta) * a.s0 + eta * b.s0, (1 - eta) * a.s1 + eta * b.s1, (1 - eta) * a.s2 + eta * b.s2)
 
     @classmethod
     def of_model(cls, model):
         """The statistics a mixture would reproduce through D.7-D.9 (used to start online EM)."""
+        _check_model(model)
         w, mu = model.weights, model.means
         return cls(w.copy(), w[:, None] * mu, w[:, None, None] * (model.covs + mu[:, :, None] * mu[:, None, :]))
 
 
+def _check_stats(stats, name="stats", like=None):
+    """``stats`` as finite float64 arrays of shapes (K,), (K, D), (K, D, D) with s0 >= 0 (K, D those of ``like``)."""
+    if not isinstance(stats, Statistics):
+        raise TypeError(f"{name}: expected a kd_ref.mog.Statistics, received {type(stats).__name__}")
+    s1 = as_float_array(stats.s1, f"{name}.s1", ndim=2)
+    K, D = s1.shape
+    if like is not None and like.s1.shape != (K, D):
+        raise ValueError(f"{name}: expected statistics of {like.s1.shape[0]} components in {like.s1.shape[1]} "
+                         f"dimensions, received {K} in {D}")
+    s0 = as_float_array(stats.s0, f"{name}.s0", shape=(K,))
+    s2 = as_float_array(stats.s2, f"{name}.s2", shape=(K, D, D))
+    if np.any(s0 < 0):
+        raise ValueError(f"{name}.s0: expected non-negative responsibility totals, received minimum {s0.min()}")
+    return Statistics(s0, s1, s2)
+
+
+def _check_model(model, name="model"):
+    if not isinstance(model, MoG):
+        raise TypeError(f"{name}: expected a kd_ref.mog.MoG, received {type(model).__name__}")
+    return model
+
+
 def _data(x, name="x"):
+    """A non-empty (N, D) batch for EM, whose second moments x x^T (D.6) fit in float64."""
     x = as_float_array(x, name)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name}: expected a non-empty batch of shape (N, D) with N >= 1, received shape {x.shape}")
+    big = float(np.max(np.abs(x)))
+    if big > _MAX_EM_VALUE:
+        raise ValueError(f"{name}: expected values of magnitude at most {_MAX_EM_VALUE:.0e} (EM's statistics hold "
+                         f"x x^T and sums of it, D.6), received {big:.3g}")
     return x
 
 
@@ -221,6 +268,8 @@ def statistics(x, r):
     """
     x = _data(x)
     r = as_float_array(r, "r", shape=(x.shape[0], None))
+    if np.any(r < 0):
+        raise ValueError(f"r: expected non-negative responsibilities, received minimum {r.min()}")
     n = x.shape[0]
     return Statistics(r.sum(axis=0) / n, r.T @ x / n, np.einsum("nk,ni,nj->kij", r, x, x, optimize=True) / n)
 
@@ -238,7 +287,11 @@ def m_step(stats, reg=0.0, previous=None):
     MoG
     """
     reg = check_in_range(reg, "reg", 0.0, np.inf)
+    stats = _check_stats(stats)
     s0, s1, s2 = stats.s0, stats.s1, stats.s2
+    if previous is not None and (not isinstance(previous, MoG) or previous.means.shape != s1.shape):
+        raise ValueError(f"previous: expected None or a MoG of {s1.shape[0]} components in {s1.shape[1]} "
+                         f"dimensions, received {previous!r}")
     total = float(s0.sum())
     if not total > 0:
         raise ValueError(f"stats: expected a positive total responsibility, received {total}")
@@ -265,7 +318,9 @@ def em_step(model, x, reg=0.0):
     avg_log_likelihood : float
         Average log-likelihood of ``x`` under the *input* model (D.2).
     """
+    _check_model(model)
     x = _data(x)
+    reg = check_in_range(reg, "reg", 0.0, np.inf)
     r, log_p = model.responsibilities(x)
     return m_step(statistics(x, r), reg, previous=model), float(np.mean(log_p))
 
@@ -297,6 +352,7 @@ def initial_model(x, n_components, rng, reg=0.0):
     if n_components > x.shape[0]:
         raise ValueError(f"n_components: expected at most the number of points {x.shape[0]}, received {n_components}")
     check_generator(rng)
+    reg = check_in_range(reg, "reg", 0.0, np.inf)
     D = x.shape[1]
     cov = np.atleast_2d(np.cov(x, rowvar=False, bias=True)) + max(reg, 1e-9) * np.eye(D)
     idx = rng.choice(x.shape[0], size=n_components, replace=False)
@@ -334,6 +390,10 @@ def fit_em(x, n_components, rng, *, n_restarts=5, max_iter=1000, tol=1e-9, reg=1
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_in_range(tol, "tol", 0.0, np.inf)
     reg = check_in_range(reg, "reg", 0.0, np.inf)
+    progress = check_bool(progress, "progress")
+    if init is not None:
+        _check_model(init, "init")
+    n_components = check_positive_int(n_components, "n_components")
     if init is not None and (init.dim != x.shape[1] or init.n_components != n_components):
         raise ValueError(f"init: expected a mixture of {n_components} components in {x.shape[1]} dimensions, "
                          f"received {init}")
@@ -382,9 +442,8 @@ class OnlineEM:
     """
 
     def __init__(self, model, schedule, reg=1e-6):
-        if not isinstance(model, MoG):
-            raise TypeError(f"model: expected a kd_ref.mog.MoG, received {type(model).__name__}")
-        if isinstance(schedule, (int, float)):
+        _check_model(model)
+        if isinstance(schedule, numbers.Real) and not isinstance(schedule, (bool, np.bool_)):
             value = check_in_range(schedule, "schedule", 0.0, 1.0)
             schedule = lambda t: value  # noqa: E731  (a constant step size)
         if not callable(schedule):

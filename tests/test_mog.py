@@ -189,3 +189,144 @@ def test_step_size_outside_unit_interval_and_empty_minibatch(rng):
         fit_em(np.zeros((1, 1)), 2, rng)
     with pytest.raises(ValueError, match="reg"):
         fit_em(rng.normal(size=(10, 1)), 2, rng, reg=-1.0)
+
+
+# ------------------------------------------------------------------ validation gaps (issue 11)
+def _exact_1d(weights, means, variances, x):
+    """log p(x) and r_k(x) of a 1-d mixture in 60-digit arithmetic (the inputs' float64 values taken exactly)."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        terms = [mpmath.log(mpmath.mpf(w)) - (mpmath.mpf(x) - mpmath.mpf(m)) ** 2 / (2 * mpmath.mpf(v))
+                 - mpmath.log(2 * mpmath.pi * mpmath.mpf(v)) / 2 for w, m, v in zip(weights, means, variances)]
+        top = max(terms)
+        log_p = top + mpmath.log(sum(mpmath.exp(t - top) for t in terms))
+        return float(log_p), [float(mpmath.exp(t - log_p)) for t in terms]
+
+
+@given(weights=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+       grid=st.lists(st.integers(-20, 20), min_size=4, max_size=4, unique=True),
+       variances=st.lists(st.floats(0.5, 10.0), min_size=4, max_size=4),
+       sign=st.sampled_from([-1.0, 1.0]), exponent=st.floats(0.0, 150.0))
+def test_density_and_responsibilities_far_from_every_component_match_an_exact_reference(weights, grid, variances,
+                                                                                        sign, exponent):
+    """Log space and log-sum-exp keep log p(x) and r(x) exact from the components out to |x| = 1e150."""
+    K = len(weights)
+    w = np.array(weights, float) / sum(weights)
+    means, var = 0.5 * np.array(grid[:K], float), np.array(variances[:K])
+    model = MoG.from_1d(w, means, var)
+    x = sign * 10.0 ** exponent
+    log_p = model.log_density([[x]])[0]
+    r, log_p_r = model.responsibilities([[x]])
+    want_log_p, want_r = _exact_1d(w, means, var, x)
+    assert np.isfinite(log_p) and log_p_r[0] == log_p
+    assert log_p == pytest.approx(want_log_p, rel=1e-12, abs=1e-12)
+    assert np.all(np.isfinite(r)) and r.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(r[0], want_r, rtol=0, atol=1e-9)
+
+
+def test_a_point_beyond_the_float64_range_of_log_densities_is_a_clear_error():
+    model = _random_mog(np.random.default_rng(3), 2, 2)
+    far = np.array([[0.0, 0.0], [1e200, 0.0]])
+    for method in (model.log_density, model.responsibilities, model.component_log_densities):
+        with pytest.raises(ValueError, match=r"x: expected points whose squared Mahalanobis distance .* row 1"):
+            method(far)
+    with pytest.raises(ValueError, match=r"x: expected values of magnitude at most 1e\+150 .* received 1e\+200"):
+        fit_em(far, 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"x: expected values of magnitude at most"):
+        OnlineEM(model, 0.5).step(far)
+
+
+def test_complex_arrays_are_refused_everywhere():
+    rng = np.random.default_rng(0)
+    model = MoG.from_1d([0.5, 0.5], [-1.0, 1.0], [1.0, 1.0])
+    x = rng.normal(size=(6, 1)) + 0j
+    with pytest.raises(TypeError, match="weights: expected real numbers, received a complex array"):
+        MoG([0.5 + 0j, 0.5], [[0.0], [1.0]], [[[1.0]], [[1.0]]])
+    with pytest.raises(TypeError, match="means: expected real numbers, received a complex array"):
+        MoG.from_1d([1.0], [1j], [1.0])
+    for call in (model.log_density, model.responsibilities, lambda a: fit_em(a, 2, rng),
+                 lambda a: em_step(model, a), lambda a: OnlineEM(model, 0.5).step(a)):
+        with pytest.raises(TypeError, match="x: expected real numbers, received a complex array"):
+            call(x)
+    with pytest.raises(TypeError, match="r: expected real numbers"):
+        from kd_ref.mog import statistics
+        statistics(x.real, np.full((6, 2), 0.5) + 0j)
+
+
+def _online_state(online):
+    return (online.model.params.copy(), online.stats.s0.copy(), online.stats.s1.copy(), online.stats.s2.copy(),
+            online.t)
+
+
+def _assert_same_state(a, b):
+    for u, v in zip(a[:4], b[:4]):
+        assert np.array_equal(u, v)
+    assert a[4] == b[4]
+
+
+def test_a_failed_online_step_leaves_the_model_statistics_and_step_count_as_they_were():
+    rng = np.random.default_rng(1)
+    data = np.concatenate([rng.normal(-2, 1, size=(50, 1)), rng.normal(2, 1, size=(50, 1))])
+
+    def schedule(t):
+        if t == 3:
+            raise RuntimeError("schedule failed")
+        return 0.5 if t < 4 else 2.0
+
+    online = OnlineEM(MoG.from_1d([0.5, 0.5], [-1.0, 1.0], [1.0, 1.0]), schedule, reg=0.0)
+    for _ in range(3):
+        online.step(data[rng.choice(100, 10)])
+    before = _online_state(online)
+    with pytest.raises(RuntimeError, match="schedule failed"):
+        online.step(data[:10])
+    _assert_same_state(_online_state(online), before)
+    for bad, error, match in ((np.full((4, 1), np.nan), ValueError, "x: expected finite values"),
+                              (data[:4] + 1j, TypeError, "x: expected real numbers"),
+                              (np.zeros((4, 2)), ValueError, "x: expected points of dimension 1")):
+        with pytest.raises(error, match=match):
+            online.step(bad)
+        _assert_same_state(_online_state(online), before)
+    # a minibatch at a single point with eta = 1 would collapse both components (reg = 0): singular, refused
+    collapse = OnlineEM(MoG.from_1d([0.5, 0.5], [-1.0, 1.0], [1.0, 1.0]), 1.0, reg=0.0)
+    start = _online_state(collapse)
+    with pytest.raises(ValueError, match="positive definite"):
+        collapse.step(np.zeros((5, 1)))
+    _assert_same_state(_online_state(collapse), start)
+
+
+def test_options_and_statistics_are_checked_before_anything_is_drawn():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 1))
+    state = rng.bit_generator.state
+    for kwargs, error, match in ((dict(progress="yes"), TypeError, "progress: expected True or False"),
+                                 (dict(init="model"), TypeError, "init: expected a kd_ref.mog.MoG, received str"),
+                                 (dict(n_restarts=0), ValueError, "n_restarts"),
+                                 (dict(tol=np.nan), ValueError, "tol")):
+        with pytest.raises(error, match=match):
+            fit_em(x, 2, rng, **kwargs)
+    with pytest.raises(TypeError, match="n_components: expected an integer >= 1, received 2.0"):
+        fit_em(x, 2.0, rng)
+    assert rng.bit_generator.state == state
+    with pytest.raises(TypeError, match="schedule: expected a callable"):
+        OnlineEM(MoG.from_1d([1.0], [0.0], [1.0]), True)
+    with pytest.raises(TypeError, match="model: expected a kd_ref.mog.MoG, received dict"):
+        em_step({}, x)
+    with pytest.raises(TypeError, match="reg: expected a real number"):
+        initial_model(x, 2, rng, reg="0")
+    from kd_ref.mog import statistics
+    with pytest.raises(ValueError, match="r: expected non-negative responsibilities"):
+        statistics(x, np.full((20, 2), -0.5))
+    good = statistics(x, np.full((20, 2), 0.5))
+    with pytest.raises(TypeError, match="stats: expected a kd_ref.mog.Statistics, received tuple"):
+        m_step((good.s0, good.s1, good.s2))
+    with pytest.raises(ValueError, match=r"stats.s2: expected shape \(2, 1, 1\)"):
+        m_step(Statistics(good.s0, good.s1, np.ones((2, 2, 2))))
+    with pytest.raises(ValueError, match="stats.s1: expected finite values"):
+        m_step(Statistics(good.s0, np.full((2, 1), np.inf), good.s2))
+    with pytest.raises(ValueError, match="previous: expected None or a MoG of 2 components in 1 dimensions"):
+        m_step(good, previous=MoG.from_1d([1.0], [0.0], [1.0]))
+    with pytest.raises(ValueError, match=r"eta: expected a value in \[0.0, 1.0\], received -0.1"):
+        good.mix(good, -0.1)
+    with pytest.raises(ValueError, match="other: expected statistics of 2 components in 1 dimensions, received 1"):
+        good.mix(statistics(x, np.ones((20, 1))), 0.5)
