@@ -41,10 +41,27 @@ from ._validation import as_binary_array, as_float_array, check_in_range, check_
 LAMBDA = np.sqrt(np.pi / 8.0)
 
 
+def _mean_and_var(mean, var, var_name="var", positive=False):
+    """Finite real arrays ``mean`` and ``var`` of one shape (a scalar broadcasts), var >= 0 (or > 0)."""
+    mean = as_float_array(mean, "mean")
+    var = as_float_array(var, var_name)
+    try:
+        shape = np.broadcast_shapes(mean.shape, var.shape)
+    except ValueError:
+        raise ValueError(f"{var_name}: expected the shape of mean {mean.shape} (or a scalar), received shape "
+                         f"{var.shape}") from None
+    if np.any(var <= 0) if positive else np.any(var < 0):
+        raise ValueError(f"{var_name}: expected {'positive' if positive else 'non-negative'} variances, received "
+                         f"minimum {var.min()}")
+    return np.broadcast_to(mean, shape), np.broadcast_to(var, shape)
+
+
 def mackay_integral(mean, var):
-    """MacKay's approximation (3.48): int sigma(a) N(a; m, v) da ~ sigma(m / sqrt(1 + pi v / 8))."""
-    mean = np.asarray(mean, dtype=np.float64)
-    var = np.asarray(var, dtype=np.float64)
+    """MacKay's approximation (3.48): int sigma(a) N(a; m, v) da ~ sigma(m / sqrt(1 + pi v / 8)).
+
+    ``mean`` and ``var`` (>= 0) are finite real arrays of one shape, or scalars.
+    """
+    mean, var = _mean_and_var(mean, var)
     return special.expit(mean / np.sqrt(1.0 + LAMBDA**2 * var))
 
 
@@ -96,24 +113,74 @@ def logistic_gaussian_integral(mean, var, n_nodes=64):
     return np.clip(out, 0.0, 1.0)
 
 
+# below u = -_TAIL the tilted moments come from the continued fraction of the Mills ratio
+_TAIL = 4.0
+_CF_TERMS = 60
+
+
+def _mills_tail(s):
+    """D_1, D_2, D_3 of Laplace's continued fraction for s >= 4: D_j = s + (j + 1) / D_{j+1}.
+
+    With u = -s, r = N(u) / Phi(u) = s + 1 / D_1, so u + r = 1 / D_1 and
+    1 - r (u + r) = (s + 4 / D_2 - 3 / D_3) / (D_1^2 D_2), all without cancellation
+    (60 terms reach float64 precision for s >= 4).
+    """
+    d = s.copy()
+    out = {}
+    for j in range(_CF_TERMS - 1, 0, -1):
+        d = s + (j + 1) / d
+        if j <= 3:
+            out[j] = d
+    return out[1], out[2], out[3]
+
+
 def tilted_moments(m, v):
     """Mean and variance of Phi(lambda s) N(s; m, v) / Z, and log Z (probit form of 3.48).
+
+    With u, r and the scale of the module notes, mean = m + v lambda r / scale and
+    var = v [1 / scale^2 + c (1 - r (u + r))], c = lambda^2 v / scale^2 (the notes' formula
+    regrouped so that both terms are positive). r = sqrt(2 / pi) / erfcx(-u / sqrt 2) never
+    divides by an underflowed Phi(u); for u < -4, where m and v lambda r / scale nearly
+    cancel, u + r and 1 - r (u + r) come from the continued fraction of the Mills ratio
+    (:func:`_mills_tail`) and the mean from m / scale^2 + v lambda (u + r) / scale. All
+    three are accurate to a few ulps for every finite input whose log Z is representable.
 
     Parameters
     ----------
     m, v : ndarray of shape (N,)
-        Cavity means and (positive) variances.
+        Cavity means and positive variances (finite; a scalar broadcasts).
 
     Returns
     -------
     mean, var, log_Z : ndarray of shape (N,)
     """
+    m, v = _mean_and_var(m, v, "v", positive=True)
+    mean, var, log_Z = _tilted_moments(np.atleast_1d(m), np.atleast_1d(v))
+    if not np.all(np.isfinite(log_Z)):
+        i = int(np.flatnonzero(~np.isfinite(log_Z))[0])
+        raise ValueError(f"m: expected cavity means whose log Z fits in float64, received m = "
+                         f"{np.atleast_1d(m)[i]:.3g} with v = {np.atleast_1d(v)[i]:.3g} (log Phi(u) below -1e308)")
+    return mean, var, log_Z
+
+
+def _tilted_moments(m, v):
+    """:func:`tilted_moments` without the argument checks (EP calls it on its own cavities)."""
     scale = np.sqrt(1.0 + LAMBDA**2 * v)
     u = LAMBDA * m / scale
     log_Z = special.log_ndtr(u)
-    r = np.exp(-0.5 * u * u - 0.5 * np.log(2.0 * np.pi) - log_Z)     # N(u) / Phi(u), stable for u << 0
-    mean = m + v * LAMBDA * r / scale
-    var = v - v * v * LAMBDA**2 * r * (u + r) / scale**2
+    with np.errstate(over="ignore"):                                 # erfcx(-u / sqrt 2) = inf for u > 26: r = 0
+        r = np.sqrt(2.0 / np.pi) / special.erfcx(-u / np.sqrt(2.0))   # N(u) / Phi(u)
+    u_plus_r = u + r
+    one_minus_w = 1.0 - r * u_plus_r                                  # 1 - r (u + r), the variance ratio
+    tail = u < -_TAIL
+    if np.any(tail):
+        s = -u[tail]
+        d1, d2, d3 = _mills_tail(s)
+        u_plus_r[tail] = 1.0 / d1
+        one_minus_w[tail] = (s + 4.0 / d2 - 3.0 / d3) / d1 / d1 / d2
+    c = LAMBDA**2 * v / scale**2
+    mean = m / scale**2 + v * LAMBDA * u_plus_r / scale              # = m + v lambda r / scale
+    var = v * (1.0 / scale**2 + c * one_minus_w)                     # = v - v^2 lambda^2 r (u + r) / scale^2
     return mean, var, log_Z
 
 
@@ -204,7 +271,7 @@ def ep_logistic_regression(x, t, prior_var=100.0, *, damping=0.5, max_iter=500, 
         cav_prec = 1.0 / v - tau                               # remove site n: the cavity
         cav_v = 1.0 / cav_prec
         cav_m = cav_v * (m / v - nu)
-        new_mean, new_var, _ = tilted_moments(cav_m, cav_v)    # moment matching
+        new_mean, new_var, _ = _tilted_moments(cav_m, cav_v)   # moment matching
         tau_new = 1.0 / new_var - cav_prec
         nu_new = new_mean / new_var - cav_m / cav_v
         tau_next = (1.0 - damping) * tau + damping * tau_new

@@ -140,3 +140,69 @@ def test_one_site_ep_is_exact_moment_matching():
     cov = prior_var * (np.eye(2) - prior_var * np.outer(z, z) / v) + np.outer(z, z) * (prior_var / v) ** 2 * v_s
     assert np.allclose(post.mean, mean, rtol=1e-9, atol=1e-12), (post.mean, mean)
     assert np.allclose(post.cov, cov, rtol=1e-9, atol=1e-12), (post.cov, cov)
+
+
+# ------------------------------------------------------------------ validation gaps (issue 11)
+def _tilted_exact(m, v):
+    """Mean, variance and log Z of Phi(lambda s) N(s; m, v) / Z in arbitrary precision (3.48's probit form).
+
+    The working precision grows with |m|: exp(-u^2 / 2) needs the digits of u^2 on top of the result's, and
+    u + r cancels about log10 u^2 more (80 digits alone go wrong by 1e-7 at m = -1e19).
+    """
+    import mpmath
+
+    with mpmath.workdps(60 + 5 * max(0, int(np.log10(abs(m) + 1.0)))):
+        m, v, lam = mpmath.mpf(m), mpmath.mpf(v), mpmath.sqrt(mpmath.pi / 8)
+        scale = mpmath.sqrt(1 + lam**2 * v)
+        u = lam * m / scale
+        Z = mpmath.ncdf(u)
+        r = mpmath.npdf(u) / Z
+        return (float(m + v * lam * r / scale), float(v - v * v * lam**2 * r * (u + r) / scale**2),
+                float(mpmath.log(Z)))
+
+
+@given(sign=st.sampled_from([-1.0, 1.0]), m_exp=st.floats(-3.0, 100.0), v_exp=st.floats(-6.0, 12.0))
+def test_tilted_moments_stay_exact_for_cavities_deep_in_the_tail(sign, m_exp, v_exp):
+    """Far in the tail (u = lambda m / scale << 0) m and the correction nearly cancel, and so do v and the
+    variance reduction; the Mills-ratio continued fraction keeps all three to ~1e-15 (the direct formulas of
+    the module notes lose every digit by m = -1e5 and return negative variances)."""
+    m, v = sign * 10.0**m_exp, 10.0**v_exp
+    mean, var, log_z = (a[0] for a in tilted_moments(m, v))
+    want_mean, want_var, want_log_z = _tilted_exact(m, v)
+    assert mean == pytest.approx(want_mean, rel=1e-13, abs=1e-13 * (abs(m) + np.sqrt(v)))
+    assert var == pytest.approx(want_var, rel=1e-13) and var > 0
+    assert log_z == pytest.approx(want_log_z, rel=1e-13, abs=1e-300)
+
+
+def test_integrals_and_tilted_moments_check_their_inputs():
+    with pytest.raises(TypeError, match="mean: expected real numbers, received a complex array"):
+        mackay_integral(np.array([1j]), [1.0])
+    with pytest.raises(TypeError, match="var: expected real numbers"):
+        logistic_gaussian_integral([0.0], [1.0 + 0j])
+    with pytest.raises(TypeError, match="v: expected real numbers"):
+        tilted_moments([0.0], [1.0 + 2j])
+    with pytest.raises(ValueError, match="var: expected non-negative variances, received minimum -1.0"):
+        mackay_integral([0.0], [-1.0])
+    with pytest.raises(ValueError, match="v: expected positive variances, received minimum 0.0"):
+        tilted_moments([0.0, 1.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match=r"v: expected the shape of mean \(2,\) \(or a scalar\), received shape \(3,\)"):
+        tilted_moments([0.0, 1.0], [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="mean: expected finite values"):
+        mackay_integral([np.nan], [1.0])
+    with pytest.raises(ValueError, match=r"m: expected cavity means whose log Z fits in float64, received m = -1e\+200"):
+        tilted_moments([-1e200], [1.0])
+    mean, var, log_z = tilted_moments(-3.0, 2.0)                 # scalars broadcast to shape (1,)
+    assert mean.shape == var.shape == log_z.shape == (1,)
+    np.testing.assert_array_equal(mackay_integral(0.0, [1.0, 4.0]), [0.5, 0.5])
+
+
+def test_complex_inputs_are_refused_by_ep():
+    x, t = _tiny_data()
+    with pytest.raises(TypeError, match="x: expected real numbers, received a complex array"):
+        ep_logistic_regression(x + 0j, t, 1.0)
+    with pytest.raises(TypeError, match="t: expected real numbers, received a complex array"):
+        ep_logistic_regression(x, t + 0j, 1.0)
+    post = ep_logistic_regression(x, t, 1.0)
+    for method in (post.activation_moments, post.predict_proba, post.predict_proba_mackay):
+        with pytest.raises(TypeError, match="x: expected real numbers, received a complex array"):
+            method(x[:2] * 1j)
