@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_float_array
+from ._validation import as_float_array, check_callable, check_in_range
 
 DEFAULT_STEP = 1e-4
 
@@ -58,18 +58,19 @@ class CheckResult:
 
 def relative_error(analytic, numeric, scale=1e-10):
     """Norm-wise relative error between two arrays, see :class:`CheckResult`."""
-    a = np.asarray(analytic, dtype=np.float64)
-    b = np.asarray(numeric, dtype=np.float64)
+    a = as_float_array(analytic, "analytic", finite=False)     # NaN in a broken derivative makes the check fail
+    b = as_float_array(numeric, "numeric", finite=False)
     if a.shape != b.shape:
         raise ValueError(f"analytic: expected the shape of numeric {b.shape}, received shape {a.shape}")
+    scale = check_in_range(scale, "scale", 0.0, np.inf, low_open=True)
     diff = float(np.linalg.norm((a - b).ravel()))
     denom = max(float(np.linalg.norm(a.ravel())), float(np.linalg.norm(b.ravel())), scale)
     return diff / denom
 
 
 def _result(name, analytic, numeric, scale=None):
-    a = np.asarray(analytic, dtype=np.float64)
-    b = np.asarray(numeric, dtype=np.float64)
+    a = as_float_array(analytic, "analytic", finite=False)
+    b = as_float_array(numeric, "numeric", finite=False)
     abs_err = float(np.max(np.abs(a - b))) if a.size else 0.0
     rel = relative_error(a, b) if scale is None else abs_err / max(scale, 1e-300)
     return CheckResult(name, a, b, abs_err, rel)
@@ -78,11 +79,35 @@ def _result(name, analytic, numeric, scale=None):
 def directional_difference(f, x, v, step=DEFAULT_STEP):
     """Five-point central difference of ``f`` at ``x`` along ``v``.
 
-    ``f`` may return a scalar or an array (then every entry is differenced).
+    ``f`` may return a scalar or an array (then every entry is differenced); its
+    values must be real (a complex result is refused, not silently made real).
+    ``step`` is h, a finite positive number.
     """
-    f0p, f0m = np.asarray(f(x + step * v), float), np.asarray(f(x - step * v), float)
-    f1p, f1m = np.asarray(f(x + 2 * step * v), float), np.asarray(f(x - 2 * step * v), float)
+    check_callable(f, "f", "a callable x -> value")
+    x = as_float_array(x, "x")
+    v = as_float_array(v, "v", shape=x.shape)
+    step = _check_step(step)
+    f0p, f0m = _value(f, x + step * v, "f"), _value(f, x - step * v, "f")
+    f1p, f1m = _value(f, x + 2 * step * v, "f"), _value(f, x - 2 * step * v, "f")
     return (8.0 * (f0p - f0m) - (f1p - f1m)) / (12.0 * step)
+
+
+def _check_step(step):
+    """The difference step h: a finite number > 0 (h = 0 would divide by zero, h < 0 only flips the stencil)."""
+    return check_in_range(step, "step", 0.0, np.inf, low_open=True, high_open=True)
+
+
+def _point(x):
+    """The point of a check: a finite float64 array with at least one entry (an empty check would always pass)."""
+    x = as_float_array(x, "x")
+    if x.size == 0:
+        raise ValueError(f"x: expected at least one entry to check, received shape {x.shape}")
+    return x
+
+
+def _value(fn, z, name):
+    """``fn(z)`` as a real float64 array (NaN allowed: a broken function then fails the check)."""
+    return as_float_array(fn(z), f"{name}(x)", finite=False)
 
 
 def numerical_gradient(f, x, step=DEFAULT_STEP):
@@ -91,7 +116,9 @@ def numerical_gradient(f, x, step=DEFAULT_STEP):
     Costs 4 * x.size evaluations of ``f``; for large ``x`` use :func:`check_gradient`
     with ``directions=`` instead.
     """
+    check_callable(f, "f", "a callable x -> float")
     x = as_float_array(x, "x")
+    step = _check_step(step)
     g = np.empty_like(x)
     e = np.zeros_like(x)
     for i in range(x.size):
@@ -119,13 +146,16 @@ def check_gradient(f, grad, x, directions=None, step=DEFAULT_STEP, name="gradien
     -------
     CheckResult
     """
-    x = as_float_array(x, "x")
+    check_callable(f, "f", "a callable x -> float")
+    check_callable(grad, "grad", "a callable x -> gradient of the shape of x")
+    x = _point(x)
+    step = _check_step(step)
     g = as_float_array(grad(x), "grad(x)", shape=x.shape)
     if directions is None:
         return _result(name, g, numerical_gradient(f, x, step))
     dirs = as_float_array(directions, "directions")
-    if dirs.shape[1:] != x.shape:
-        raise ValueError(f"directions: expected shape (K,) + {x.shape}, received shape {dirs.shape}")
+    if dirs.ndim != x.ndim + 1 or dirs.shape[1:] != x.shape or dirs.shape[0] < 1:
+        raise ValueError(f"directions: expected shape (K,) + {x.shape} with K >= 1, received shape {dirs.shape}")
     analytic = np.array([np.sum(g * v) for v in dirs])
     numeric = np.array([directional_difference(f, x, v, step) for v in dirs])
     return _result(name, analytic, numeric)
@@ -140,8 +170,11 @@ def check_hvp(grad, hvp, x, v, step=DEFAULT_STEP, name="Hessian-vector product")
     -------
     CheckResult
     """
-    x = as_float_array(x, "x")
+    check_callable(grad, "grad", "a callable x -> gradient of the shape of x")
+    check_callable(hvp, "hvp", "a callable (x, v) -> H v of the shape of x")
+    x = _point(x)
     v = as_float_array(v, "v", shape=x.shape)
+    step = _check_step(step)
     analytic = as_float_array(hvp(x, v), "hvp(x, v)", shape=x.shape)
     return _result(name, analytic, directional_difference(grad, x, v, step))
 
@@ -152,10 +185,12 @@ def check_symmetry(hvp, x, u, v, name="symmetry u'Hv = v'Hu"):
     The two scalars can be tiny through cancellation, so the relative error is
     measured against ||u|| ||Hv|| + ||v|| ||Hu||, the size of the terms summed.
     """
-    x = as_float_array(x, "x")
+    check_callable(hvp, "hvp", "a callable (x, v) -> H v of the shape of x")
+    x = _point(x)
     u = as_float_array(u, "u", shape=x.shape)
     v = as_float_array(v, "v", shape=x.shape)
-    Hv, Hu = np.asarray(hvp(x, v), float), np.asarray(hvp(x, u), float)
+    Hv = as_float_array(hvp(x, v), "hvp(x, v)", shape=x.shape)
+    Hu = as_float_array(hvp(x, u), "hvp(x, u)", shape=x.shape)
     scale = float(np.linalg.norm(u) * np.linalg.norm(Hv) + np.linalg.norm(v) * np.linalg.norm(Hu))
     return _result(name, np.sum(u * Hv), np.sum(v * Hu), scale)
 
@@ -173,16 +208,25 @@ def over_params_and_input(model, x, value, grad, hvp=None):
         The input point.
     value : callable, x -> float
         E at the model's current parameters.
-    grad : callable, x -> (dE/dparams, dE/dx)
+    grad : callable, x -> (dE/dparams, dE/dx), or None
     hvp : callable, (x, v_params, v_x) -> (Hv_params, Hv_x), optional
 
     Returns
     -------
-    value_z, grad_z, hvp_z : callables of z (and of (z, v) for hvp_z); hvp_z is None without ``hvp``
+    value_z, grad_z, hvp_z : callables of z (and of (z, v) for hvp_z); grad_z (hvp_z) is None without
+        ``grad`` (``hvp``)
         Each sets the parameters from z, evaluates and restores them, so the model is unchanged.
     z : ndarray of shape (P + x.size,)
         The current point (params, x).
     """
+    params = getattr(model, "params", None)
+    if not (isinstance(params, np.ndarray) and params.ndim == 1) or not callable(getattr(model, "set_params", None)):
+        raise TypeError(f"model: expected a model with a flat params vector and set_params (an MLP, NADE or RBM), "
+                        f"received {type(model).__name__}")
+    x = as_float_array(x, "x")
+    check_callable(value, "value", "a callable x -> float")
+    check_callable(grad, "grad", "a callable x -> (dE/dparams, dE/dx)", optional=True)
+    check_callable(hvp, "hvp", "a callable (x, v_params, v_x) -> (Hv_params, Hv_x)", optional=True)
     P, theta, shape = model.params.size, model.params.copy(), np.shape(x)
 
     def at(z, fn, *args):
@@ -204,4 +248,5 @@ def over_params_and_input(model, x, value, grad, hvp=None):
         Hv_p, Hv_x = at(z, hvp, v[:P], v[P:].reshape(shape))
         return np.concatenate([Hv_p, np.ravel(Hv_x)])
 
-    return value_z, grad_z, (hvp_z if hvp is not None else None), np.concatenate([theta, np.ravel(x)])
+    return (value_z, grad_z if grad is not None else None, hvp_z if hvp is not None else None,
+            np.concatenate([theta, np.ravel(x)]))

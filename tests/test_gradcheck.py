@@ -66,3 +66,64 @@ def test_over_params_and_input_restores_the_model_and_checks_joint_derivatives(r
     value(z)
     np.testing.assert_array_equal(net.params, before + 0.5)
     assert gradcheck.over_params_and_input(net, x, value, grad)[2] is None
+
+
+# ------------------------------------------------------------------ validation gaps (issue 11)
+@pytest.mark.parametrize("step", [0.0, -1e-4, np.inf, np.nan])
+def test_step_sizes_must_be_finite_and_positive(step, rng):
+    x, v = rng.normal(size=(2, 3))
+    match = r"step: expected a value in \(0.0, inf\)"
+    with pytest.raises(ValueError, match=match):
+        gradcheck.check_gradient(f, grad, x, step=step)
+    with pytest.raises(ValueError, match=match):
+        gradcheck.check_hvp(grad, hvp, x, v, step=step)
+    with pytest.raises(ValueError, match=match):
+        gradcheck.numerical_gradient(f, x, step=step)
+    with pytest.raises(ValueError, match=match):
+        gradcheck.directional_difference(f, x, v, step=step)
+    with pytest.raises(TypeError, match="step: expected a real number, received True"):
+        gradcheck.check_gradient(f, grad, x, step=True)
+
+
+def test_complex_points_and_results_are_refused(rng):
+    """A complex-step user function would otherwise be compared on its real part only, silently."""
+    x, v, u = rng.normal(size=(3, 4))
+    with pytest.raises(TypeError, match="x: expected real numbers, received a complex array"):
+        gradcheck.check_gradient(f, grad, x + 1j)
+    with pytest.raises(TypeError, match="v: expected real numbers, received a complex array"):
+        gradcheck.check_hvp(grad, hvp, x, v * 1j)
+    with pytest.raises(TypeError, match=r"f\(x\): expected real numbers, received a complex array"):
+        gradcheck.check_gradient(lambda z: np.complex128(f(z)), grad, x)
+    with pytest.raises(TypeError, match=r"grad\(x\): expected real numbers"):
+        gradcheck.check_gradient(f, lambda z: grad(z) + 0j, x)
+    with pytest.raises(TypeError, match=r"hvp\(x, v\): expected real numbers"):
+        gradcheck.check_hvp(grad, lambda z, w: hvp(z, w) + 0j, x, v)
+    with pytest.raises(TypeError, match=r"hvp\(x, v\): expected real numbers"):
+        gradcheck.check_symmetry(lambda z, w: hvp(z, w) + 0j, x, u, v)
+    with pytest.raises(TypeError, match="analytic: expected real numbers"):
+        gradcheck.relative_error(np.ones(2) * 1j, np.ones(2))
+
+
+def test_callables_shapes_and_empty_checks_are_refused(rng):
+    x, v, u = rng.normal(size=(3, 4))
+    with pytest.raises(TypeError, match="grad: expected a callable x -> gradient of the shape of x, received 3"):
+        gradcheck.check_gradient(f, 3, x)
+    with pytest.raises(TypeError, match="f: expected a callable"):
+        gradcheck.check_gradient(None, grad, x)
+    with pytest.raises(TypeError, match="hvp: expected a callable"):
+        gradcheck.check_hvp(grad, "hvp", x, v)
+    with pytest.raises(ValueError, match=r"hvp\(x, u\): expected shape \(4,\), received shape \(3,\)"):
+        gradcheck.check_symmetry(lambda z, w: w if w is v else w[:3], x, u, v)
+    # no directions and an empty point would make checks that always pass
+    with pytest.raises(ValueError, match=r"directions: expected shape \(K,\) \+ \(4,\) with K >= 1, received shape \(0, 4\)"):
+        gradcheck.check_gradient(f, grad, x, directions=np.zeros((0, 4)))
+    with pytest.raises(ValueError, match=r"x: expected at least one entry to check, received shape \(0,\)"):
+        gradcheck.check_gradient(f, grad, np.zeros(0))
+    with pytest.raises(ValueError, match="scale: expected a value in"):
+        gradcheck.relative_error(np.ones(2), np.ones(2), scale=0.0)
+    with pytest.raises(TypeError, match="model: expected a model with a flat params vector and set_params"):
+        gradcheck.over_params_and_input(object(), x, f, grad)
+    with pytest.raises(ValueError, match=r"hvp\(x, v\): expected finite values, received 4 NaN"):
+        gradcheck.check_hvp(grad, lambda z, w: np.full(4, np.nan), x, v)
+    with pytest.raises(ValueError, match=r"hvp\(x, v\): expected finite values, received 4 NaN"):
+        gradcheck.check_symmetry(lambda z, w: np.full(4, np.nan), x, u, v)
