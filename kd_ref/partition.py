@@ -42,13 +42,14 @@ intervals assume independent samples; for samples from correlated Markov chains
 (e.g. Gibbs chains of an RBM) they are too narrow unless the chains are thinned
 to near independence or many independent chains are used.
 """
+import numbers
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit, logsumexp
 
-from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
+from ._validation import as_float_array, check_bool, check_generator, check_in_range, check_positive_int
 from .nade import _softplus
 from .progress import Progress
 from .rbm import RBM
@@ -101,7 +102,9 @@ class LogZEstimate:
         return max(self.log_z - self.lower, self.upper - self.log_z)
 
     def contains(self, value):
-        """Whether ``lower <= value <= upper``."""
+        """Whether ``lower <= value <= upper`` (``value`` a real number, +-inf allowed, not NaN)."""
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or np.isnan(value):
+            raise TypeError(f"value: expected a real number (not NaN), received {value!r}")
         return bool(self.lower <= value <= self.upper)
 
     def __str__(self):
@@ -169,7 +172,28 @@ def _log_ratios(log_phi, log_q, phi_name, q_name, min_n=2):
     if log_q.shape != log_phi.shape:
         raise ValueError(f"{q_name}: expected {log_phi.size} values (one per sample, like {phi_name}), "
                          f"received {log_q.size}")
-    return log_phi - log_q
+    with np.errstate(over="ignore"):
+        ratios = log_phi - log_q
+    if not np.all(np.isfinite(ratios)):
+        i = int(np.flatnonzero(~np.isfinite(ratios))[0])
+        raise ValueError(f"{phi_name} - {q_name}: expected log ratios within the float64 range, received "
+                         f"{log_phi[i]:.6g} - {log_q[i]:.6g}, which overflows, at sample {i}")
+    return ratios
+
+
+def _scaled_mean_se(values):
+    """Mean and standard error (sample sd, ddof 1, over sqrt n) of finite values, free of overflow.
+
+    The values are divided by a power of two near their largest magnitude before
+    summing and squaring, and the results multiplied back: exact rescalings, so
+    ordinary inputs give the same bits as ``np.mean`` and ``np.std``, while values of
+    1e300 (whose squares and even sums overflow) give finite answers.
+    """
+    big = float(np.max(np.abs(values)))
+    scale = float(np.ldexp(1.0, np.frexp(big)[1] - 1)) if big > 0 else 1.0   # |values / scale| < 2
+    scaled = values / scale
+    with np.errstate(over="ignore"):     # inf only when the standard error itself exceeds the float64 range
+        return float(np.mean(scaled)) * scale, float(np.std(scaled, ddof=1) / np.sqrt(values.size)) * scale
 
 
 def log_mean_weight(log_weights):
@@ -186,11 +210,16 @@ def log_mean_weight(log_weights):
     lower, upper : float      log(mean -+ 3 SE); ``lower`` is -inf when mean - 3 SE <= 0
 
     Weights are rescaled by the largest one before exponentiating, so log weights of
-    +-1e4 are handled without overflow.
+    +-1e4, or +-1e300, are handled without overflow.
     """
-    lw = _log_values(log_weights, "log_weights", 2)
+    return _log_mean_weight(_log_values(log_weights, "log_weights", 2))
+
+
+def _log_mean_weight(lw):
+    """:func:`log_mean_weight` of checked log weights; entries of -inf (weights exactly 0) are allowed."""
     shift = float(np.max(lw))
-    r = np.exp(lw - shift)  # in (0, 1], at least one entry is 1
+    with np.errstate(over="ignore"):      # a difference beyond -1.8e308 is -inf: a weight that is 0 in float64
+        r = np.exp(lw - shift)            # in [0, 1], at least one entry is 1
     mean = float(np.mean(r))
     rel = float(np.std(r, ddof=1) / (np.sqrt(r.size) * mean))
     return _log_interval(shift + np.log(mean), rel)
@@ -203,10 +232,15 @@ def _log_interval(log_mean, rel):
 
 
 def _mean_log_interval(log_values, method, began):
-    """Estimate built from the plain mean of log values (the KL bounds)."""
-    mean = float(np.mean(log_values))
-    se = float(np.std(log_values, ddof=1) / np.sqrt(log_values.size))
-    return LogZEstimate(method, mean, mean - 3.0 * se, mean + 3.0 * se, se, log_values, time.process_time() - began)
+    """Estimate built from the plain mean of log values (the KL bounds).
+
+    The mean and standard error stay finite for any finite log values; an end of the
+    interval is +-inf only when 3 standard errors themselves exceed the float64 range.
+    """
+    mean, se = _scaled_mean_se(log_values)
+    with np.errstate(over="ignore"):
+        lower, upper = mean - 3.0 * se, mean + 3.0 * se
+    return LogZEstimate(method, mean, lower, upper, se, log_values, time.process_time() - began)
 
 
 # ------------------------------------------------------------------------------- bounds (4.44-4.50)
@@ -319,10 +353,14 @@ def _bridge_terms(l_q, l_p, log_z, log_s_q, log_s_p):
     """log(phi*/q) at the q samples and log(phi*/phi) at the p samples for the bridge of 4.54.
 
     With l = log phi - log q and phi* = phi q / (s_p phi + s_q Z q):
-    phi*/q = e^l / (s_p e^l + s_q Z) and phi*/phi = 1 / (s_p e^l + s_q Z).
+    phi*/q = e^l / (s_p e^l + s_q Z) = 1 / (s_p + s_q Z e^-l) and phi*/phi = 1 / (s_p e^l + s_q Z).
+    The first is taken in its second form, one difference log Z - l that may overflow to
+    +-inf harmlessly (the weight is then exactly 1 / s_p or 0 in float64), instead of
+    l - logaddexp(...), which gives inf - inf = NaN at log ratios of 1e308.
     """
-    num = l_q - np.logaddexp(log_s_p + l_q, log_s_q + log_z)
-    den = -np.logaddexp(log_s_p + l_p, log_s_q + log_z)
+    with np.errstate(over="ignore"):
+        num = -np.logaddexp(log_s_p, log_s_q + (log_z - l_q))
+        den = -np.logaddexp(log_s_p + l_p, log_s_q + log_z)
     return num, den
 
 
@@ -389,14 +427,25 @@ def bridge_sampling(log_phi_q, log_q_q, log_phi_p, log_q_p, *, max_iter=10, tol=
 
     n_q, n_p = l_q.size, l_p.size
     log_s_q, log_s_p = np.log(n_q / (n_q + n_p)), np.log(n_p / (n_q + n_p))
-    shift = float(np.median(l_p))
-    lq, lp = l_q - shift, l_p - shift
-    log_z = 0.0 if start is None else start - shift  # on the shifted scale
+    middle = np.sort(l_p)[[(n_p - 1) // 2, n_p // 2]]
+    shift = float(middle[0] / 2 + middle[1] / 2)     # np.median's value, without overflow in the sum
+    with np.errstate(over="ignore"):
+        lq, lp = l_q - shift, l_p - shift
+        log_z = 0.0 if start is None else start - shift  # on the shifted scale
+    for name, shifted in (("log_phi_q - log_q_q", lq), ("log_phi_p - log_q_p", lp), ("log_z_init", log_z)):
+        if not np.all(np.isfinite(shifted)):
+            raise ValueError(f"{name}: expected log ratios within the float64 range of the median at the p "
+                             f"samples ({shift:.6g}), received values spread beyond it (min "
+                             f"{np.min(shifted) + shift:.6g}, max {np.max(shifted) + shift:.6g})")
     trace = [shift if start is None else start]  # on the original scale
     converged = False
     for _ in range(max_iter):
         num, den = _bridge_terms(lq, lp, log_z, log_s_q, log_s_p)
         new = float(logsumexp(num) - np.log(n_q) - logsumexp(den) + np.log(n_p))
+        if not np.isfinite(new):
+            raise ValueError(f"log_phi_q, log_q_q, log_phi_p, log_q_p: expected samples whose bridge estimate "
+                             f"fits in float64, received log ratios from {min(l_q.min(), l_p.min()):.6g} to "
+                             f"{max(l_q.max(), l_p.max()):.6g}, for which the fixed-point iterate left that range")
         change, log_z = abs(new - log_z), new
         trace.append(log_z + shift)
         if change <= tol:
@@ -405,7 +454,7 @@ def bridge_sampling(log_phi_q, log_q_q, log_phi_p, log_q_p, *, max_iter=10, tol=
 
     # delta-method standard error of log(A / B) with the bridge at the final estimate
     num, den = _bridge_terms(lq, lp, log_z, log_s_q, log_s_p)
-    rel = float(np.hypot(log_mean_weight(num)[1], log_mean_weight(den)[1]))
+    rel = float(np.hypot(_log_mean_weight(num)[1], _log_mean_weight(den)[1]))
     log_z_hat, rel, lower, upper = _log_interval(trace[-1], rel)
     return BridgeEstimate("bridge sampling (Meng-Wong)", log_z_hat, lower, upper, rel, l_q,
                           time.process_time() - began, l_p, converged, np.asarray(trace))
@@ -525,6 +574,7 @@ def ais_rbm(W, b_visible, b_hidden, rng, *, n_runs=100, n_temperatures=None, sch
     n_vis, n_hid = W.shape
     rng = check_generator(rng)
     n_runs = check_positive_int(n_runs, "n_runs", minimum=2)
+    progress = check_bool(progress, "progress")
     if betas is not None:
         for name, value in (("n_temperatures", n_temperatures), ("schedule", schedule)):
             if value is not None:
