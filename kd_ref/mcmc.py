@@ -29,7 +29,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import as_float_array, check_generator, check_positive_int
+from ._validation import as_float_array, check_bool, check_generator, check_positive_int
 from .progress import Progress
 
 # Safety limits: a bracket that keeps growing means the density does not decay
@@ -72,7 +72,8 @@ class SliceSampler:
         With ``vectorized=False``: ndarray of shape (D,) -> float. With
         ``vectorized=True``: ndarray of shape (M, D) -> ndarray of shape (M,).
         Known up to an additive constant; -inf marks points outside the support.
-        NaN or +inf raise ``ValueError``.
+        NaN or +inf raise ``ValueError``, complex values ``TypeError``; the sampler
+        is then left exactly as it was before the call that failed.
     x0 : ndarray of shape (D,) or (C, D)
         Starting point of one chain, or of C independent chains. Every start
         needs a finite log-density.
@@ -115,7 +116,7 @@ class SliceSampler:
             max_steps_out = check_positive_int(max_steps_out, "max_steps_out")
         self.thin = check_positive_int(thin, "thin")
         self.log_density_fn = log_density
-        self.vectorized = bool(vectorized)
+        self.vectorized = check_bool(vectorized, "vectorized")
         self.max_steps_out = max_steps_out
         self.width = width.copy()
         self.n_evals = 0
@@ -147,7 +148,7 @@ class SliceSampler:
     def _evaluate(self, points):
         """Log-density at the rows of ``points`` (M, D) -> (M,), with the NaN / +inf check."""
         if self.vectorized:
-            out = np.asarray(self.log_density_fn(points), dtype=np.float64)
+            out = as_float_array(self.log_density_fn(points), "log_density", finite=False)
             if out.shape != (points.shape[0],):
                 raise ValueError(f"log_density: expected an array of shape ({points.shape[0]},) for "
                                  f"{points.shape[0]} points (vectorized=True), received shape {out.shape}")
@@ -155,9 +156,11 @@ class SliceSampler:
             out = np.empty(points.shape[0])
             for i, p in enumerate(points):  # one call per chain: the function takes a single point
                 value = self.log_density_fn(p.copy())
-                if not isinstance(value, numbers.Real) and np.ndim(value) != 0:
-                    raise ValueError(f"log_density: expected a scalar for one point (vectorized=False), "
-                                     f"received shape {np.shape(value)}")
+                if not isinstance(value, numbers.Real):     # numpy scalars and 0-d arrays: checked as arrays
+                    if np.ndim(value) != 0:
+                        raise ValueError(f"log_density: expected a scalar for one point (vectorized=False), "
+                                         f"received shape {np.shape(value)}")
+                    value = as_float_array(value, "log_density", finite=False)
                 out[i] = float(value)
         self.n_evals += points.shape[0]
         bad = np.isnan(out) | (out == np.inf)
@@ -238,6 +241,25 @@ class SliceSampler:
             self.width[seen] = np.where(new > 0, new, self.width[seen])
         self.sweeps += 1
 
+    # ------------------------------------------------------- failure safety
+    def _snapshot(self):
+        """Everything a sweep changes, so a failed call can be undone (the generator included)."""
+        return (self.x.copy(), self.logp.copy(), self.width.copy(), self._abs_move.copy(), self._n_moves.copy(),
+                self._buffer.copy(), self.sweeps, self.n_evals, self.single_chain, self.rng.bit_generator.state)
+
+    def _restore(self, saved):
+        (self.x, self.logp, self.width, self._abs_move, self._n_moves, self._buffer, self.sweeps, self.n_evals,
+         self.single_chain, self.rng.bit_generator.state) = saved
+
+    def _atomic(self, run):
+        """``run()``, undone if it raises (e.g. the log-density returns NaN midway through a sweep)."""
+        saved = self._snapshot()
+        try:
+            return run()
+        except Exception:
+            self._restore(saved)
+            raise
+
     # ---------------------------------------------------------------- public
     def keep_chains(self, index):
         """Continue only some chains (adapted widths and counters kept).
@@ -252,6 +274,8 @@ class SliceSampler:
         highest log-density when the target has far-apart local modes that the
         univariate updates cannot cross.
         """
+        if isinstance(index, (bool, np.bool_)):
+            raise TypeError(f"index: expected chain indices in 0..{self.n_chains - 1}, received {index!r}")
         single = isinstance(index, numbers.Integral)
         idx = np.atleast_1d(np.asarray(index))
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) \
@@ -264,11 +288,16 @@ class SliceSampler:
     def burn_in(self, n_sweeps, adapt=True, progress=False):
         """Run ``n_sweeps`` sweeps whose states are discarded; adapt the widths if ``adapt``."""
         n_sweeps = check_positive_int(n_sweeps, "n_sweeps", minimum=0)
-        bar = Progress(n_sweeps, label="slice burn-in", enabled=progress)
-        for i in range(n_sweeps):
-            self._sweep(adapt)
-            bar.update(i + 1)
-        bar.close()
+        adapt = check_bool(adapt, "adapt")
+        progress = check_bool(progress, "progress")
+
+        def run():
+            bar = Progress(n_sweeps, label="slice burn-in", enabled=progress)
+            for i in range(n_sweeps):
+                self._sweep(adapt)
+                bar.update(i + 1)
+            bar.close()
+        self._atomic(run)
 
     def sample(self, n_samples, progress=False):
         """The next ``n_samples`` kept states (one every ``thin`` sweeps), widths fixed.
@@ -278,15 +307,19 @@ class SliceSampler:
         ndarray of shape (n_samples, D) for one chain, (n_samples, C, D) for C chains
         """
         n_samples = check_positive_int(n_samples, "n_samples")
-        out = np.empty((n_samples, self.n_chains, self.n_dim))
-        bar = Progress(n_samples, label="slice sampling", enabled=progress)
-        for i in range(n_samples):
-            for _ in range(self.thin):
-                self._sweep(adapt=False)
-            out[i] = self.x
-            bar.update(i + 1)
-        bar.close()
-        return out[:, 0, :] if self.single_chain else out
+        progress = check_bool(progress, "progress")
+
+        def run():
+            out = np.empty((n_samples, self.n_chains, self.n_dim))
+            bar = Progress(n_samples, label="slice sampling", enabled=progress)
+            for i in range(n_samples):
+                for _ in range(self.thin):
+                    self._sweep(adapt=False)
+                out[i] = self.x
+                bar.update(i + 1)
+            bar.close()
+            return out[:, 0, :] if self.single_chain else out
+        return self._atomic(run)
 
     def next_batch(self, batch_size):
         """The next ``batch_size`` kept states as rows, for an online consumer (3.7, 3.36-3.39).
@@ -299,15 +332,18 @@ class SliceSampler:
         ndarray of shape (batch_size, D)
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        parts, have = [self._buffer], self._buffer.shape[0]
-        while have < batch_size:
-            for _ in range(self.thin):
-                self._sweep(adapt=False)
-            parts.append(self.x.copy())
-            have += self.n_chains
-        rows = np.concatenate(parts, axis=0)
-        self._buffer = rows[batch_size:].copy()
-        return rows[:batch_size].copy()
+
+        def run():
+            parts, have = [self._buffer], self._buffer.shape[0]
+            while have < batch_size:
+                for _ in range(self.thin):
+                    self._sweep(adapt=False)
+                parts.append(self.x.copy())
+                have += self.n_chains
+            rows = np.concatenate(parts, axis=0)
+            self._buffer = rows[batch_size:].copy()
+            return rows[:batch_size].copy()
+        return self._atomic(run)
 
 
 def slice_sample(log_density, x0, n_samples, rng, *, burn_in=0, thin=1, width=1.0, max_steps_out=None,
@@ -318,6 +354,9 @@ def slice_sample(log_density, x0, n_samples, rng, *, burn_in=0, thin=1, width=1.
     -------
     ndarray of shape (n_samples, D) (one chain) or (n_samples, C, D) (C chains)
     """
+    n_samples = check_positive_int(n_samples, "n_samples")      # every option checked before x0 is evaluated
+    burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+    adapt, progress = check_bool(adapt, "adapt"), check_bool(progress, "progress")
     sampler = SliceSampler(log_density, x0, rng, width=width, max_steps_out=max_steps_out, thin=thin,
                            vectorized=vectorized)
     sampler.burn_in(burn_in, adapt=adapt, progress=progress)

@@ -268,3 +268,96 @@ def test_bad_arguments():
         SliceSampler(_std_normal, np.zeros(2), rng, max_steps_out=0)
     with pytest.raises(ValueError, match="normalisable"):
         SliceSampler(lambda x: 0.0, np.zeros(1), rng).burn_in(1)
+
+
+# ------------------------------------------------------------------ validation gaps (issue 11)
+def _sampler_state(s):
+    return (s.x.copy(), s.logp.copy(), s.width.copy(), s._abs_move.copy(), s._n_moves.copy(), s._buffer.copy(),
+            s.sweeps, s.n_evals, s.single_chain, s.rng.bit_generator.state)
+
+
+def _assert_same_state(a, b):
+    for u, v in zip(a[:6], b[:6]):
+        assert np.array_equal(u, v)
+    assert a[6:] == b[6:]
+
+
+@pytest.mark.parametrize("call", ["burn_in", "sample", "next_batch"])
+def test_a_log_density_failing_midway_leaves_the_sampler_exactly_as_it_was(call):
+    """The density turns NaN after some evaluations, in the middle of a sweep of 3 chains: the chains, widths,
+    counters, buffered rows and the generator's state are all restored, and the same call then succeeds
+    with the same result as a sampler that never failed."""
+    calls = {"n": 0, "fail_at": None}
+
+    def log_density(X):
+        calls["n"] += 1
+        out = -0.5 * np.sum(X * X, axis=1)
+        if calls["fail_at"] is not None and calls["n"] >= calls["fail_at"]:
+            out[-1] = np.nan
+        return out
+
+    s = SliceSampler(log_density, np.zeros((3, 2)), np.random.default_rng(5), vectorized=True)
+    twin = SliceSampler(lambda X: -0.5 * np.sum(X * X, axis=1), np.zeros((3, 2)), np.random.default_rng(5),
+                        vectorized=True)
+    for sampler in (s, twin):
+        sampler.burn_in(3)
+        sampler.next_batch(4)                         # leaves 2 rows buffered
+    before = _sampler_state(s)
+    run = {"burn_in": lambda t: t.burn_in(4), "sample": lambda t: t.sample(3),
+           "next_batch": lambda t: t.next_batch(7)}[call]
+    calls["fail_at"] = calls["n"] + 25                # well inside the call's first few sweeps
+    with pytest.raises(ValueError, match="log_density: expected finite values or -inf, received nan"):
+        run(s)
+    _assert_same_state(_sampler_state(s), before)
+    calls["fail_at"] = None
+    got, want = run(s), run(twin)
+    _assert_same_state(_sampler_state(s)[:8], _sampler_state(twin)[:8])
+    if got is not None:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_complex_inputs_and_log_densities_are_refused():
+    rng = np.random.default_rng(12)
+    with pytest.raises(TypeError, match="x0: expected real numbers, received a complex array"):
+        SliceSampler(_std_normal, np.zeros(2) + 0j, rng)
+    with pytest.raises(TypeError, match="width: expected real numbers, received a complex array"):
+        SliceSampler(_std_normal, np.zeros(2), rng, width=np.ones(2) * (1 + 1j))
+    with pytest.raises(TypeError, match="log_density: expected real numbers, received a complex array"):
+        SliceSampler(lambda X: np.zeros(X.shape[0]) + 0j, np.zeros((2, 2)), rng, vectorized=True)
+    with pytest.raises(TypeError, match="log_density: expected real numbers, received a complex array"):
+        SliceSampler(lambda x: np.complex128(-0.5 * x @ x), np.zeros(2), rng)
+    with pytest.raises(TypeError, match="log_density: expected real numbers, received a complex array"):
+        SliceSampler(lambda x: complex(-0.5 * x @ x), np.zeros(2), rng)
+    # a density real at the start and complex later: refused midway, the sampler unchanged
+    s = SliceSampler(lambda x: -0.5 * float(x @ x) if abs(x[0]) < 0.5 else -0.5 + 0j, np.zeros(1), rng,
+                     width=4.0)
+    before = _sampler_state(s)
+    with pytest.raises(TypeError, match="log_density: expected real numbers"):
+        s.burn_in(20)
+    _assert_same_state(_sampler_state(s), before)
+
+
+def test_options_are_checked_before_the_log_density_is_evaluated():
+    rng = np.random.default_rng(13)
+    seen = []
+
+    def f(x):
+        seen.append(x)
+        return -0.5 * float(x @ x)
+
+    for kwargs, err, match in [({"vectorized": "no"}, TypeError, "vectorized: expected True or False, received 'no'"),
+                               ({"adapt": 1}, TypeError, "adapt: expected True or False, received 1"),
+                               ({"progress": None}, TypeError, "progress: expected True or False, received None"),
+                               ({"burn_in": -1}, ValueError, "burn_in: expected an integer >= 0, received -1")]:
+        with pytest.raises(err, match=match):
+            slice_sample(f, np.zeros(2), 5, rng, **kwargs)
+    with pytest.raises(ValueError, match="n_samples: expected an integer >= 1, received 0"):
+        slice_sample(f, np.zeros(2), 0, rng)
+    assert seen == []
+    s = SliceSampler(f, np.zeros((2, 2)), rng)
+    state = rng.bit_generator.state
+    with pytest.raises(TypeError, match="adapt: expected True or False"):
+        s.burn_in(3, adapt="yes")
+    with pytest.raises(TypeError, match=r"index: expected chain indices in 0..1, received True"):
+        s.keep_chains(True)
+    assert rng.bit_generator.state == state and s.sweeps == 0
