@@ -264,3 +264,26 @@ def check_path(value, name, optional=False):
         raise TypeError(f"{name}: expected a file path (str or os.PathLike){' or None' if optional else ''}, "
                         f"received {value!r}")
     return os.fspath(value)
+
+
+def check_training_options(*, optimizer=None, monitor=None, monitor_every=None, callback=None, progress=True,
+                           checkpoint=None, label="train"):
+    """Check the options a model's ``fit`` passes on to ``kd_ref.optim.train``, before the fit changes anything.
+
+    A fit that draws a data permutation or sets biases before calling ``train`` calls
+    this first, so a wrong option fails with nothing drawn and the model untouched.
+    ``optimizer``, ``monitor``, ``monitor_every``, ``callback`` and ``checkpoint`` may be
+    None. Returns the checked values as a dict (``monitor_every`` as int, ``progress`` as
+    bool, ``checkpoint`` as str).
+    """
+    if optimizer is not None:
+        check_optimizer(optimizer)
+    if not isinstance(label, str):
+        raise TypeError(f"label: expected a str, received {label!r}")
+    return {"optimizer": optimizer,
+            "monitor": check_callable(monitor, "monitor", "a callable () -> float or dict of floats", optional=True),
+            "monitor_every": None if monitor_every is None else check_positive_int(monitor_every, "monitor_every"),
+            "callback": check_callable(callback, "callback", "a callable (step, loss) -> bool", optional=True),
+            "progress": check_bool(progress, "progress"),
+            "checkpoint": check_path(checkpoint, "checkpoint", optional=True),
+            "label": label}

@@ -81,8 +81,9 @@ Examples
 import numpy as np
 
 from . import npzfile
-from ._validation import (as_binary_batch, as_float_array, check_binary_dataset, check_generator, check_in_range,
-                          check_permutation, check_positive_int)
+from ._validation import (as_binary_batch, as_float_array, check_binary_dataset, check_bool, check_callable,
+                          check_generator, check_in_range, check_permutation, check_positive_int,
+                          check_training_options)
 from .optim import Adadelta, MinibatchDrawer, train
 
 FILE_KIND = "kd_ref.NADE"
@@ -288,6 +289,8 @@ class NADE:
         flat = np.asarray(flat)
         if flat.shape != (self.n_params,):
             raise ValueError(f"flat: expected shape ({self.n_params},), received shape {flat.shape}")
+        if flat.dtype.kind not in "biuf":           # views, not copies: a complex vector is refused, not cast
+            raise TypeError(f"flat: expected a real array, received dtype {flat.dtype}")
         D, H = self.n_inputs, self.n_hidden
         i = 0
         views = []
@@ -339,7 +342,7 @@ class NADE:
     # --------------------------------------------------------------------- checks
     def _check_x(self, x, continuous, name="x"):
         """x as a float64 (N, D) batch, binary unless ``continuous``."""
-        return as_binary_batch(x, name, self.n_inputs, continuous)
+        return as_binary_batch(x, name, self.n_inputs, check_bool(continuous, "continuous"))
 
     def _check_weights(self, weights, n):
         if weights is None:
@@ -411,6 +414,7 @@ class NADE:
         """
         x = self._check_x(x, continuous)
         w = self._check_weights(weights, x.shape[0])
+        param_grads, input_grads = check_bool(param_grads, "param_grads"), check_bool(input_grads, "input_grads")
         out = self._pass(x, w, "grad", param_grads=param_grads, input_grads=input_grads)
         return out["log_q"], out.get("d_params"), out.get("d_x")
 
@@ -441,6 +445,7 @@ class NADE:
         x = self._check_x(x, continuous)
         v = self._check_direction(x, v_params, v_x)
         w = self._check_weights(weights, x.shape[0])
+        param_grads, input_grads = check_bool(param_grads, "param_grads"), check_bool(input_grads, "input_grads")
         if v["v_params"] is None and v["v_x"] is None:
             return (np.zeros(self.n_params) if param_grads else None,
                     np.zeros(x.shape) if input_grads else None)
@@ -705,13 +710,22 @@ class NADE:
         n_steps = check_positive_int(n_steps, "n_steps")
         if test is not None:                       # checked here too, so a bad test set fails before b is set
             test = check_binary_dataset(test, "test", self.n_inputs)
-        if monitor_every is not None:
-            monitor_every = check_positive_int(monitor_every, "monitor_every")
+        check_training_options(optimizer=optimizer, monitor_every=monitor_every, callback=callback, progress=progress,
+                               checkpoint=checkpoint, label=label)
+        init_biases = check_bool(init_biases, "init_biases")
+        check_generator(rng)
         draw = MinibatchDrawer(data, batch_size, rng)
-        if init_biases:
-            self.set_biases_from_data(data)
-        return fit_nade(self, draw, n_steps, optimizer=optimizer, test=test, monitor_every=monitor_every,
-                        progress=progress, checkpoint=checkpoint, label=label, callback=callback)
+        saved = self.params.copy()
+        try:
+            if init_biases:
+                self.set_biases_from_data(data)
+            return fit_nade(self, draw, n_steps, optimizer=optimizer, test=test, monitor_every=monitor_every,
+                            progress=progress, checkpoint=checkpoint, label=label, callback=callback)
+        except Exception:
+            # the biases set above are part of this fit: a fit that fails leaves no trace of them
+            # (kd_ref.optim.train answers for its own steps)
+            self.params[...] = saved
+            raise
 
     # ------------------------------------------------------------------ save / load
     def save(self, path):
@@ -750,6 +764,9 @@ class NADE:
 # -------------------------------------------------------------------------- training
 def log_likelihood_objective(nade):
     """objective(batch) -> (-mean log q, its gradient) for :func:`kd_ref.optim.train` (KL loss 4.6-4.7, 4.26)."""
+    if not isinstance(nade, NADE):
+        raise TypeError(f"nade: expected a kd_ref.nade.NADE, received {type(nade).__name__}")
+
     def objective(batch):
         n = batch.shape[0]
         log_q, d_params, _ = nade.grad(batch, np.full(n, 1.0 / n), input_grads=False)
@@ -795,6 +812,9 @@ def fit_nade(nade, draw, n_steps, optimizer=None, test=None, monitor_every=None,
     if not callable(draw):
         raise TypeError(f"draw: expected a callable returning a minibatch, received {type(draw).__name__}")
     n_steps = check_positive_int(n_steps, "n_steps")
+    options = check_training_options(optimizer=optimizer, monitor_every=monitor_every, callback=callback,
+                                     progress=progress, checkpoint=checkpoint, label=label)
+    monitor_every = options["monitor_every"]
     optimizer = Adadelta() if optimizer is None else optimizer
     monitor = None
     if test is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import as_float_array, check_generator, check_in_range, check_positive_int
+from ._validation import as_float_array, check_dataset, check_generator, check_in_range, check_positive_int
 from .progress import Progress
 
 
@@ -144,11 +144,7 @@ class MinibatchDrawer:
     """
 
     def __init__(self, data, batch_size, rng):
-        data = np.asarray(data)
-        if data.ndim != 2 or data.shape[0] < 1:
-            raise ValueError(f"data: expected a 2-d array with at least one row, received shape {data.shape}")
-        if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
-            raise TypeError(f"data: expected a numeric array, received dtype {data.dtype}")
+        data = check_dataset(data, "data")              # real (complex refused), 2-d, >= 1 row, not copied
         self.data = data
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.rng = check_generator(rng)

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import npzfile
-from ._validation import (as_batch, as_binary_batch, as_float_array, check_binary_dataset, check_finite_real,
-                          check_generator, check_in_range, check_positive_int)
+from ._validation import (as_batch, as_binary_batch, as_float_array, check_binary_dataset, check_bool,
+                          check_finite_real, check_generator, check_in_range, check_positive_int,
+                          check_training_options)
 from .nade import _logistic, _softplus
 from .optim import SGD, MinibatchDrawer, train
 from .progress import Progress
@@ -96,6 +97,8 @@ class RBM:
         flat = np.asarray(flat)
         if flat.shape != (self.n_params,):
             raise ValueError(f"flat: expected shape ({self.n_params},), received shape {flat.shape}")
+        if flat.dtype.kind not in "biuf":           # views, not copies: a complex vector is refused, not cast
+            raise TypeError(f"flat: expected a real array, received dtype {flat.dtype}")
         D, H = self.n_visible, self.n_hidden
         return flat[:D * H].reshape(D, H), flat[D * H:D * H + D], flat[D * H + D:]
 
@@ -153,7 +156,7 @@ class RBM:
     # --------------------------------------------------------------------- checks
     def _check_x(self, x, continuous, name="x"):
         """x as a float64 (N, D) batch, binary unless ``continuous``."""
-        return as_binary_batch(x, name, self.n_visible, continuous)
+        return as_binary_batch(x, name, self.n_visible, check_bool(continuous, "continuous"))
 
     # ------------------------------------------------------------------ log phi
     def log_phi(self, x, *, continuous=False):
@@ -198,6 +201,7 @@ class RBM:
         """
         x = self._check_x(x, continuous)
         w = np.ones(x.shape[0]) if weights is None else as_float_array(weights, "weights", shape=(x.shape[0],))
+        param_grads, input_grads = check_bool(param_grads, "param_grads"), check_bool(input_grads, "input_grads")
         a = x @ self.W + self.b_hidden
         log_phi = x @ self.b_visible + _softplus(a).sum(axis=1)
         s = _logistic(a, a)                                      # sigma(a), p(h = 1 | x) (4.33)
@@ -226,6 +230,7 @@ class RBM:
         w = np.ones(x.shape[0]) if weights is None else as_float_array(weights, "weights", shape=(x.shape[0],))
         vp = None if v_params is None else as_float_array(v_params, "v_params", shape=(self.n_params,))
         vx = None if v_x is None else as_float_array(v_x, "v_x", shape=x.shape)
+        param_grads, input_grads = check_bool(param_grads, "param_grads"), check_bool(input_grads, "input_grads")
         a = x @ self.W + self.b_hidden
         s = _logistic(a, a)
         Ra = np.zeros_like(s)
@@ -360,6 +365,7 @@ class GibbsSampler:
         rather than overwrite it, so a returned array keeps its values.
         """
         n = check_positive_int(n, "n", minimum=0)
+        progress = check_bool(progress, "progress")
         rbm, rng = self.rbm, self.rng
         bar = Progress(n, label="Gibbs sweeps", enabled=progress and n > 0)
         for t in range(n):
@@ -385,6 +391,7 @@ class GibbsSampler:
         n_draws = check_positive_int(n_draws, "n_draws")
         thin = check_positive_int(thin, "thin")
         burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+        progress = check_bool(progress, "progress")
         if burn_in:
             self.sweep(burn_in, progress=progress)
         out = np.empty((n_draws, self.n_chains, self.rbm.n_visible))
@@ -421,6 +428,8 @@ def cd_objective(rbm, k, rng):
     log-likelihood gradient (hidden units summed out exactly). The loss value is
     not the log-likelihood; it is reported because it is free.
     """
+    if not isinstance(rbm, RBM):
+        raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
     k = check_positive_int(k, "k")
     check_generator(rng)
 
@@ -461,11 +470,15 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
         raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
     data = check_binary_dataset(data, "data", rbm.n_visible)
     n_steps = check_positive_int(n_steps, "n_steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    options = check_training_options(optimizer=optimizer, monitor=monitor, monitor_every=monitor_every,
+                                     progress=progress, checkpoint=checkpoint, label=label)
     objective = cd_objective(rbm, k, rng)                    # checks k and rng before anything is drawn
     draw = MinibatchDrawer(data, batch_size, rng)
     optimizer = SGD(0.1) if optimizer is None else optimizer
-    return train(rbm.params, objective, draw, optimizer, n_steps, monitor=monitor,
-                 monitor_every=monitor_every, progress=progress, checkpoint=checkpoint, label=label)
+    return train(rbm.params, objective, draw, optimizer, n_steps, monitor=options["monitor"],
+                 monitor_every=options["monitor_every"], progress=options["progress"],
+                 checkpoint=options["checkpoint"], label=label)
 
 
 # ------------------------------------------------------------------------ hill climbing
@@ -524,6 +537,8 @@ def hill_climb(rbm, rng, n_restarts=10, *, init=None, include_zeros=False, max_s
     check_generator(rng)
     n_restarts = check_positive_int(n_restarts, "n_restarts", minimum=0)
     max_sweeps = check_positive_int(max_sweeps, "max_sweeps")
+    include_zeros = check_bool(include_zeros, "include_zeros")
+    progress = check_bool(progress, "progress")
     D = rbm.n_visible
     parts, starts = [], []
     if init is not None:
