@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from . import npzfile
-from ._validation import (as_binary_array, as_float_array, check_binary_dataset, check_generator, check_in_range,
-                          check_positive_int)
+from ._validation import (as_binary_array, as_float_array, check_binary_dataset, check_bool, check_generator,
+                          check_in_range, check_path, check_positive_int)
 
 ENV_VAR = "KD_REF_DATA"
 MNIST_FILE = "mnist.npz"
@@ -115,6 +115,7 @@ def find_file(filename, path=None):
 
     Raises FileNotFoundError, with instructions, when there is no such file.
     """
+    path = check_path(path, "path", optional=True)
     if path is not None:
         p = Path(path)
         if p.is_dir():
@@ -178,6 +179,7 @@ def load_mnist(path=None, *, flatten=True, scale=True):
         x_train (60000, 784) float64 by default; y_* int64 labels 0..9
         (uint8 as stored when ``scale=False``).
     """
+    flatten, scale = check_bool(flatten, "flatten"), check_bool(scale, "scale")
     p = find_file(MNIST_FILE, path)
     arrays = _read_npz(p, LAYOUTS[MNIST_FILE])
     for name in ("y_train", "y_test"):
@@ -212,6 +214,12 @@ def load_binarized_mnist(path=None, *, dtype=np.float64):
     x_test : ndarray of shape (10000, 784)
         0/1 values, row-major pixels.
     """
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise TypeError(f"dtype: expected a real numeric dtype such as np.float64 or np.uint8, received {dtype!r}")
     p = find_file(BINARIZED_FILE, path)
     arrays = _read_npz(p, LAYOUTS[BINARIZED_FILE])
     for name in ("x_train", "x_test"):
@@ -234,6 +242,9 @@ def load_rbm(path=None):
 
 def array_sha256(a):
     """sha256 of an array's raw bytes (C order), the checksum the data README lists."""
+    if not isinstance(a, np.ndarray) or a.dtype.hasobject:
+        raise TypeError(f"a: expected an ndarray of plain (non-object) values, received {type(a).__name__}"
+                        f"{' of dtype object' if isinstance(a, np.ndarray) else ''}")
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
@@ -340,9 +351,14 @@ def noisy_prototypes(n, rng, *, dim=16, n_prototypes=4, flip_prob=0.05, prototyp
 
 
 def noisy_prototypes_log_prob(x, prototypes, flip_prob):
-    """Exact log p(x) under :func:`noisy_prototypes`' model (uniform mixture of bit-flip noise), shape (N,)."""
-    prototypes = as_float_array(prototypes, "prototypes", ndim=2)
-    x = as_float_array(x, "x", shape=(None, prototypes.shape[1]))
+    """Exact log p(x) under :func:`noisy_prototypes`' model (uniform mixture of bit-flip noise), shape (N,).
+
+    ``x`` (N, D) and ``prototypes`` (K >= 1, D) are binary; ``flip_prob`` is in (0, 0.5].
+    """
+    prototypes = as_binary_array(prototypes, "prototypes", ndim=2)
+    if prototypes.shape[0] < 1:
+        raise ValueError(f"prototypes: expected at least one row, received shape {prototypes.shape}")
+    x = as_binary_array(x, "x", shape=(None, prototypes.shape[1]))
     flip_prob = check_in_range(flip_prob, "flip_prob", 0.0, 0.5, low_open=True)
     dist = np.abs(x[:, None, :] - prototypes[None]).sum(axis=2)            # Hamming distances (N, K)
     d = prototypes.shape[1]
@@ -427,6 +443,9 @@ def synthetic_digits(n_train, n_test, rng, *, side=28):
 # ----------------------------------------------------------------------------- download
 def read_idx(raw, name="idx"):
     """Parse an (uncompressed) IDX file of unsigned bytes: 4-byte magic 0 0 8 ndim, ndim big-endian sizes, data."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise TypeError(f"raw: expected the file's bytes, received {type(raw).__name__}")
+    raw = bytes(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{name}: expected an IDX file (magic 0x0000), received bytes {raw[:4]!r}")
     if raw[2] != 0x08:
@@ -454,10 +473,19 @@ def _fetch(url, timeout):
 
 def _new_file(dest, filename, force):
     """``dest / filename``, refused when it exists unless ``force`` (checked before anything is fetched)."""
-    target = Path(dest) / filename
+    force = check_bool(force, "force")
+    target = Path(check_path(dest, "dest")) / filename
     if target.exists() and not force:
         raise FileExistsError(f"dest: {str(target)!r} already exists; pass force=True (--force) to overwrite it")
     return target
+
+
+def _check_options(verify=True, timeout=60, log=print):
+    """The options shared by the download and import functions, checked before anything is fetched or read."""
+    check_bool(verify, "verify")
+    check_in_range(timeout, "timeout", 0.0, np.inf, low_open=True, high_open=True)
+    if not callable(log):
+        raise TypeError(f"log: expected a callable taking one message (e.g. print), received {log!r}")
 
 
 def _write_npz_atomic(target, arrays):
@@ -495,6 +523,7 @@ def download_mnist(dest, source_url=None, *, verify=True, force=False, timeout=6
     Path of the written file.
     """
     target = _new_file(dest, MNIST_FILE, force)
+    _check_options(verify, timeout, log)
     bases = [source_url] if source_url else list(MNIST_MIRRORS)
     arrays = {}
     for name, (fname, md5) in MNIST_IDX.items():
@@ -593,6 +622,7 @@ def download_binarized_mnist(dest, source_url=None, *, verify=True, force=False,
     Path of the written file.
     """
     target = _new_file(dest, BINARIZED_FILE, force)
+    _check_options(verify, timeout, log)
     url = (source_url or THESIS_DATA_URL).rstrip("/") + "/" + BINARIZED_MAT
     raw = _fetch(url, timeout)
     log(f"fetched {url} ({len(raw)} bytes)")
@@ -634,8 +664,9 @@ def import_rbm(mat_path, dest, *, verify=True, force=False, log=print):
     -------
     Path of the written file.
     """
-    mat_path = Path(mat_path)
+    mat_path = Path(check_path(mat_path, "mat_path"))
     target = _new_file(dest, RBM_FILE, force)
+    _check_options(verify, log=log)
     if not mat_path.is_file():
         raise FileNotFoundError(f"mat_path: no file at {str(mat_path)!r}. {RBM_EXPORT_STEPS}")
     try:
@@ -665,6 +696,8 @@ def make_resampled_binarized(mnist_path, dest, rng, *, force=False, log=print):
     CD25(500) RBM was trained on.
     """
     target = _new_file(dest, RESAMPLED_FILE, force)
+    _check_options(log=log)
+    check_generator(rng)
     (x_train, _), (x_test, _) = load_mnist(mnist_path)
     arrays = {"x_train": binarize_stochastic(x_train, rng).astype(np.uint8),
               "x_test": binarize_stochastic(x_test, rng).astype(np.uint8)}

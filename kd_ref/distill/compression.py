@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_float_array, check_generator, check_in_range, check_positive_int
+from .._validation import as_float_array, check_generator, check_in_range, check_labels, check_positive_int
 from ..mlp import MLP, Cache
 from ..nade import NADE
 from ..optim import MinibatchDrawer, train
@@ -792,11 +792,32 @@ class Score:
 
 
 def mean_2se(values):
-    """Mean of per-example values and twice its standard error (sample std / sqrt(n))."""
-    values = np.asarray(values, dtype=np.float64)
+    """Mean of per-example values and twice its standard error (sample std / sqrt(n)).
+
+    Parameters
+    ----------
+    values : array_like of shape (n,), n >= 1
+        Real numbers; -inf or +inf entries (a log-probability of 0) are allowed, NaN is not.
+
+    Returns
+    -------
+    mean, two_se : float
+        ``two_se`` is inf when n = 1 (one value says nothing about the spread) or when
+        an entry is infinite.
+    """
+    values = as_float_array(values, "values", ndim=1, finite=False)
     n = values.size
-    se = float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return float(np.mean(values)), 2.0 * se
+    if n == 0:
+        raise ValueError("values: expected at least one value to average, received none")
+    if np.any(np.isnan(values)):
+        raise ValueError(f"values: expected real numbers without NaN, received {int(np.isnan(values).sum())} NaN "
+                         f"entries")
+    if np.any(values == np.inf) and np.any(values == -np.inf):
+        raise ValueError("values: expected infinite entries of one sign only (their mean is undefined), "
+                         "received both +inf and -inf")
+    if n == 1 or not np.all(np.isfinite(values)):
+        return float(np.mean(values)), float("inf")
+    return float(np.mean(values)), 2.0 * float(np.std(values, ddof=1) / np.sqrt(n))
 
 
 def score(log_probs, labels):
@@ -804,7 +825,8 @@ def score(log_probs, labels):
 
     Parameters
     ----------
-    log_probs : ndarray of shape (N, C)
+    log_probs : ndarray of shape (N, C), N >= 1
+        Log-probabilities (finite or -inf; NaN and +inf are refused).
     labels : ndarray of shape (N,), integers in 0..C-1
 
     Returns
@@ -812,10 +834,12 @@ def score(log_probs, labels):
     Score
     """
     log_probs = as_float_array(log_probs, "log_probs", ndim=2, finite=False)
-    labels = np.asarray(labels)
-    if labels.shape != (log_probs.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels: expected {log_probs.shape[0]} integer labels, received {labels.dtype} of shape "
-                         f"{labels.shape}")
+    if log_probs.shape[0] == 0 or log_probs.shape[1] == 0:
+        raise ValueError(f"log_probs: expected at least one example and one class, received shape "
+                         f"{log_probs.shape}")
+    if np.any(np.isnan(log_probs)) or np.any(log_probs == np.inf):
+        raise ValueError("log_probs: expected log-probabilities (finite or -inf), received NaN or +inf entries")
+    labels = check_labels(labels, "labels", log_probs.shape[1], n=log_probs.shape[0])
     correct = (np.argmax(log_probs, axis=1) == labels).astype(np.float64)
     log_p = log_probs[np.arange(labels.size), labels]
     acc, acc_se = mean_2se(100.0 * correct)
@@ -830,22 +854,44 @@ def paired_difference(a, b):
     -------
     dict with keys accuracy, accuracy_2se (percentage points), log_prob, log_prob_2se (nats)
     """
+    for name, s in (("a", a), ("b", b)):
+        if not isinstance(s, Score):
+            raise TypeError(f"{name}: expected a Score (from score(...)), received {type(s).__name__}")
     if a.correct.shape != b.correct.shape:
         raise ValueError(f"b: expected a score on the same {a.correct.size} test examples, received {b.correct.size}")
+    with np.errstate(invalid="ignore"):         # -inf - -inf: refused by mean_2se with a message
+        diff_lp = a.log_p - b.log_p
+    if np.any(np.isnan(diff_lp)):
+        raise ValueError("a, b: expected log-probabilities whose differences are defined, received -inf in both "
+                         "scores for the same example")
     acc, acc_se = mean_2se(100.0 * (a.correct - b.correct))
-    lp, lp_se = mean_2se(a.log_p - b.log_p)
+    lp, lp_se = mean_2se(diff_lp)
     return {"accuracy": acc, "accuracy_2se": acc_se, "log_prob": lp, "log_prob_2se": lp_se}
 
 
 def log_probs_of(model, x, batch_size=1000):
-    """Log-probabilities of a student network or a teacher for many inputs, in chunks; shape (N, C)."""
+    """Log-probabilities of a student network or a teacher for many inputs, in chunks; shape (N, C).
+
+    Parameters
+    ----------
+    model : MLP (last nonlinearity softmax or log_softmax) or a teacher (``label``, ``n_inputs``, ``n_outputs``)
+    x : ndarray of shape (N, D), N >= 1
+    batch_size : int
+    """
+    if isinstance(model, MLP):
+        _check_student(model)
+        n_inputs = model.sizes[0]
+    else:
+        n_inputs = _check_teacher(model).n_inputs
     x = as_float_array(x, "x", ndim=2)
+    if x.shape[0] == 0 or x.shape[1] != n_inputs:
+        raise ValueError(f"x: expected shape (N, {n_inputs}) with N >= 1, received shape {x.shape}")
     batch_size = check_positive_int(batch_size, "batch_size")
     rows = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start:start + batch_size]
         if isinstance(model, MLP):
-            rows.append(_mlp_log_probs(_check_student(model), model.forward(chunk))[1])
+            rows.append(_mlp_log_probs(model, model.forward(chunk))[1])
         else:
-            rows.append(_check_teacher(model).label(chunk).log_probs)
+            rows.append(model.label(chunk).log_probs)
     return np.concatenate(rows, axis=0)
