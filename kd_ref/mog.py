@@ -155,8 +155,11 @@ class MoG:
     def responsibilities(self, x):
         """Posterior component probabilities r_nk (D.3, D.10) and log p(x_n).
 
-        r_nk = exp(log w_k N(x_n; mu_k, Sigma_k) - log p(x_n)), normalised by log-sum-exp,
-        so every row sums to one also far from every component.
+        r_nk = w_k N(x_n; mu_k, Sigma_k) / p(x_n) as a softmax over k of the log terms: shifted
+        by their largest, exponentiated and divided by their sum, so every row sums to one
+        also far from every component. (exp(joint - log p) would not: at |x| = 1e16 the
+        log terms are ~1e32, whose spacing of ~1e16 swallows log 2 in log p, and two equal
+        components would get r = 1 each.)
 
         Returns
         -------
@@ -164,8 +167,8 @@ class MoG:
         log_p : ndarray of shape (N,)
         """
         joint = self.component_log_densities(x)
-        log_p = logsumexp(joint, axis=1)
-        return np.exp(joint - log_p[:, None]), log_p
+        scaled = np.exp(joint - np.max(joint, axis=1, keepdims=True))   # in [0, 1], a 1 in every row
+        return scaled / scaled.sum(axis=1, keepdims=True), logsumexp(joint, axis=1)
 
     def sample(self, n, rng):
         """n independent draws, shape (n, D): a component by its weight, then its Gaussian."""

@@ -192,8 +192,9 @@ def test_step_size_outside_unit_interval_and_empty_minibatch(rng):
 
 
 # ------------------------------------------------------------------ validation gaps (issue 11)
-def _exact_1d(weights, means, variances, x):
-    """log p(x) and r_k(x) of a 1-d mixture in 60-digit arithmetic (the inputs' float64 values taken exactly)."""
+def _exact_1d(weights, means, variances, x, err=0.0):
+    """log p(x) and r_k(x) of a 1-d mixture in 60-digit arithmetic (the inputs' float64 values taken exactly),
+    and the range of r_k(x) when every log term may be off by up to ``err`` (r_low, r_high)."""
     import mpmath
 
     with mpmath.workdps(60):
@@ -201,7 +202,14 @@ def _exact_1d(weights, means, variances, x):
                  - mpmath.log(2 * mpmath.pi * mpmath.mpf(v)) / 2 for w, m, v in zip(weights, means, variances)]
         top = max(terms)
         log_p = top + mpmath.log(sum(mpmath.exp(t - top) for t in terms))
-        return float(log_p), [float(mpmath.exp(t - log_p)) for t in terms]
+        r = [float(mpmath.exp(t - log_p)) for t in terms]
+        e = mpmath.mpf(err)
+
+        def r_k(k, sign):             # term k moved by sign * err, every other term the opposite way
+            moved = [t + (sign if j == k else -sign) * e for j, t in enumerate(terms)]
+            top_m = max(moved)
+            return float(mpmath.exp(moved[k] - top_m) / sum(mpmath.exp(t - top_m) for t in moved))
+        return float(log_p), r, [r_k(k, -1) for k in range(len(terms))], [r_k(k, 1) for k in range(len(terms))]
 
 
 @given(weights=st.lists(st.integers(1, 9), min_size=1, max_size=4),
@@ -210,7 +218,10 @@ def _exact_1d(weights, means, variances, x):
        sign=st.sampled_from([-1.0, 1.0]), exponent=st.floats(0.0, 150.0))
 def test_density_and_responsibilities_far_from_every_component_match_an_exact_reference(weights, grid, variances,
                                                                                         sign, exponent):
-    """Log space and log-sum-exp keep log p(x) and r(x) exact from the components out to |x| = 1e150."""
+    """Log space and log-sum-exp keep log p(x) exact from the components out to |x| = 1e150, and r(x) a
+    probability vector everywhere, equal to the exact one within what float64 can resolve: the log terms carry
+    rounding errors of about ulp(x) |x| / sigma^2, so where two components are that close to a tie r is decided
+    by rounding in any float64 computation (at x = -1e16, x - 0 and x - 0.5 are the same float)."""
     K = len(weights)
     w = np.array(weights, float) / sum(weights)
     means, var = 0.5 * np.array(grid[:K], float), np.array(variances[:K])
@@ -218,11 +229,26 @@ def test_density_and_responsibilities_far_from_every_component_match_an_exact_re
     x = sign * 10.0 ** exponent
     log_p = model.log_density([[x]])[0]
     r, log_p_r = model.responsibilities([[x]])
-    want_log_p, want_r = _exact_1d(w, means, var, x)
+    # float64 computes each log term to within err (the rounding of (x - mu)^2 / 2 sigma^2): r must lie in the
+    # exact range that such errors allow, tight for one-hot responsibilities however far x is, wide only near
+    # a tie that float64 cannot resolve
+    err = 4.0 * np.spacing(abs(x)) * (abs(x) + np.ptp(means)) / var[:K].min() + 4e-16 * (x * x / var[:K].min() + 10)
+    want_log_p, want_r, r_low, r_high = _exact_1d(w, means, var, x, err)
     assert np.isfinite(log_p) and log_p_r[0] == log_p
     assert log_p == pytest.approx(want_log_p, rel=1e-12, abs=1e-12)
-    assert np.all(np.isfinite(r)) and r.sum() == pytest.approx(1.0, abs=1e-12)
-    np.testing.assert_allclose(r[0], want_r, rtol=0, atol=1e-9)
+    assert np.all(np.isfinite(r)) and np.all(r >= 0) and r.sum() == pytest.approx(1.0, abs=1e-12)
+    assert np.all(r[0] >= np.array(r_low) - 1e-12) and np.all(r[0] <= np.array(r_high) + 1e-12), (r[0], r_low, r_high)
+    if err < 1e-10:
+        np.testing.assert_allclose(r[0], want_r, rtol=0, atol=1e-9)
+
+
+def test_responsibilities_of_a_tie_far_away_still_sum_to_one():
+    """At x = -1e16 the two log terms are equal floats near -5e31, and log p = term + log 2 rounds to the term:
+    exp(term - log p) gave r = (1, 1). The softmax form gives (1/2, 1/2), the answer for the equal floats."""
+    model = MoG.from_1d([0.5, 0.5], [0.0, 0.5], [1.0, 1.0])
+    r, log_p = model.responsibilities([[-1e16], [3e7]])
+    np.testing.assert_array_equal(r[0], [0.5, 0.5])
+    assert r[1].sum() == pytest.approx(1.0, abs=1e-15) and np.all(np.isfinite(log_p))
 
 
 def test_a_point_beyond_the_float64_range_of_log_densities_is_a_clear_error():
