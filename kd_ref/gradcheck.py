@@ -45,7 +45,8 @@ class CheckResult:
     rel_error: float
 
     def passed(self, rtol):
-        """True when ``rel_error <= rtol``."""
+        """True when ``rel_error <= rtol`` (``rtol`` a finite number >= 0)."""
+        rtol = check_in_range(rtol, "rtol", 0.0, np.inf, high_open=True)
         return bool(self.rel_error <= rtol)
 
     def __str__(self):

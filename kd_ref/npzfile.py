@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from ._validation import check_path
+
 TAGS = ("kind", "version")
 
 
@@ -46,7 +48,7 @@ def save(path, kind, version, /, **arrays):
     pickled = sorted(name for name, a in arrays.items() if a.dtype.hasobject)
     if pickled:
         raise ValueError(f"arrays: expected plain (non-object) arrays, received object arrays {pickled}")
-    path = os.fspath(path)
+    path = check_path(path, "path")
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as fh:
@@ -64,7 +66,7 @@ def read_arrays(path, label="path"):
     ``label`` and the file when it is not an archive of plain arrays (truncated or
     damaged bytes, a single ``.npy`` array, pickled or object data).
     """
-    p = os.fspath(path)
+    p = check_path(path, label)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"{label}: no file at {p!r}")
     try:

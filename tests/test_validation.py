@@ -377,3 +377,16 @@ def test_mog_saves_to_a_bare_name_and_loads_back_bit_for_bit(tmp_path, rng):
     A = rng.normal(size=(2, 3, 3))
     mog = MoG([0.3, 0.7], rng.normal(size=(2, 3)), A @ A.transpose(0, 2, 1) + np.eye(3))
     _bare_round_trip(mog, MoG.load, tmp_path)
+
+
+def test_save_and_load_name_a_path_that_is_not_one(rng):
+    from kd_ref import gradcheck
+    for model, load in ((MLP([2, 2], ["softmax"], rng), MLP.load), (NADE(3, 2), NADE.load), (RBM(3, 2), RBM.load),
+                        (MoG([1.0], [[0.0]], [[[1.0]]]), MoG.load)):
+        with pytest.raises(TypeError, match=r"path: expected a file path \(str or os.PathLike\), received None"):
+            model.save(None)
+        with pytest.raises(TypeError, match=r"path: expected a file path \(str or os.PathLike\), received 3"):
+            load(3)
+    result = gradcheck.check_gradient(lambda x: float(np.sum(x)), np.ones_like, np.ones(2))
+    with pytest.raises(ValueError, match=r"rtol: expected a value in \[0.0, inf\), received -1.0"):
+        result.passed(-1)
