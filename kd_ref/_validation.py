@@ -17,6 +17,11 @@ import numpy as np
 _REAL_KINDS = "biuf"      # bool, signed and unsigned integers, floats
 
 
+def _complex_error(name, dtype):
+    return TypeError(f"{name}: expected real numbers, received a complex array (dtype {dtype}); pass the .real "
+                     f"part explicitly if the imaginary part is meant to be dropped")
+
+
 def _real_array(x, name):
     """``x`` as an ndarray of real numbers (not converted, not copied when already one)."""
     try:
@@ -25,8 +30,7 @@ def _real_array(x, name):
         raise TypeError(f"{name}: expected an array of real numbers, received {type(x).__name__} ({err})") from None
     kind = arr.dtype.kind
     if kind == "c":
-        raise TypeError(f"{name}: expected real numbers, received a complex array (dtype {arr.dtype}); pass the "
-                        f".real part explicitly if the imaginary part is meant to be dropped")
+        raise _complex_error(name, arr.dtype)
     if kind == "O":
         for v in arr.flat:
             if v is None or isinstance(v, (complex, np.complexfloating)) or not isinstance(v, numbers.Real) \
@@ -167,8 +171,7 @@ def check_dataset(data, name, dim=None):
     """
     arr = np.asarray(data)
     if arr.dtype.kind == "c":
-        raise TypeError(f"{name}: expected real numbers, received a complex array (dtype {arr.dtype}); pass the "
-                        f".real part explicitly if the imaginary part is meant to be dropped")
+        raise _complex_error(name, arr.dtype)
     if arr.dtype.kind not in _REAL_KINDS:
         raise TypeError(f"{name}: expected a numeric array, received dtype {arr.dtype}")
     if dim is None and (arr.ndim != 2 or arr.shape[0] < 1):
