@@ -23,7 +23,6 @@ import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
 
 from . import npzfile
 from ._validation import as_float_array, check_bool, check_generator, check_in_range, check_positive_int
@@ -63,6 +62,18 @@ def _cholesky(covs, name="covs"):
         raise ValueError(f"{name}[{k}]: expected a positive definite matrix, received a singular one (Cholesky "
                          f"diagonal entry {float(np.min(diag[k])):.3g})")
     return chol
+
+
+def _softmax_rows(terms):
+    """Softmax over each row of finite-or--inf log terms (N, K) and the row's log-sum-exp (N,).
+
+    Shifted by the row's largest term, so exp never overflows and the largest weight is
+    exactly 1: the softmax rows sum to one and the log-sum-exp is top + log(sum) (D.1, D.3).
+    """
+    top = np.max(terms, axis=1, keepdims=True)          # finite: every row has a component of weight > 0
+    scaled = np.exp(terms - top)
+    total = scaled.sum(axis=1, keepdims=True)
+    return scaled / total, (top + np.log(total))[:, 0]
 
 
 class MoG:
@@ -150,7 +161,7 @@ class MoG:
 
     def log_density(self, x):
         """log p(x) by log-sum-exp over components (D.1); x (N, D) -> (N,)."""
-        return logsumexp(self.component_log_densities(x), axis=1)
+        return _softmax_rows(self.component_log_densities(x))[1]
 
     def responsibilities(self, x):
         """Posterior component probabilities r_nk (D.3, D.10) and log p(x_n).
@@ -166,9 +177,7 @@ class MoG:
         r : ndarray of shape (N, K)
         log_p : ndarray of shape (N,)
         """
-        joint = self.component_log_densities(x)
-        scaled = np.exp(joint - np.max(joint, axis=1, keepdims=True))   # in [0, 1], a 1 in every row
-        return scaled / scaled.sum(axis=1, keepdims=True), logsumexp(joint, axis=1)
+        return _softmax_rows(self.component_log_densities(x))
 
     def sample(self, n, rng):
         """n independent draws, shape (n, D): a component by its weight, then its Gaussian."""
