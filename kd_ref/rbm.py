@@ -471,14 +471,13 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
     data = check_binary_dataset(data, "data", rbm.n_visible)
     n_steps = check_positive_int(n_steps, "n_steps")
     batch_size = check_positive_int(batch_size, "batch_size")
-    options = check_training_options(optimizer=optimizer, monitor=monitor, monitor_every=monitor_every,
-                                     progress=progress, checkpoint=checkpoint, label=label)
+    check_training_options(optimizer=optimizer, monitor=monitor, monitor_every=monitor_every, progress=progress,
+                           checkpoint=checkpoint, label=label)     # before the drawer shuffles with rng
     objective = cd_objective(rbm, k, rng)                    # checks k and rng before anything is drawn
     draw = MinibatchDrawer(data, batch_size, rng)
     optimizer = SGD(0.1) if optimizer is None else optimizer
-    return train(rbm.params, objective, draw, optimizer, n_steps, monitor=options["monitor"],
-                 monitor_every=options["monitor_every"], progress=options["progress"],
-                 checkpoint=options["checkpoint"], label=label)
+    return train(rbm.params, objective, draw, optimizer, n_steps, monitor=monitor,
+                 monitor_every=monitor_every, progress=progress, checkpoint=checkpoint, label=label)
 
 
 # ------------------------------------------------------------------------ hill climbing
