@@ -36,7 +36,7 @@ from ._validation import (as_batch, as_binary_batch, as_float_array, check_binar
                           check_finite_real, check_generator, check_in_range, check_positive_int,
                           check_training_options)
 from .nade import _logistic, _softplus
-from .optim import SGD, MinibatchDrawer, train
+from .optim import SGD, MinibatchDrawer, check_state_keys, generator_state, load_generator_state, state_count, train
 from .progress import Progress
 
 FILE_KIND = "kd_ref.RBM"
@@ -417,6 +417,23 @@ class GibbsSampler:
         self._next = int((self._next + batch_size) % self.n_chains)
         return self.x[idx].copy()
 
+    def state(self):
+        """The chains' states, the generator, the sweep count and the next chain :meth:`next_batch` hands out."""
+        return {"rng": generator_state(self.rng), "x": self.x.copy(), "sweeps": np.array(self.sweeps),
+                "next": np.array(self._next)}
+
+    def load_state(self, state):
+        """Restore a :meth:`state` of chains on the same RBM (same number of chains and visible units)."""
+        check_state_keys(state, ("rng", "x", "sweeps", "next"), "GibbsSampler")
+        x = np.asarray(state["x"])
+        if x.shape != self.x.shape or not np.all((x == 0) | (x == 1)):
+            raise ValueError(f"x: expected binary chain states of shape {self.x.shape}, received {x.dtype} of "
+                             f"shape {x.shape}")
+        sweeps = state_count(state["sweeps"], "sweeps")
+        nxt = state_count(state["next"], "next", 0, self.n_chains - 1)
+        load_generator_state(self.rng, state["rng"])
+        self.x, self.sweeps, self._next = x.astype(np.float64), sweeps, nxt
+
 
 # --------------------------------------------------------------------------- CD-k
 def cd_objective(rbm, k, rng):
@@ -446,7 +463,7 @@ def cd_objective(rbm, k, rng):
 
 
 def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monitor=None, monitor_every=None,
-           progress=True, checkpoint=None, label="RBM CD-k"):
+           progress=True, checkpoint=None, settings=None, label="RBM CD-k"):
     """Train an RBM by contrastive divergence with k Gibbs sweeps (CD-k) on a binary dataset.
 
     Parameters
@@ -461,6 +478,9 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
         Default SGD with constant step 0.1.
     monitor : callable () -> float, optional
         e.g. ``lambda: rbm.log_prob_exact(data).mean()`` for a tiny RBM.
+    checkpoint, settings : optional
+        As in :func:`kd_ref.optim.train`; the minibatch drawer and ``rng`` (which
+        also drives the CD sweeps) are checkpointed, so a resumed fit is exact.
 
     Returns
     -------
@@ -477,7 +497,8 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
     draw = MinibatchDrawer(data, batch_size, rng)
     optimizer = SGD(0.1) if optimizer is None else optimizer
     return train(rbm.params, objective, draw, optimizer, n_steps, monitor=monitor,
-                 monitor_every=monitor_every, progress=progress, checkpoint=checkpoint, label=label)
+                 monitor_every=monitor_every, progress=progress, checkpoint=checkpoint,
+                 stateful={"draw": draw, "rng": rng}, settings=settings, label=label)
 
 
 # ------------------------------------------------------------------------ hill climbing

@@ -43,7 +43,7 @@ import numpy as np
 from .._validation import as_float_array, check_generator, check_in_range, check_labels, check_positive_int
 from ..mlp import MLP, Cache
 from ..nade import NADE
-from ..optim import MinibatchDrawer, train
+from ..optim import MinibatchDrawer, check_state_keys, generator_state, load_generator_state, state_count, train
 from ..outputs import CrossEntropy, DotProduct
 
 PROBABILITY_OUTPUTS = ("softmax", "log_softmax")
@@ -604,7 +604,9 @@ def distill(student, teacher, generator, loss, optimizer, n_steps, **train_kwarg
     """Train ``student`` to mimic ``teacher`` on inputs drawn from ``generator`` (2.3, 2.7).
 
     A thin wrapper of ``kd_ref.optim.train``: extra keyword arguments (monitor,
-    checkpoint, progress, label, ...) go to it unchanged.
+    checkpoint, progress, label, ...) go to it unchanged, except that a generator
+    with ``state()`` (all three of this module) is added to ``stateful`` as
+    ``"generator"``, so a checkpointed run resumes on the same stream.
 
     Returns
     -------
@@ -612,6 +614,8 @@ def distill(student, teacher, generator, loss, optimizer, n_steps, **train_kwarg
     """
     objective = distillation_objective(student, teacher, loss)
     check_generator_dim(generator, student.sizes[0])
+    if callable(getattr(generator, "state", None)):   # checkpointed with the run, so a resumed run draws on
+        train_kwargs["stateful"] = {"generator": generator, **(train_kwargs.get("stateful") or {})}
     return train(student.params, objective, generator, optimizer, n_steps, **train_kwargs)
 
 
@@ -695,6 +699,13 @@ class DatasetGenerator:
             return self.data[idx]
         return self.data[idx], self.targets[idx]
 
+    def state(self):
+        """Generator state and position in the stream (:class:`kd_ref.optim.MinibatchDrawer`'s)."""
+        return self._drawer.state()
+
+    def load_state(self, state):
+        self._drawer.load_state(state)
+
 
 class NADEGenerator:
     """Minibatches of a trained NADE's conditional-probability images (section 2.2.3).
@@ -737,6 +748,12 @@ class NADEGenerator:
         self.examples_drawn += self.batch_size
         return y
 
+    def state(self):
+        return _stream_state(self)
+
+    def load_state(self, state):
+        _load_stream_state(self, state, type(self).__name__)
+
 
 class NoiseGenerator:
     """Minibatches of i.i.d. Gaussian pixels, N(mean, std^2) (section 2.2.3; thesis: N(0, 1)).
@@ -760,6 +777,24 @@ class NoiseGenerator:
     def __call__(self):
         self.examples_drawn += self.batch_size
         return self.rng.normal(self.mean, self.std, size=(self.batch_size, self.dim))
+
+    def state(self):
+        return _stream_state(self)
+
+    def load_state(self, state):
+        _load_stream_state(self, state, type(self).__name__)
+
+
+def _stream_state(generator):
+    """State of a generator whose draws depend only on its numpy Generator: that, and the examples drawn."""
+    return {"rng": generator_state(generator.rng), "examples_drawn": np.array(generator.examples_drawn)}
+
+
+def _load_stream_state(generator, state, owner):
+    check_state_keys(state, ("rng", "examples_drawn"), owner)
+    drawn = state_count(state["examples_drawn"], "examples_drawn")
+    load_generator_state(generator.rng, state["rng"])
+    generator.examples_drawn = drawn
 
 
 # ------------------------------------------------------------------- evaluation

@@ -43,7 +43,7 @@ from scipy.special import logsumexp
 
 from .._validation import check_binary_dataset, check_generator, check_in_range, check_positive_int
 from ..nade import NADE, log_likelihood_objective
-from ..optim import Adadelta, train
+from ..optim import Adadelta, check_state_keys, state_count, train
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
 from ..rbm import RBM, GibbsSampler, _bits, hill_climb
@@ -200,6 +200,16 @@ class ChainStream:
         self.examples_drawn += self.batch_size
         return batch
 
+    def state(self):
+        """The chains (:meth:`kd_ref.rbm.GibbsSampler.state`) and the examples drawn."""
+        return {**self.sampler.state(), "examples_drawn": np.array(self.examples_drawn)}
+
+    def load_state(self, state):
+        check_state_keys(state, ("examples_drawn",), "ChainStream")
+        drawn = state_count(state["examples_drawn"], "examples_drawn")
+        self.sampler.load_state({k: v for k, v in state.items() if k != "examples_drawn"})
+        self.examples_drawn = drawn
+
 
 # ------------------------------------------------------------------------------------------ training
 def _check_pair(nade, teacher):
@@ -238,7 +248,8 @@ def distillation_objective(nade, teacher, loss):
 
 
 def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, monitor_every=None,
-            bound_samples=200, rng=None, checkpoint=None, checkpoint_every=500, progress=True, label=None):
+            bound_samples=200, rng=None, checkpoint=None, checkpoint_every=500, settings=None, progress=True,
+            label=None):
     """Train ``nade`` to mimic ``teacher`` on samples from ``stream`` (section 4.1.2, steps i-iv).
 
     Parameters
@@ -264,8 +275,12 @@ def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, 
     rng : numpy.random.Generator, optional
         Draws the NADE samples of the lower bound.
     checkpoint : str, optional
-        Resumable checkpoint (:func:`kd_ref.optim.train`); a resumed run continues from
-        the saved parameters and optimiser state with the stream as it is now.
+        Resumable checkpoint (:func:`kd_ref.optim.train`). It holds the stream (when
+        it has ``state()``, as a :class:`ChainStream` does: the chains and their
+        generator) and ``rng``, besides the parameters, optimiser state and monitor
+        history, so a resumed run gives exactly the numbers of an uninterrupted one.
+    settings : dict, optional
+        Values a checkpoint must have been made with (:func:`kd_ref.optim.train`).
 
     Returns
     -------
@@ -302,9 +317,12 @@ def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, 
     watched = test is not None or (chains is not None and rng is not None)
     if watched and monitor_every is None:
         monitor_every = max(1, n_steps // 20)
+    stateful = {"stream": stream} if callable(getattr(stream, "state", None)) else {}
+    if rng is not None:
+        stateful["rng"] = rng                       # the lower bound's NADE samples
     return train(nade.params, objective, stream, Adadelta() if optimizer is None else optimizer, n_steps,
                  monitor=monitor if watched else None, monitor_every=monitor_every, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, progress=progress,
+                 checkpoint_every=checkpoint_every, stateful=stateful, settings=settings, progress=progress,
                  label=label or f"NADE by {loss.name}")
 
 
