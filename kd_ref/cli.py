@@ -2,9 +2,17 @@
 
 Each experiment and benchmark is a module with ``main(argv) -> int``; the
 tables below name them, so adding one is one line here.
+
+Exit statuses: 0 success, 1 a check or download that failed, 2 a user's mistake
+(a bad option value, missing or damaged reference data, an ``--out`` that is a
+file, a cache or checkpoint made with other settings: one line on stderr naming
+it, as argparse does for usage errors), 130 interrupted by Ctrl-C (one line; a
+checkpointing run saves its checkpoint first). Programming errors still show
+their traceback.
 """
 import argparse
 import importlib
+import os
 import sys
 
 EXPERIMENTS = {
@@ -27,11 +35,67 @@ BENCHMARKS = {
 APPENDICES = ["a", "b", "c", "d"]
 
 
+# ------------------------------------------------------- shared by every command's parser
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with one-line usage errors: ``prog: message`` on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def int_at_least(minimum):
+    """argparse type: an integer >= ``minimum`` (the message says what was expected and received)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, received {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, received {value}")
+        return value
+    return parse
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, received {value}")
+    return value
+
+
+def out_folder(text):
+    """argparse type for ``--out``: a folder, new or from an earlier run, but not an existing file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"expected a folder (new, or from an earlier run), received {text!r}, "
+                                         f"which is an existing file")
+    return text
+
+
+def settings_error(parser, err, options):
+    """Exit through ``parser.error`` with a settings check's message, its field renamed to the option that set it.
+
+    ``err`` is the ValueError or TypeError of a ``Settings.validate()``, whose message
+    starts with the field name (``n_steps: expected ...``); ``options`` maps field
+    names to option names (``{"n_steps": "--steps"}``).
+    """
+    text = str(err)
+    field = text.split(":", 1)[0]
+    base = field.split("[", 1)[0]
+    if base in options:
+        text = options[base] + text[len(base):]
+    parser.error(text)
+
+
+# ----------------------------------------------------------------------------- commands
 def _check(argv):
-    parser = argparse.ArgumentParser(prog="kd-ref check", description="Run every appendix check, then a short tour.")
+    parser = ArgumentParser(prog="kd-ref check", description="Run every appendix check, then a short tour.")
     parser.add_argument("--appendix", nargs="*", choices=APPENDICES, default=APPENDICES,
                         help="appendices to check (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random test cases")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the random test cases")
     parser.add_argument("--no-tour", action="store_true", help="skip the tour after the checks")
     args = parser.parse_args(argv)
     ok = True
@@ -68,6 +132,21 @@ def _data(argv):
     return datasets.main(argv)
 
 
+def interrupted_message(err):
+    """The one line printed when Ctrl-C stops a command: where it stopped and whether the same command resumes."""
+    from .optim import Interrupted
+
+    if not isinstance(err, Interrupted):
+        return "interrupted; the same command starts the interrupted stage again (and reuses the finished " \
+               "stages it caches)"
+    where = f"interrupted at step {err.step} of {err.n_steps} ({err.label})"
+    if err.checkpoint is None or err.saved_step is None:
+        return f"{where}; that stage keeps no checkpoint, so the same command starts it again"
+    if err.saved_step == err.step:
+        return f"{where}; run the same command to resume"
+    return f"{where}; run the same command to resume from step {err.saved_step}"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {
@@ -84,7 +163,21 @@ def main(argv=None):
               "  data COMMAND download, import-rbm, verify or info: the reference data",
               file=sys.stderr if argv else sys.stdout)
         return 2 if argv and argv[0] not in ("-h", "--help") else 0
-    return commands[argv[0]](argv[1:])
+    try:
+        return commands[argv[0]](argv[1:])
+    except SystemExit as err:                 # argparse (usage errors, --help) and parser.error
+        if err.code is None or isinstance(err.code, int):
+            return err.code or 0
+        print(err.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        start = "\n" if sys.stderr.isatty() else ""        # after a progress line redrawn in place
+        what = " ".join(argv[:2]) if argv[0] in ("run", "bench") else argv[0]
+        if argv[0] == "bench" and not hasattr(err, "checkpoint"):
+            print(f"{start}kd-ref {what}: interrupted; a benchmark keeps nothing to resume", file=sys.stderr)
+        else:
+            print(f"{start}kd-ref {what}: {interrupted_message(err)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ format, in MNIST order, but a different random draw: not the reference sample,
 so reference figures such as the mean test log phi of 364.93 will differ
 slightly).
 """
-import argparse
 import gzip
 import hashlib
 import io
@@ -745,8 +744,9 @@ def _download(args):
 
 def main(argv=None):
     """``kd-ref data {download | import-rbm | verify | info}``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="kd-ref data",
-                                     description="Reference data: download, import-rbm, verify, info.")
+    from .cli import ArgumentParser, int_at_least, positive_float
+
+    parser = ArgumentParser(prog="kd-ref data", description="Reference data: download, import-rbm, verify, info.")
     sub = parser.add_subparsers(dest="command")
     dl = sub.add_parser("download", help="fetch the public originals, write mnist.npz and binarized_mnist.npz",
                         description="Write DEST/mnist.npz from the four MNIST IDX files and DEST/binarized_mnist.npz "
@@ -765,8 +765,8 @@ def main(argv=None):
     dl.add_argument("--force", action="store_true", help="overwrite existing files")
     dl.add_argument("--make-binarized", action="store_true",
                     help=f"also write {RESAMPLED_FILE}, a new stochastic binarisation (not the reference sample)")
-    dl.add_argument("--seed", type=int, default=0, help="seed of --make-binarized")
-    dl.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    dl.add_argument("--seed", type=int_at_least(0), default=0, help="seed of --make-binarized")
+    dl.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request")
     imp = sub.add_parser("import-rbm", help=f"write {RBM_FILE} from the CD25(500) RBM's arrays exported by MATLAB",
                          description=f"Convert a MATLAB file with the thesis RBM's arrays W, a, b into {RBM_FILE}. "
                                      + RBM_EXPORT_STEPS)
@@ -780,20 +780,27 @@ def main(argv=None):
         p.add_argument("--path", help=f"data folder (default: ${ENV_VAR})")
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 2
+        parser.error("expected a command (download, import-rbm, verify or info), received none; see --help")
+    if args.command in ("download", "import-rbm"):
+        dest = args.dest or os.environ.get(ENV_VAR) or "kd_ref_data"
+        if os.path.exists(dest) and not os.path.isdir(dest):
+            sub.choices[args.command].error(f"--dest: expected a folder, received {dest!r}, which is an existing file")
     if args.command == "download":
         return _download(args)
     if args.command == "import-rbm":
-        dest = args.dest or os.environ.get(ENV_VAR) or "kd_ref_data"
         try:
             target = import_rbm(args.file, dest, verify=not args.no_verify, force=args.force)
-        except (OSError, ValueError) as err:
+        except (FileNotFoundError, FileExistsError, ValueError) as err:    # the user's file or folder
+            sub.choices[args.command].error(str(err))
+        except OSError as err:
             print(f"kd-ref data import-rbm: {err}", file=sys.stderr)
             return 1
         print(f"Then: export {ENV_VAR}={target.parent}")
         return 0
     folder = args.path
+    if folder is not None and not os.path.isdir(folder):
+        sub.choices[args.command].error(f"--path: expected a folder holding the reference data, received "
+                                        f"{folder!r}, {'a file' if os.path.exists(folder) else 'no such folder'}")
     ok = True
     for fname in (MNIST_FILE, BINARIZED_FILE, RBM_FILE):
         try:

@@ -1,9 +1,10 @@
 """Timing helpers shared by the ``kd-ref bench`` commands."""
-import argparse
 import ctypes
 import time
 
 import numpy as np
+
+from ..cli import int_at_least
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
@@ -62,20 +63,13 @@ def try_torch():
 
 
 # ----------------------------------------------------------------- command line
-def positive_int(text):
-    """argparse type for a size (batch, samples, chains): an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {value}")
-    return value
+#: argparse type for a size (batch, samples, chains): an integer >= 1.
+positive_int = int_at_least(1)
 
 
 def add_common_args(parser):
     """The options every benchmark takes: --seed and --default-malloc."""
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc returning large blocks to the OS (page faults counted in the times, "
                              "as in an ordinary training run)")

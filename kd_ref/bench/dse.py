@@ -11,8 +11,8 @@ time. Also times the teacher: an ensemble of 30 networks 784-500-300-10
 labelling minibatches with input derivatives (one forward and C input-only
 backprops per member), in examples per second.
 """
-import argparse
 
+from ..cli import ArgumentParser
 from ..distill.compression import CrossEntropyLoss, DerivativeSquareErrorLoss, EnsembleTeacher
 from ..mlp import MLP
 from ._timing import add_common_args, best_time, positive_int, start
@@ -45,7 +45,7 @@ def teacher_rate(n_members, batch, rng, derivatives=True, repeats=3):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="kd-ref bench dse", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="kd-ref bench dse", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=positive_int, nargs="+", default=[20, 100], help="student minibatch sizes")
     parser.add_argument("--members", type=positive_int, default=30, help="ensemble size for the teacher timing")
     parser.add_argument("--teacher-batch", type=positive_int, default=20, help="minibatch of the teacher timing")

@@ -13,12 +13,12 @@ Each starts small and doubles n until the +-3 standard-error interval is at most
 sampling included) of that last attempt are what the estimator needs, and the benchmark
 prints their ratio. With an exact log Z (small RBMs) the errors are printed too.
 """
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from ..cli import ArgumentParser, int_at_least
 from ..distill.generative import estimate_log_z
 from ..experiments.rbm_nade import Settings, _rng, load_data
 from ..nade import NADE
@@ -27,25 +27,34 @@ from ..rbm import RBM
 
 
 def _load_run(folder):
+    """Settings, RBM, KL-distilled NADE, pixel marginals and exact log Z (or None) of a finished rbm-nade run.
+
+    Raises FileNotFoundError or ValueError, naming ``--run`` and the file, for a
+    folder that is not a finished run.
+    """
     folder = Path(folder)
     results_file, cache = folder / "results.json", folder / "cache"
     if not results_file.exists():
         raise FileNotFoundError(f"--run: expected a finished `kd-ref run rbm-nade` folder with results.json, "
                                 f"{str(folder)!r} has none; run `kd-ref run rbm-nade --out {folder}` first")
-    results = json.loads(results_file.read_text())
-    saved = results["settings"]
-    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    rbm = RBM.from_file() if settings.rbm == "cd25" else RBM.load(cache / "rbm.npz")
-    kl = [key for key in results["models"] if key.endswith("/kl")]
+    try:
+        results = json.loads(results_file.read_text())
+        saved = results["settings"]
+        settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}).validate()
+        models, exact = results["models"], results["references"].get("exact")
+        base = json.loads((cache / "settings.json").read_text())["base_seed"]
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:  # not what rbm-nade writes
+        raise ValueError(f"--run: expected the results.json and cache/settings.json of `kd-ref run rbm-nade` in "
+                         f"{str(folder)!r}, could not read them ({type(err).__name__}: {err})") from None
+    kl = [key for key in models if key.endswith("/kl")]
     if not kl:
         raise ValueError(f"--run: expected a NADE distilled with the KL loss in {str(folder)!r}, "
-                         f"found only {sorted(results['models'])}")
+                         f"found only {sorted(models)}")
+    rbm = RBM.from_file() if settings.rbm == "cd25" else RBM.load(cache / "rbm.npz")
     hidden = kl[-1].split("/")[0]
     nade = NADE.load(cache / f"nade_H{hidden}_kl.npz")
-    base = json.loads((cache / "settings.json").read_text())["base_seed"]
     x_train, _, _ = load_data(settings, _rng(base, 0))
     marginals = (x_train.sum(axis=0) + 1.0) / (x_train.shape[0] + 2.0)
-    exact = results["references"].get("exact")
     return settings, rbm, nade, marginals, exact
 
 
@@ -66,17 +75,20 @@ def _until_target(name, run_once, n0, target, max_n, exact):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="kd-ref bench logz", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="kd-ref bench logz", description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="./kd_ref_runs/rbm_nade_quick", help="a finished rbm-nade output folder")
     parser.add_argument("--target", type=float, default=0.1, help="half-width of the +-3 SE interval, nats")
     parser.add_argument("--max-n", type=int, default=1 << 16, help="largest number of samples or runs tried")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     args = parser.parse_args(argv)
-    if not args.target > 0:
+    if not 0 < args.target < float("inf"):
         parser.error(f"--target: expected a half-width > 0 nats, received {args.target}")
     if args.max_n < 1:
         parser.error(f"--max-n: expected an integer >= 1, received {args.max_n}")
-    settings, rbm, nade, marginals, exact = _load_run(args.run)
+    try:
+        settings, rbm, nade, marginals, exact = _load_run(args.run)
+    except (FileNotFoundError, ValueError) as err:      # a missing or damaged run folder, or its data
+        parser.error(str(err))
     rng = np.random.default_rng(args.seed)
     print(f"RBM {rbm.n_visible} x {rbm.n_hidden} from {args.run} ({settings.mode} mode); {nade!r} distilled by KL")
     print(f"target: +-3 SE interval within {args.target} nats of the estimate"

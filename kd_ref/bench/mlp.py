@@ -6,10 +6,10 @@ matrix-product rate (measured in the same run) that backprop achieves.
 Targets: R{backprop}/backprop <= 2.0, backprop/forward <= 3.0, >= 50% of the GEMM
 rate at batch 1000.
 """
-import argparse
 
 import numpy as np
 
+from ..cli import ArgumentParser
 from ..mlp import MLP
 from ..outputs import DotProduct
 from ._timing import add_common_args, best_time, positive_int, start, try_torch
@@ -49,7 +49,7 @@ def _torch_ratio(torch, net, x, t, v_p, ours_grad, ours_hvp):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="kd-ref bench mlp", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="kd-ref bench mlp", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=positive_int, nargs="+", default=[20, 100, 1000], help="batch sizes")
     args = add_common_args(parser).parse_args(argv)
     rng, rate = start(args)

@@ -16,11 +16,11 @@ reduced (0, v_x) with only the parameter part 10, sampling 2. A NADE also evalua
 (example, position, hidden unit), which no matrix product does, so the ratios
 stay well above 1 in NumPy; they let runs on different machines be compared.
 """
-import argparse
 import os
 
 import numpy as np
 
+from ..cli import ArgumentParser
 from ..nade import NADE, raster_column_order
 from ._timing import add_common_args, best_time, positive_int, start, try_torch
 
@@ -58,13 +58,16 @@ def _torch_ratio(torch, nade, x, ours):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="kd-ref bench nade", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="kd-ref bench nade", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=positive_int, nargs="+", default=[100, 1000], help="batch sizes N")
     parser.add_argument("--samples", type=positive_int, default=100, help="number of images to sample")
     args = add_common_args(parser).parse_args(argv)
+    try:                                         # a damaged data file is the user's to fix: one line, status 2
+        x_all, source = _inputs(max(args.batch), np.random.default_rng([args.seed, 1]))
+    except ValueError as err:
+        parser.error(str(err))
     rng, rate = start(args)
     nade = NADE(D, H, rng, order=raster_column_order(28, 28), init_std=0.05)
-    x_all, source = _inputs(max(args.batch), rng)
     print(f"NADE D={D}, H={H}, logistic hidden units, raster column-wise order, float64")
     print(f"inputs: {source}\n")
     header = (f"{'N':>5} {'pass':<16} {'time':>10} {'/GEMM-bound':>12} {'ns per N*D*H':>13}")

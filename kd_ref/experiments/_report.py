@@ -38,6 +38,10 @@ def image_grid(images, shape, cols=10):
     return grid
 
 
+class StaleCache(ValueError):
+    """An output folder whose cache was written with other settings (a user's mistake: the CLI names it, exit 2)."""
+
+
 def check_cache(cache_dir, wanted):
     """Refuse to mix cached models made with other settings: compare ``wanted`` with ``cache_dir/settings.json``.
 
@@ -49,7 +53,7 @@ def check_cache(cache_dir, wanted):
         saved = json.loads(path.read_text())
         diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         if diff:
-            raise ValueError(f"out: the cache in {cache_dir} was written with other settings "
+            raise StaleCache(f"out: the cache in {cache_dir} was written with other settings "
                              f"({', '.join(f'{k}: {a} there, {b} now' for k, (a, b) in diff.items())}); "
                              "use another --out folder, or the same settings and --seed")
     else:

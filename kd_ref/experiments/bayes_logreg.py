@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import int_at_least, positive_float
 from ..distill.predictive import (INPUT_VAR, PRIOR_VAR, BayesianLogisticRegression, InputGenerator, batch_stream,
                                   bernoulli_kl, compact_predictor, mc_predictor, network_targets, online_stream,
                                   toy_logistic_data, train_compact)
@@ -292,21 +293,17 @@ def plot_surfaces(posterior, samples, ep, models, surfaces, axis):
 
 def main(argv=None):
     parser = make_parser(NAME, __doc__.splitlines()[0])
-    parser.add_argument("--dse-eta0", type=float, help="first step size of derivative square error (default "
+    parser.add_argument("--dse-eta0", type=positive_float, help="first step size of derivative square error (default "
                         "0.03; 1 is the thesis's literal setting, unstable here: see the module notes)")
-    parser.add_argument("--sweep", type=int, metavar="N", help="instead of the experiment, compare batch CE and "
+    parser.add_argument("--sweep", type=int_at_least(1), metavar="N", help="instead of the experiment, compare batch CE and "
                         "batch DSE, paired, on seeds SEED ... SEED+N-1 and write sweep.md (about 2 min per seed "
                         "with --thesis)")
     args = parser.parse_args(argv)
     settings = THESIS if args.mode == "thesis" else QUICK
     if args.dse_eta0 is not None:
-        if not args.dse_eta0 > 0:
-            parser.error(f"--dse-eta0: expected a positive step size, received {args.dse_eta0}")
         settings = {**settings, "eta0": {**settings["eta0"], "derivative_square_error": args.dse_eta0}}
     began = time.perf_counter()
     if args.sweep is not None:
-        if not args.sweep >= 1:
-            parser.error(f"--sweep: expected a number of seeds >= 1, received {args.sweep}")
         slope_sweep(settings, range(args.seed, args.seed + args.sweep), args.out)
         print((Path(args.out) / "sweep.md").read_text())
         print(f"{NAME} sweep ({args.mode}) done in {time.perf_counter() - began:.1f} s; wrote "

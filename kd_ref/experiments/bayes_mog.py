@@ -18,7 +18,6 @@ than 1e-9 nats per iteration);
 ``memory.md/.csv`` with the bytes of samples each method holds and the
 tracemalloc peak of each method's distillation (see :func:`run_one`).
 """
-import argparse
 import os
 import time
 import tracemalloc
@@ -26,6 +25,7 @@ import tracemalloc
 import numpy as np
 from scipy import integrate
 
+from ..cli import ArgumentParser, int_at_least, out_folder
 from ..distill.predictive import (PRIOR_VAR, TRUE_MEANS, TRUE_VARIANCES, TRUE_WEIGHTS, BayesianMoG,
                                   batch_distill_mog, online_distill_mog)
 from ..mcmc import SliceSampler
@@ -48,15 +48,16 @@ QUICK = dict(ns=(10, 1000), n_samples=2_000, burn_in=200, n_y=1_000, online_step
 # ------------------------------------------------------------------ shared helpers
 def make_parser(name, description):
     """The options every chapter-3 experiment takes: --quick / --thesis, --out, --seed."""
-    parser = argparse.ArgumentParser(prog=f"kd-ref run {name.replace('_', '-')}", description=description)
+    parser = ArgumentParser(prog=f"kd-ref run {name.replace('_', '-')}", description=description)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="small settings, under a minute (default)")
     mode.add_argument("--thesis", dest="mode", action="store_const", const="thesis",
                       help="the thesis's settings (SPEC, chapter 3)")
     parser.set_defaults(mode="quick")
-    parser.add_argument("--out", default=os.path.join(".", "kd_ref_runs", name), help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the numpy Generator")
+    parser.add_argument("--out", type=out_folder, default=os.path.join(".", "kd_ref_runs", name),
+                        help="output folder")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the numpy Generator")
     return parser
 
 

@@ -20,12 +20,11 @@ Modes: ``--quick`` (default; a subset of MNIST, or the built-in synthetic digits
 when MNIST is not available, few members and passes; minutes) and ``--thesis``
 (the thesis settings of SPEC.md; many hours on a CPU). Every trained model is
 cached under ``OUT/cache`` (members, NADEs and students as ``.npz``), and in
-thesis mode every training run also writes a checkpoint under ``OUT/ckpt``, so an
-interrupted run resumes where it stopped when started again with the same
-arguments. Use ``--members``, ``--member-passes``, ``--student-passes`` etc. to
+thesis mode every training run also writes a checkpoint under ``OUT/ckpt`` (every 500
+steps and on Ctrl-C), so an interrupted run started again with the same arguments
+resumes where it stopped and ends with exactly the numbers of an uninterrupted run. Use ``--members``, ``--member-passes``, ``--student-passes`` etc. to
 run a documented fraction of the thesis settings.
 """
-import argparse
 import csv
 import json
 import os
@@ -35,21 +34,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import datasets
+from .. import datasets, npzfile
+from ..cli import ArgumentParser, int_at_least, out_folder, settings_error
 from ..distill.compression import (CrossEntropyLoss, DatasetGenerator, DerivativeSquareErrorLoss, EnsembleTeacher,
                                    NADEGenerator, NoiseGenerator, distillation_objective,
                                    log_probs_of, mean_2se, paired_difference, score, supervised_objective)
 from ..mlp import MLP
 from ..nade import NADE, raster_column_order
 from .._validation import check_in_range, check_positive_int
-from ..optim import Adadelta, train
-from ._report import check_cache, image_grid
+from ..optim import Adadelta, CheckpointError, check_state_keys, train
+from ._report import StaleCache, check_cache, image_grid
 
 GENERATORS = ("dataset", "nade", "noise")
 LOSSES = ("ce", "dse")
 FRACTIONS = ("full", "small")
 LOSS_NAMES = {"ce": "cross entropy", "dse": "deriv. sq. error"}
 GENERATOR_NAMES = {"dataset": "dataset", "nade": "NADE", "noise": "Gaussian noise"}
+CURVE_KIND = "kd_ref.compress.curve"
 
 
 @dataclass
@@ -115,8 +116,10 @@ class Settings:
         check_in_range(self.small_fraction, "small_fraction", 0, 1, low_open=True)
         for name in ("members", "batch_size", "nade_hidden", "curve_points"):
             check_positive_int(getattr(self, name), name)
-        for name in ("n_train", "n_test", "curve_test"):  # 0 = all
-            check_positive_int(getattr(self, name), name, minimum=0)
+        check_positive_int(self.n_train, "n_train", minimum=0)   # 0 = all
+        for name in ("n_test", "curve_test"):                     # 0 = all; standard errors need two images
+            if check_positive_int(getattr(self, name), name, minimum=0) == 1:
+                raise ValueError(f"{name}: expected 0 (all test images) or an integer >= 2, received 1")
         for name in ("member_passes", "student_passes", "nade_passes", "baseline_passes"):
             value = getattr(self, name)
             if value is None and name == "baseline_passes":
@@ -180,67 +183,59 @@ def _steps(passes, n, batch):
 
 
 class _Curve:
-    """Progress curve: test accuracy and log-probability against examples seen, kept on disk when resuming."""
+    """Progress curve: test accuracy and log-probability against examples seen (checkpointed with the run)."""
 
-    def __init__(self, net, x, y, batch, path=None):
-        self.net, self.x, self.y, self.batch, self.path = net, x, y, batch, path
+    def __init__(self, net, x, y):
+        self.net, self.x, self.y = net, x, y
         self.points = []
-        if path is not None and os.path.exists(path):
-            with np.load(path, allow_pickle=False) as f:
-                self.points = [tuple(row) for row in f["points"]]
 
-    def trim(self, step):
-        self.points = [p for p in self.points if p[0] <= step * self.batch]
-
-    def __call__(self, step):
+    def __call__(self, examples):
         s = score(log_probs_of(self.net, self.x), self.y)
-        self.points.append((step * self.batch, s.accuracy, s.log_prob))
-        if self.path is not None:
-            np.savez(self.path, points=np.array(self.points, float).reshape(-1, 3))
+        self.points.append((examples, s.accuracy, s.log_prob))
         return s.log_prob
 
     def array(self):
         return np.array(self.points, float).reshape(-1, 3)
 
+    def state(self):
+        return {"points": self.array()}
 
-def _fit(net, objective, draw, n_steps, settings, cache_path, ckpt_path, curve_data, label):
-    """Train ``net`` (or load it from ``cache_path``), returning its progress curve as (K, 3)."""
+    def load_state(self, state):
+        check_state_keys(state, ("points",), "curve")
+        points = np.asarray(state["points"])
+        if points.ndim != 2 or points.shape[1] != 3 or not np.all(np.isfinite(points)):
+            raise ValueError(f"points: expected finite rows (examples, accuracy, log prob), received shape "
+                             f"{points.shape}")
+        self.points = [tuple(row) for row in points.astype(float).tolist()]
+
+
+def _model_settings(settings):
+    """The settings that change what a trained model is (a checkpoint must have been made with them)."""
+    return {k: _settings_dict(settings)[k] for k in _MODEL_KEYS}
+
+
+def _fit(net, objective, gen, n_steps, settings, cache_path, ckpt_path, curve_data, label):
+    """Train ``net`` (or load it from ``cache_path``), returning its progress curve as (K, 3).
+
+    With ``settings.checkpoints`` the run is checkpointed at ``ckpt_path``, generator
+    and progress curve included, so an interrupted run resumes to the same numbers.
+    """
     curve_file = str(cache_path) + ".curve.npz"
     if os.path.exists(cache_path):
         net.restore(cache_path)
-        with np.load(curve_file, allow_pickle=False) as f:
-            return f["points"]
+        return npzfile.load(curve_file, CURVE_KIND, {1}, label="cache", required=("points",))["points"]
     ckpt = str(ckpt_path) if settings.checkpoints else None
-    curve = _Curve(net, *curve_data, settings.batch_size, path=(str(ckpt_path) + ".curve.npz") if ckpt else None)
-    every = max(1, n_steps // settings.curve_points)
-    done = 0
-    if ckpt is not None and os.path.exists(ckpt):
-        with np.load(ckpt, allow_pickle=False) as f:
-            done = len(f["losses"])
-        curve.trim(done)
-    counter = {"step": done}
-
-    def tracked_draw():  # ``train`` draws once per step, so this counts steps (resumed ones included)
-        counter["step"] += 1
-        return draw()
-
-    def monitor():
-        return curve(counter["step"])
-
-    if not curve.points:
-        curve(0)
-    train(net.params, objective, tracked_draw, Adadelta(), n_steps, monitor=monitor, monitor_every=every,
-          progress=settings.progress, checkpoint=ckpt, label=label)
+    curve = _Curve(net, *curve_data)
+    curve(0)                                   # replaced by the saved curve when the run resumes
+    train(net.params, objective, gen, Adadelta(), n_steps, monitor=lambda: curve(gen.examples_drawn),
+          monitor_every=max(1, n_steps // settings.curve_points), progress=settings.progress, checkpoint=ckpt,
+          stateful={"generator": gen, "curve": curve}, settings=_model_settings(settings), label=label)
     points = curve.array()
-    # the curve first, then the net: a cached net always has its curve (a crash in between just retrains)
-    np.savez(curve_file, points=points)
-    tmp = str(cache_path) + ".part.npz"
-    net.save(tmp)
-    os.replace(tmp, cache_path)  # nor is a half-written net ever taken for a cached one
-    if ckpt is not None:
-        for p in (ckpt, ckpt + ".curve.npz"):
-            if os.path.exists(p):
-                os.remove(p)
+    # the curve first, then the net (each written atomically): a cached net always has its curve
+    npzfile.save(curve_file, CURVE_KIND, 1, points=points)
+    net.save(cache_path)
+    if ckpt is not None and os.path.exists(ckpt):
+        os.remove(ckpt)
     return points
 
 
@@ -283,7 +278,8 @@ def train_nade(x_binary, settings, base, fraction_index, dirs, label):
     n_steps = _steps(settings.nade_passes, x_binary.shape[0], settings.batch_size)
     ckpt = str(dirs["ckpt"] / f"nade_{label}.npz") if settings.checkpoints else None
     nade.fit(x_binary, rng, n_steps=n_steps, batch_size=settings.batch_size, optimizer=Adadelta(),
-             progress=settings.progress, checkpoint=ckpt, label=f"NADE ({label})")
+             progress=settings.progress, checkpoint=ckpt, settings=_model_settings(settings),
+             label=f"NADE ({label})")
     nade.save(path)
     if ckpt is not None and os.path.exists(ckpt):
         os.remove(ckpt)
@@ -574,15 +570,33 @@ _MODEL_KEYS = ("data", "n_train", "n_test", "small_fraction", "members", "member
 
 
 # ------------------------------------------------------------------------- CLI
+def check_data(settings):
+    """Raise FileNotFoundError or ValueError (naming the file) unless the data ``settings`` ask for can be read.
+
+    ``data='mnist'`` needs a well-formed ``mnist.npz``; ``'auto'`` uses it when present,
+    so a present but damaged file is refused too rather than silently replaced.
+    """
+    if settings.data == "mnist" or (settings.data == "auto" and datasets.mnist_available()):
+        datasets.load_mnist(scale=False)
+
+
+#: Settings fields and the options that set them, for error messages.
+OPTIONS = {"data": "--data", "members": "--members", "member_passes": "--member-passes",
+           "student_passes": "--student-passes", "baseline_passes": "--baseline-passes",
+           "nade_hidden": "--nade-hidden", "nade_passes": "--nade-passes", "n_train": "--n-train",
+           "n_test": "--n-test", "generators": "--generators", "losses": "--losses", "fractions": "--fraction"}
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="kd-ref run compress", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="kd-ref run compress", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small settings, minutes (default)")
     mode.add_argument("--thesis", action="store_true", help="the thesis settings (hours; resumable)")
     parser.add_argument("--fraction", choices=["small", "full", "both"], default="both",
                         help="train students on the first 10%% of the images, on all, or both (default)")
-    parser.add_argument("--out", default="./kd_ref_runs/compress", help="output folder (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=out_folder, default="./kd_ref_runs/compress",
+                        help="output folder (default %(default)s)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--data", choices=["auto", "mnist", "synthetic"], help="data source (default: mode's)")
     parser.add_argument("--members", type=int, help="ensemble size")
     parser.add_argument("--member-passes", type=float, help="passes over the data per member")
@@ -591,7 +605,7 @@ def main(argv=None):
     parser.add_argument("--nade-hidden", type=int, help="NADE hidden units")
     parser.add_argument("--nade-passes", type=float, help="passes over the binarised data for the NADE")
     parser.add_argument("--n-train", type=int, help="training images (0 = all)")
-    parser.add_argument("--n-test", type=int, help="test images (0 = all)")
+    parser.add_argument("--n-test", type=int, help="test images (0 = all, else at least 2)")
     parser.add_argument("--generators", nargs="+", choices=GENERATORS)
     parser.add_argument("--losses", nargs="+", choices=LOSSES)
     parser.add_argument("--no-progress", action="store_true")
@@ -607,8 +621,19 @@ def main(argv=None):
         overrides["losses"] = tuple(args.losses)
     overrides["progress"] = not args.no_progress
     settings = (Settings.thesis if args.thesis else Settings.quick)(**overrides)
+    try:                                        # every user mistake is found before anything is written
+        settings.validate()
+    except (TypeError, ValueError) as err:
+        settings_error(parser, err, OPTIONS)
+    try:
+        check_data(settings)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
     print(f"kd-ref run compress: {settings.mode} mode, output in {args.out}", flush=True)
-    results = run(settings, args.out, np.random.default_rng(args.seed))
+    try:
+        results = run(settings, args.out, np.random.default_rng(args.seed))
+    except (StaleCache, CheckpointError) as err:
+        parser.error(str(err))
     print()
     print(results["tables"])
     print(f"files: {json.dumps(results['files'], indent=1)}")

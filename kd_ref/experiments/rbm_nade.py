@@ -18,11 +18,11 @@ Steps, all through :mod:`kd_ref.distill.generative` and :mod:`kd_ref.partition`:
 5. tables (Markdown, CSV), figures (PNG): progress curves, per-image agreement of log q
    with the RBM's log p, samples of the RBM and of every NADE, and features.
 
-Everything is cached under ``OUT/cache`` and training checkpoints under ``OUT/ckpt``, so
-an interrupted run (``--thesis`` takes hours) resumes when started again with the same
-arguments.
+Everything is cached under ``OUT/cache`` and training checkpoints under ``OUT/ckpt`` (every
+500 steps and on Ctrl-C), so an interrupted run (``--thesis`` takes hours) started again
+with the same arguments resumes and ends with exactly the numbers of an uninterrupted
+run (timings aside).
 """
-import argparse
 import json
 import os
 import time
@@ -32,14 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import datasets
+from ..cli import ArgumentParser, int_at_least, out_folder, settings_error
 from .._validation import check_in_range, check_positive_int
 from ..distill.compression import mean_2se
 from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill, estimate_log_z
 from ..nade import NADE, raster_column_order
-from ..optim import SGD
+from ..optim import SGD, CheckpointError
 from ..partition import ais_rbm
 from ..rbm import RBM, fit_cd, hill_climb
-from ._report import check_cache, image_grid, write_table
+from ._report import StaleCache, check_cache, image_grid, write_table
 
 PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
 LOSS_NAMES = {"kl": "KL", "se": "square error", "sm": "score matching"}
@@ -112,7 +113,7 @@ class Settings:
         if self.ais_schedule not in ("uniform", "piecewise"):
             raise ValueError(f"ais_schedule: expected 'uniform' or 'piecewise', received {self.ais_schedule!r}")
         minimum = {"burn_in": 0, "sample_burn_in": 0, "hill_restarts": 0,   # none at all is allowed
-                   "n_samples": 2, "bound_samples": 2}                       # an interval needs two samples
+                   "n_samples": 2, "bound_samples": 2, "n_test": 2}          # an interval needs two samples
         for name in ("rbm_hidden", "cd_k", "cd_steps", "n_train", "n_test", "curve_test", "n_steps", "batch_size",
                      "n_chains", "burn_in", "n_samples", "sample_burn_in", "ais_runs", "ais_temperatures",
                      "hill_restarts", "bound_samples", "curve_points"):
@@ -178,10 +179,18 @@ def teacher(settings, x_train, base, dirs):
     rbm = RBM(x_train.shape[1], settings.rbm_hidden, rng, init_std=0.01)
     mean = x_train.mean(axis=0)
     rbm.b_visible[...] = np.log((mean + 0.01) / (1.01 - mean))   # start from the pixels' smoothed marginals
+    ckpt = dirs["ckpt"] / "rbm.npz"
     fit_cd(rbm, x_train, rng, n_steps=settings.cd_steps, k=settings.cd_k, batch_size=settings.batch_size,
-           optimizer=SGD(settings.cd_rate), progress=settings.progress, label=f"RBM CD-{settings.cd_k}")
+           optimizer=SGD(settings.cd_rate), progress=settings.progress, checkpoint=ckpt,
+           settings=_model_settings(settings), label=f"RBM CD-{settings.cd_k}")
     rbm.save(path)
+    ckpt.unlink(missing_ok=True)
     return rbm
+
+
+def _model_settings(settings):
+    """The settings a training checkpoint must have been made with (what defines the models)."""
+    return {k: v for k, v in asdict(settings).items() if k not in ("progress", "figures", "nade_hidden", "losses")}
 
 
 def references(rbm, x_train, settings, base, dirs):
@@ -219,6 +228,7 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
     if path.exists():
         return NADE.load(path), np.array(json.loads(curve_path.read_text()))
     rng = _rng(base, 10, *code)
+    ckpt = dirs["ckpt"] / f"{key}.npz"
     side = int(round(np.sqrt(rbm.n_visible)))
     order = raster_column_order(side, side) if side * side == rbm.n_visible else None
     nade = NADE(rbm.n_visible, hidden, rng, order=order)
@@ -226,11 +236,13 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
                          progress=settings.progress)
     result = distill(nade, rbm, stream, make_loss(loss_name, refs), settings.n_steps,
                      test=x_test[:settings.curve_test], monitor_every=max(1, settings.n_steps // settings.curve_points),
-                     bound_samples=settings.bound_samples, rng=rng, checkpoint=str(dirs["ckpt"] / f"{key}.npz"),
-                     progress=settings.progress, label=f"NADE H={hidden} by {LOSS_NAMES[loss_name]}")
+                     bound_samples=settings.bound_samples, rng=rng, checkpoint=str(ckpt),
+                     settings=_model_settings(settings), progress=settings.progress,
+                     label=f"NADE H={hidden} by {LOSS_NAMES[loss_name]}")
     curve = [[step * settings.batch_size, v["log_q_test"], v["upper"], v["lower"]] for step, v in result.monitor]
     curve_path.write_text(json.dumps(curve))
     nade.save(path)
+    ckpt.unlink(missing_ok=True)
     return nade, np.array(curve)
 
 
@@ -384,9 +396,7 @@ def run(settings, out_dir, rng):
     for p in dirs.values():
         p.mkdir(parents=True, exist_ok=True)
     base = int(rng.integers(0, 2**62))
-    check_cache(dirs["cache"], {**{k: v for k, v in asdict(settings).items() if k not in ("progress", "figures",
-                                                                                        "nade_hidden", "losses")},
-                                "base_seed": base})
+    check_cache(dirs["cache"], {**_model_settings(settings), "base_seed": base})
     x_train, x_test, data_name = load_data(settings, _rng(base, 0))
     if settings.rbm == "cd25" and x_train.shape[1] != 784:
         raise ValueError(f"data: expected 784-pixel images for CD25(500), received {x_train.shape[1]}")
@@ -432,19 +442,38 @@ def run(settings, out_dir, rng):
     return results
 
 
+def check_data(settings):
+    """Raise FileNotFoundError or ValueError (naming the file) unless the reference data ``settings`` need can be read.
+
+    CD25(500) needs ``rbm_cd25_500.npz`` and ``binarized_mnist.npz``; ``data='mnist'``
+    the latter; ``'auto'`` uses it when present, so a present but damaged file is
+    refused rather than silently replaced by the synthetic digits.
+    """
+    if settings.rbm == "cd25":
+        datasets.load_rbm()
+    if settings.rbm == "cd25" or settings.data == "mnist" or (settings.data == "auto" and _binarized_available()):
+        datasets.load_binarized_mnist(dtype=np.uint8)
+
+
+#: Settings fields and the options that set them, for error messages.
+OPTIONS = {"data": "--data", "nade_hidden": "--nade-hidden", "losses": "--losses", "n_steps": "--steps",
+           "n_samples": "--samples"}
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="kd-ref run rbm-nade", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="kd-ref run rbm-nade", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a small RBM with exact log Z, minutes (default)")
     mode.add_argument("--medium", action="store_true", help="CD25(500) (needs KD_REF_DATA), 30-45 minutes")
     mode.add_argument("--thesis", action="store_true", help="the thesis settings (hours; resumable)")
-    parser.add_argument("--out", default=None, help="output folder (default ./kd_ref_runs/rbm_nade_MODE)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=out_folder, default=None,
+                        help="output folder (default ./kd_ref_runs/rbm_nade_MODE)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--data", choices=["auto", "mnist", "synthetic"], help="data source (default: mode's)")
     parser.add_argument("--nade-hidden", type=int, nargs="+", help="NADE hidden units (one NADE per value)")
     parser.add_argument("--losses", nargs="+", choices=sorted(LOSSES), help="kl, se (square error), sm (score matching)")
     parser.add_argument("--steps", type=int, dest="n_steps", help="training steps per NADE")
-    parser.add_argument("--samples", type=int, dest="n_samples", help="samples per log Z estimate")
+    parser.add_argument("--samples", type=int, dest="n_samples", help="samples per log Z estimate (at least 2)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     preset = Settings.thesis if args.thesis else Settings.medium if args.medium else Settings.quick
@@ -454,9 +483,23 @@ def main(argv=None):
     if args.losses:
         overrides["losses"] = tuple(args.losses)
     settings = preset(progress=not args.no_progress, **overrides)
+    try:                                        # every user mistake is found before anything is written
+        settings.validate()
+    except (TypeError, ValueError) as err:
+        settings_error(parser, err, OPTIONS)
+    try:
+        check_data(settings)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
     out = args.out or os.path.join(".", "kd_ref_runs", f"rbm_nade_{settings.mode}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"--out: expected a folder (new, or from an earlier run), received {out!r}, which is an "
+                     f"existing file")
     print(f"kd-ref run rbm-nade: {settings.mode} mode, output in {out}", flush=True)
-    results = run(settings, out, np.random.default_rng(args.seed))
+    try:
+        results = run(settings, out, np.random.default_rng(args.seed))
+    except (StaleCache, CheckpointError) as err:
+        parser.error(str(err))
     print()
     print(results["tables"])
     print(f"files: {json.dumps(results['files'], indent=1)}")
