@@ -450,8 +450,9 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
         exactly the numbers of an uninterrupted one.
     settings : dict, optional
         JSON-able values the run was made with (e.g. an experiment's settings),
-        stored in the checkpoint; with ``n_steps``, ``monitor_every``, the number of
-        parameters and the optimiser's ``settings()``, they must match on resume.
+        stored in the checkpoint; they, ``n_steps``, ``monitor_every``, the number of
+        parameters and the optimiser's ``settings()`` must match on resume (a
+        mismatch names the setting: ``n_steps``, ``settings.<name>``, ...).
 
     Returns
     -------
@@ -651,11 +652,8 @@ def _record(settings, n_steps, monitor_every, params, optimizer):
         return own
     if not isinstance(settings, dict):
         raise TypeError(f"settings: expected a dict of JSON-able values, received {type(settings).__name__}")
-    clash = sorted(set(settings) & set(own))
-    if clash:
-        raise ValueError(f"settings: expected names other than {sorted(own)} (train records them), received {clash}")
-    try:
-        record = json.loads(json.dumps({**settings, **own}))        # tuples become lists, as they come back
+    try:    # the caller's under "settings.", apart from train's own; tuples become lists, as they come back
+        record = json.loads(json.dumps({**own, **{f"settings.{k}": v for k, v in settings.items()}}))
     except (TypeError, ValueError) as err:
         raise TypeError(f"settings: expected JSON-able values, received {err}") from None
     return record

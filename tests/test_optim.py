@@ -148,3 +148,362 @@ def test_bad_arguments_are_named():
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         train(p, lambda b: (np.nan, np.zeros(2)), lambda: None, SGD(0.1), 3, progress=False)
     np.testing.assert_array_equal(p, 0.0)
+
+
+# ------------------------------------------------------------ resuming, interrupts, failures
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from kd_ref import npzfile  # noqa: E402
+from kd_ref.optim import (CHECKPOINT_KIND, CheckpointError, Interrupted, generator_state,  # noqa: E402
+                          load_generator_state)
+
+
+class _Regression:
+    """A stochastic problem whose every step depends on run state: minibatches from a MinibatchDrawer,
+    gradient noise from a second generator, a monitor on held-out rows."""
+
+    def __init__(self, seed, make_opt, n_rows=37, dim=4, batch=5):
+        data_rng = np.random.default_rng([seed, 0])
+        w_true = data_rng.normal(size=dim)
+        x = data_rng.normal(size=(n_rows, dim))
+        self.data = np.hstack([x, (x @ w_true + 0.1 * data_rng.normal(size=n_rows))[:, None]])
+        self.params = np.zeros(dim)
+        self.opt = make_opt()
+        self.draw = MinibatchDrawer(self.data, batch, np.random.default_rng([seed, 1]))
+        self.noise = np.random.default_rng([seed, 2])
+        self.test = self.data[:10]
+
+    def objective(self, batch):
+        x, y = batch[:, :-1], batch[:, -1]
+        r = x @ self.params - y
+        return 0.5 * float(r @ r) / len(y), x.T @ r / len(y) + 0.01 * self.noise.normal(size=self.params.size)
+
+    def monitor(self):
+        x, y = self.test[:, :-1], self.test[:, -1]
+        return {"test_mse": float(np.mean((x @ self.params - y) ** 2)), "norm": float(np.linalg.norm(self.params))}
+
+    def train(self, n_steps, **kwargs):
+        kwargs.setdefault("stateful", {"draw": self.draw, "noise": self.noise})
+        return train(self.params, self.objective, self.draw, self.opt, n_steps, monitor=self.monitor,
+                     monitor_every=7, progress=False, **kwargs)
+
+    def snapshot(self):
+        """Everything the run consists of, as plain values to compare exactly."""
+        return (self.params.copy(), self.opt.state(), self.draw.state(), generator_state(self.noise))
+
+
+def _assert_same(a, b):
+    pa, oa, da, ga = a
+    pb, ob, db, gb = b
+    np.testing.assert_array_equal(pa, pb)
+    assert sorted(oa) == sorted(ob) and all(np.array_equal(oa[k], ob[k]) for k in oa)
+    assert sorted(da) == sorted(db) and all(np.array_equal(da[k], db[k]) for k in da)
+    assert str(ga) == str(gb)
+
+
+OPTIMISERS = {"adadelta": lambda: Adadelta(), "sgd": lambda: SGD(LinearDecay(0.1, 40))}
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**32 - 1), stop=st.integers(1, 39), every=st.integers(1, 12),
+       opt=st.sampled_from(sorted(OPTIMISERS)))
+def test_a_run_interrupted_at_any_step_resumes_to_the_uninterrupted_result(tmp_path_factory, seed, stop, every, opt):
+    """Ctrl-C (a KeyboardInterrupt from the callback) at step ``stop``, then the same call again: the final
+    parameters, losses, monitor history, optimiser, drawer and noise generator equal an uninterrupted run's."""
+    path = tmp_path_factory.mktemp("ckpt") / "run.ckpt"
+    whole = _Regression(seed, OPTIMISERS[opt])
+    expected = whole.train(40)
+
+    def ctrl_c(step, loss):
+        if step == stop:
+            raise KeyboardInterrupt
+
+    cut = _Regression(seed, OPTIMISERS[opt])
+    with pytest.raises(Interrupted) as info:
+        cut.train(40, checkpoint=path, checkpoint_every=every, callback=ctrl_c)
+    assert (info.value.step, info.value.saved_step, info.value.n_steps) == (stop, stop, 40)
+    assert os.path.exists(path) and os.listdir(path.parent) == ["run.ckpt"]
+    resumed = _Regression(seed, OPTIMISERS[opt])      # a new process: fresh objects, same seed
+    result = resumed.train(40, checkpoint=path, checkpoint_every=every)
+    _assert_same(resumed.snapshot(), whole.snapshot())
+    np.testing.assert_array_equal(result.losses, expected.losses)
+    assert result.monitor == expected.monitor and result.steps == 40
+
+
+def test_without_the_drawer_in_the_checkpoint_the_resumed_run_differs(tmp_path):
+    """Control for the test above: a drawer left out of ``stateful`` resumes on another stream."""
+    path = tmp_path / "run.ckpt"
+    whole = _Regression(3, OPTIMISERS["adadelta"])
+    whole.train(30)
+    cut = _Regression(3, OPTIMISERS["adadelta"])
+    with pytest.raises(ValueError, match=r"stateful: expected the draw object \(MinibatchDrawer"):
+        cut.train(30, checkpoint=path, stateful={"noise": cut.noise})        # refused, not silently inexact
+    cut.train(30, checkpoint=path, stateful={"noise": cut.noise, "draw": cut.draw},
+              callback=lambda step, loss: step >= 11)
+    resumed = _Regression(3, OPTIMISERS["adadelta"])
+    resumed.draw = MinibatchDrawer(resumed.data, 5, np.random.default_rng(99))  # what a lost stream amounts to
+    resumed.train(30, checkpoint=path.with_name("other.ckpt"), stateful={"noise": resumed.noise,
+                                                                        "draw": resumed.draw})
+    assert not np.array_equal(resumed.params, whole.params)
+
+
+def test_a_real_ctrl_c_finishes_the_step_then_saves_and_stops(tmp_path):
+    """SIGINT in the middle of step k: the step completes, the checkpoint holds step k, and resuming is exact."""
+    path = tmp_path / "run.ckpt"
+    whole = _Regression(5, OPTIMISERS["adadelta"])
+    whole.train(30)
+    cut = _Regression(5, OPTIMISERS["adadelta"])
+    calls = {"n": 0}
+    plain = cut.objective
+
+    def objective_with_ctrl_c(batch):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            os.kill(os.getpid(), signal.SIGINT)     # arrives inside step 13
+        return plain(batch)
+
+    cut.objective = objective_with_ctrl_c
+    with pytest.raises(Interrupted) as info:
+        cut.train(30, checkpoint=path, checkpoint_every=100)
+    assert (info.value.step, info.value.saved_step) == (13, 13)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # the handler is put back
+    assert npzfile.load(path, CHECKPOINT_KIND, {1})["losses"].size == 13
+    resumed = _Regression(5, OPTIMISERS["adadelta"])
+    resumed.train(30, checkpoint=path)
+    _assert_same(resumed.snapshot(), whole.snapshot())
+
+
+def test_an_interrupt_in_the_middle_of_a_step_rolls_back_and_keeps_the_last_checkpoint(tmp_path):
+    """A KeyboardInterrupt raised inside the objective (a second Ctrl-C) at step 18: the state goes back to
+    the entry state, the checkpoint keeps step 10 (the last periodic one), and resuming from it is exact."""
+    path = tmp_path / "run.ckpt"
+    whole = _Regression(8, OPTIMISERS["sgd"])
+    whole.train(40)
+    cut = _Regression(8, OPTIMISERS["sgd"])
+    entry = cut.snapshot()
+    plain, calls = cut.objective, {"n": 0}
+
+    def objective(batch):
+        calls["n"] += 1
+        if calls["n"] == 18:
+            raise KeyboardInterrupt
+        return plain(batch)
+
+    cut.objective = objective
+    with pytest.raises(Interrupted) as info:
+        cut.train(40, checkpoint=path, checkpoint_every=10)
+    assert (info.value.step, info.value.saved_step) == (17, 10)
+    _assert_same(cut.snapshot(), entry)
+    resumed = _Regression(8, OPTIMISERS["sgd"])
+    resumed.train(40, checkpoint=path, checkpoint_every=10)
+    _assert_same(resumed.snapshot(), whole.snapshot())
+
+
+def _failing(kind, at):
+    """An (objective wrapper, monitor wrapper) pair for a _Regression that fails in the given way at step ``at``."""
+    def wrap_objective(problem):
+        plain, calls = problem.objective, {"n": 0}
+
+        def objective(batch):
+            calls["n"] += 1
+            loss, grad = plain(batch)
+            if calls["n"] == at:
+                if kind == "raises":
+                    raise RuntimeError("objective failed")
+                if kind == "nan gradient":
+                    grad = grad.copy()
+                    grad[0] = np.nan
+                if kind == "complex gradient":
+                    grad = grad + 1j
+                if kind == "no pair":
+                    return loss
+            return loss, grad
+        return objective
+    return wrap_objective
+
+
+@pytest.mark.parametrize("kind, error, match", [
+    ("raises", RuntimeError, "objective failed"),
+    ("nan gradient", FloatingPointError, "objective: non-finite loss or gradient at step 11"),
+    ("complex gradient", TypeError, "objective: expected a real gradient, received dtype complex128"),
+    ("no pair", TypeError, r"objective: expected a \(loss, gradient\) pair, received float"),
+])
+def test_a_failure_midway_leaves_params_optimiser_and_stream_as_at_entry(tmp_path, kind, error, match):
+    problem = _Regression(2, OPTIMISERS["adadelta"])
+    problem.train(9)                                   # the optimiser and stream have state before the call
+    entry = problem.snapshot()
+    problem.objective = _failing(kind, 12)(problem)
+    with pytest.raises(error, match=match):
+        problem.train(30, checkpoint=tmp_path / "c", checkpoint_every=5)
+    _assert_same(problem.snapshot(), entry)
+    assert npzfile.load(tmp_path / "c", CHECKPOINT_KIND, {1})["losses"].size == 10   # the last periodic one
+
+
+@pytest.mark.parametrize("value, error, match", [
+    ({"test_mse": np.nan, "norm": 1.0}, ValueError, r"monitor\['test_mse'\]: expected a finite value, received nan"),
+    ({"test_mse": "high", "norm": 1.0}, TypeError, r"monitor\['test_mse'\]: expected a real number, received 'high'"),
+    ({"other": 1.0}, ValueError, r"monitor: expected \['test_mse', 'norm'\] as at its first call"),
+    (2.0, ValueError, r"monitor: expected a dict with names \['test_mse', 'norm'\]"),
+])
+def test_a_bad_monitor_value_leaves_the_model_as_at_entry(value, error, match):
+    problem = _Regression(4, OPTIMISERS["sgd"])
+    entry = problem.snapshot()
+    plain, calls = problem.monitor, {"n": 0}
+
+    def monitor():
+        calls["n"] += 1
+        return value if calls["n"] == 2 else plain()
+
+    problem.monitor = monitor
+    with pytest.raises(error, match=match):
+        problem.train(30)
+    _assert_same(problem.snapshot(), entry)
+
+
+def test_every_argument_is_checked_before_anything_changes(tmp_path):
+    problem = _Regression(1, OPTIMISERS["adadelta"])
+    problem.train(5)
+    entry = problem.snapshot()
+    p, obj, draw, opt = problem.params, problem.objective, problem.draw, problem.opt
+
+    class NoState:
+        def __call__(self):
+            return None
+
+    cases = [
+        (dict(objective=None), TypeError, "objective: expected a callable, received None"),
+        (dict(draw=3), TypeError, "draw: expected a callable, received 3"),
+        (dict(monitor="loss"), TypeError, "monitor: expected a callable or None, received 'loss'"),
+        (dict(callback=1), TypeError, "callback: expected a callable or None, received 1"),
+        (dict(optimizer=object()), TypeError, "optimizer: expected an object with step, state and load_state"),
+        (dict(n_steps=0), ValueError, "n_steps: expected an integer >= 1, received 0"),
+        (dict(monitor_every=0), ValueError, "monitor_every: expected an integer >= 1, received 0"),
+        (dict(checkpoint_every=0), ValueError, "checkpoint_every: expected an integer >= 1, received 0"),
+        (dict(progress="yes"), TypeError, "progress: expected True or False, received 'yes'"),
+        (dict(label=3), TypeError, "label: expected a string, received 3"),
+        (dict(stateful={"x": NoState()}), TypeError, r"stateful\['x'\]: expected an object with state\(\)"),
+        (dict(stateful={"a.b": draw}), ValueError, "stateful: expected names that are identifiers"),
+        (dict(stateful=[draw]), TypeError, "stateful: expected a dict"),
+        (dict(settings={"f": object()}), TypeError, "settings: expected JSON-able values"),
+        (dict(checkpoint=tmp_path / "no" / "c"), FileNotFoundError, "checkpoint: expected a file in an existing folder"),
+        (dict(checkpoint=tmp_path), ValueError, "checkpoint: expected a file name, received .*an existing folder"),
+        (dict(checkpoint=tmp_path / "c", stateful={}), ValueError, "stateful: expected the draw object"),
+    ]
+    for change, error, match in cases:
+        args = dict(objective=obj, draw=draw, optimizer=opt, n_steps=20, monitor=problem.monitor,
+                    stateful={"draw": draw, "noise": problem.noise})
+        args.update(change)
+        with pytest.raises(error, match=match):
+            train(p, args.pop("objective"), args.pop("draw"), args.pop("optimizer"), args.pop("n_steps"),
+                  progress=args.pop("progress", False), **args)
+        _assert_same(problem.snapshot(), entry)
+    assert not os.listdir(tmp_path)
+    with pytest.raises(ValueError, match="params: expected finite values, received 1 NaN or infinite entries"):
+        train(np.array([np.nan, 0.0]), lambda b: (0.0, np.zeros(2)), lambda: None, SGD(0.1), 3)
+    with pytest.raises(TypeError, match=r"callback: expected True, False or None \(True stops training\), received 3"):
+        train(p, obj, draw, opt, 20, progress=False, callback=lambda s, l: 3,
+              stateful={"draw": draw, "noise": problem.noise})
+    _assert_same(problem.snapshot(), entry)
+
+
+def test_a_checkpoint_from_other_settings_is_refused_naming_the_setting(tmp_path):
+    path = tmp_path / "run.ckpt"
+    first = _Regression(6, OPTIMISERS["adadelta"])
+    first.train(20, checkpoint=path, settings={"hidden": 5}, callback=lambda s, l: s >= 8)
+    refusals = [
+        (dict(n=21), r"n_steps: 20 there, 21 now"),
+        (dict(settings={"hidden": 6}), r"settings.hidden: 5 there, 6 now"),
+        (dict(settings={}), r"settings.hidden: 5 there, not set now"),
+        (dict(opt=lambda: Adadelta(rho=0.9)), r"optimizer: \{.*'rho': 0.95.*\} there, \{.*'rho': 0.9.*\} now"),
+        (dict(opt=lambda: SGD(0.1)), r"optimizer: .*Adadelta.* there, .*SGD.* now"),
+    ]
+    for change, match in refusals:
+        again = _Regression(6, change.get("opt", OPTIMISERS["adadelta"]))
+        entry = again.snapshot()
+        with pytest.raises(CheckpointError, match=match):
+            again.train(change.get("n", 20), checkpoint=path, settings=change.get("settings", {"hidden": 5}))
+        _assert_same(again.snapshot(), entry)
+    again = _Regression(6, OPTIMISERS["adadelta"])
+    again.train(20, checkpoint=path, settings={"hidden": 5})                      # control: same settings resume
+    assert again.opt.t == 20
+
+
+def _tampered(path, **changes):
+    arrays = npzfile.load(path, CHECKPOINT_KIND, {1})
+    arrays.update(changes)
+    for name in [k for k, v in changes.items() if v is None]:
+        del arrays[name]
+    npzfile.save(path, CHECKPOINT_KIND, 1, **arrays)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(params=np.zeros(5)), r"params: expected finite float64 of shape \(4,\), received float64 of shape \(5,\)"),
+    (dict(params=np.array([0.0, np.nan, 0.0, 0.0])), "params: expected finite float64"),
+    (dict(losses=np.full(3, np.inf)), "losses: expected at most 20 finite values"),
+    (dict(history=np.zeros((1, 2))), r"history: expected rows \(step, value, ...\)"),
+    ({"optimizer.mean_sq_grad": np.ones(3)}, r"optimizer.mean_sq_grad: expected finite values of shape \(4,\)"),
+    ({"state.noise.bit_generator": None}, r"stateful: expected the objects \['draw', 'noise'\], the file has \['draw'\]"),
+    ({"state.draw.perm": np.zeros(37, dtype=np.int64)}, "perm: expected a permutation of 0..36"),
+    ({"state.noise.bit_generator": np.array(json.dumps({"bit_generator": "MT19937"}))},
+     "rng: expected a PCG64 state, received a MT19937 state"),
+])
+def test_a_damaged_checkpoint_is_refused_whole_before_anything_is_loaded(tmp_path, changes, match):
+    path = tmp_path / "run.ckpt"
+    _Regression(7, OPTIMISERS["adadelta"]).train(20, checkpoint=path, callback=lambda s, l: s >= 9)
+    _tampered(path, **changes)
+    again = _Regression(7, OPTIMISERS["adadelta"])
+    again.train(3)                       # some state to keep
+    entry = again.snapshot()
+    with pytest.raises(CheckpointError, match=match):
+        again.train(20, checkpoint=path)
+    _assert_same(again.snapshot(), entry)
+
+
+def test_a_truncated_checkpoint_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "run.ckpt"
+    _Regression(7, OPTIMISERS["adadelta"]).train(20, checkpoint=path, callback=lambda s, l: s >= 9)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"checkpoint: could not read .*run.ckpt.*delete it"):
+        _Regression(7, OPTIMISERS["adadelta"]).train(20, checkpoint=path)
+
+
+def test_generator_states_round_trip_exactly_including_128_bit_integers():
+    rng = np.random.default_rng(2**127 + 12345)
+    rng.random(7)
+    saved = generator_state(rng)
+    assert saved.shape == () and rng.bit_generator.state["state"]["state"] > 2**64
+    expected = rng.random(5)
+    other = np.random.default_rng(0)
+    load_generator_state(other, saved)
+    np.testing.assert_array_equal(other.random(5), expected)
+    for bad, match in ((np.array("{"), "does not parse"), (np.array(json.dumps({"bit_generator": "PCG64"})),
+                                                          "expected a valid PCG64 state"), (np.zeros(2), "0-d string")):
+        before = other.bit_generator.state
+        with pytest.raises(ValueError, match=match):
+            load_generator_state(other, bad)
+        assert other.bit_generator.state == before
+    mt = np.random.Generator(np.random.MT19937(3))
+    twin = np.random.Generator(np.random.MT19937(4))
+    load_generator_state(twin, generator_state(mt))
+    assert twin.random() == mt.random()
+
+
+def test_minibatch_drawer_state_continues_the_stream_mid_pass():
+    drawer = MinibatchDrawer(np.arange(22.0)[:, None], 4, np.random.default_rng(1))
+    for _ in range(7):
+        drawer()
+    saved = drawer.state()
+    expected = [drawer() for _ in range(9)]
+    other = MinibatchDrawer(np.arange(22.0)[:, None], 4, np.random.default_rng(50))
+    other.load_state(saved)
+    for want in expected:
+        np.testing.assert_array_equal(other(), want)
+    assert (other.passes, other.examples_drawn) == (drawer.passes, drawer.examples_drawn)
+    with pytest.raises(ValueError, match=r"pos: expected an integer in \[0, 21\], received 22"):
+        other.load_state({**saved, "pos": np.array(22)})
+    with pytest.raises(ValueError, match="MinibatchDrawer: expected state entries .*missing \\['perm'\\]"):
+        other.load_state({k: v for k, v in saved.items() if k != "perm"})
