@@ -672,8 +672,8 @@ class NADE:
 
     # -------------------------------------------------------------------- training
     def fit(self, data, rng, *, n_steps=None, passes=None, batch_size=20, optimizer=None, test=None,
-            monitor_every=None, progress=True, checkpoint=None, settings=None, label="NADE", callback=None,
-            init_biases=False):
+            monitor_every=None, progress=True, checkpoint=None, checkpoint_every=500, settings=None, label="NADE",
+            callback=None, init_biases=False):
         """Maximum-likelihood training on a binary dataset (minibatches drawn without replacement).
 
         Maximises the mean log q (4.36) of the data: the KL loss (4.6-4.7) with the
@@ -690,7 +690,7 @@ class NADE:
             Number of minibatch updates; give this or ``passes``
             (n_steps = ceil(passes * M / batch_size)).
         batch_size : int
-        optimizer, test, monitor_every, progress, checkpoint, settings, label, callback
+        optimizer, test, monitor_every, progress, checkpoint, checkpoint_every, settings, label, callback
             As in :func:`fit_nade` (the minibatch drawer, hence ``rng``, is checkpointed).
         init_biases : bool
             First call :meth:`set_biases_from_data` on ``data`` (off by default, so
@@ -721,8 +721,8 @@ class NADE:
             if init_biases:
                 self.set_biases_from_data(data)
             return fit_nade(self, draw, n_steps, optimizer=optimizer, test=test, monitor_every=monitor_every,
-                            progress=progress, checkpoint=checkpoint, settings=settings, label=label,
-                            callback=callback)
+                            progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                            settings=settings, label=label, callback=callback)
         except Exception:
             # the biases set above are part of this fit: a fit that fails leaves no trace of them
             # (kd_ref.optim.train answers for its own steps)
@@ -777,7 +777,7 @@ def log_likelihood_objective(nade):
 
 
 def fit_nade(nade, draw, n_steps, optimizer=None, test=None, monitor_every=None, progress=True, checkpoint=None,
-             settings=None, label="NADE", callback=None):
+             checkpoint_every=500, settings=None, label="NADE", callback=None):
     """Maximum-likelihood training of a NADE on any stream of binary minibatches (KL loss, gradient 4.26).
 
     With minibatches drawn from p (e.g. RBM samples) this is KL distillation
@@ -803,7 +803,7 @@ def fit_nade(nade, draw, n_steps, optimizer=None, test=None, monitor_every=None,
     checkpoint : str, optional
         Resumable checkpoint file (see :func:`kd_ref.optim.train`). A ``draw`` with
         ``state()`` (a MinibatchDrawer, a ChainStream) is checkpointed with it, so the
-        resumed run sees the same stream.
+        resumed run sees the same stream. Rewritten every ``checkpoint_every`` steps.
     settings : dict, optional
         Values a checkpoint must have been made with (:func:`kd_ref.optim.train`).
     label : str
@@ -837,5 +837,5 @@ def fit_nade(nade, draw, n_steps, optimizer=None, test=None, monitor_every=None,
         return objective(nade._check_x(batch, False, name="draw()"))
     stateful = {"draw": draw} if callable(getattr(draw, "state", None)) else None
     return train(nade.params, checked, draw, optimizer, n_steps, monitor=monitor, monitor_every=monitor_every,
-                 callback=callback, progress=progress, checkpoint=checkpoint, stateful=stateful, settings=settings,
-                 label=label)
+                 callback=callback, progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                 stateful=stateful, settings=settings, label=label)

@@ -463,7 +463,7 @@ def cd_objective(rbm, k, rng):
 
 
 def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monitor=None, monitor_every=None,
-           progress=True, checkpoint=None, settings=None, label="RBM CD-k"):
+           progress=True, checkpoint=None, checkpoint_every=500, settings=None, label="RBM CD-k"):
     """Train an RBM by contrastive divergence with k Gibbs sweeps (CD-k) on a binary dataset.
 
     Parameters
@@ -478,7 +478,7 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
         Default SGD with constant step 0.1.
     monitor : callable () -> float, optional
         e.g. ``lambda: rbm.log_prob_exact(data).mean()`` for a tiny RBM.
-    checkpoint, settings : optional
+    checkpoint, checkpoint_every, settings : optional
         As in :func:`kd_ref.optim.train`; the minibatch drawer and ``rng`` (which
         also drives the CD sweeps) are checkpointed, so a resumed fit is exact.
 
@@ -498,7 +498,7 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
     optimizer = SGD(0.1) if optimizer is None else optimizer
     return train(rbm.params, objective, draw, optimizer, n_steps, monitor=monitor,
                  monitor_every=monitor_every, progress=progress, checkpoint=checkpoint,
-                 stateful={"draw": draw, "rng": rng}, settings=settings, label=label)
+                 checkpoint_every=checkpoint_every, stateful={"draw": draw, "rng": rng}, settings=settings, label=label)
 
 
 # ------------------------------------------------------------------------ hill climbing
