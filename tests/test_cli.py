@@ -46,3 +46,203 @@ def test_every_registered_command_has_a_main(table, package):
 def test_every_appendix_check_has_a_main():
     for name in cli.APPENDICES:
         assert callable(importlib.import_module(f"appendix_checks.appendix_{name}").main)
+
+
+# ------------------------------------------------------------------ a user's mistakes: one line, status 2
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def _one_line_error(capsys, argv, *parts):
+    """``kd-ref ARGV`` exits with status 2 and writes exactly one line to stderr, holding every part."""
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, (argv, err)
+    assert err.count("\n") == 1 and err.endswith("\n") and "Traceback" not in err, err
+    for part in parts:
+        assert part in err, (part, err)
+    return err
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    monkeypatch.delenv("KD_REF_DATA", raising=False)
+
+
+@pytest.fixture
+def damaged_data(tmp_path, monkeypatch):
+    """A KD_REF_DATA folder whose three reference files are truncated archives."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("mnist.npz", "binarized_mnist.npz", "rbm_cd25_500.npz"):
+        np.savez(folder / name, x=np.zeros(100))
+        (folder / name).write_bytes((folder / name).read_bytes()[:150])
+    monkeypatch.setenv("KD_REF_DATA", str(folder))
+    return folder
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    path = tmp_path / "results.txt"
+    path.write_text("not a folder")
+    return str(path)
+
+
+RUN_OPTIONS = [
+    (["compress", "--members", "0"], ["--members: expected an integer >= 1, received 0"]),
+    (["compress", "--member-passes", "0"], ["--member-passes: expected a number of passes > 0, received 0.0"]),
+    (["compress", "--student-passes", "nan"], ["--student-passes: expected a number of passes > 0, received nan"]),
+    (["compress", "--nade-hidden", "0"], ["--nade-hidden: expected an integer >= 1, received 0"]),
+    (["compress", "--n-train", "-1"], ["--n-train: expected an integer >= 0, received -1"]),
+    (["compress", "--n-test", "1"], ["--n-test: expected 0 (all test images) or an integer >= 2, received 1"]),
+    (["compress", "--seed", "-1"], ["--seed: expected an integer >= 0, received -1"]),
+    (["compress", "--members", "two"], ["--members: invalid int value: 'two'"]),
+    (["compress", "--fraction", "half"], ["--fraction: invalid choice: 'half'"]),
+    (["rbm-nade", "--steps", "0"], ["--steps: expected an integer >= 1, received 0"]),
+    (["rbm-nade", "--samples", "1"], ["--samples: expected an integer >= 2, received 1"]),
+    (["rbm-nade", "--nade-hidden", "100", "0"], ["--nade-hidden[1]: expected an integer >= 1, received 0"]),
+    (["rbm-nade", "--medium", "--data", "synthetic"], ["data: the CD25(500) RBM models binarised MNIST"]),
+    (["bayes-mog", "--seed", "-3"], ["--seed: expected an integer >= 0, received -3"]),
+    (["bayes-logreg", "--sweep", "0"], ["--sweep: expected an integer >= 1, received 0"]),
+    (["bayes-logreg", "--dse-eta0", "0"], ["--dse-eta0: expected a finite number > 0, received 0.0"]),
+]
+
+
+@pytest.mark.parametrize("argv, parts", RUN_OPTIONS, ids=[" ".join(a) for a, _ in RUN_OPTIONS])
+def test_run_refuses_out_of_range_options_with_one_line(tmp_path, capsys, argv, parts):
+    out = tmp_path / "out"
+    _one_line_error(capsys, ["run", *argv, "--out", str(out)], f"kd-ref run {argv[0]}: ", *parts)
+    assert not out.exists()                                        # refused before anything was written
+
+
+@pytest.mark.parametrize("name", sorted(cli.EXPERIMENTS))
+def test_run_refuses_an_out_that_is_a_file(capsys, a_file, name):
+    _one_line_error(capsys, ["run", name, "--out", a_file], "--out", "expected a folder", a_file, "existing file")
+
+
+@pytest.mark.parametrize("argv, file", [
+    (["compress", "--data", "mnist"], "mnist.npz"),
+    (["compress", "--thesis"], "mnist.npz"),
+    (["rbm-nade", "--medium"], "rbm_cd25_500.npz"),
+    (["rbm-nade", "--data", "mnist"], "binarized_mnist.npz"),
+])
+def test_run_names_missing_reference_data(tmp_path, capsys, no_data, argv, file):
+    _one_line_error(capsys, ["run", *argv, "--out", str(tmp_path / "out")], f"{file}: not found", "KD_REF_DATA")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, file", [
+    (["compress", "--thesis"], "mnist.npz"),
+    (["compress"], "mnist.npz"),                           # auto: a damaged file is not silently replaced
+    (["rbm-nade", "--thesis"], "rbm_cd25_500.npz"),
+    (["rbm-nade"], "binarized_mnist.npz"),
+])
+def test_run_names_damaged_reference_data(tmp_path, capsys, damaged_data, argv, file):
+    _one_line_error(capsys, ["run", *argv, "--out", str(tmp_path / "out")], f"{file}: could not read",
+                    str(damaged_data / file), "damaged")
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_refuses_an_out_folder_made_with_other_settings(tmp_path, capsys, no_data):
+    out = tmp_path / "out"
+    (out / "cache").mkdir(parents=True)
+    (out / "cache" / "settings.json").write_text('{"members": 99}')
+    _one_line_error(capsys, ["run", "compress", "--out", str(out), "--no-progress"],
+                    "kd-ref run compress: out: the cache in", "members: 99 there, 3 now")
+
+
+def test_run_refuses_a_damaged_checkpoint_naming_it(tmp_path, capsys, monkeypatch):
+    """An interrupted run leaves a checkpoint; damaged afterwards, the next run names it instead of resuming."""
+    from kd_ref.progress import Progress
+    from test_resume import _interrupting_progress, _tiny_rbm_nade
+
+    from kd_ref.experiments import rbm_nade
+
+    monkeypatch.setattr(rbm_nade.Settings, "quick", classmethod(lambda cls, **o: _tiny_rbm_nade(**o)))
+    plain = Progress.update
+    _interrupting_progress(monkeypatch, 70)
+    argv = ["run", "rbm-nade", "--no-progress", "--out", str(tmp_path)]
+    assert cli.main(argv) == 130
+    monkeypatch.setattr(Progress, "update", plain)
+    (ckpt,) = (tmp_path / "ckpt").iterdir()
+    ckpt.write_bytes(ckpt.read_bytes()[:300])
+    capsys.readouterr()
+    _one_line_error(capsys, argv, "kd-ref run rbm-nade: checkpoint: could not read", str(ckpt), "delete it")
+
+
+BENCH_OPTIONS = [
+    (["mlp", "--batch", "0"], "--batch: expected an integer >= 1, received 0"),
+    (["mlp", "--seed", "-1"], "--seed: expected an integer >= 0, received -1"),
+    (["dse", "--members", "0"], "--members: expected an integer >= 1, received 0"),
+    (["dse", "--teacher-batch", "x"], "--teacher-batch: expected an integer >= 1, received 'x'"),
+    (["nade", "--samples", "0"], "--samples: expected an integer >= 1, received 0"),
+    (["gibbs", "--chains", "0"], "--chains: expected an integer >= 1, received 0"),
+    (["logz", "--target", "0"], "--target: expected a half-width > 0 nats, received 0.0"),
+    (["logz", "--max-n", "0"], "--max-n: expected an integer >= 1, received 0"),
+    (["logz", "--run", "/nonexistent"], "--run: expected a finished `kd-ref run rbm-nade` folder with results.json"),
+]
+
+
+@pytest.mark.parametrize("argv, part", BENCH_OPTIONS, ids=[" ".join(a) for a, _ in BENCH_OPTIONS])
+def test_bench_refuses_bad_options_with_one_line(capsys, argv, part):
+    _one_line_error(capsys, ["bench", *argv], f"kd-ref bench {argv[0]}: ", part)
+
+
+@pytest.mark.parametrize("name, file", [("nade", "binarized_mnist.npz"), ("gibbs", "rbm_cd25_500.npz")])
+def test_bench_names_damaged_reference_data(capsys, damaged_data, name, file):
+    _one_line_error(capsys, ["bench", name], f"kd-ref bench {name}: {file}: could not read", "damaged")
+
+
+def test_bench_logz_names_a_run_folder_it_cannot_read(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{not json")
+    _one_line_error(capsys, ["bench", "logz", "--run", str(tmp_path)], "--run: expected the results.json",
+                    "JSONDecodeError")
+    (tmp_path / "results.json").write_text('{"settings": {"bogus": 1}}')
+    _one_line_error(capsys, ["bench", "logz", "--run", str(tmp_path)], "--run: expected the results.json",
+                    "TypeError")
+
+
+def test_data_refuses_bad_commands_and_files_with_one_line(tmp_path, capsys, a_file):
+    _one_line_error(capsys, ["data"], "kd-ref data: expected a command (download, import-rbm, verify or info)")
+    _one_line_error(capsys, ["data", "frob"], "kd-ref data: argument command: invalid choice: 'frob'")
+    _one_line_error(capsys, ["data", "import-rbm", str(tmp_path / "absent.mat"), "--dest", str(tmp_path / "d")],
+                    "kd-ref data import-rbm: mat_path: no file at", "absent.mat")
+    garbage = tmp_path / "garbage.mat"
+    garbage.write_bytes(b"not a MATLAB file at all")
+    _one_line_error(capsys, ["data", "import-rbm", str(garbage), "--dest", str(tmp_path / "d")],
+                    "kd-ref data import-rbm: ", "garbage.mat")
+    _one_line_error(capsys, ["data", "import-rbm", str(garbage), "--dest", a_file],
+                    "kd-ref data import-rbm: --dest: expected a folder", "existing file")
+    _one_line_error(capsys, ["data", "download", "--dest", a_file], "kd-ref data download: --dest: expected a folder")
+    _one_line_error(capsys, ["data", "download", "--timeout", "0"],
+                    "kd-ref data download: argument --timeout: expected a finite number > 0, received 0.0")
+    _one_line_error(capsys, ["data", "verify", "--path", str(tmp_path / "nowhere")],
+                    "kd-ref data verify: --path: expected a folder holding the reference data", "no such folder")
+    _one_line_error(capsys, ["data", "info", "--path", a_file], "kd-ref data info: --path", "a file")
+    assert not (tmp_path / "d").exists()
+
+
+def test_check_refuses_bad_options_with_one_line(capsys):
+    _one_line_error(capsys, ["check", "--appendix", "z"], "kd-ref check: argument --appendix: invalid choice: 'z'")
+    _one_line_error(capsys, ["check", "--seed", "-1"], "kd-ref check: argument --seed: expected an integer >= 0")
+
+
+def test_programming_errors_still_show_their_traceback(monkeypatch):
+    """Only a user's mistakes become one-line errors: a bug inside an experiment still raises."""
+    from kd_ref.experiments import bayes_mog
+
+    def broken(settings, out_dir, rng):
+        raise ValueError("a bug, not a usage error")
+    monkeypatch.setattr(bayes_mog, "run", broken)
+    with pytest.raises(ValueError, match="a bug, not a usage error"):
+        cli.main(["run", "bayes-mog", "--out", "/tmp/kd_ref_never_written"])
+
+
+def test_a_real_process_gets_one_line_and_status_2(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "kd_ref.cli", "run", "rbm-nade", "--steps", "0", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == "kd-ref run rbm-nade: --steps: expected an integer >= 1, received 0\n"
+    assert done.stdout == "" and not (tmp_path / "out").exists()
