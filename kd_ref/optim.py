@@ -550,6 +550,8 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
                 if checkpoint is not None:
                     _save_checkpoint(checkpoint, record, params, optimizer, objects, losses[:step], history)
                     saved_step = step
+                if ctrl_c.pressed:                     # pressed during the last step's monitor or save: still heard
+                    raise KeyboardInterrupt
             except KeyboardInterrupt:
                 if in_step:
                     raise

@@ -507,3 +507,25 @@ def test_minibatch_drawer_state_continues_the_stream_mid_pass():
         other.load_state({**saved, "pos": np.array(22)})
     with pytest.raises(ValueError, match="MinibatchDrawer: expected state entries .*missing \\['perm'\\]"):
         other.load_state({k: v for k, v in saved.items() if k != "perm"})
+
+
+def test_a_ctrl_c_during_the_last_monitor_is_not_lost(tmp_path):
+    """SIGINT while the final monitor value is computed: the run is complete, saved, and still reports the
+    interrupt (so a caller with more stages after it stops too)."""
+    problem = _Regression(9, OPTIMISERS["adadelta"])
+    plain, calls = problem.monitor, {"n": 0}
+
+    def monitor():
+        calls["n"] += 1
+        if calls["n"] == 3:                          # steps 7, 14, then the end (step 20)
+            os.kill(os.getpid(), signal.SIGINT)
+        return plain()
+
+    problem.monitor = monitor
+    with pytest.raises(Interrupted) as info:
+        problem.train(20, checkpoint=tmp_path / "c")
+    assert (info.value.step, info.value.saved_step, info.value.n_steps) == (20, 20, 20)
+    again = _Regression(9, OPTIMISERS["adadelta"])
+    result = again.train(20, checkpoint=tmp_path / "c")       # nothing left to do: the saved result
+    assert [s for s, _ in result.monitor] == [7, 14, 20] and again.opt.t == 20
+    np.testing.assert_array_equal(again.params, problem.params)

@@ -1,6 +1,7 @@
 """Pieces every experiment shares: tables as Markdown and CSV, image grids, and the guard on cached models."""
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,17 @@ def image_grid(images, shape, cols=10):
     return grid
 
 
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename: an interrupted write leaves no torn file."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class StaleCache(ValueError):
     """An output folder whose cache was written with other settings (a user's mistake: the CLI names it, exit 2)."""
 
@@ -57,4 +69,4 @@ def check_cache(cache_dir, wanted):
                              f"({', '.join(f'{k}: {a} there, {b} now' for k, (a, b) in diff.items())}); "
                              "use another --out folder, or the same settings and --seed")
     else:
-        path.write_text(json.dumps(wanted, indent=1))
+        write_text_atomic(path, json.dumps(wanted, indent=1))

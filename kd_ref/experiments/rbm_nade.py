@@ -40,7 +40,7 @@ from ..nade import NADE, raster_column_order
 from ..optim import SGD, CheckpointError
 from ..partition import ais_rbm
 from ..rbm import RBM, fit_cd, hill_climb
-from ._report import StaleCache, check_cache, image_grid, write_table
+from ._report import StaleCache, check_cache, image_grid, write_table, write_text_atomic
 
 PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
 LOSS_NAMES = {"kl": "KL", "se": "square error", "sm": "score matching"}
@@ -158,7 +158,7 @@ def _json(path, make):
     if os.path.exists(path):
         return json.loads(Path(path).read_text())
     value = make()
-    Path(path).write_text(json.dumps(value, indent=1))
+    write_text_atomic(path, json.dumps(value, indent=1))
     return value
 
 
@@ -240,7 +240,7 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
                      settings=_model_settings(settings), progress=settings.progress,
                      label=f"NADE H={hidden} by {LOSS_NAMES[loss_name]}")
     curve = [[step * settings.batch_size, v["log_q_test"], v["upper"], v["lower"]] for step, v in result.monitor]
-    curve_path.write_text(json.dumps(curve))
+    write_text_atomic(curve_path, json.dumps(curve))
     nade.save(path)
     ckpt.unlink(missing_ok=True)
     return nade, np.array(curve)
