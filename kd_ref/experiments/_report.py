@@ -1,10 +1,14 @@
-"""Pieces every experiment shares: tables as Markdown and CSV, image grids, and the guard on cached models."""
+"""Pieces every experiment shares: tables as Markdown and CSV, image grids, the guard on cached models, and the
+checked start of a long run from the command line."""
 import csv
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+
+from ..cli import settings_error
+from ..optim import CheckpointError
 
 
 def write_table(rows, path_stem, title=None, floatfmt="{:.4g}"):
@@ -70,3 +74,35 @@ def check_cache(cache_dir, wanted):
                              "use another --out folder, or the same settings and --seed")
     else:
         write_text_atomic(path, json.dumps(wanted, indent=1))
+
+
+def run_from_cli(parser, settings, options, check_data, run, out, seed):
+    """The body of a long experiment's ``main``: check everything a user chose, run, print the tables; returns 0.
+
+    Bad settings (errors renamed to the ``options`` that set them), missing or
+    damaged reference data (``check_data(settings)``), an ``out`` that is a file and,
+    from ``run``, a cache or checkpoint made with other settings all end through
+    ``parser.error``: one line and exit status 2. Settings and data are checked
+    before anything is written.
+    """
+    try:
+        settings.validate()
+    except (TypeError, ValueError) as err:
+        settings_error(parser, err, options)
+    try:
+        check_data(settings)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"--out: expected a folder (new, or from an earlier run), received {str(out)!r}, which is an "
+                     f"existing file")
+    print(f"{parser.prog}: {settings.mode} mode, output in {out}", flush=True)
+    try:
+        results = run(settings, out, np.random.default_rng(seed))
+    except (StaleCache, CheckpointError) as err:
+        parser.error(str(err))
+    print()
+    print(results["tables"])
+    print(f"files: {json.dumps(results['files'], indent=1)}")
+    print(f"total time {results['seconds']:.0f} s")
+    return 0

@@ -35,15 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import datasets, npzfile
-from ..cli import ArgumentParser, int_at_least, out_folder, settings_error
+from ..cli import ArgumentParser, int_at_least, out_folder
 from ..distill.compression import (CrossEntropyLoss, DatasetGenerator, DerivativeSquareErrorLoss, EnsembleTeacher,
                                    NADEGenerator, NoiseGenerator, distillation_objective,
                                    log_probs_of, mean_2se, paired_difference, score, supervised_objective)
 from ..mlp import MLP
 from ..nade import NADE, raster_column_order
 from .._validation import check_in_range, check_positive_int
-from ..optim import Adadelta, CheckpointError, check_state_keys, train
-from ._report import StaleCache, check_cache, image_grid
+from ..optim import Adadelta, check_state_keys, train
+from ._report import check_cache, image_grid, run_from_cli
 
 GENERATORS = ("dataset", "nade", "noise")
 LOSSES = ("ce", "dse")
@@ -621,21 +621,4 @@ def main(argv=None):
         overrides["losses"] = tuple(args.losses)
     overrides["progress"] = not args.no_progress
     settings = (Settings.thesis if args.thesis else Settings.quick)(**overrides)
-    try:                                        # every user mistake is found before anything is written
-        settings.validate()
-    except (TypeError, ValueError) as err:
-        settings_error(parser, err, OPTIONS)
-    try:
-        check_data(settings)
-    except (FileNotFoundError, ValueError) as err:
-        parser.error(str(err))
-    print(f"kd-ref run compress: {settings.mode} mode, output in {args.out}", flush=True)
-    try:
-        results = run(settings, args.out, np.random.default_rng(args.seed))
-    except (StaleCache, CheckpointError) as err:
-        parser.error(str(err))
-    print()
-    print(results["tables"])
-    print(f"files: {json.dumps(results['files'], indent=1)}")
-    print(f"total time {results['seconds']:.0f} s")
-    return 0
+    return run_from_cli(parser, settings, OPTIONS, check_data, run, args.out, args.seed)

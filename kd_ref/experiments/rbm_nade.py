@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import datasets
-from ..cli import ArgumentParser, int_at_least, out_folder, settings_error
+from ..cli import ArgumentParser, int_at_least, out_folder
 from .._validation import check_in_range, check_positive_int
 from ..distill.compression import mean_2se
 from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill, estimate_log_z
 from ..nade import NADE, raster_column_order
-from ..optim import SGD, CheckpointError
+from ..optim import SGD
 from ..partition import ais_rbm
 from ..rbm import RBM, fit_cd, hill_climb
-from ._report import StaleCache, check_cache, image_grid, write_table, write_text_atomic
+from ._report import check_cache, image_grid, run_from_cli, write_table, write_text_atomic
 
 PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
 LOSS_NAMES = {"kl": "KL", "se": "square error", "sm": "score matching"}
@@ -483,25 +483,5 @@ def main(argv=None):
     if args.losses:
         overrides["losses"] = tuple(args.losses)
     settings = preset(progress=not args.no_progress, **overrides)
-    try:                                        # every user mistake is found before anything is written
-        settings.validate()
-    except (TypeError, ValueError) as err:
-        settings_error(parser, err, OPTIONS)
-    try:
-        check_data(settings)
-    except (FileNotFoundError, ValueError) as err:
-        parser.error(str(err))
     out = args.out or os.path.join(".", "kd_ref_runs", f"rbm_nade_{settings.mode}")
-    if os.path.exists(out) and not os.path.isdir(out):
-        parser.error(f"--out: expected a folder (new, or from an earlier run), received {out!r}, which is an "
-                     f"existing file")
-    print(f"kd-ref run rbm-nade: {settings.mode} mode, output in {out}", flush=True)
-    try:
-        results = run(settings, out, np.random.default_rng(args.seed))
-    except (StaleCache, CheckpointError) as err:
-        parser.error(str(err))
-    print()
-    print(results["tables"])
-    print(f"files: {json.dumps(results['files'], indent=1)}")
-    print(f"total time {results['seconds']:.0f} s")
-    return 0
+    return run_from_cli(parser, settings, OPTIONS, check_data, run, out, args.seed)
