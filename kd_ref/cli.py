@@ -111,9 +111,12 @@ def _check(argv):
 
 
 def _dispatch(kind, table, package, argv):
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: kd-ref {kind} NAME [options]\n\navailable: {', '.join(sorted(table)) or '(none)'}")
-        return 0 if argv else 2
+    if not argv:
+        print(f"kd-ref {kind}: expected a name, one of {', '.join(sorted(table))}, received none", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
+        print(f"usage: kd-ref {kind} NAME [options]\n\navailable: {', '.join(sorted(table))}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in table:
         print(f"kd-ref {kind}: unknown name {name!r}; expected one of {', '.join(sorted(table))}", file=sys.stderr)
@@ -155,14 +158,17 @@ def main(argv=None):
         "bench": lambda a: _dispatch("bench", BENCHMARKS, "bench", a),
         "data": _data,
     }
+    if argv and argv[0] not in commands and argv[0] not in ("-h", "--help"):
+        print(f"kd-ref: unknown command {argv[0]!r}; expected one of {', '.join(commands)} (see kd-ref --help)",
+              file=sys.stderr)
+        return 2
     if not argv or argv[0] not in commands:
         print("usage: kd-ref {check | run NAME | bench NAME | data COMMAND} [options]\n\n"
               "  check        every appendix check (A-D) and a short tour of kd_ref\n"
               f"  run NAME     an experiment: {', '.join(sorted(EXPERIMENTS)) or '(none yet)'}\n"
               f"  bench NAME   a benchmark: {', '.join(sorted(BENCHMARKS))}\n"
-              "  data COMMAND download, import-rbm, verify or info: the reference data",
-              file=sys.stderr if argv else sys.stdout)
-        return 2 if argv and argv[0] not in ("-h", "--help") else 0
+              "  data COMMAND download, import-rbm, verify or info: the reference data")
+        return 0
     try:
         return commands[argv[0]](argv[1:])
     except SystemExit as err:                 # argparse (usage errors, --help) and parser.error

@@ -223,6 +223,14 @@ def test_data_refuses_bad_commands_and_files_with_one_line(tmp_path, capsys, a_f
     assert not (tmp_path / "d").exists()
 
 
+def test_missing_or_unknown_names_get_one_line(capsys):
+    _one_line_error(capsys, ["frobnicate"], "kd-ref: unknown command 'frobnicate'; expected one of check, run")
+    _one_line_error(capsys, ["run"], "kd-ref run: expected a name, one of bayes-logreg, bayes-mog, compress, rbm-nade")
+    _one_line_error(capsys, ["bench"], "kd-ref bench: expected a name, one of dse, gibbs, logz, mlp, nade")
+    _one_line_error(capsys, ["run", "nosuch"], "kd-ref run: unknown name 'nosuch'")
+    assert cli.main(["--help"]) == 0 and cli.main(["run", "--help"]) == 0 and "available" in capsys.readouterr().out
+
+
 def test_check_refuses_bad_options_with_one_line(capsys):
     _one_line_error(capsys, ["check", "--appendix", "z"], "kd-ref check: argument --appendix: invalid choice: 'z'")
     _one_line_error(capsys, ["check", "--seed", "-1"], "kd-ref check: argument --seed: expected an integer >= 0")
