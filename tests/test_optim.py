@@ -1,8 +1,16 @@
 """Schedules, SGD, ADADELTA and the training loop."""
+import json
+import os
+import signal
+import tracemalloc
+
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from kd_ref.optim import SGD, Adadelta, ConstantSchedule, LinearDecay, MinibatchDrawer, PowerDecay, train
+from kd_ref import npzfile
+from kd_ref.optim import (CHECKPOINT_KIND, SGD, Adadelta, CheckpointError, ConstantSchedule, Interrupted,
+                          LinearDecay, MinibatchDrawer, PowerDecay, generator_state, load_generator_state, train)
 
 
 def test_adadelta_matches_a_hand_computed_sequence():
@@ -40,6 +48,76 @@ def test_sgd_follows_its_schedule():
     # steps 1, 0.75, 0.5, 0.25
     np.testing.assert_allclose(p, [-2.5, 2.5])
 
+
+
+def _plain_adadelta_step(opt, params, grad):
+    """The ADADELTA update as the class docstring writes it, with fresh temporaries (the reference twin)."""
+    if opt.mean_sq_grad is None:
+        opt.mean_sq_grad, opt.mean_sq_delta = np.zeros_like(params), np.zeros_like(params)
+    rho, eps = opt.rho, opt.eps
+    opt.mean_sq_grad *= rho
+    opt.mean_sq_grad += (1 - rho) * grad**2
+    delta = -np.sqrt(opt.mean_sq_delta + eps) / np.sqrt(opt.mean_sq_grad + eps) * grad
+    opt.mean_sq_delta *= rho
+    opt.mean_sq_delta += (1 - rho) * delta**2
+    params += delta
+    opt.t += 1
+
+
+_gradients = st.tuples(st.integers(1, 40), st.integers(1, 6), st.integers(0, 2**32 - 1), st.floats(-30, 30))
+
+
+@given(case=_gradients, rho=st.floats(0.0, 0.999), eps=st.floats(1e-12, 1.0))
+def test_adadelta_in_place_step_is_bit_identical_to_the_plain_formula(case, rho, eps):
+    size, n_steps, seed, log_scale = case
+    r = np.random.default_rng(seed)
+    # gradients over many orders of magnitude, with exact zeros, on a random start
+    grads = r.normal(size=(n_steps, size)) * np.exp(r.uniform(-abs(log_scale), abs(log_scale), size=(n_steps, size)))
+    grads[r.random(grads.shape) < 0.2] = 0.0
+    ours, ref = Adadelta(rho, eps), Adadelta(rho, eps)
+    p_ours = r.normal(size=size)
+    p_ref = p_ours.copy()
+    for g in grads:
+        ours.step(p_ours, g)
+        _plain_adadelta_step(ref, p_ref, g)
+        assert np.array_equal(p_ours, p_ref)
+        assert np.array_equal(ours.mean_sq_grad, ref.mean_sq_grad)
+        assert np.array_equal(ours.mean_sq_delta, ref.mean_sq_delta)
+    # after a load_state (a resumed run) the buffers are reused and the bits still agree
+    ours.load_state(ref.state())
+    ours.step(p_ours, grads[0])
+    _plain_adadelta_step(ref, p_ref, grads[0])
+    assert np.array_equal(p_ours, p_ref) and np.array_equal(ours.mean_sq_delta, ref.mean_sq_delta)
+
+
+@given(case=_gradients)
+def test_sgd_in_place_step_is_bit_identical_to_the_plain_formula(case):
+    size, n_steps, seed, log_scale = case
+    r = np.random.default_rng(seed)
+    grads = r.normal(size=(n_steps, size)) * np.exp(abs(log_scale) * r.uniform(-1, 1, size=(n_steps, size)))
+    schedule = PowerDecay(t0=1.5, kappa=0.7, scale=0.3)
+    opt = SGD(schedule)
+    p = r.normal(size=size)
+    ref = p.copy()
+    for t, g in enumerate(grads):
+        opt.step(p, g)
+        ref -= schedule(t) * g
+        assert np.array_equal(p, ref)
+
+
+@pytest.mark.parametrize("make_opt", [lambda: Adadelta(), lambda: SGD(0.1)], ids=["adadelta", "sgd"])
+def test_optimiser_steps_allocate_no_parameter_sized_temporaries(make_opt):
+    p, g = np.zeros(100_000), np.full(100_000, 0.5)
+    opt = make_opt()
+    opt.step(p, g)                       # the first step allocates the running means and the buffers
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            opt.step(p, g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < p.nbytes // 10, f"a step allocated {peak} bytes (parameters: {p.nbytes})"
 
 def _quadratic(rng, dim=5):
     A = rng.normal(size=(dim, dim))
@@ -151,17 +229,6 @@ def test_bad_arguments_are_named():
 
 
 # ------------------------------------------------------------ resuming, interrupts, failures
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-from kd_ref import npzfile  # noqa: E402
-from kd_ref.optim import (CHECKPOINT_KIND, CheckpointError, Interrupted, generator_state,  # noqa: E402
-                          load_generator_state)
-
-
 class _Regression:
     """A stochastic problem whose every step depends on run state: minibatches from a MinibatchDrawer,
     gradient noise from a second generator, a monitor on held-out rows."""

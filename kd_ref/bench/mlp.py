@@ -4,13 +4,15 @@ Prints, for each batch size, the time of each pass, the ratios R{backprop} /
 backprop and backprop / forward, and the fraction of this machine's float64
 matrix-product rate (measured in the same run) that backprop achieves.
 Targets: R{backprop}/backprop <= 2.0, backprop/forward <= 3.0, >= 50% of the GEMM
-rate at batch 1000.
+rate at batch 1000. Last, the time of one optimiser step on the net's parameters
+and its share of a training step (backprop + optimiser step) at each batch size.
 """
 
 import numpy as np
 
 from ..cli import ArgumentParser
 from ..mlp import MLP
+from ..optim import SGD, Adadelta
 from ..outputs import DotProduct
 from ._timing import add_common_args, best_time, positive_int, start, try_torch
 
@@ -58,13 +60,14 @@ def main(argv=None):
     print(f"{'batch':>6} {'forward':>10} {'backprop':>10} {'input-only':>10} {'R{bp} full':>10} "
           f"{'R{bp} v_x':>10} {'R/bp':>6} {'bp/fwd':>6} {'bp GEMM%':>8}")
     torch = try_torch()
+    backprop = {}
     for n in args.batch:
         x = rng.normal(size=(n, SIZES[0]))
         t = np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], size=n)]
         out = DotProduct(t)
         v_p, v_x = rng.normal(size=net.n_params), rng.normal(size=x.shape)
         t_fwd = best_time(lambda: net.forward(x))
-        t_bp = best_time(lambda: net.gradient(x, out))
+        t_bp = backprop[n] = best_time(lambda: net.gradient(x, out))
         t_in = best_time(lambda: net.gradient(x, out, param_grads=False))
         t_r = best_time(lambda: net.hvp(x, out, v_p, v_x))
         t_rx = best_time(lambda: net.hvp(x, out, v_x=v_x))
@@ -74,6 +77,14 @@ def main(argv=None):
         if torch is not None:
             g_ratio, h_ratio = _torch_ratio(torch, net, x, t, v_p, t_bp, best_time(lambda: net.hvp(x, out, v_p)))
             print(f"{'':>6} ours / torch autograd: gradient {g_ratio:.2f}, HVP (double backward) {h_ratio:.2f}")
+    grad = rng.normal(size=net.n_params)
+    for opt in (Adadelta(), SGD(1e-9)):
+        params = net.params.copy()
+        t_opt = best_time(lambda: opt.step(params, grad))
+        shares = ", ".join(f"{100 * t_opt / (t_opt + t):.0f}% at batch {n}" for n, t in backprop.items())
+        print(f"\n{type(opt).__name__} step on the {net.n_params} parameters: {t_opt * 1e3:.2f}ms, "
+              f"of a training step (backprop + step): {shares}", end="")
+    print()
     if torch is None:
         print("\n(PyTorch is not installed: the optional autograd comparison was skipped)")
     print("\nbackprop = forward + backward with parameter gradients; input-only skips (B.9);")
