@@ -43,7 +43,7 @@ from ..mlp import MLP
 from ..nade import NADE, raster_column_order
 from .._validation import check_in_range, check_positive_int
 from ..optim import Adadelta, check_state_keys, train
-from ._report import check_cache, image_grid, run_from_cli
+from ._report import check_cache, image_grid, run_from_cli, write_text_atomic
 
 GENERATORS = ("dataset", "nade", "noise")
 LOSSES = ("ce", "dse")
@@ -543,8 +543,7 @@ def run(settings, out_dir, rng, data=None):
     results["files"] = files
     results["member_curves"] = member_curves
     results["seconds"] = time.perf_counter() - began
-    with open(out_dir / "results.json", "w") as f:
-        json.dump(_jsonable(results), f, indent=1)
+    write_text_atomic(out_dir / "results.json", json.dumps(_jsonable(results), indent=1))
     return results
 
 

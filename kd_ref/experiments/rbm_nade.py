@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import datasets
+from .. import datasets, npzfile
 from ..cli import ArgumentParser, int_at_least, out_folder
 from .._validation import check_in_range, check_positive_int
 from ..distill.compression import mean_2se
@@ -42,6 +42,7 @@ from ..partition import ais_rbm
 from ..rbm import RBM, fit_cd, hill_climb
 from ._report import check_cache, image_grid, run_from_cli, write_table, write_text_atomic
 
+CURVE_KIND = "kd_ref.rbm_nade.curve"
 PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
 LOSS_NAMES = {"kl": "KL", "se": "square error", "sm": "score matching"}
 ESTIMATORS = ("upper", "lower", "importance", "bridge")
@@ -224,9 +225,10 @@ def make_loss(name, refs):
 def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs):
     """A NADE distilled from ``rbm`` (cached), and its progress curve: rows (examples, log q test, upper, lower)."""
     key = f"nade_H{hidden}_{loss_name}"
-    path, curve_path = dirs["cache"] / f"{key}.npz", dirs["cache"] / f"{key}.curve.json"
+    path, curve_path = dirs["cache"] / f"{key}.npz", dirs["cache"] / f"{key}.curve.npz"
     if path.exists():
-        return NADE.load(path), np.array(json.loads(curve_path.read_text()))
+        curve = npzfile.load(curve_path, CURVE_KIND, {1}, label="cache", required=("points",))["points"]
+        return NADE.load(path), curve
     rng = _rng(base, 10, *code)
     ckpt = dirs["ckpt"] / f"{key}.npz"
     side = int(round(np.sqrt(rbm.n_visible)))
@@ -239,11 +241,12 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
                      bound_samples=settings.bound_samples, rng=rng, checkpoint=str(ckpt),
                      settings=_model_settings(settings), progress=settings.progress,
                      label=f"NADE H={hidden} by {LOSS_NAMES[loss_name]}")
-    curve = [[step * settings.batch_size, v["log_q_test"], v["upper"], v["lower"]] for step, v in result.monitor]
-    write_text_atomic(curve_path, json.dumps(curve))
+    curve = np.array([[step * settings.batch_size, v["log_q_test"], v["upper"], v["lower"]]
+                      for step, v in result.monitor], dtype=np.float64).reshape(-1, 4)
+    npzfile.save(curve_path, CURVE_KIND, 1, points=curve)      # the curve first: a cached NADE always has its curve
     nade.save(path)
     ckpt.unlink(missing_ok=True)
-    return nade, np.array(curve)
+    return nade, curve
 
 
 def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key):
@@ -437,8 +440,8 @@ def run(settings, out_dir, rng):
         files["features"] = plot_images(features, out_dir / "features.png", (side, side))
     results["files"] = files
     results["seconds"] = time.perf_counter() - began
-    with open(out_dir / "results.json", "w") as f:
-        json.dump(results, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+    write_text_atomic(out_dir / "results.json", json.dumps(
+        results, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))
     return results
 
 
