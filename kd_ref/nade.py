@@ -84,7 +84,7 @@ from . import npzfile
 from ._validation import (as_binary_batch, as_float_array, check_binary_dataset, check_bool, check_callable,
                           check_generator, check_in_range, check_permutation, check_positive_int,
                           check_training_options)
-from .optim import Adadelta, MinibatchDrawer, train
+from .optim import Adadelta, MinibatchDrawer, check_settings, train
 
 FILE_KIND = "kd_ref.NADE"
 FILE_VERSION = 1
@@ -672,8 +672,8 @@ class NADE:
 
     # -------------------------------------------------------------------- training
     def fit(self, data, rng, *, n_steps=None, passes=None, batch_size=20, optimizer=None, test=None,
-            monitor_every=None, progress=True, checkpoint=None, checkpoint_every=500, settings=None, label="NADE",
-            callback=None, init_biases=False):
+            monitor_every=None, progress=True, checkpoint=None, checkpoint_every=500, settings=None,
+            label="NADE", callback=None, init_biases=False):
         """Maximum-likelihood training on a binary dataset (minibatches drawn without replacement).
 
         Maximises the mean log q (4.36) of the data: the KL loss (4.6-4.7) with the
@@ -713,6 +713,8 @@ class NADE:
             test = check_binary_dataset(test, "test", self.n_inputs)
         check_training_options(optimizer=optimizer, monitor_every=monitor_every, callback=callback, progress=progress,
                                checkpoint=checkpoint, label=label)
+        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+        check_settings(settings)
         init_biases = check_bool(init_biases, "init_biases")
         check_generator(rng)
         draw = MinibatchDrawer(data, batch_size, rng)

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import npzfile
-from ._validation import check_dataset, check_generator, check_in_range, check_positive_int
+from ._validation import (check_callable, check_dataset, check_generator, check_in_range, check_positive_int,
+                          check_training_options)
 from .progress import Progress
 
 CHECKPOINT_KIND = "kd_ref.checkpoint"
@@ -523,26 +524,19 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
     if not np.all(np.isfinite(params)):
         raise ValueError(f"params: expected finite values, received {int(np.sum(~np.isfinite(params)))} NaN or "
                          f"infinite entries")
-    for name, fn, optional in (("objective", objective, False), ("draw", draw, False), ("monitor", monitor, True),
-                               ("callback", callback, True)):
-        if not (callable(fn) or (optional and fn is None)):
-            raise TypeError(f"{name}: expected a callable{' or None' if optional else ''}, received {fn!r}")
-    for method in ("step", "state", "load_state"):
-        if not callable(getattr(optimizer, method, None)):
-            raise TypeError(f"optimizer: expected an object with step, state and load_state (e.g. Adadelta()), "
-                            f"received {type(optimizer).__name__} without {method!r}")
+    check_callable(objective, "objective", "a callable batch -> (loss, gradient)")
+    check_callable(draw, "draw", "a callable () -> batch")
+    if optimizer is None:
+        raise TypeError("optimizer: expected an optimiser such as kd_ref.optim.SGD(0.1) or Adadelta(), received None")
+    options = check_training_options(optimizer=optimizer, monitor=monitor, monitor_every=monitor_every,
+                                     callback=callback, progress=progress, checkpoint=checkpoint, label=label)
+    monitor_every, progress = options["monitor_every"], options["progress"]
     n_steps = check_positive_int(n_steps, "n_steps")
-    if monitor_every is not None:
-        monitor_every = check_positive_int(monitor_every, "monitor_every")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress: expected True or False, received {progress!r}")
-    if not isinstance(label, str):
-        raise TypeError(f"label: expected a string, received {label!r}")
     objects = _check_stateful(stateful)
     record = _record(settings, n_steps, monitor_every, params, optimizer)
-    if checkpoint is not None:
-        checkpoint = _check_checkpoint_path(checkpoint)
+    if options["checkpoint"] is not None:
+        checkpoint = _check_checkpoint_path(options["checkpoint"])
         if callable(getattr(draw, "state", None)) and not any(obj is draw for obj in (stateful or {}).values()):
             raise ValueError(f"stateful: expected the draw object ({type(draw).__name__}, which has state()) among "
                              f"the checkpointed objects, received names {sorted(objects)}; without it a resumed "
@@ -686,26 +680,34 @@ def _check_stateful(stateful):
     return objects
 
 
+def check_settings(settings):
+    """The ``settings`` argument of :func:`train` as it comes back from a checkpoint (tuples as lists), or None.
+
+    Raises TypeError unless it is None or a dict with string keys and JSON-able
+    values; the fits that draw from their generator before calling ``train`` call it first.
+    """
+    if settings is None:
+        return None
+    if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
+        raise TypeError(f"settings: expected a dict of str -> JSON-able values, received {type(settings).__name__}")
+    try:
+        return json.loads(json.dumps(settings))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"settings: expected JSON-able values, received {err}") from None
+
+
 def _record(settings, n_steps, monitor_every, params, optimizer):
-    """The settings a checkpoint must have been made with: the caller's and the run's own."""
+    """The settings a checkpoint must have been made with: the run's own, and the caller's under "settings."."""
     own = {"n_steps": n_steps, "monitor_every": monitor_every, "n_params": int(params.size),
            "optimizer": (optimizer.settings() if callable(getattr(optimizer, "settings", None))
                          else type(optimizer).__name__)}
-    if settings is None:
-        return own
-    if not isinstance(settings, dict):
-        raise TypeError(f"settings: expected a dict of JSON-able values, received {type(settings).__name__}")
-    try:    # the caller's under "settings.", apart from train's own; tuples become lists, as they come back
-        record = json.loads(json.dumps({**own, **{f"settings.{k}": v for k, v in settings.items()}}))
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"settings: expected JSON-able values, received {err}") from None
-    return record
+    own = json.loads(json.dumps(own))
+    settings = check_settings(settings)
+    return own if settings is None else {**own, **{f"settings.{k}": v for k, v in settings.items()}}
 
 
 def _check_checkpoint_path(path):
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"checkpoint: expected a file name, received {path!r}")
-    path = os.fspath(path)
+    """A checkpoint path (a str, from check_training_options) that names a file in an existing folder."""
     folder = os.path.dirname(path) or "."
     if os.path.isdir(path):
         raise ValueError(f"checkpoint: expected a file name, received {path!r}, an existing folder")

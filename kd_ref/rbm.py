@@ -36,7 +36,8 @@ from ._validation import (as_batch, as_binary_batch, as_float_array, check_binar
                           check_finite_real, check_generator, check_in_range, check_positive_int,
                           check_training_options)
 from .nade import _logistic, _softplus
-from .optim import SGD, MinibatchDrawer, check_state_keys, generator_state, load_generator_state, state_count, train
+from .optim import (SGD, MinibatchDrawer, check_settings, check_state_keys, generator_state, load_generator_state,
+                    state_count, train)
 from .progress import Progress
 
 FILE_KIND = "kd_ref.RBM"
@@ -493,12 +494,15 @@ def fit_cd(rbm, data, rng, *, n_steps, k=1, batch_size=20, optimizer=None, monit
     batch_size = check_positive_int(batch_size, "batch_size")
     check_training_options(optimizer=optimizer, monitor=monitor, monitor_every=monitor_every, progress=progress,
                            checkpoint=checkpoint, label=label)     # before the drawer shuffles with rng
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    check_settings(settings)
     objective = cd_objective(rbm, k, rng)                    # checks k and rng before anything is drawn
     draw = MinibatchDrawer(data, batch_size, rng)
     optimizer = SGD(0.1) if optimizer is None else optimizer
     return train(rbm.params, objective, draw, optimizer, n_steps, monitor=monitor,
                  monitor_every=monitor_every, progress=progress, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, stateful={"draw": draw, "rng": rng}, settings=settings, label=label)
+                 checkpoint_every=checkpoint_every, stateful={"draw": draw, "rng": rng}, settings=settings,
+                 label=label)
 
 
 # ------------------------------------------------------------------------ hill climbing

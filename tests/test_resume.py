@@ -132,10 +132,29 @@ def test_nade_fit_refuses_a_bad_option_before_setting_the_biases(tmp_path):
     data = _binary(np.random.default_rng(0), 40, 6)
     nade = NADE(6, 5, np.random.default_rng(3), init_std=0.1)
     before = nade.params.copy()
-    with pytest.raises(TypeError, match="callback: expected a callable or None"):
+    with pytest.raises(TypeError, match=r"callback: expected a callable .*or None, received 3"):
         nade.fit(data, np.random.default_rng(4), n_steps=5, init_biases=True, callback=3, progress=False)
     np.testing.assert_array_equal(nade.params, before)
 
+
+
+@pytest.mark.parametrize("option, match", [(dict(checkpoint_every=0), "checkpoint_every: expected an integer >= 1"),
+                                           (dict(settings={"n": object()}), "settings: expected JSON-able values")])
+@pytest.mark.parametrize("fit", ["nade", "cd"])
+def test_fits_refuse_checkpoint_options_before_drawing_from_their_generator(tmp_path, fit, option, match):
+    data = _binary(np.random.default_rng(0), 40, 6)
+    model = NADE(6, 5, np.random.default_rng(3), init_std=0.1) if fit == "nade" else \
+        RBM(6, 4, np.random.default_rng(3), init_std=0.1)
+    before, rng = model.params.copy(), np.random.default_rng(4)
+    entry = generator_state(rng)
+    with pytest.raises((TypeError, ValueError), match=match):
+        if fit == "nade":
+            model.fit(data, rng, n_steps=5, init_biases=True, progress=False, checkpoint=tmp_path / "c", **option)
+        else:
+            fit_cd(model, data, rng, n_steps=5, progress=False, checkpoint=tmp_path / "c", **option)
+    assert generator_state(rng) == entry                    # no permutation drawn
+    np.testing.assert_array_equal(model.params, before)
+    assert not (tmp_path / "c").exists()
 
 def test_cd_fit_stopped_by_a_real_ctrl_c_resumes_exactly(tmp_path):
     """SIGINT from inside the monitor (in the middle of a step): the step finishes, the checkpoint holds it."""
