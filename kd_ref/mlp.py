@@ -22,6 +22,7 @@ import numpy as np
 from . import nonlinearities as nl
 from . import npzfile
 from ._validation import as_float_array, check_generator, check_indices, check_positive_int
+from .outputs import CrossEntropy, DotProduct
 
 
 FILE_KIND = "kd_ref.MLP"
@@ -181,20 +182,34 @@ class MLP:
         return self.forward(x).y
 
     # -------------------------------------------------------------- backprop
-    def backprop(self, cache, d_y, param_grads=True, input_grads=True):
-        """Backward pass (B.8-B.11) for an output-function seed d_y = dE/dy.
+    def _seed(self, cache, d_y, d_a, names):
+        """Check that exactly one of the seeds at y (B.8) and at a_L was given."""
+        if (d_y is None) == (d_a is None):
+            raise ValueError(f"{names[0]}, {names[1]}: expected exactly one seed (at the output y or at the "
+                             f"last pre-activation a_L), received {'both' if d_a is not None else 'neither'}")
+        if d_a is not None:
+            return None, as_float_array(d_a, names[1], shape=cache.a[-1].shape)
+        return as_float_array(d_y, names[0], shape=cache.y.shape), None
+
+    def backprop(self, cache, d_y=None, param_grads=True, input_grads=True, *, d_a=None):
+        """Backward pass (B.8-B.11) for an output-function seed d_y = dE/dy, or d_a = dE/da_L.
 
         Parameters
         ----------
         cache : Cache
             From ``forward``.
         d_y : ndarray of shape (N, D_L)
+            dE/dy; the recursion starts at y (B.8 through the last nonlinearity).
         param_grads : bool
             When False the weight gradients (B.9, the costly products) are skipped
             and ``d_params`` is None.
         input_grads : bool
             When False the last B.10 product, dE/dx_0 = dE/da_1 W_1, is skipped and
             ``d_x`` is None (training needs only the parameter part).
+        d_a : ndarray of shape (N, D_L), keyword only
+            dE/da_L instead of d_y: the recursion starts below the last
+            nonlinearity. This is how a fused output form (``output.fused(f)``,
+            exact where y saturates) enters. Give exactly one of d_y and d_a.
 
         Returns
         -------
@@ -203,19 +218,27 @@ class MLP:
         d_x : ndarray of shape (N, D_0) or None
             dE/dx for every row.
         """
-        d_x = as_float_array(d_y, "d_y", shape=cache.y.shape)
+        d_x, d_a = self._seed(cache, d_y, d_a, ("d_y", "d_a"))
         d_params = np.zeros(self.n_params) if param_grads else None
         dW, db = self.layer_views(d_params) if param_grads else (None, None)
         for l in reversed(range(self.n_layers)):
-            d_a = self.f[l].backward(cache.a[l], cache.x[l + 1], d_x)  # B.8 (B.11)
+            if d_a is None:
+                d_a = self.f[l].backward(cache.a[l], cache.x[l + 1], d_x)  # B.8 (B.11)
             if param_grads:
-                np.matmul(d_a.T, cache.x[l], out=dW[l])                 # B.9
+                np.matmul(d_a.T, cache.x[l], out=dW[l])                     # B.9
                 db[l][...] = d_a.sum(axis=0)
-            d_x = d_a @ self.W[l] if l > 0 or input_grads else None    # B.10
+            d_x = d_a @ self.W[l] if l > 0 or input_grads else None        # B.10
+            d_a = None
         return d_params, d_x
 
     def gradient(self, x, output, param_grads=True, input_grads=True):
         """Value and gradient of an output function at x.
+
+        When the output function has a fused form for the last nonlinearity
+        (``output.fused(self.f[-1])``: a cross entropy on a softmax, logistic or
+        probit output, a dot product on a log-softmax output), E and the seed
+        dE/da_L come from the pre-activation a_L, exact however saturated the
+        output; otherwise backprop starts from dE/dy (B.8).
 
         Parameters
         ----------
@@ -233,11 +256,22 @@ class MLP:
         d_x : ndarray of shape (N, D_0) or None
         """
         cache = self.forward(x)
-        d_params, d_x = self.backprop(cache, output.grad(cache.y), param_grads, input_grads)
-        return output.value(cache.y), d_params, d_x
+        fused = output.fused(self.f[-1])
+        if fused is None:
+            d_params, d_x = self.backprop(cache, output.grad(cache.y), param_grads, input_grads)
+            return output.value(cache.y), d_params, d_x
+        a_L = cache.a[-1]
+        d_params, d_x = self.backprop(cache, None, param_grads, input_grads, d_a=fused.grad(a_L))
+        return fused.value(a_L), d_params, d_x
 
     def jacobian(self, x, outputs=None, log=False):
         """Rows of the input Jacobian, dy_i/dx (or d log y_i/dx), by one backprop per output i.
+
+        Row i is the input gradient of E_i = sum_n y_ni (a dot product with e_i), or
+        of E_i = sum_n log y_ni (a cross entropy with e_i) when ``log``; both go
+        through the fused form when one exists, so d log y_i/dx of a softmax,
+        logistic or probit output and dy_i/dx of a log-softmax output are taken
+        from a_L and stay exact where y saturates.
 
         Parameters
         ----------
@@ -245,8 +279,9 @@ class MLP:
         outputs : sequence of int, optional
             Output indices i (default: all D_L of them).
         log : bool
-            Differentiate log y_i instead of y_i (the seed becomes e_i / y_i). For a
-            log-softmax output layer, y already is a log-probability: use log=False.
+            Differentiate log y_i instead of y_i. For a log-softmax output layer, y
+            already is a log-probability: use log=False. Other outputs need y > 0,
+            and the seed is e_i / y_i.
 
         Returns
         -------
@@ -254,14 +289,20 @@ class MLP:
         """
         cache = self.forward(x)
         outputs = range(self.sizes[-1]) if outputs is None else check_indices(outputs, "outputs", self.sizes[-1])
-        if log and np.any(cache.y <= 0):
-            raise ValueError("log: expected positive outputs to take d log y/dx, received outputs <= 0 "
-                             f"(last nonlinearity is {self.f[-1].name})")
+        kind = CrossEntropy if log else DotProduct
         rows = []
         for i in outputs:
-            seed = np.zeros_like(cache.y)
-            seed[:, i] = 1.0 / cache.y[:, i] if log else 1.0
-            rows.append(self.backprop(cache, seed, param_grads=False)[1])
+            e_i = np.zeros_like(cache.y)
+            e_i[:, i] = 1.0
+            out = kind(e_i)                                  # E_i = sum_n log y_ni, or sum_n y_ni
+            fused = out.fused(self.f[-1])
+            if fused is not None:
+                rows.append(self.backprop(cache, None, param_grads=False, d_a=fused.grad(cache.a[-1]))[1])
+                continue
+            if log and np.any(cache.y <= 0):
+                raise ValueError("log: expected positive outputs to take d log y/dx, received outputs <= 0 "
+                                 f"(last nonlinearity is {self.f[-1].name})")
+            rows.append(self.backprop(cache, out.grad(cache.y), param_grads=False)[1])
         return np.stack(rows, axis=1)
 
     # ------------------------------------------------------------ R{backprop}
@@ -294,7 +335,8 @@ class MLP:
             R_xs.append(R_x)
         return RCache(R_xs, R_as, V, v_b, v_params is not None)
 
-    def r_backprop(self, cache, rcache, d_y, R_d_y, param_grads=True, input_grads=True):
+    def r_backprop(self, cache, rcache, d_y=None, R_d_y=None, param_grads=True, input_grads=True, *, d_a=None,
+                   R_d_a=None):
         """Backward phase of R{backprop} (B.15-B.18).
 
         Parameters
@@ -311,6 +353,10 @@ class MLP:
         input_grads : bool
             When False the input part (the last B.17 products) is skipped and
             ``R_d_x`` is None: derivative matching (2.9-2.13) reads only the parameter part.
+        d_a, R_d_a : ndarray of shape (N, D_L), keyword only
+            dE/da_L and R{dE/da_L} instead of d_y and R_d_y: the recursion starts
+            below the last nonlinearity (a fused output form, ``output.fused(f)``).
+            Give either the pair at y or the pair at a_L.
 
         Returns
         -------
@@ -319,14 +365,18 @@ class MLP:
         R_d_x : ndarray of shape (N, D_0) or None
             Input part of H v, per row.
         """
-        d_x = as_float_array(d_y, "d_y", shape=cache.y.shape)
-        R_d_x = as_float_array(R_d_y, "R_d_y", shape=cache.y.shape)
+        d_x, d_a = self._seed(cache, d_y, d_a, ("d_y", "d_a"))
+        R_d_x, R_d_a = self._seed(cache, R_d_y, R_d_a, ("R_d_y", "R_d_a"))
+        if (d_a is None) != (R_d_a is None):
+            raise ValueError("d_a, R_d_a: expected both seeds at the same place (d_y with R_d_y, or d_a with R_d_a), "
+                             f"received {'d_a with R_d_y' if R_d_a is None else 'd_y with R_d_a'}")
         R_d_params = np.zeros(self.n_params) if param_grads else None
         R_dW, R_db = self.layer_views(R_d_params) if param_grads else (None, None)
         for l in reversed(range(self.n_layers)):
             a, x_out, x_in = cache.a[l], cache.x[l + 1], cache.x[l]
-            d_a = self.f[l].backward(a, x_out, d_x)                                  # B.8 (B.11)
-            R_d_a = self.f[l].r_backward(a, x_out, d_x, rcache.R_a[l], R_d_x)        # B.15 (B.18)
+            if d_a is None:
+                d_a = self.f[l].backward(a, x_out, d_x)                              # B.8 (B.11)
+                R_d_a = self.f[l].r_backward(a, x_out, d_x, rcache.R_a[l], R_d_x)    # B.15 (B.18)
             if param_grads:
                 np.matmul(R_d_a.T, x_in, out=R_dW[l])                                # B.16
                 if rcache.R_x[l] is not None:
@@ -339,6 +389,7 @@ class MLP:
                 R_d_x += d_a @ rcache.V[l]
             if l > 0:
                 d_x = d_a @ self.W[l]                                                # B.10
+            d_a = R_d_a = None
         return R_d_params, R_d_x
 
     def hvp(self, x, output, v_params=None, v_x=None, param_grads=True, input_grads=True):
@@ -346,8 +397,9 @@ class MLP:
 
         H is the joint Hessian of E (summed over the batch) with respect to the
         parameters and every input row; None stands for a zero part of v, and the
-        reduced forms (B.19-B.21) are used then. Costs about two to three times
-        one ``gradient`` call.
+        reduced forms (B.19-B.21) are used then. As in :meth:`gradient`, a fused
+        output form seeds the backward phase at a_L with dE/da_L and R{dE/da_L}.
+        Costs about two to three times one ``gradient`` call.
 
         Returns
         -------
@@ -359,8 +411,13 @@ class MLP:
             raise ValueError("v_params, v_x: expected at least one non-zero part of the direction, received None for both")
         cache = self.forward(x)
         rcache = self.r_forward(cache, v_params, v_x)
-        return self.r_backprop(cache, rcache, output.grad(cache.y), output.r_grad(cache.y, rcache.R_y), param_grads,
-                               input_grads)
+        fused = output.fused(self.f[-1])
+        if fused is None:
+            return self.r_backprop(cache, rcache, output.grad(cache.y), output.r_grad(cache.y, rcache.R_y),
+                                   param_grads, input_grads)
+        a_L, R_a_L = cache.a[-1], rcache.R_a[-1]
+        return self.r_backprop(cache, rcache, None, None, param_grads, input_grads, d_a=fused.grad(a_L),
+                               R_d_a=fused.r_grad(a_L, R_a_L))
 
     # ------------------------------------------------------------ save/load
     def save(self, path):

@@ -125,8 +125,9 @@ def _relu(a, out):
 
 
 def _logistic_slope(a, h, out):
-    """f'(a) = h (1 - h) for the logistic, from its output h."""
-    np.subtract(1.0, h, out=out)
+    """f'(a) = sigma(a) sigma(-a) = h sigma(-a) for the logistic: not h (1 - h), whose 1 - h is 0 for a > 37."""
+    np.negative(a, out=out)
+    _logistic(out, out)
     out *= h
     return out
 
@@ -549,6 +550,7 @@ class NADE:
                         continue
                 # ---- backprop (C.8-C.15)
                 dH, P = bufs["dH"][:k], bufs["P"][:k]
+                y_neg = _logistic(-z, np.empty_like(z)) if mode == "hvp" else None  # sigma(-z_d) = 1 - y_d
                 y = _logistic(z, z.copy() if (mode == "grad" and want_x) else z)   # y_d      (C.6)
                 dz = xb - y                                             # (C.8)
                 dz *= w_r
@@ -567,7 +569,7 @@ class NADE:
                     continue
                 # ---- R{backprop} (C.20-C.27)
                 RdH, RP = bufs["RdH"][:k], bufs["RP"][:k]
-                Rdz = y * (y - 1.0) * Rz                                # -R{y_d}              (C.20)
+                Rdz = -y * y_neg * Rz                                   # -R{y_d}, y(1-y) = sigma(z) sigma(-z) (C.20)
                 if has_vx:
                     Rdz += vxT[d0:d1]
                 Rdz *= w_r                                              # R{dz_d}              (C.21)

@@ -10,15 +10,36 @@ For a layer x = f(a) (rows are examples) every nonlinearity provides
 where J = dx/da. For the elementwise ones J = diag(f'(a)) and R{J} = diag(f''(a) R_a),
 so only f' and f'' are written out; softmax and log-softmax mix the units of a
 row and get their own products. Nothing here forms a Jacobian matrix.
+
+The logistic and the probit are CDFs of symmetric densities, so 1 - f(a) = f(-a),
+and they also give log f(a) with its first two derivatives in forms exact in both
+tails (:class:`SymmetricCDF`); :func:`softmax_parts` does the same for a softmax
+row. ``kd_ref.outputs`` builds the cross entropies on these outputs from them,
+straight from the pre-activation a (B.42-B.45 composed with B.27-B.36).
 """
 import numpy as np
 from scipy import special
 
-# Logistic and probit outputs are kept inside [TINY, 1 - EPS_HALF] so that a log
-# (or a log of 1 - x) taken by an output function stays finite; both bounds are
-# far below the precision any derivative check can see.
+# Where to clip. Output-layer logs no longer go through x: kd_ref.outputs takes
+# every cross entropy on a logistic, probit or softmax output from the
+# pre-activation (the fused forms), so nothing here rounds x towards a log any
+# more. Two bounds were used before; one stays:
+# * no upper bound: a saturated unit returns exactly 1.0, the correctly rounded
+#   value, rather than 1 - eps/2, which a hidden layer would pass on as a change
+#   of one rounding in the next pre-activation;
+# * a lower bound at the smallest normal float: entries below it (a < -708 for
+#   the logistic, a < -37.5 for the probit, a logit gap > 708 for the softmax)
+#   are raised to 2.2e-308, which moves no pre-activation of a following layer
+#   by anything float64 resolves, while a log or a reciprocal taken of x by code
+#   outside the fused forms (the textbook route of kd_ref.outputs, a mean of
+#   logistic units in a linear output layer) stays finite. The one log that
+#   needs 1 - x < 1 (binary cross entropy on the textbook route) clips at its use.
 TINY = np.finfo(np.float64).tiny
 EPS_HALF = np.finfo(np.float64).epsneg
+
+SQRT_2 = np.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+SQRT_PI_OVER_2 = np.sqrt(np.pi / 2.0)
 
 
 class Elementwise:
@@ -76,16 +97,50 @@ class ReLU(Elementwise):
         return R_d_x * (a > 0)  # f'' = 0 away from the kink
 
 
-class Logistic(Elementwise):
-    """f(a) = 1 / (1 + exp(-a)); f' = x(1 - x), f'' = x(1 - x)(1 - 2x) (B.27-B.29).
+def gaussian_pdf(a):
+    """N(a; 0, 1) = exp(-a^2 / 2) / sqrt(2 pi), to a few ulps for every a.
 
-    The output is clipped to [tiny, 1 - eps/2] so that log x and log(1 - x) stay finite.
+    a^2 is not rounded: a = hi + lo with hi holding 26 significant bits, so
+    hi^2 / 2 is exact and exp(-a^2/2) = exp(-hi^2/2) exp(-(hi lo + lo^2/2)) leaves
+    only a small argument to round. Plain exp(-0.5 * a * a) is off by about
+    a^2/2 ulps (300 ulps at a = 25).
+    """
+    a = np.minimum(np.abs(a), 40.0)  # exp(-800) is 0 in float64 already; keeps a * SPLIT finite
+    scaled = a * 134217729.0  # Veltkamp split, 2^27 + 1
+    hi = scaled - (scaled - a)
+    lo = a - hi
+    return np.exp(-0.5 * hi * hi) * np.exp(-(hi * lo + 0.5 * lo * lo)) * INV_SQRT_2PI
+
+
+def mills_ratio(x):
+    """R(x) = (1 - Phi(x)) / N(x; 0, 1) = sqrt(pi/2) erfcx(x / sqrt 2), for x >= -37.
+
+    Accurate in the upper tail, where it behaves like 1/x; it overflows for x < -37.7.
+    """
+    return SQRT_PI_OVER_2 * special.erfcx(x / SQRT_2)
+
+
+class SymmetricCDF(Elementwise):
+    """An elementwise f that is the CDF of a symmetric density, so 1 - f(a) = f(-a).
+
+    Subclasses give log f(a) and its first two derivatives, written to stay exact
+    for every finite a (in particular where f(a) rounds to 0 or 1); the binary
+    cross entropy on such an output is t log f(a) + (1 - t) log f(-a).
+    """
+
+
+class Logistic(SymmetricCDF):
+    """f(a) = sigma(a) = 1 / (1 + exp(-a)); f' = x(1 - x), f'' = x(1 - x)(1 - 2x) (B.27-B.29).
+
+    In log space (every form exact in both tails):
+    log sigma(a) = -softplus(-a), d/da log sigma(a) = sigma(-a),
+    d^2/da^2 log sigma(a) = -sigma(a) sigma(-a).
     """
 
     name = "logistic"
 
     def forward(self, a):
-        return np.clip(special.expit(a), TINY, 1.0 - EPS_HALF)
+        return np.maximum(special.expit(a), TINY)  # lower bound only: see TINY above
 
     def d1(self, a, x):
         # exp(-|a|) / (1 + exp(-|a|))^2 avoids the cancellation of x (1 - x) when x is near 1
@@ -96,30 +151,104 @@ class Logistic(Elementwise):
         # f'' = f' (1 - 2 x) and 1 - 2 sigma(a) = -tanh(a / 2), accurate in both tails
         return -self.d1(a, x) * np.tanh(a / 2.0)
 
+    def log_f(self, a):
+        return special.log_expit(a)                     # -softplus(-a)
 
-class Probit(Elementwise):
+    def d_log_f(self, a):
+        return special.expit(-a)                        # sigma(-a), no 1 - sigma(a)
+
+    def d2_log_f(self, a):
+        return -special.expit(a) * special.expit(-a)    # -sigma(a) sigma(-a), never flushed to 0 by 1 - sigma
+
+
+# The continued fraction a + lambda(a) = 1 / (x + 2 / (x + 3 / (x + ...))), x = -a,
+# truncated after PROBIT_CF_TERMS levels, is used for x > PROBIT_CF_FROM; below,
+# the difference lambda - x loses at most about ten ulps. Both figures were
+# chosen against a 50-digit reference (tests/test_outputs_extreme.py pins the result).
+PROBIT_CF_FROM = 2.0
+PROBIT_CF_TERMS = 120
+
+
+class Probit(SymmetricCDF):
     """f(a) = Phi(a), the standard normal CDF; f' = N(a; 0, 1), f'' = -a N(a; 0, 1) (B.30-B.32).
 
-    The output is clipped to [tiny, 1 - eps/2] like the logistic.
+    In log space, with lambda(a) = N(a; 0, 1) / Phi(a) (the reciprocal of the Mills
+    ratio at -a): d/da log Phi(a) = lambda(a) and
+    d^2/da^2 log Phi(a) = -lambda(a) (a + lambda(a)). Each is computed in a form
+    exact in both tails (see the methods), e.g. at a = +-40 and at +-1e3.
     """
 
     name = "probit"
 
     def forward(self, a):
-        return np.clip(special.ndtr(a), TINY, 1.0 - EPS_HALF)
+        return np.maximum(special.ndtr(a), TINY)  # lower bound only: see TINY above
 
     def d1(self, a, x):
-        return np.exp(-0.5 * a * a) / np.sqrt(2.0 * np.pi)
+        return gaussian_pdf(a)
 
     def d2(self, a, x):
-        return -a * self.d1(a, x)
+        return -a * gaussian_pdf(a)
+
+    def log_f(self, a):
+        # a <= 0: scipy's log_ndtr. a > 0: log Phi(a) = log1p(-N(a) R(a)); log_ndtr goes
+        # through erfc(a / sqrt 2), whose rounded argument costs up to a^2 ulps there.
+        pos = np.maximum(a, 0.0)
+        return np.where(a > 0, np.log1p(-gaussian_pdf(pos) * mills_ratio(pos)),
+                        special.log_ndtr(np.minimum(a, 0.0)))
+
+    def d_log_f(self, a):
+        # lambda(a) = 1 / R(-a) for a <= 0 (erfcx, no underflow of Phi), N(a) / Phi(a) above
+        pos, neg = np.maximum(a, 0.0), np.maximum(-a, 0.0)
+        return np.where(a > 0, gaussian_pdf(pos) / special.ndtr(pos), 1.0 / mills_ratio(neg))
+
+    def d2_log_f(self, a):
+        lam = self.d_log_f(a)
+        return -lam * self._a_plus_lambda(a, lam)
+
+    @staticmethod
+    def _a_plus_lambda(a, lam):
+        """a + lambda(a) > 0. For a < -2 it is a small difference of two large numbers
+        (about -1/a), so it comes from the continued fraction instead."""
+        direct = a + lam
+        x = np.maximum(-a, PROBIT_CF_FROM)
+        tail = np.zeros_like(x)
+        for k in range(PROBIT_CF_TERMS, 1, -1):
+            tail = k / (x + tail)
+        return np.where(-a > PROBIT_CF_FROM, 1.0 / (x + tail), direct)
+
+
+def softmax_parts(a):
+    """Max-shifted pieces of a softmax over each row (B.36), exact where p rounds to 0 or 1.
+
+    With m the first largest entry of a row, s = a - a_m and rest = sum_{j != m} exp(s_j):
+
+        p = exp(s) / (1 + rest),   1 - p_m = rest / (1 + rest),   log p = s - log1p(rest),
+
+    so neither 1 - p_m nor log p_m is taken from a rounded p_m.
+
+    Parameters
+    ----------
+    a : ndarray of shape (N, C)
+
+    Returns
+    -------
+    top : bool ndarray of shape (N, C), True at m
+    s : ndarray of shape (N, C)
+    rest : ndarray of shape (N, 1)
+    """
+    top = np.zeros(a.shape, dtype=bool)
+    top[np.arange(a.shape[0]), np.argmax(a, axis=1)] = True
+    s = a - np.max(a, axis=1, keepdims=True)                              # B.36
+    rest = np.sum(np.exp(s), axis=1, keepdims=True, where=~top)
+    return top, s, rest
 
 
 class Softmax:
     """x_i = exp(a_i) / sum_j exp(a_j) over each row; J = diag(x) - x x^T (B.33-B.35).
 
-    Computed with the max-shift of (B.36); entries are clipped below at tiny so a
-    following log is finite (prefer log_softmax when logs are wanted).
+    Computed with the max-shift of (B.36); entries are raised to at least tiny (see
+    TINY above). A cross entropy on this output is taken from a, not from x
+    (``kd_ref.outputs.CrossEntropy.fused``); for log-probabilities use log_softmax.
     """
 
     name = "softmax"
@@ -150,14 +279,19 @@ class Softmax:
 class LogSoftmax:
     """z_i = a_i - logsumexp(a) over each row; J = I - 1 y^T with y = softmax(a) (B.37-B.39).
 
-    The log-sum-exp is max-shifted (B.39), so logits of +-1e4 give finite z.
+    The log-sum-exp is max-shifted (B.39) and its top term split off
+    (:func:`softmax_parts`), so logits of +-1e4 give finite z and z_m = -log1p(rest)
+    keeps its digits when p_m rounds to 1. The products below are the textbook
+    ones; the dot product on this output takes its derivatives from a instead
+    (``kd_ref.outputs.DotProduct.fused``), exact where p_m rounds to 1.
     """
 
     name = "log_softmax"
     elementwise = False
 
     def forward(self, a):
-        return special.log_softmax(a, axis=1)
+        _, s, rest = softmax_parts(a)
+        return s - np.log1p(rest)                                         # B.37, B.39
 
     def backward(self, a, z, d_z):
         # J^T d = d - y (1^T d)

@@ -9,14 +9,35 @@ and gives
 
 Signs follow the thesis: the two cross entropies are log-likelihoods (larger is
 better; an optimiser minimises their negative), the square error carries a 1/2.
+
+Fused forms. A log of a logistic, probit or softmax output loses everything once
+the output rounds to 0 or 1 (sigma(40) is 1.0 in float64), so the route through
+y above is exact only away from saturation. ``fused(f)`` therefore offers, for a
+last nonlinearity f, the same E as a function of the pre-activation a = a_L,
+
+    value(a)         E(f(a))
+    grad(a)          dE/da = J_f^T dE/dy                         (B.8 seeded at a_L)
+    r_grad(a, R_a)   R{dE/da} = (d^2E/da^2) R_a                  (B.15 seeded at a_L)
+
+written from log-space forms (log-softmax, log sigma(a) = -softplus(-a),
+log Phi(a) with the Mills ratio). For every finite a they are exact to float64
+precision: within a few roundings of the true values at the given a, except that
+the softmax's max-shift a_j - a_m (B.36) is itself rounded once, which exp
+amplifies to |a_j - a_m| eps relative (the same sensitivity any float64 a_L,
+itself the rounded result of W x + b, brings in). The one exception is a value
+outside the float64 range: log Phi(a) ~ -a^2 / 2 is -inf for a < -1.9e154.
+``fused`` is None when the pair has no log to protect. ``MLP.gradient``, ``MLP.hvp`` and
+``MLP.jacobian`` use it whenever it exists; the route through y stays as the
+textbook reference, and the tests hold the two together at moderate a.
 """
 import numpy as np
 
 from ._validation import as_float_array
+from .nonlinearities import EPS_HALF, SymmetricCDF, softmax_parts
 
 
 class OutputFunction:
-    """Common target handling; subclasses define value, grad and r_grad."""
+    """Common target handling; subclasses define value, grad and r_grad (and may override fused)."""
 
     def __init__(self, t):
         self.t = as_float_array(t, "t", ndim=2)
@@ -26,9 +47,17 @@ class OutputFunction:
             raise ValueError(f"y: expected the target's shape {self.t.shape}, received shape {y.shape}")
         return y
 
+    def fused(self, f):
+        """This E as a function of the last pre-activation for the last nonlinearity ``f``,
+        or None when no fused form exists (see the module notes)."""
+        return None
+
 
 class SquareError(OutputFunction):
-    """E = 1/2 sum_n sum_i (y_ni - t_ni)^2; dE/dy = y - t; R{dE/dy} = R_y (B.40-B.41)."""
+    """E = 1/2 sum_n sum_i (y_ni - t_ni)^2; dE/dy = y - t; R{dE/dy} = R_y (B.40-B.41).
+
+    No fused form: there is no log, and f'(a) (y - t) is as exact as f' and y are.
+    """
 
     def value(self, y):
         return 0.5 * float(np.sum((self._check(y) - self.t) ** 2))
@@ -43,8 +72,9 @@ class SquareError(OutputFunction):
 class CrossEntropy(OutputFunction):
     """E = sum_n sum_i t_ni log y_ni; dE/dy = t / y; R{dE/dy} = -t R_y / y^2 (B.42-B.43).
 
-    y must be positive (a softmax output). For log-probabilities use
-    ``DotProduct`` on a log-softmax output, which is the same E computed stably.
+    y must be positive. On a softmax output ``fused`` gives E = sum t log softmax(a)
+    (:class:`SoftmaxCrossEntropy`); on a logistic or probit output, where each y_i
+    is a separate probability, E = sum t log f(a) (:class:`CDFCrossEntropy`).
     """
 
     def value(self, y):
@@ -56,36 +86,59 @@ class CrossEntropy(OutputFunction):
         return self.t / self._check(y)
 
     def r_grad(self, y, R_y):
-        # divide twice rather than by y^2: finite even when y is clipped at tiny
+        # divide twice rather than by y^2: finite even when y is tiny
         return -self.t * (R_y / y) / y
+
+    def fused(self, f):
+        if f.name == "softmax":
+            return SoftmaxCrossEntropy(self.t)
+        if isinstance(f, SymmetricCDF):
+            return CDFCrossEntropy(self.t, np.zeros_like(self.t), f)
+        return None
 
 
 class BinaryCrossEntropy(OutputFunction):
     """E = sum t log y + (1 - t) log(1 - y) over all entries (B.44-B.45).
 
     dE/dy = t / y - (1 - t) / (1 - y);  R{dE/dy} = -(t / y^2 + (1 - t) / (1 - y)^2) R_y.
-    y must lie strictly inside (0, 1) (a logistic or probit output). Near
-    saturation 1 - y is rounded, so E loses relative precision (about eps / (1 - y))
-    while the derivatives, which come from the pre-activation, stay accurate.
+    y must lie in (0, 1]; it is clipped at 1 - eps/2 here so that log(1 - y) stays
+    finite, which makes this route through y inexact once 1 - y rounds (y > 1 - 1e-8,
+    say). On a logistic or probit output ``fused`` (:class:`CDFCrossEntropy`) takes
+    E and its derivatives from the pre-activation instead, exact at any saturation;
+    on a softmax or log-softmax output it raises ValueError (use CrossEntropy).
     """
 
     def value(self, y):
-        y = self._check(y)
+        y = np.minimum(self._check(y), 1.0 - EPS_HALF)
         t = self.t
         return float(np.sum(np.where(t == 0, 0.0, t * np.log(y)) + np.where(t == 1, 0.0, (1 - t) * np.log1p(-y))))
 
     def grad(self, y):
-        y = self._check(y)
+        y = np.minimum(self._check(y), 1.0 - EPS_HALF)
         return self.t / y - (1 - self.t) / (1 - y)
 
     def r_grad(self, y, R_y):
+        y = np.minimum(y, 1.0 - EPS_HALF)
         return -(self.t * (R_y / y) / y + (1 - self.t) * (R_y / (1 - y)) / (1 - y))
+
+    def fused(self, f):
+        if isinstance(f, SymmetricCDF):
+            return CDFCrossEntropy(self.t, 1.0 - self.t, f)
+        if f.name in ("softmax", "log_softmax"):
+            # The outputs of a softmax are one distribution, not separate Bernoulli
+            # probabilities, and log(1 - p_i) there has no exact seed at y (its R-seed
+            # overflows once p_i < 1e-154): refused rather than computed wrongly.
+            raise ValueError(f"output: binary cross entropy expected separate probabilities per output (a logistic "
+                             f"or probit output layer), received a {f.name} output layer; use CrossEntropy for a softmax")
+        return None
 
 
 class DotProduct(OutputFunction):
     """E = sum_n t_n . y_n; dE/dy = t; R{dE/dy} = 0 (B.46-B.47).
 
-    With a log-softmax output layer this is the cross entropy sum t log softmax(a).
+    With a log-softmax output layer this is the cross entropy sum t log softmax(a),
+    and ``fused`` returns that (:class:`SoftmaxCrossEntropy`): the textbook
+    log-softmax products take 1 - p_m from a p_m rounded to 1.
     """
 
     def value(self, y):
@@ -97,3 +150,91 @@ class DotProduct(OutputFunction):
 
     def r_grad(self, y, R_y):
         return np.zeros_like(R_y)
+
+    def fused(self, f):
+        return SoftmaxCrossEntropy(self.t) if f.name == "log_softmax" else None
+
+
+# ------------------------------------------------------------------ fused forms
+def _weighted_sum(w, log_terms):
+    """sum w * log_terms with 0 * log 0 = 0 (a log term overflows to -inf only for |a| > 1e154)."""
+    return float(np.sum(np.multiply(w, log_terms, out=np.zeros_like(log_terms), where=w != 0)))
+
+
+class SoftmaxCrossEntropy:
+    """E = sum_n sum_i t_ni log p_ni with p = softmax(a), from the pre-activation a (N, C).
+
+    B.42-B.43 on B.33-B.36, equal to B.46-B.47 on B.37-B.39. With T_n = sum_i t_ni,
+
+        dE/da    = t - T p                                   (B.43 through B.35)
+        R{dE/da} = -T R{p},   R{p} = p * (R_a - p . R_a)      (B.34)
+
+    Exact for every finite a (logit gaps of 1e4 included; see the module notes for
+    the rounding of the max-shift s = a - a_m): log p = s - log1p(rest)
+    and 1 - p_m = rest / (1 + rest) come from :func:`softmax_parts`, the top entry
+    of dE/da is T (1 - p_m) - sum_{j != m} t_j rather than t_m - T p_m, and R_a is
+    measured from its top entry, R_a - R_a[m], before the product with p, so no
+    rounded p_m is ever subtracted from 1.
+    """
+
+    def __init__(self, t):
+        self.t = t
+
+    def _parts(self, a):
+        if a.shape != self.t.shape:
+            raise ValueError(f"a: expected the target's shape {self.t.shape}, received shape {a.shape}")
+        top, s, rest = softmax_parts(a)
+        return top, s, rest, np.exp(s) / (1.0 + rest)                 # p (B.33, B.36)
+
+    def value(self, a):
+        _, s, rest, _ = self._parts(a)
+        log_p = s - np.log1p(rest)                                    # B.37, B.39
+        return _weighted_sum(self.t, log_p)
+
+    def grad(self, a):
+        top, _, rest, p = self._parts(a)
+        T = np.sum(self.t, axis=1, keepdims=True)
+        t_rest = np.sum(self.t, axis=1, keepdims=True, where=~top)
+        return np.where(top, T * (rest / (1.0 + rest)) - t_rest, self.t - T * p)
+
+    def r_grad(self, a, R_a):
+        top, _, _, p = self._parts(a)
+        T = np.sum(self.t, axis=1, keepdims=True)
+        d = R_a - R_a[top][:, None]                                   # R_a - R_a[m]: p . d skips p_m
+        R_p = p * (d - np.sum(p * d, axis=1, keepdims=True))          # B.34
+        return -T * R_p
+
+
+class CDFCrossEntropy:
+    """E = sum t log f(a) + u log f(-a) for a logistic or probit f, from the pre-activation a (N, C).
+
+    Since 1 - f(a) = f(-a), u = 1 - t is the binary cross entropy (B.44-B.45) and
+    u = 0 the cross entropy (B.42-B.43) on this output. With l(a) = log f(a):
+
+        dE/da    = t l'(a) - u l'(-a)
+        R{dE/da} = (t l''(a) + u l''(-a)) R_a
+
+    l, l' and l'' are the nonlinearity's ``log_f``, ``d_log_f`` and ``d2_log_f``
+    (B.27-B.32 in log space), exact for every finite a (pre-activations of +-1e3
+    included).
+    """
+
+    def __init__(self, t, u, f):
+        self.t, self.u, self.f = t, u, f
+
+    def _check(self, a):
+        if a.shape != self.t.shape:
+            raise ValueError(f"a: expected the target's shape {self.t.shape}, received shape {a.shape}")
+        return a
+
+    def value(self, a):
+        a = self._check(a)
+        return _weighted_sum(self.t, self.f.log_f(a)) + _weighted_sum(self.u, self.f.log_f(-a))
+
+    def grad(self, a):
+        a = self._check(a)
+        return self.t * self.f.d_log_f(a) - self.u * self.f.d_log_f(-a)
+
+    def r_grad(self, a, R_a):
+        a = self._check(a)
+        return (self.t * self.f.d2_log_f(a) + self.u * self.f.d2_log_f(-a)) * R_a

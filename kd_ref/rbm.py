@@ -19,7 +19,7 @@ s = sigma(a) (x treated as continuous):
 
 and their R-forms for a direction v = (v_W, v_bv, v_bh, v_x) (R technique, appendix A):
 
-    R{a} = v_x W + x v_W + v_bh;   R{s} = s (1 - s) R{a}
+    R{a} = v_x W + x v_W + v_bh;   R{s} = s (1 - s) R{a} = sigma(a) sigma(-a) R{a}
     R{dE/dx} = w (v_bv + R{s} W^T + s v_W^T);   R{dE/dW} = v_x^T (w s) + x^T (w R{s})
     R{dE/db_v} = sum w v_x;   R{dE/db_h} = sum w R{s}
 
@@ -233,14 +233,14 @@ class RBM:
         vx = None if v_x is None else as_float_array(v_x, "v_x", shape=x.shape)
         param_grads, input_grads = check_bool(param_grads, "param_grads"), check_bool(input_grads, "input_grads")
         a = x @ self.W + self.b_hidden
-        s = _logistic(a, a)
+        s = _logistic(a, np.empty_like(a))
         Ra = np.zeros_like(s)
         if vp is not None:
             vW, vbv, vbh = self.param_views(vp)
             Ra += x @ vW + vbh
         if vx is not None:
             Ra += vx @ self.W
-        Rs = s * (1.0 - s) * Ra
+        Rs = s * _logistic(-a, a) * Ra                           # sigma'(a) = sigma(a) sigma(-a): 1 - s is 0 for a > 37
         ws, wRs = s * w[:, None], Rs * w[:, None]
         Hv_params = Hv_x = None
         if param_grads:

@@ -7,8 +7,9 @@ The framework of section 2.1 has four parts, each a small object here:
   every class i (:class:`MLPTeacher`, :class:`EnsembleTeacher`, or anything with
   the same ``label`` method);
 * a **student** f(x; theta), a :class:`kd_ref.mlp.MLP` whose last layer is
-  ``log_softmax`` (recommended: log-probabilities and their derivatives stay finite
-  however confident the network gets) or ``softmax``;
+  ``log_softmax`` or ``softmax``; either way its log-probabilities and their
+  derivatives are taken from the last pre-activation a_L (the fused forms of
+  ``kd_ref.outputs``), so they stay exact however confident the network gets;
 * a **loss** l(x, theta) comparing the two at x (:class:`CrossEntropyLoss`,
   :class:`SquareErrorLoss`, :class:`DerivativeSquareErrorLoss`, :class:`WeightedLoss`);
 * a **data generator** p(x) drawing minibatches of inputs (:class:`DatasetGenerator`,
@@ -43,6 +44,7 @@ import numpy as np
 from .._validation import as_float_array, check_generator, check_in_range, check_labels, check_positive_int
 from ..mlp import MLP, Cache
 from ..nade import NADE
+from ..nonlinearities import LogSoftmax
 from ..optim import MinibatchDrawer, check_state_keys, generator_state, load_generator_state, state_count, train
 from ..outputs import CrossEntropy, DotProduct
 
@@ -148,28 +150,29 @@ def _class_seeds(n, c):
 
 
 def _mlp_log_probs(net, cache):
-    y = cache.y
+    """Probabilities and log-probabilities from a classifier's forward cache, shapes (N, C).
+
+    A softmax output's logs are the log-softmax of a_L (B.37-B.39), not log y of a y
+    rounded to 0 or 1.
+    """
     if net.nonlinearities[-1] == "log_softmax":
-        return np.exp(y), y
-    with np.errstate(divide="ignore"):
-        return y, np.log(y)
+        return np.exp(cache.y), cache.y
+    return cache.y, LogSoftmax().forward(cache.a[-1])
 
 
 def _mlp_log_prob_jacobian(net, cache):
     """d log y_i / dx for every class i, shape (N, C, D): one input-only backprop per class.
 
     The C backprops run as one pass over the class-stacked cache (:func:`_tile_cache`).
-    For a log-softmax output the seed of class i is e_i; for a softmax output it is
-    e_i / y_i, finite because kd_ref's softmax clips probabilities below at the
-    smallest normal float, and exact even then: the softmax Jacobian maps it to
-    e_i - y, the log-softmax seed's image. The parameter gradients (B.9) are
-    skipped, so each backprop costs about one forward pass.
+    Each is seeded at a_L with d log p_i / da_L = e_i - p from the fused form of
+    E_i = log p_i (:func:`_log_prob_output`), for softmax and log-softmax outputs
+    alike, so the top class keeps 1 - p_m where p_m rounds to 1. The parameter
+    gradients (B.9) are skipped, so each backprop costs about one forward pass.
     """
     n, c = cache.y.shape
-    seeds = _class_seeds(n, c)
-    if net.nonlinearities[-1] == "softmax":
-        seeds = seeds / np.tile(cache.y, (c, 1))
-    _, d_x = net.backprop(_tile_cache(cache, c), seeds, param_grads=False)
+    tcache = _tile_cache(cache, c)
+    out = _log_prob_output(net, _class_seeds(n, c))
+    _, d_x = net.backprop(tcache, param_grads=False, d_a=out.grad(tcache.a[-1]))
     return d_x.reshape(c, n, -1).transpose(1, 0, 2)
 
 
@@ -326,8 +329,14 @@ def _check_student(student):
 
 
 def _log_prob_output(student, targets):
-    """Output function whose value is sum_n sum_i t_ni log y_ni for the student's output kind."""
-    return DotProduct(targets) if student.nonlinearities[-1] == "log_softmax" else CrossEntropy(targets)
+    """E = sum_n sum_i t_ni log p_ni as a function of the classifier's last pre-activation a_L.
+
+    The dot product on a log-softmax output and the cross entropy on a softmax output
+    (B.46-B.47, B.42-B.43) share one exact fused form (``kd_ref.outputs``), with
+    value(a_L), grad(a_L) = dE/da_L and r_grad(a_L, R_a_L) = R{dE/da_L}.
+    """
+    out = DotProduct(targets) if student.nonlinearities[-1] == "log_softmax" else CrossEntropy(targets)
+    return out.fused(student.f[-1])
 
 
 def _check_labels(labels, n, c, need_derivatives=False, d=None):
@@ -370,9 +379,9 @@ class CrossEntropyLoss:
         cache = student.forward(x)
         n = cache.y.shape[0]
         _check_labels(labels, *cache.y.shape)
-        out = _log_prob_output(student, labels.probs)
-        d_params, _ = student.backprop(cache, out.grad(cache.y), input_grads=False)
-        return -out.value(cache.y) / n, -d_params / n
+        out, a_L = _log_prob_output(student, labels.probs), cache.a[-1]
+        d_params, _ = student.backprop(cache, input_grads=False, d_a=out.grad(a_L))
+        return -out.value(a_L) / n, -d_params / n
 
 
 class SquareErrorLoss:
@@ -408,13 +417,13 @@ class DerivativeSquareErrorLoss:
 
     Gradient, for every class i:
 
-    1. backprop with seed e_i (the output function E_i = log y_i, summed over rows)
-       and no parameter products gives g_i = d log y_i / dx for every row;
+    1. backprop of E_i = log y_i (summed over rows), seeded at a_L with
+       seed_i = dE_i/da_L = e_i - p (:func:`_log_prob_output`, exact at any
+       confidence), without parameter products, gives g_i = d log y_i / dx per row;
     2. d_i = 2 (g_i - G_i), with G_i the teacher's derivative (2.13);
     3. a reduced R{backprop} (B.19-B.21) along v = (0, d_i) — ``r_forward(cache,
-       v_x=d_i)`` then ``r_backprop(cache, R, seed_i, R{seed_i})`` with step 1's seed
-       (R{seed_i} = 0 for a log-softmax output) — whose parameter part is
-       sum_n (d g_ni / d theta)^T d_ni (2.11-2.12).
+       v_x=d_i)`` then ``r_backprop(cache, R, d_a=seed_i, R_d_a=R{seed_i})`` with
+       R{seed_i} = -R{p} — whose parameter part is sum_n (d g_ni / d theta)^T d_ni (2.11-2.12).
 
     The gradient is the sum over classes of step 3's parameter parts, divided by N.
 
@@ -450,21 +459,23 @@ class DerivativeSquareErrorLoss:
                 e_i = np.zeros((n, c))
                 e_i[:, i] = 1.0
                 out = _log_prob_output(student, e_i)                                      # E_i = log y_i
-                seed = out.grad(cache.y)
-                _, g_i = student.backprop(cache, seed, param_grads=False)                 # 1. g_i
+                seed = out.grad(cache.a[-1])                                              # dE_i/da_L
+                _, g_i = student.backprop(cache, param_grads=False, d_a=seed)             # 1. g_i
                 diff = g_i - G[:, i, :]
                 R = student.r_forward(cache, v_x=2.0 * diff)                              # 2-3. v = (0, d_i)
-                R_d_params, _ = student.r_backprop(cache, R, seed, out.r_grad(cache.y, R.R_y), input_grads=False)
+                R_d_params, _ = student.r_backprop(cache, R, input_grads=False, d_a=seed,
+                                                   R_d_a=out.r_grad(cache.a[-1], R.R_a[-1]))
                 grad += R_d_params
                 value += float(np.sum(diff**2))
         else:
             tcache = _tile_cache(cache, c)
             out = _log_prob_output(student, _class_seeds(n, c))
-            seed = out.grad(tcache.y)
-            _, g = student.backprop(tcache, seed, param_grads=False)                     # g_i, all i
+            seed = out.grad(tcache.a[-1])
+            _, g = student.backprop(tcache, param_grads=False, d_a=seed)                 # g_i, all i
             diff = g - G.transpose(1, 0, 2).reshape(c * n, -1)
             R = student.r_forward(tcache, v_x=2.0 * diff)                                 # v = (0, d_i)
-            grad, _ = student.r_backprop(tcache, R, seed, out.r_grad(tcache.y, R.R_y), input_grads=False)
+            grad, _ = student.r_backprop(tcache, R, input_grads=False, d_a=seed,
+                                         R_d_a=out.r_grad(tcache.a[-1], R.R_a[-1]))
             value = float(np.sum(diff**2))
         return value / n, grad / n
 
