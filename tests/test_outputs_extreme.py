@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from kd_ref import gradcheck
 from kd_ref import nonlinearities as nl
-from kd_ref.distill.compression import DerivativeSquareErrorLoss, MLPTeacher, log_probs_of
+from kd_ref.distill.compression import CrossEntropyLoss, DerivativeSquareErrorLoss, Labels, MLPTeacher, log_probs_of
 from kd_ref.mlp import MLP
 from kd_ref.outputs import BinaryCrossEntropy, CrossEntropy, DotProduct, SquareError
 
@@ -536,6 +536,29 @@ def test_teacher_log_probabilities_and_their_derivatives_are_exact_at_huge_logit
         for n in range(x.shape[0]):
             exact = ref_x[n * 3:(n + 1) * 3]
             assert relative_error(labels.d_log_probs[n, i], exact) < TOL, (i, n, labels.d_log_probs[n, i], exact)
+
+
+@pytest.mark.parametrize("last", ["softmax", "log_softmax"])
+def test_cross_entropy_loss_of_a_confident_student_matches_the_reference(last, rng):
+    """CrossEntropyLoss (2.5, 2.16-2.17) with soft targets close to the student's own saturated
+    answer: loss and theta-gradient, one example at a time, against the reference (loss = -E)."""
+    student = MLP([3, 4, 3], ["relu", last], rng)
+    student.W[-1][...] *= 60.0
+    student.b[-1][...] = [0.0, 50.0, -900.0]
+    x = rng.normal(size=(3, 3))
+    a_L = student.forward(x).a[-1]
+    probs = 0.999999 * np.eye(3)[np.argmax(a_L, axis=1)] + 1e-6 / 3
+    w = np.zeros(student.n_params + x.size)
+    pair = (last, "dot" if last == "log_softmax" else "ce")
+    for n in range(3):
+        labels = Labels(probs[n:n + 1], np.log(probs[n:n + 1]))
+        value, grad = CrossEntropyLoss()(student, x[n:n + 1], labels)
+        ref_value, ref_grad, _ = reference(student, x[n:n + 1], pair, probs[n:n + 1], w, 450)
+        assert relative_error([value], [-ref_value]) < TOL, (value, ref_value)
+        exact = named_blocks([(k, v.size) for k, v in student.named_params().items()], -ref_grad[:student.n_params])
+        mine = named_blocks([(k, v.size) for k, v in student.named_params().items()], grad)
+        for name in mine:
+            assert relative_error(mine[name], exact[name]) < TOL, (name, mine[name], exact[name])
 
 
 @pytest.mark.parametrize("last", ["softmax", "log_softmax"])
