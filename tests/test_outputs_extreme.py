@@ -414,8 +414,13 @@ def test_binary_cross_entropy_in_the_tails_has_the_closed_form_derivatives():
 
 
 def test_probit_log_derivatives_against_mpmath_on_a_grid():
-    """log Phi, lambda = N/Phi and -lambda (a + lambda) to a few ulps from -1e4 to 1e4 (the float64 a exactly)."""
-    a = np.concatenate([np.linspace(-45, 45, 181), [-1e4, -1e3, -200.0, 200.0, 1e3, 1e4, -2.0, 2.0, -1.999, -2.001]])
+    """log Phi, lambda = N/Phi and -lambda (a + lambda) to a few ulps from -1e4 to 1e4 (the float64 a exactly).
+
+    -2 <= a < 0 is sampled densely: there a + lambda(a) is taken as a difference, which
+    loses up to about 20 ulps (nonlinearities.PROBIT_CF_FROM); everywhere else 16 ulps.
+    """
+    a = np.concatenate([np.linspace(-45, 45, 181), [-1e4, -1e3, -200.0, 200.0, 1e3, 1e4, -2.0, 2.0, -1.999, -2.001],
+                        np.linspace(-2.0, 0.0, 401)])
     f = nl.Probit()
     got = [f.log_f(a), f.d_log_f(a), f.d2_log_f(a)]
     with mp.workdps(60):
@@ -425,7 +430,8 @@ def test_probit_log_derivatives_against_mpmath_on_a_grid():
             exact = [mp.log1p(-mp.ncdf(-m)) if m > 0 else mp.log(mp.ncdf(m)), lam, -lam * (m + lam)]
             for j in range(3):
                 err = abs(float(mp.mpf(float(got[j][k])) - exact[j])) / max(abs(float(exact[j])), nl.TINY)
-                assert err < 16 * np.finfo(float).eps, (j, ak, got[j][k], exact[j])
+                ulps = 32 if j == 2 and -2 <= ak < 0 else 16
+                assert err < ulps * np.finfo(float).eps, (j, ak, got[j][k], exact[j])
 
 
 def test_logistic_log_derivatives_against_mpmath_on_a_grid():
