@@ -195,8 +195,8 @@ def relative_error(mine, exact):
 
 def block_errors(net, x, mine, exact):
     """Norm-wise relative error of every block; exact is a vector of mpmath numbers."""
-    return {name: relative_error(m, e)
-            for name, m, e in zip(blocks(net, x, mine), blocks(net, x, mine).values(), blocks(net, x, exact).values())}
+    mine_blocks, exact_blocks = blocks(net, x, mine), blocks(net, x, exact)
+    return {name: relative_error(mine_blocks[name], exact_blocks[name]) for name in mine_blocks}
 
 
 PAIRS = [("softmax", "ce"), ("log_softmax", "dot"), ("logistic", "bce"), ("probit", "bce"),
