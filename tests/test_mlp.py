@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from kd_ref import gradcheck
 from kd_ref.mlp import MLP
-from kd_ref.nonlinearities import NONLINEARITIES
+from kd_ref.nonlinearities import NONLINEARITIES, LogSoftmax
 from kd_ref.outputs import BinaryCrossEntropy, CrossEntropy, DotProduct, SquareError
 
 NAMES = sorted(NONLINEARITIES)
@@ -152,13 +152,38 @@ def test_jacobian_rows_match_differences(problem, log):
     v = rng.normal(size=x.shape)
 
     def outputs(xx):
-        y = net.predict(xx)
-        return np.log(y) if log else y
+        if not log:
+            return net.predict(xx)
+        # the reference log y is taken from a_L too: log(predict) rounds to 0 or -745 where y
+        # saturates, and its difference would then miss an exact nonzero Jacobian entry
+        a_L = net.forward(xx).a[-1]
+        f = net.f[-1]
+        return LogSoftmax().forward(a_L) if f.name == "softmax" else f.log_f(a_L)
 
     numeric = gradcheck.directional_difference(outputs, x, v)
     analytic = np.einsum("nid,nd->ni", J, v)
     assume(np.linalg.norm(analytic) > 1e-5 * (1.0 + np.linalg.norm(outputs(x))))  # resolvable, as above
     assert gradcheck.relative_error(analytic, numeric) < 1e-6
+
+
+@pytest.mark.parametrize("last", ["logistic", "probit", "softmax"])
+def test_saturated_log_jacobian_needs_a_log_space_reference(rng, last):
+    """Where y rounds to 1 or to tiny, d log y/dx is still exact and nonzero; a difference of
+    log(predict) sees a constant there (the CI failure of a saturated probit row), one of
+    the log-space output does not."""
+    net = MLP([1, 3], [last], rng)
+    net.params[...] = [800.0, -800.0, 0.5, 0.0, 0.0, 0.0]     # W (3 x 1), then b
+    x, v = np.array([[1.0]]), np.array([[1.0]])
+    a_L = net.forward(x).a[-1]
+    f = net.f[-1]
+    log_y = (lambda xx: LogSoftmax().forward(net.forward(xx).a[-1])) if last == "softmax" else \
+        (lambda xx: f.log_f(net.forward(xx).a[-1]))
+    analytic = np.einsum("nid,nd->ni", net.jacobian(x, log=True), v)
+    assert np.all(np.abs(a_L) > 0) and np.any(analytic != 0)
+    numeric = gradcheck.directional_difference(log_y, x, v)
+    assert gradcheck.relative_error(analytic, numeric) < 1e-6
+    naive = gradcheck.directional_difference(lambda xx: np.log(net.predict(xx)), x, v)
+    assert gradcheck.relative_error(analytic, naive) > 1e-2      # the control: rounding hides the slope
 
 
 def test_log_jacobian_of_softmax_equals_log_softmax_jacobian(rng):
