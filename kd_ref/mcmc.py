@@ -23,7 +23,8 @@ chains, each with its own coordinate order and slice levels, and every step of
 the procedure is applied to all chains at once. With ``vectorized=True`` the
 log-density receives all the points to evaluate as rows of one array, so the
 cost of a sweep over C chains is a handful of vectorised calls rather than C
-separate ones.
+separate ones. :func:`reference_slice_step` is the same step written plainly for
+one point, as in Neal's paper, to read against the vectorised code.
 """
 import numbers
 
@@ -361,3 +362,87 @@ def slice_sample(log_density, x0, n_samples, rng, *, burn_in=0, thin=1, width=1.
                            vectorized=vectorized)
     sampler.burn_in(burn_in, adapt=adapt, progress=progress)
     return sampler.sample(n_samples, progress=progress)
+
+
+def reference_slice_step(log_density, x, i, width, rng, *, max_steps_out=None):
+    """One univariate slice-sampling step of coordinate ``i``, written as in Neal (2003).
+
+    The plain twin of :class:`SliceSampler`'s vectorised update, for one chain and
+    one point at a time: stepping out (Neal's figure 3) and shrinkage (figure 5).
+    It draws its random numbers in the order the vectorised step does, so a sampler
+    with one chain and this function, fed the same generator, make the same moves
+    (tests/test_mcmc.py checks this).
+
+    Parameters
+    ----------
+    log_density : callable, ndarray of shape (D,) -> float
+        Known up to an additive constant; -inf outside the support.
+    x : ndarray of shape (D,)
+        Current point; its log-density must be finite.
+    i : int
+        The coordinate to update.
+    width : float
+        Bracket width w.
+    rng : numpy.random.Generator
+    max_steps_out : int or None
+        Neal's m: at most m widths in total. None: grow until both ends leave the slice.
+
+    Returns
+    -------
+    x_new : ndarray of shape (D,)
+        A copy of ``x`` with coordinate ``i`` moved.
+    log_f_new : float
+        Log-density at ``x_new``.
+    """
+    rng = check_generator(rng)
+    x = as_float_array(x, "x")
+    if x.ndim != 1:
+        raise ValueError(f"x: expected shape (D,), received shape {x.shape}")
+    if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral) or not 0 <= i < x.size:
+        raise ValueError(f"i: expected a coordinate in 0..{x.size - 1}, received {i!r}")
+    if not (isinstance(width, numbers.Real) and np.isfinite(width) and width > 0):
+        raise ValueError(f"width: expected a finite positive number, received {width!r}")
+    if max_steps_out is not None:
+        max_steps_out = check_positive_int(max_steps_out, "max_steps_out")
+
+    def log_f(value):
+        point = x.copy()
+        point[i] = value
+        return float(log_density(point))
+
+    x0 = float(x[i])
+    log_f_x0 = log_f(x0)
+    if not np.isfinite(log_f_x0):
+        raise ValueError(f"x: expected a point with a finite log-density, received log-density {log_f_x0}")
+    # 1. the slice {z : f(z) > u}, u ~ Uniform(0, f(x0)); in logs, log u = log f(x0) - Exponential(1)
+    log_u = log_f_x0 - rng.exponential()
+    # 2. stepping out: place [L, R] of width w at random around x0, then widen it by w per step
+    L = x0 - width * rng.uniform()
+    R = L + width
+    if max_steps_out is None:
+        J = K = _MAX_STEPS_UNBOUNDED                      # a safety limit, not a parameter of the method
+    else:
+        J = int(np.floor(max_steps_out * rng.uniform()))  # steps allowed to the left ...
+        K = max_steps_out - 1 - J                         # ... and to the right, m - 1 in all
+    while J > 0 and log_f(L) > log_u:
+        L -= width
+        J -= 1
+    while K > 0 and log_f(R) > log_u:
+        R += width
+        K -= 1
+    if max_steps_out is None and (J == 0 or K == 0):
+        raise ValueError(f"log_density: expected a normalisable density, received one whose slice at coordinate {i} "
+                         f"still contained the bracket end after {_MAX_STEPS_UNBOUNDED} widths")
+    # 3. shrinkage: draw uniformly in [L, R]; a point outside the slice becomes the end on its side
+    for _ in range(_MAX_SHRINKS):
+        z = L + rng.uniform() * (R - L)
+        log_f_z = log_f(z)
+        if log_f_z > log_u:
+            x_new = x.copy()
+            x_new[i] = z
+            return x_new, log_f_z
+        if z < x0:
+            L = z
+        else:
+            R = z
+    return x.copy(), log_f_x0                             # the bracket collapsed onto x0: stay

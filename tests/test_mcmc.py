@@ -6,9 +6,11 @@ p > 1e-3; the fixed seeds make every outcome deterministic.
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
-from kd_ref.mcmc import SliceSampler, slice_sample
+from kd_ref.mcmc import SliceSampler, reference_slice_step, slice_sample
 
 
 def _std_normal(x):
@@ -361,3 +363,49 @@ def test_options_are_checked_before_the_log_density_is_evaluated():
     with pytest.raises(TypeError, match=r"index: expected chain indices in 0..1, received True"):
         s.keep_chains(True)
     assert rng.bit_generator.state == state and s.sweeps == 0
+
+
+# --------------------------------------------------------- the plain twin
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 2**32 - 1), st.floats(0.05, 5.0),
+       st.one_of(st.none(), st.integers(1, 6)), st.booleans())
+def test_vectorised_step_makes_the_moves_of_the_reference_step(n_dim, seed, width, max_steps_out, bimodal):
+    """One chain of SliceSampler and reference_slice_step, fed the same random numbers, move alike."""
+    mean = np.random.default_rng(seed).normal(size=n_dim)
+
+    def log_density(x):
+        if bimodal:   # two separated modes, so stepping out and shrinkage both have work to do
+            return float(np.logaddexp(-0.5 * np.sum((x - mean) ** 2), -0.5 * np.sum((x + 3 * mean) ** 2) / 0.1))
+        return float(-0.5 * np.sum((x - mean) ** 2 * np.arange(1, n_dim + 1)))
+
+    x0 = np.zeros(n_dim)
+    sampler = SliceSampler(log_density, x0, np.random.default_rng(seed), width=width, max_steps_out=max_steps_out)
+    fast = sampler.sample(6).reshape(6, n_dim)
+    rng, x, plain = np.random.default_rng(seed), x0.copy(), []
+    for _ in range(6):
+        for i in np.argsort(rng.uniform(size=(1, n_dim)), axis=1)[0]:   # the sweep's random order
+            x, _ = reference_slice_step(log_density, x, int(i), width, rng, max_steps_out=max_steps_out)
+        plain.append(x)
+    np.testing.assert_array_equal(fast, np.array(plain))
+    assert sampler.logp[0] == log_density(x)
+
+
+def test_reference_step_moves_differ_under_another_seed():
+    """The control: the comparison above is sensitive to the random numbers."""
+    log_density = lambda x: -0.5 * float(x @ x)
+    a, _ = reference_slice_step(log_density, np.zeros(2), 0, 1.0, np.random.default_rng(1))
+    b, _ = reference_slice_step(log_density, np.zeros(2), 0, 1.0, np.random.default_rng(2))
+    assert a[0] != b[0] and a[1] == b[1] == 0.0
+
+
+def test_reference_step_refuses_bad_arguments():
+    log_density = lambda x: -0.5 * float(x @ x)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="i: expected a coordinate in 0..1, received 2"):
+        reference_slice_step(log_density, np.zeros(2), 2, 1.0, rng)
+    with pytest.raises(ValueError, match="width: expected a finite positive number, received 0"):
+        reference_slice_step(log_density, np.zeros(2), 0, 0.0, rng)
+    with pytest.raises(ValueError, match="x: expected a point with a finite log-density"):
+        reference_slice_step(lambda x: -np.inf, np.zeros(2), 0, 1.0, rng)
+    with pytest.raises(ValueError, match="expected a normalisable density"):
+        reference_slice_step(lambda x: 0.0, np.zeros(1), 0, 1.0, rng)
