@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from appendix_checks._table import Row, print_table
+from ._table import Row, print_table
 from kd_ref import gradcheck
 from kd_ref.mlp import MLP
 from kd_ref.nonlinearities import NONLINEARITIES

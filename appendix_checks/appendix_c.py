@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from appendix_checks._table import Row, print_table
+from ._table import Row, print_table
 from kd_ref import gradcheck
 from kd_ref.nade import NADE
 

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 from scipy.stats import multivariate_normal
 
-from appendix_checks._table import Row, print_table
+from ._table import Row, print_table
 from kd_ref.mog import MoG, OnlineEM, Statistics, em_step, m_step, statistics
 
 N_CASES = 10

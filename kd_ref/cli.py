@@ -100,7 +100,7 @@ def _check(argv):
     args = parser.parse_args(argv)
     ok = True
     for name in args.appendix:
-        module = importlib.import_module(f"appendix_checks.appendix_{name}")
+        module = importlib.import_module(f"kd_ref.appendix_checks.appendix_{name}")
         ok &= module.main(seed=args.seed)
     if not args.no_tour:
         from . import tour

@@ -45,7 +45,7 @@ def test_every_registered_command_has_a_main(table, package):
 
 def test_every_appendix_check_has_a_main():
     for name in cli.APPENDICES:
-        assert callable(importlib.import_module(f"appendix_checks.appendix_{name}").main)
+        assert callable(importlib.import_module(f"kd_ref.appendix_checks.appendix_{name}").main)
 
 
 # ------------------------------------------------------------------ a user's mistakes: one line, status 2
@@ -254,3 +254,18 @@ def test_a_real_process_gets_one_line_and_status_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr == "kd-ref run rbm-nade: --steps: expected an integer >= 1, received 0\n"
     assert done.stdout == "" and not (tmp_path / "out").exists()
+
+
+def test_setup_cfg_lists_every_subpackage():
+    """setup.cfg names its packages one by one (appendix_checks is mapped into kd_ref), so a new
+    subpackage left off the list would be missing from an installed kd_ref."""
+    import configparser
+    root = os.path.join(os.path.dirname(__file__), "..")
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(root, "setup.cfg"))
+    listed = set(cfg["options"]["packages"].split())
+    on_disk = {"kd_ref.appendix_checks"}
+    for folder, _, files in os.walk(os.path.join(root, "kd_ref")):
+        if "__init__.py" in files:
+            on_disk.add(os.path.relpath(folder, root).replace(os.sep, "."))
+    assert listed == on_disk
