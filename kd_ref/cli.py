@@ -1,4 +1,4 @@
-"""The ``kd-ref`` command: ``check``, ``run NAME``, ``bench NAME`` and ``data ...`` (download, import-rbm, verify, info).
+"""The ``kd-ref`` command: ``check``, ``run NAME``, ``bench NAME``, ``where EQ`` and ``data ...`` (download, import-rbm, verify, info).
 
 Each experiment and benchmark is a module with ``main(argv) -> int``; the
 tables below name them, so adding one is one line here.
@@ -135,6 +135,12 @@ def _data(argv):
     return datasets.main(argv)
 
 
+def _where(argv):
+    from . import where
+
+    return where.main(argv)
+
+
 def interrupted_message(err):
     """The one line printed when Ctrl-C stops a command: where it stopped and whether the same command resumes."""
     from .optim import Interrupted
@@ -157,16 +163,18 @@ def main(argv=None):
         "run": lambda a: _dispatch("run", EXPERIMENTS, "experiments", a),
         "bench": lambda a: _dispatch("bench", BENCHMARKS, "bench", a),
         "data": _data,
+        "where": _where,
     }
     if argv and argv[0] not in commands and argv[0] not in ("-h", "--help"):
         print(f"kd-ref: unknown command {argv[0]!r}; expected one of {', '.join(commands)} (see kd-ref --help)",
               file=sys.stderr)
         return 2
     if not argv or argv[0] not in commands:
-        print("usage: kd-ref {check | run NAME | bench NAME | data COMMAND} [options]\n\n"
+        print("usage: kd-ref {check | run NAME | bench NAME | where EQ | data COMMAND} [options]\n\n"
               "  check        every appendix check (A-D) and a short tour of kd_ref\n"
               f"  run NAME     an experiment: {', '.join(sorted(EXPERIMENTS)) or '(none yet)'}\n"
               f"  bench NAME   a benchmark: {', '.join(sorted(BENCHMARKS))}\n"
+              "  where EQ     the lines of kd_ref that cite an equation (C.21, S3.6, ...) and its SPEC line\n"
               "  data COMMAND download, import-rbm, verify or info: the reference data")
         return 0
     try:

@@ -1,6 +1,6 @@
 """Distilling an intractable generative model into a NADE, and estimating its log Z with it (chapter 4).
 
-The teacher p(x) = phi(x) / Z is known only up to Z (4.5): we can evaluate log phi, its
+The teacher p(x) = phi(x) / Z is known only up to Z (4.1-4.5): we can evaluate log phi, its
 input gradient, and draw (MCMC) samples. The student is a NADE q(x; theta) (4.35-4.43).
 Every loss of section 4.1.1 is an expectation over p of a tractable quantity
 l(x, theta) (4.23), so its gradient is estimated on a minibatch x_1..x_N of teacher
@@ -8,9 +8,10 @@ samples (4.24-4.25), and the only NADE derivatives needed are those of 4.29:
 
     KL (4.6-4.7, 4.20)        l = -log q(x)
         grad (4.26)           -(1/N) sum_n d log q(x_n)/d theta                      one backprop
-    square error (4.9, 4.21)  l = (log q(x) - log phi(x) + c)^2,  c <= log Z
+    square error (4.8-4.15, 4.21)
+                              l = (log q(x) - log phi(x) + c)^2,  c <= log Z
         grad (4.27)           (2/N) sum_n r_n d log q(x_n)/d theta,  r_n the residual  one backprop
-    score matching (4.17, 4.22)
+    score matching (4.16-4.19, 4.22)
                               l = ||d log q/dx - d log phi/dx||^2
         grad (4.28)           (2/N) sum_n (d/d theta d log q(x_n)/dx) . e_n,  e_n the score difference:
                               the parameter part of H v with v = (0, 2 e / N), one R{backprop}
