@@ -9,7 +9,8 @@ from kd_ref.distill.compression import (CrossEntropyLoss, DatasetGenerator, Deri
                                         EnsembleTeacher, Labels, MLPTeacher, NADEGenerator, NoiseGenerator,
                                         SquareErrorLoss,
                                         WeightedLoss, distill, distillation_objective, log_mean_exp,
-                                        log_probs_of, paired_difference, score, supervised_objective)
+                                        log_probs_of, supervised_objective)
+from kd_ref.metrics import paired_difference, score
 from kd_ref.mlp import MLP
 from kd_ref.nade import NADE, raster_column_order
 from kd_ref.optim import Adadelta

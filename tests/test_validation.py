@@ -14,8 +14,8 @@ from kd_ref import datasets
 from kd_ref._validation import (as_float_array, check_binary_dataset, check_dataset, check_index, check_labels,
                                 check_permutation, check_training_options)
 from kd_ref.distill.compression import (CrossEntropyLoss, DerivativeSquareErrorLoss, EnsembleTeacher, Labels,
-                                        MLPTeacher, Score, SquareErrorLoss, distillation_objective, log_probs_of,
-                                        mean_2se, paired_difference, score)
+                                        MLPTeacher, SquareErrorLoss, distillation_objective, log_probs_of)
+from kd_ref.metrics import Score, mean_2se, paired_difference, score
 from kd_ref.mlp import MLP
 from kd_ref.mog import MoG
 from kd_ref.nade import NADE, fit_nade, log_likelihood_objective

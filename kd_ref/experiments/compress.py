@@ -38,7 +38,8 @@ from .. import datasets, npzfile
 from ..cli import ArgumentParser, int_at_least, out_folder
 from ..distill.compression import (CrossEntropyLoss, DatasetGenerator, DerivativeSquareErrorLoss, EnsembleTeacher,
                                    NADEGenerator, NoiseGenerator, distillation_objective,
-                                   log_probs_of, mean_2se, paired_difference, score, supervised_objective)
+                                   log_probs_of, supervised_objective)
+from ..metrics import mean_2se, paired_difference, score
 from ..mlp import MLP
 from ..nade import NADE, raster_column_order
 from .._validation import check_in_range, check_positive_int

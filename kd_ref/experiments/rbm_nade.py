@@ -34,7 +34,7 @@ import numpy as np
 from .. import datasets, npzfile
 from ..cli import ArgumentParser, int_at_least, out_folder
 from .._validation import check_in_range, check_positive_int
-from ..distill.compression import mean_2se
+from ..metrics import mean_2se
 from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill, estimate_log_z
 from ..nade import NADE, raster_column_order
 from ..optim import SGD
