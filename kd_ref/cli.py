@@ -90,6 +90,17 @@ def settings_error(parser, err, options):
     parser.error(text)
 
 
+def appendix_module(name):
+    """The check of appendix ``name``: ``kd_ref.appendix_checks.appendix_<name>`` in an installed kd_ref,
+    ``appendix_checks.appendix_<name>`` when kd_ref is imported from a checkout (the folder sits beside it)."""
+    try:
+        return importlib.import_module(f"kd_ref.appendix_checks.appendix_{name}")
+    except ModuleNotFoundError as err:
+        if err.name != "kd_ref.appendix_checks":
+            raise
+        return importlib.import_module(f"appendix_checks.appendix_{name}")
+
+
 # ----------------------------------------------------------------------------- commands
 def _check(argv):
     parser = ArgumentParser(prog="kd-ref check", description="Run every appendix check, then a short tour.")
@@ -100,8 +111,7 @@ def _check(argv):
     args = parser.parse_args(argv)
     ok = True
     for name in args.appendix:
-        module = importlib.import_module(f"kd_ref.appendix_checks.appendix_{name}")
-        ok &= module.main(seed=args.seed)
+        ok &= appendix_module(name).main(seed=args.seed)
     if not args.no_tour:
         from . import tour
 
