@@ -27,21 +27,27 @@ Parameters live in one flat float64 vector ``params`` with views W (D, H),
 b_visible (D,), b_hidden (H,), in that order; the file layout of the CD25(500)
 RBM (``rbm_cd25_500.npz``) is the same.
 """
+import hashlib
+import json
+import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import npzfile
 from ._validation import (as_batch, as_binary_batch, as_float_array, check_binary_dataset, check_bool,
-                          check_finite_real, check_generator, check_in_range, check_positive_int,
+                          check_finite_real, check_generator, check_in_range, check_path, check_positive_int,
                           check_training_options)
 from .nade import _logistic, _softplus
-from .optim import (SGD, MinibatchDrawer, check_settings, check_state_keys, generator_state, load_generator_state,
-                    state_count, train)
+from .optim import (SGD, CheckpointError, Interrupted, MinibatchDrawer, _CtrlC, check_settings, check_state_keys,
+                    generator_state, load_generator_state, state_count, train)
 from .progress import Progress
 
 FILE_KIND = "kd_ref.RBM"
 FILE_VERSION = 1
+CHAINS_KIND = "kd_ref.random_chains"
+CHAINS_VERSION = 1
 MAX_ENUMERATED_UNITS = 26
 _ENUM_CHUNK = 1 << 14
 
@@ -434,6 +440,128 @@ class GibbsSampler:
         nxt = state_count(state["next"], "next", 0, self.n_chains - 1)
         load_generator_state(self.rng, state["rng"])
         self.x, self.sweeps, self._next = x.astype(np.float64), sweeps, nxt
+
+
+def random_chain_samples(rbm, rng, n_chains, burn_in, *, init_prob=0.5, checkpoint=None, checkpoint_every=100,
+                         progress=False):
+    """Samples of p from independent Gibbs chains started at random states: their end states after ``burn_in`` sweeps.
+
+    These are the RBM samples of the KL upper bound E_p[log phi - log q] (4.45-4.46): the
+    thesis runs 10,000 chains from random initial states for 2,000 sweeps. They must not
+    depend on the model q the bound is taken with; chains started at q's samples (as
+    bridge sampling's are, 4.53-4.54) stay near q when they mix slowly and so report a
+    bound that is too tight, even below log Z, exactly when q fits p poorly.
+
+    Parameters
+    ----------
+    rbm : RBM
+    rng : numpy.random.Generator
+        Draws the starting states and drives every sweep.
+    n_chains : int
+        K >= 1, one sample per chain.
+    burn_in : int
+        Sweeps per chain (0 returns the starting states).
+    init_prob : float in [0, 1]
+        Starting pixels are i.i.d. Bernoulli(init_prob).
+    checkpoint : str or path, optional
+        File written (through :mod:`kd_ref.npzfile`) every ``checkpoint_every`` sweeps, at the
+        end and on Ctrl-C, holding the chains, the generator and the CPU seconds so far. If it
+        exists the call resumes from it, after checking that it was made with the same
+        ``n_chains``, ``burn_in``, ``init_prob`` and RBM parameters (:class:`kd_ref.optim.CheckpointError`
+        otherwise); the result is then bit for bit that of an uninterrupted call, and ``rng``
+        is left in the same state too.
+    checkpoint_every : int
+    progress : bool
+
+    Returns
+    -------
+    x : ndarray of shape (K, D), float64 0/1
+        Chain j's state after ``burn_in`` sweeps, independent across chains.
+    seconds : float
+        CPU seconds (``time.process_time``) of drawing the starts and the sweeps, summed over
+        every session of a resumed run.
+
+    Raises
+    ------
+    kd_ref.optim.Interrupted
+        On Ctrl-C, after the sweep under way has finished and the checkpoint (if any) is written.
+    """
+    began = time.process_time()
+    if not isinstance(rbm, RBM):
+        raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
+    check_generator(rng)
+    n_chains = check_positive_int(n_chains, "n_chains")
+    burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+    init_prob = check_in_range(init_prob, "init_prob", 0.0, 1.0)
+    checkpoint = check_path(checkpoint, "checkpoint", optional=True)
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    progress = check_bool(progress, "progress")
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        raise ValueError(f"checkpoint: expected a file name, received {checkpoint!r}, an existing folder")
+    record = json.dumps({"n_chains": n_chains, "burn_in": burn_in, "init_prob": init_prob,
+                         "rbm": hashlib.sha256(rbm.params.tobytes()).hexdigest()}, sort_keys=True)
+    label = f"random chains ({n_chains} chains, {burn_in} sweeps)"
+    if checkpoint is not None and os.path.exists(checkpoint):
+        chains, before = _resume_chains(checkpoint, record, rbm, rng, n_chains, burn_in)
+    else:
+        chains, before = GibbsSampler(rbm, rng, n_chains=n_chains, init_prob=init_prob), 0.0
+
+    def save():
+        npzfile.save(checkpoint, CHAINS_KIND, CHAINS_VERSION, settings=np.array(record),
+                     seconds=np.array(before + time.process_time() - began),
+                     **{f"chains.{k}": v for k, v in chains.state().items()})
+
+    saved_sweeps = chains.sweeps if checkpoint is not None and os.path.exists(checkpoint) else None
+    in_sweep = False
+    bar = Progress(burn_in, label=label, enabled=progress, initial=chains.sweeps)
+    try:
+        with _CtrlC() as ctrl_c:                 # the first Ctrl-C lets the sweep under way finish
+            try:
+                while chains.sweeps < burn_in:
+                    in_sweep = True
+                    chains.sweep(1)                                  # (4.33-4.34), every chain at once
+                    in_sweep = False
+                    bar.update(chains.sweeps)
+                    if checkpoint is not None and chains.sweeps % checkpoint_every == 0:
+                        save()
+                        saved_sweeps = chains.sweeps
+                    if ctrl_c.pressed:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                if checkpoint is not None and not in_sweep:     # mid-sweep the generator is ahead of the chains
+                    save()
+                    saved_sweeps = chains.sweeps
+                raise Interrupted(chains.sweeps, burn_in, label, checkpoint, saved_sweeps) from None
+    finally:
+        bar.close()
+    if checkpoint is not None:
+        save()
+    return chains.x, before + time.process_time() - began
+
+
+def _resume_chains(path, record, rbm, rng, n_chains, burn_in):
+    """The GibbsSampler (on ``rng``) and the CPU seconds stored in a :func:`random_chain_samples` checkpoint."""
+    try:
+        saved = npzfile.load(path, CHAINS_KIND, {CHAINS_VERSION}, label="checkpoint",
+                             required=("settings", "seconds", "chains.rng", "chains.x", "chains.sweeps",
+                                       "chains.next"))
+    except ValueError as err:
+        raise CheckpointError(f"{err}; delete it to start the chains again") from None
+    if str(saved["settings"]) != record:
+        raise CheckpointError(f"checkpoint: {str(path)!r} was made with other settings ({str(saved['settings'])} "
+                              f"there, {record} now); use the same settings, or delete the file to start the "
+                              f"chains again")
+    seconds = saved["seconds"]
+    try:
+        state_count(saved["chains.sweeps"], "chains.sweeps", 0, burn_in)
+        if seconds.shape != () or not np.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"seconds: expected a finite count of CPU seconds >= 0, received {seconds!r}")
+        chains = GibbsSampler(rbm, rng, init=np.zeros((n_chains, rbm.n_visible)))
+        chains.load_state({k.split(".", 1)[1]: v for k, v in saved.items() if k.startswith("chains.")})
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint: {str(path)!r} is damaged ({err}); delete it to start the chains "
+                              f"again") from None
+    return chains, float(seconds)
 
 
 # --------------------------------------------------------------------------- CD-k

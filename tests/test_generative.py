@@ -1,4 +1,5 @@
 """Chapter 4: distilling an RBM into a NADE (losses 4.20-4.28, the chain stream) and log Z from the NADE (4.44-4.54)."""
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -7,12 +8,12 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from kd_ref import gradcheck
-from kd_ref.distill.generative import (ChainStream, KLLoss, ScoreMatchingLoss, SquareErrorLoss, distill,
-                                       distillation_objective, estimate_log_z, exact_kl)
+from kd_ref.distill.generative import (ChainStream, KLLoss, ScoreMatchingLoss, SquareErrorLoss, _sample_in_chunks,
+                                       distill, distillation_objective, estimate_log_z, exact_kl)
 from kd_ref.nade import NADE
 from kd_ref.partition import (bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound,
                               trivial_lower_bound)
-from kd_ref.rbm import RBM
+from kd_ref.rbm import RBM, GibbsSampler, random_chain_samples
 
 STEP = gradcheck.DEFAULT_STEP
 
@@ -211,23 +212,111 @@ def test_estimators_with_a_distilled_nade_cover_the_exact_log_z(tiny):
 
 def test_estimate_log_z_feeds_the_array_estimators_with_its_samples(tiny):
     """Every estimate equals the kd_ref.partition function applied to log phi and log q at the returned samples
-    (bridge options passed through), the trivial bound includes the candidates, and lower < importance < upper."""
+    (bridge options passed through), the upper bound uses random chains of its own and the NADE-seeded average
+    the bridge's chains, the trivial bound includes the candidates, and lower < importance < upper."""
     rbm, nade, _, _ = tiny
     states = all_states(10)
     out = estimate_log_z(rbm, nade, np.random.default_rng(6), n_samples=500, burn_in=5, candidates=states,
                          log_z_init="importance")
-    assert set(out) == {"upper", "lower", "trivial", "importance", "bridge", "cpu_seconds", "x_q", "x_p"}
-    x_q, x_p = out["x_q"], out["x_p"]
-    assert x_q.shape == x_p.shape == (500, 10) and not np.array_equal(x_q, x_p)   # the chains moved
+    assert set(out) == {"upper", "upper_seeded", "lower", "trivial", "importance", "bridge", "cpu_seconds",
+                        "x_q", "x_p", "x_u"}
+    x_q, x_p, x_u = out["x_q"], out["x_p"], out["x_u"]
+    assert x_q.shape == x_p.shape == x_u.shape == (500, 10) and not np.array_equal(x_q, x_p)   # the chains moved
     phi_q, q_q, phi_p, q_p = rbm.log_phi(x_q), nade.log_prob(x_q), rbm.log_phi(x_p), nade.log_prob(x_p)
     assert abs(out["bridge"].log_z - bridge_sampling(phi_q, q_q, phi_p, q_p, log_z_init="importance").log_z) < 1e-12
-    assert out["upper"].log_z == kl_upper_bound(phi_p, q_p).log_z
+    assert out["upper"].log_z == kl_upper_bound(rbm.log_phi(x_u), nade.log_prob(x_u)).log_z
+    assert out["upper_seeded"].log_z == kl_upper_bound(phi_p, q_p).log_z
     assert out["lower"].log_z == kl_lower_bound(phi_q, q_q).log_z
     assert out["importance"].log_z == importance_sampling(phi_q, q_q).log_z
     assert out["trivial"].log_z == trivial_lower_bound(rbm.log_phi(states)).log_z == rbm.log_phi(states).max()
     assert out["lower"].log_z < out["importance"].log_z < out["upper"].log_z
-    assert set(out["cpu_seconds"]) == {"upper", "lower", "trivial", "importance", "bridge"}
+    assert set(out["cpu_seconds"]) == {"upper", "upper_seeded", "lower", "trivial", "importance", "bridge"}
     assert all(out["cpu_seconds"][k] >= out[k].seconds for k in out["cpu_seconds"])
+    # x_u are the chains random_chain_samples draws from the generator once x_q and x_p are drawn
+    rng = np.random.default_rng(6)
+    _sample_in_chunks(nade, 500, rng, False)
+    GibbsSampler(rbm, rng, init=x_q).burn_in(5)
+    np.testing.assert_array_equal(x_u, random_chain_samples(rbm, rng, 500, 5)[0])
+    # given samples are used as they are, and their CPU seconds are charged to the upper bound alone
+    given_x = x_u[:300]
+    shared = estimate_log_z(rbm, nade, np.random.default_rng(6), n_samples=500, burn_in=5, upper_samples=given_x,
+                            upper_seconds=1234.5)
+    np.testing.assert_array_equal(shared["x_u"], given_x)
+    assert shared["upper"].log_z == kl_upper_bound(rbm.log_phi(given_x), nade.log_prob(given_x)).log_z
+    assert shared["cpu_seconds"]["upper"] >= 1234.5 > max(v for k, v in shared["cpu_seconds"].items() if k != "upper")
+    np.testing.assert_array_equal(shared["x_p"], x_p)             # the other estimates do not change
+
+
+def two_mode_rbm(d=12, c=4.0):
+    """One hidden unit joining two equally heavy modes, x_i ~ Bernoulli(sigma(-c)) (h = 0) or sigma(c) (h = 1).
+
+    log phi(x) = -c s + softplus(2 c s - d c) with s = sum_i x_i; Z = 2 (1 + e^-c)^d. A Gibbs chain crosses
+    between the modes with probability sigma(2 c s - d c) per sweep, on average 1.5e-8 (d = 12, c = 4) from
+    either mode at equilibrium, and the model is symmetric under (x, h) -> (1 - x, 1 - h), so chains from uniform random starts end in each mode
+    with probability exactly 1/2.
+    """
+    rbm = RBM(d, 1)
+    rbm.b_visible[...], rbm.W[...], rbm.b_hidden[...] = -c, 2.0 * c, -d * c
+    return rbm
+
+
+def one_mode_nade(d=12, c=4.0):
+    """q = the h = 0 mode of :func:`two_mode_rbm` exactly: independent pixels on with probability sigma(-c)."""
+    nade = NADE(d, 1)
+    nade.b[...] = -c
+    return nade
+
+
+def exact_upper_bound(rbm, nade):
+    """E_p[log phi - log q] and Var_p[log phi - log q] by enumeration (the target of 4.46), with log Z."""
+    x = all_states(rbm.n_visible)
+    ratio = rbm.log_phi(x) - nade.log_prob(x)
+    log_z = rbm.log_z_exact()
+    p = np.exp(rbm.log_phi(x) - log_z)
+    mean = float(p @ ratio)
+    return mean, float(p @ (ratio - mean) ** 2), log_z
+
+
+def test_upper_bound_from_random_chains_brackets_the_exact_log_z():
+    """On enumerable RBMs, 2,000 random chains of 100 sweeps estimate E_p[log phi - log q] = log Z + KL(p || q)
+    within 4 exact standard errors sqrt(Var_p / n) (an independent sample misses by more with probability 6e-5),
+    and the +-3 SE interval's upper end lies above log Z: the distilled tiny-RBM NADE (tight bound), an undistilled
+    NADE, and the one-mode NADE of the two-mode RBM. Control that must fail, with the same tolerance: the chains'
+    random starts themselves (burn-in 0) are no samples of the two-mode p."""
+    rng = np.random.default_rng(2015)
+    tiny_rbm = random_rbm(rng, 10, 5, scale=1.2)
+    cases = {"two modes, one-mode q": (two_mode_rbm(), one_mode_nade()),
+             "tiny RBM, undistilled q": (tiny_rbm, NADE(10, 20, np.random.default_rng(1), init_std=0.1))}
+    n = 2000
+    for name, (rbm, nade) in cases.items():
+        mean, var, log_z = exact_upper_bound(rbm, nade)
+        assert mean > log_z + 0.1, name                            # KL(p || q) > 0.1: a bound with room to fail
+        x_u, seconds = random_chain_samples(rbm, np.random.default_rng(7), n, 100)
+        est = kl_upper_bound(rbm.log_phi(x_u), nade.log_prob(x_u))
+        assert abs(est.log_z - mean) <= 4.0 * np.sqrt(var / n), (name, est.log_z, mean)
+        assert est.upper >= log_z and seconds >= 0.0, name
+    rbm, nade = cases["two modes, one-mode q"]
+    mean, var, _ = exact_upper_bound(rbm, nade)
+    starts, _ = random_chain_samples(rbm, np.random.default_rng(7), n, 0)
+    wrong = kl_upper_bound(rbm.log_phi(starts), nade.log_prob(starts))
+    assert abs(wrong.log_z - mean) > 4.0 * np.sqrt(var / n)
+
+
+def test_nade_seeded_chains_fall_below_log_z_where_the_random_chains_bound_it():
+    """The case of section 4.2.4: q holds one of p's two modes and the Gibbs chains cannot cross. Started at q's
+    samples, the chains never see the other mode and their average of log phi - log q is log Z - log 2, below log Z
+    by 0.69 nats with a tiny standard error: a "bound" the +-3 SE interval violates (the control). The upper bound
+    of estimate_log_z, from chains of its own, stays above log Z, as does the thesis's set-up of shared samples."""
+    rbm, nade = two_mode_rbm(), one_mode_nade()
+    _, _, log_z = exact_upper_bound(rbm, nade)
+    out = estimate_log_z(rbm, nade, np.random.default_rng(3), n_samples=2000, burn_in=200)
+    seeded = out["upper_seeded"]
+    assert seeded.upper < log_z and abs(seeded.log_z - (log_z - np.log(2.0))) < 0.001
+    assert out["upper"].lower > log_z                      # q misses half of p: KL(p || q) is large
+    shared, seconds = random_chain_samples(rbm, np.random.default_rng(4), 2000, 200)
+    again = estimate_log_z(rbm, nade, np.random.default_rng(3), n_samples=2000, burn_in=200, upper_samples=shared,
+                           upper_seconds=seconds)
+    assert again["upper"].lower > log_z and again["upper_seeded"].log_z == seeded.log_z
 
 
 def test_exact_bounds_bracket_log_z(tiny):
@@ -254,6 +343,21 @@ def test_bad_input_is_refused_with_clear_messages(rng):
         SquareErrorLoss(50.0, log_z=rbm.log_z_exact())
     with pytest.raises(ValueError, match="n_samples: expected an integer >= 2, received 1"):
         estimate_log_z(rbm, nade, rng, n_samples=1)
+    state = rng.bit_generator.state
+    for kwargs, error, match in [
+        (dict(upper_seconds=1.0), ValueError, r"upper_seconds: expected None when upper_samples is not given"),
+        (dict(upper_samples=np.zeros((3, 5))), ValueError, r"upper_seconds: expected the CPU seconds .*received None"),
+        (dict(upper_samples=np.zeros((1, 5)), upper_seconds=0.0), ValueError,
+         r"upper_samples: expected at least 2 samples .*received 1"),
+        (dict(upper_samples=np.zeros((3, 6)), upper_seconds=0.0), ValueError, r"upper_samples"),
+        (dict(upper_samples=np.full((3, 5), 0.5), upper_seconds=0.0), ValueError, r"upper_samples"),
+        (dict(upper_samples=np.zeros((3, 5)), upper_seconds=-1.0), ValueError,
+         r"upper_seconds: expected a value in \[0.0, inf\), received -1.0"),
+        (dict(upper_samples=np.zeros((3, 5)), upper_seconds="1"), TypeError, r"upper_seconds: expected a real"),
+    ]:
+        with pytest.raises(error, match=match):
+            estimate_log_z(rbm, nade, rng, n_samples=10, **kwargs)
+    assert rng.bit_generator.state == state                       # refused before anything was drawn
     with pytest.raises(ValueError, match=r"stream: expected samples of dimension 5 .* received a stream of dimension 6"):
         distill(nade, rbm, ChainStream(other, 2, rng, n_chains=4, burn_in=0), KLLoss(), 3, progress=False)
     with pytest.raises(ValueError, match="n_chains: expected at least batch_size=20 chains, received 10"):
@@ -292,7 +396,8 @@ def test_rbm_nade_experiment_end_to_end_without_download(tmp_path, monkeypatch):
     monkeypatch.delenv("KD_REF_DATA", raising=False)
     settings = rbm_nade.Settings.quick(data="auto", rbm_hidden=6, cd_steps=200, n_train=500, n_test=100,
                                        curve_test=50, nade_hidden=(20,), n_steps=150, n_chains=100, burn_in=30,
-                                       n_samples=400, sample_burn_in=10, ais_runs=20, ais_temperatures=100,
+                                       n_samples=400, sample_burn_in=10, upper_chains=400, upper_burn_in=30,
+                                       ais_runs=20, ais_temperatures=100,
                                        bound_samples=20, curve_points=3, hill_restarts=2, progress=False)
     first = rbm_nade.run(settings, tmp_path, np.random.default_rng(0))
     assert first["data"].startswith("synthetic digits")
@@ -305,6 +410,11 @@ def test_rbm_nade_experiment_end_to_end_without_download(tmp_path, monkeypatch):
     for name in ("tables", "curves", "agreement", "samples", "features"):
         assert (tmp_path / first["files"][name].split("/")[-1]).exists()
     assert "bridge sampling (4.54)" in first["tables"] and (tmp_path / "log_z.csv").exists()
+    assert (tmp_path / "cache" / "upper_samples.npz").exists() and not os.listdir(tmp_path / "ckpt")
+    for m in first["models"].values():        # one set of 400 random chains for every NADE, charged to each
+        assert m["upper"]["n"] == 400 and m["upper"]["cpu_seconds"] >= m["upper"]["seconds"]
+        assert m["upper_seeded"]["n"] == 400 and m["upper"]["log_z"] != m["upper_seeded"]["log_z"]
+    assert "KL upper bound (4.46), random chains" in first["tables"] and "chains started at the NADE" in first["tables"]
     assert np.asarray(first["curves"]["20/kl"]).shape == (3, 4)
     second = rbm_nade.run(settings, tmp_path, np.random.default_rng(0))          # everything from the cache
     assert second["models"] == first["models"] and second["seconds"] < first["seconds"]

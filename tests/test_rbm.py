@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from kd_ref import gradcheck
 from kd_ref.datasets import bars_and_stripes, load_binarized_mnist
 from kd_ref.optim import SGD
-from kd_ref.rbm import RBM, GibbsSampler, cd_objective, fit_cd, hill_climb
+from kd_ref.rbm import RBM, GibbsSampler, cd_objective, fit_cd, hill_climb, random_chain_samples
 
 
 def make_rbm(seed, D, H, scale=1.0):
@@ -327,3 +327,78 @@ def test_hill_climbing_on_the_reference_rbm_reaches_436(data_dir):
     assert result.starts == ["random"] * 4
     assert result.log_phi >= 436.0
     assert result.log_phi == pytest.approx(436.4938, abs=1e-3)
+
+
+# ------------------------------------------------------------------------- random chains (4.46)
+def test_random_chains_are_gibbs_chains_from_bernoulli_starts():
+    """random_chain_samples is K independent GibbsSampler chains from Bernoulli(init_prob) starts: the same draws
+    from the same generator, which it leaves where the sampler leaves it; burn-in 0 returns the starts."""
+    rbm, _ = make_rbm(3, 6, 4)
+    for burn_in, init_prob in ((0, 0.5), (7, 0.5), (5, 0.2), (0, 1.0)):
+        a, b = np.random.default_rng(11), np.random.default_rng(11)
+        x, seconds = random_chain_samples(rbm, a, 50, burn_in, init_prob=init_prob)
+        chains = GibbsSampler(rbm, b, n_chains=50, init_prob=init_prob)
+        np.testing.assert_array_equal(x, chains.sweep(burn_in) if burn_in else chains.x)
+        assert a.bit_generator.state == b.bit_generator.state and seconds >= 0.0
+    np.testing.assert_array_equal(random_chain_samples(rbm, np.random.default_rng(0), 4, 0, init_prob=1.0)[0],
+                                  np.ones((4, 6)))
+
+
+def test_random_chains_resume_exactly_from_their_checkpoint(tmp_path, monkeypatch):
+    """Ctrl-C during the sweeps (a real SIGINT from the progress line) ends with Interrupted after the sweep under
+    way, the checkpoint holding it; the same call resumes to the uninterrupted chains bit for bit, the generator
+    in the same state. A checkpoint of other settings or a damaged one is refused, naming the file."""
+    from test_resume import _interrupting_progress
+
+    from kd_ref.optim import CheckpointError, Interrupted
+    from kd_ref.progress import Progress
+
+    rbm, _ = make_rbm(4, 8, 3)
+    expected_rng = np.random.default_rng(5)
+    expected, _ = random_chain_samples(rbm, expected_rng, 30, 23)
+    path = tmp_path / "chains.npz"
+    rng = np.random.default_rng(5)
+    plain = Progress.update
+    for at in (9, 6):                                # stopped twice, the second time after resuming
+        _interrupting_progress(monkeypatch, at)
+        with pytest.raises(Interrupted) as err:
+            random_chain_samples(rbm, rng, 30, 23, checkpoint=path, checkpoint_every=4, progress=True)
+        monkeypatch.setattr(Progress, "update", plain)
+        assert err.value.saved_step == err.value.step and err.value.checkpoint == str(path)
+        rng = np.random.default_rng(999)             # a fresh process: the generator comes from the checkpoint
+    x, seconds = random_chain_samples(rbm, rng, 30, 23, checkpoint=path, checkpoint_every=4)
+    np.testing.assert_array_equal(x, expected)
+    assert rng.bit_generator.state == expected_rng.bit_generator.state and seconds > 0.0
+    again, _ = random_chain_samples(rbm, np.random.default_rng(1), 30, 23, checkpoint=path)   # finished: no sweeps
+    np.testing.assert_array_equal(again, expected)
+    with pytest.raises(CheckpointError, match=r"checkpoint: .*chains.npz' was made with other settings .*burn_in"):
+        random_chain_samples(rbm, rng, 30, 24, checkpoint=path)
+    other, _ = make_rbm(5, 8, 3)
+    with pytest.raises(CheckpointError, match="was made with other settings"):
+        random_chain_samples(other, rng, 30, 23, checkpoint=path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"chains.npz.*delete it to start the chains again"):
+        random_chain_samples(rbm, rng, 30, 23, checkpoint=path)
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (("rbm", 10, 5), {}, TypeError, r"rbm: expected a kd_ref.rbm.RBM, received str"),
+    ((None, 0, 5), {}, ValueError, r"n_chains: expected an integer >= 1, received 0"),
+    ((None, 10, -1), {}, ValueError, r"burn_in: expected an integer >= 0, received -1"),
+    ((None, 10, 2.5), {}, TypeError, r"burn_in: expected an integer >= 0, received 2.5"),
+    ((None, 10, 5), {"init_prob": 1.5}, ValueError, r"init_prob: expected a value in \[0.0, 1.0\], received 1.5"),
+    ((None, 10, 5), {"checkpoint_every": 0}, ValueError, r"checkpoint_every: expected an integer >= 1, received 0"),
+    ((None, 10, 5), {"progress": "yes"}, TypeError, r"progress: expected"),
+    ((None, 10, 5), {"checkpoint": 3}, TypeError, r"checkpoint: expected a file path"),
+])
+def test_random_chains_refuse_bad_arguments_before_drawing(tmp_path, args, kwargs, error, match):
+    rbm, _ = make_rbm(6, 4, 2)
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    with pytest.raises(error, match=match):
+        random_chain_samples(rbm if args[0] is None else args[0], rng, *args[1:], **kwargs)
+    with pytest.raises(ValueError, match="checkpoint: expected a file name, received .*, an existing folder"):
+        random_chain_samples(rbm, rng, 10, 5, checkpoint=tmp_path)
+    with pytest.raises(TypeError, match="rng"):
+        random_chain_samples(rbm, np.random.RandomState(0), 10, 5)
+    assert rng.bit_generator.state == state

@@ -38,6 +38,7 @@ matching, ``grad(x, param_grads=False, continuous=True)`` returning ``(log_phi, 
 d log phi/dx)``; :class:`kd_ref.rbm.RBM` is one.
 """
 import time
+from dataclasses import replace
 
 import numpy as np
 from scipy.special import logsumexp
@@ -47,7 +48,7 @@ from ..nade import NADE, log_likelihood_objective
 from ..optim import Adadelta, check_state_keys, state_count, train
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
-from ..rbm import RBM, GibbsSampler, _bits, hill_climb
+from ..rbm import RBM, GibbsSampler, _bits, hill_climb, random_chain_samples
 
 
 # ------------------------------------------------------------------------------------ losses (4.20-4.28)
@@ -328,15 +329,30 @@ def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, 
 
 
 # -------------------------------------------------------------------------------------- log Z (4.2.4)
-def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, candidates=None, progress=False, **bridge):
+def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, upper_samples=None, upper_seconds=None,
+                   candidates=None, progress=False, **bridge):
     """Every estimate of the RBM's log Z that a trained NADE makes possible (section 4.2.4).
 
     1. Draw ``n_samples`` exact NADE samples x_q (ancestral sampling).
     2. Start one Gibbs chain at each and run ``burn_in`` sweeps; the end states are the RBM
-       samples x_p (independent chains, started close to equilibrium when q fits p).
-    3. From log phi and log q at both sets: the KL upper bound (4.46, x_p), the KL lower bound
-       (4.49, x_q), the trivial bound max log phi (4.50, over both sets and ``candidates``),
-       importance sampling (4.52, x_q) and bridge sampling (4.53-4.54, both sets).
+       samples x_p of bridge sampling (independent chains, started close to equilibrium when
+       q fits p).
+    3. The RBM samples x_u of the upper bound: ``upper_samples`` when given, else the end
+       states of ``n_samples`` chains started at random states and run ``burn_in`` sweeps
+       (:func:`kd_ref.rbm.random_chain_samples`, drawn after x_q and x_p).
+    4. From log phi and log q at the three sets: the KL upper bound (4.46, x_u), the KL lower
+       bound (4.49, x_q), the trivial bound max log phi (4.50, over x_q, x_p and ``candidates``),
+       importance sampling (4.52, x_q) and bridge sampling (4.53-4.54, x_q and x_p).
+
+    Why the upper bound has chains of its own (section 4.2.4): E_p[log phi - log q] =
+    log Z + KL(p || q) needs samples of p, and x_p are samples of p only once their chains
+    have forgotten their start at q. When q misses part of p (a mode, say) and the Gibbs
+    chains cross between the parts slowly, the chains started at q stay where q is and the
+    average over them leaves out exactly the states where log phi - log q is largest: the
+    "bound" moves towards q's own estimate and can fall below log Z. The chains from random
+    states know nothing of q. For comparison ``"upper_seeded"`` is the same average over
+    x_p; the gap between the two is a symptom of q fitting p poorly or of too short a
+    burn-in (see the README for the figures of ``kd-ref run rbm-nade``).
 
     Parameters
     ----------
@@ -346,7 +362,14 @@ def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, candidates=
     n_samples : int
         Samples of each kind (the thesis: 10,000).
     burn_in : int
-        Gibbs sweeps of the chains started at the NADE samples (the thesis: 2,000).
+        Gibbs sweeps of the chains started at the NADE samples, and of the random chains
+        when this call draws them (the thesis: 2,000 for both).
+    upper_samples : array_like of shape (M, D), binary, M >= 2, optional
+        RBM samples for the upper bound drawn beforehand, typically
+        :func:`kd_ref.rbm.random_chain_samples` shared by every NADE of an experiment.
+    upper_seconds : float >= 0, optional
+        The CPU seconds ``upper_samples`` took to draw (required with them, refused without
+        them); they are part of the upper bound's cost.
     candidates : ndarray of shape (M, D), optional
         Extra states for the trivial bound, e.g. a hill-climbing optimum.
     **bridge
@@ -355,18 +378,32 @@ def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, candidates=
     Returns
     -------
     dict
-        ``"upper"``, ``"lower"``, ``"trivial"``, ``"importance"``, ``"bridge"``: result
-        objects of :mod:`kd_ref.partition`; ``"cpu_seconds"``: for each of them the CPU
-        (process) time of everything it needed: the NADE samples (every estimate pays for
-        them, as they also start the Gibbs chains), log phi and log q at the samples it
-        uses, the Gibbs sweeps when it uses x_p (upper bound, bridge sampling, trivial
-        bound), log phi at ``candidates`` for the trivial bound, and the estimator
-        itself; ``"x_q"``, ``"x_p"``: the samples.
+        ``"upper"``, ``"upper_seeded"``, ``"lower"``, ``"trivial"``, ``"importance"``,
+        ``"bridge"``: result objects of :mod:`kd_ref.partition`; ``"cpu_seconds"``: for each
+        of them the CPU (process) time of everything it needed: for the upper bound the
+        random chains (drawn here, or ``upper_seconds``), log phi and log q at x_u and the
+        estimator; for the others the NADE samples (they also start the Gibbs chains), log
+        phi and log q at the samples each uses, the Gibbs sweeps when it uses x_p
+        (``upper_seeded``, bridge sampling, trivial bound), log phi at ``candidates`` for the
+        trivial bound, and the estimator itself; ``"x_q"``, ``"x_p"``, ``"x_u"``: the samples.
     """
     _check_pair(nade, rbm)
     check_generator(rng)
     n_samples = check_positive_int(n_samples, "n_samples", minimum=2)
     burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+    if upper_samples is None:
+        if upper_seconds is not None:
+            raise ValueError(f"upper_seconds: expected None when upper_samples is not given (the chains drawn "
+                             f"here are timed here), received {upper_seconds!r}")
+    else:
+        upper_samples = rbm._check_x(upper_samples, False, name="upper_samples")
+        if upper_samples.shape[0] < 2:
+            raise ValueError(f"upper_samples: expected at least 2 samples for a +-3 standard-error interval, "
+                             f"received {upper_samples.shape[0]}")
+        if upper_seconds is None:
+            raise ValueError("upper_seconds: expected the CPU seconds the upper_samples took to draw (a float "
+                             ">= 0), received None")
+        upper_seconds = check_in_range(upper_seconds, "upper_seconds", 0.0, np.inf, high_open=True)
     if candidates is not None:
         candidates = rbm._check_x(candidates, False, name="candidates")
     clock = time.process_time
@@ -381,15 +418,24 @@ def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, candidates=
     t3 = clock()
     phis = [log_phi_q, log_phi_p] + ([rbm.log_phi(candidates)] if candidates is not None else [])
     t4 = clock()
-    sample_q, at_q, at_p, at_candidates = t1 - t0, t2 - t1, t3 - t2, t4 - t3   # at_p includes the Gibbs sweeps
-    out = {"upper": kl_upper_bound(log_phi_p, log_q_p), "lower": kl_lower_bound(log_phi_q, log_q_q),
+    if upper_samples is None:
+        upper_samples, upper_seconds = random_chain_samples(rbm, rng, n_samples, burn_in, progress=progress)
+    t5 = clock()
+    log_q_u, log_phi_u = nade.log_prob(upper_samples), rbm.log_phi(upper_samples)
+    t6 = clock()
+    sample_q, at_q, at_p, at_candidates, at_u = t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5  # at_p: the sweeps too
+    out = {"upper": kl_upper_bound(log_phi_u, log_q_u),
+           "upper_seeded": replace(kl_upper_bound(log_phi_p, log_q_p), method="KL upper bound E_p[log phi - log q], "
+                                   "chains started at the NADE samples"),
+           "lower": kl_lower_bound(log_phi_q, log_q_q),
            "importance": importance_sampling(log_phi_q, log_q_q),
            "bridge": bridge_sampling(log_phi_q, log_q_q, log_phi_p, log_q_p, **bridge),
            "trivial": trivial_lower_bound(np.concatenate(phis))}
-    needs = {"upper": sample_q + at_p, "lower": sample_q + at_q, "importance": sample_q + at_q,
-             "bridge": sample_q + at_q + at_p, "trivial": sample_q + at_q + at_p + at_candidates}
+    needs = {"upper": upper_seconds + at_u, "upper_seeded": sample_q + at_p, "lower": sample_q + at_q,
+             "importance": sample_q + at_q, "bridge": sample_q + at_q + at_p,
+             "trivial": sample_q + at_q + at_p + at_candidates}
     out["cpu_seconds"] = {name: cost + out[name].seconds for name, cost in needs.items()}
-    out["x_q"], out["x_p"] = x_q, x_p
+    out["x_q"], out["x_p"], out["x_u"] = x_q, x_p, upper_samples
     return out
 
 

@@ -14,7 +14,11 @@ Steps, all through :mod:`kd_ref.distill.generative` and :mod:`kd_ref.partition`:
    average log q of held-out images and the two KL bounds;
 4. for every NADE: average test log-probability, the KL upper and lower bounds,
    importance sampling and bridge sampling with +-3 standard-error intervals and the CPU
-   time of each (section 4.2.4);
+   time of each (section 4.2.4). The upper bound's RBM samples come from chains of their
+   own, started at random states (``upper_chains`` x ``upper_burn_in`` sweeps; the thesis
+   10,000 x 2,000), drawn once and shared by every NADE; bridge sampling's chains start at
+   the NADE's samples. The same average over those NADE-seeded chains is reported next to
+   the bound for comparison (it leans towards q and is no bound);
 5. tables (Markdown, CSV), figures (PNG): progress curves, per-image agreement of log q
    with the RBM's log p, samples of the RBM and of every NADE, and features.
 
@@ -23,6 +27,7 @@ Everything is cached under ``OUT/cache`` and training checkpoints under ``OUT/ck
 with the same arguments resumes and ends with exactly the numbers of an uninterrupted
 run (timings aside).
 """
+import functools
 import json
 import os
 import time
@@ -39,14 +44,17 @@ from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill, 
 from ..nade import NADE, raster_column_order
 from ..optim import SGD
 from ..partition import ais_rbm
-from ..rbm import RBM, fit_cd, hill_climb
+from ..rbm import RBM, fit_cd, hill_climb, random_chain_samples
 from ._report import check_cache, image_grid, run_from_cli, write_table, write_text_atomic
 
 CURVE_KIND = "kd_ref.rbm_nade.curve"
 PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
 LOSS_NAMES = {"kl": "KL", "se": "square error", "sm": "score matching"}
-ESTIMATORS = ("upper", "lower", "importance", "bridge")
-ESTIMATOR_NAMES = {"upper": "KL upper bound (4.46)", "lower": "KL lower bound (4.49)",
+UPPER_KIND = "kd_ref.rbm_nade.upper_samples"
+ESTIMATORS = ("upper", "upper_seeded", "lower", "importance", "bridge")
+ESTIMATOR_NAMES = {"upper": "KL upper bound (4.46), random chains",
+                   "upper_seeded": "same average, chains started at the NADE samples (not a bound; comparison)",
+                   "lower": "KL lower bound (4.49)",
                    "importance": "importance sampling (4.52)", "bridge": "bridge sampling (4.54)"}
 MAX_EXACT_UNITS = 22       # enumerate 2^22 states at most for the exact log Z
 
@@ -73,6 +81,8 @@ class Settings:
     burn_in: int = 500                 # sweeps before the training stream starts
     n_samples: int = 5000              # NADE samples (and RBM chains) per log Z estimate
     sample_burn_in: int = 100          # sweeps of the chains started at the NADE samples
+    upper_chains: int = 5000           # chains from random states for the KL upper bound (4.46), shared by all NADEs
+    upper_burn_in: int = 500           # their sweeps
     ais_runs: int = 100
     ais_temperatures: int = 1000
     ais_schedule: str = "uniform"
@@ -89,15 +99,15 @@ class Settings:
     @classmethod
     def medium(cls, **overrides):
         base = cls(mode="medium", data="mnist", rbm="cd25", n_test=10000, curve_test=1000, nade_hidden=(500,),
-                   n_steps=3000, burn_in=2000, n_samples=5000, sample_burn_in=2000, ais_temperatures=14500,
-                   ais_schedule="piecewise")
+                   n_steps=3000, burn_in=2000, n_samples=5000, sample_burn_in=2000, upper_chains=2000,
+                   upper_burn_in=2000, ais_temperatures=14500, ais_schedule="piecewise")
         return replace(base, **overrides)
 
     @classmethod
     def thesis(cls, **overrides):
         base = cls(mode="thesis", data="mnist", rbm="cd25", n_test=10000, curve_test=1000,
                    nade_hidden=(250, 500, 750, 1000), n_steps=30000, burn_in=2000, n_samples=10000,
-                   sample_burn_in=2000, ais_runs=1000, ais_temperatures=14500, ais_schedule="piecewise",
+                   sample_burn_in=2000, upper_chains=10000, upper_burn_in=2000, ais_runs=1000, ais_temperatures=14500, ais_schedule="piecewise",
                    curve_points=60)
         return replace(base, **overrides)
 
@@ -113,10 +123,11 @@ class Settings:
             raise ValueError(f"losses: expected a non-empty subset of {sorted(LOSSES)}, received {self.losses}")
         if self.ais_schedule not in ("uniform", "piecewise"):
             raise ValueError(f"ais_schedule: expected 'uniform' or 'piecewise', received {self.ais_schedule!r}")
-        minimum = {"burn_in": 0, "sample_burn_in": 0, "hill_restarts": 0,   # none at all is allowed
-                   "n_samples": 2, "bound_samples": 2, "n_test": 2}          # an interval needs two samples
+        minimum = {"burn_in": 0, "sample_burn_in": 0, "upper_burn_in": 0, "hill_restarts": 0,  # none is allowed
+                   "n_samples": 2, "upper_chains": 2, "bound_samples": 2, "n_test": 2}  # an interval needs two
         for name in ("rbm_hidden", "cd_k", "cd_steps", "n_train", "n_test", "curve_test", "n_steps", "batch_size",
-                     "n_chains", "burn_in", "n_samples", "sample_burn_in", "ais_runs", "ais_temperatures",
+                     "n_chains", "burn_in", "n_samples", "sample_burn_in", "upper_chains", "upper_burn_in",
+                     "ais_runs", "ais_temperatures",
                      "hill_restarts", "bound_samples", "curve_points"):
             check_positive_int(getattr(self, name), name, minimum=minimum.get(name, 1))
         if not self.nade_hidden:
@@ -249,14 +260,40 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
     return nade, curve
 
 
-def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key):
-    """Average test log q (+-2 SE) and every log Z estimate of section 4.2.4 for one NADE (cached)."""
+def upper_samples(rbm, settings, base, dirs):
+    """The RBM samples of every NADE's KL upper bound (4.46) and their CPU seconds, cached.
+
+    ``upper_chains`` chains from random states, ``upper_burn_in`` sweeps each
+    (:func:`kd_ref.rbm.random_chain_samples`; the thesis: 10,000 chains, 2,000 sweeps). One
+    set serves every NADE, as the chains do not depend on q; each NADE's upper bound is
+    charged their full CPU seconds. The burn-in is checkpointed under ``OUT/ckpt``, so an
+    interrupted run resumes it exactly.
+    """
+    path = dirs["cache"] / "upper_samples.npz"
+    if path.exists():
+        saved = npzfile.load(path, UPPER_KIND, {1}, label="cache", required=("x", "seconds"))
+        return saved["x"].astype(np.float64), float(saved["seconds"])
+    ckpt = dirs["ckpt"] / "upper_chains.npz"
+    x, seconds = random_chain_samples(rbm, _rng(base, 5), settings.upper_chains, settings.upper_burn_in,
+                                      checkpoint=ckpt, progress=settings.progress)
+    npzfile.save(path, UPPER_KIND, 1, x=x.astype(np.uint8), seconds=np.array(seconds))
+    ckpt.unlink(missing_ok=True)
+    return x, seconds
+
+
+def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key, upper):
+    """Average test log q (+-2 SE) and every log Z estimate of section 4.2.4 for one NADE (cached).
+
+    ``upper``: () -> (samples, CPU seconds), e.g. :func:`upper_samples` with its arguments bound
+    (called only when the estimates are not cached).
+    """
     def make():
         log_q_test, log_q_test_2se = mean_2se(nade.log_prob(x_test))
         out = {"log_q_test": log_q_test, "log_q_test_2se": log_q_test_2se}
+        x_u, seconds_u = upper()
         est = estimate_log_z(rbm, nade, _rng(base, 20, *code), n_samples=settings.n_samples,
-                             burn_in=settings.sample_burn_in, candidates=np.array([refs["hill"]["x"]]),
-                             progress=settings.progress)
+                             burn_in=settings.sample_burn_in, upper_samples=x_u, upper_seconds=seconds_u,
+                             candidates=np.array([refs["hill"]["x"]]), progress=settings.progress)
         for name in ESTIMATORS + ("trivial",):
             out[name] = _estimate_dict(est[name])
             out[name]["cpu_seconds"] = est["cpu_seconds"][name]
@@ -307,6 +344,11 @@ def write_tables(results, out_dir):
             f"samples per estimate: {results['settings']['n_samples']}.\n\n")
     text += write_table(lp_rows, str(out_dir / "log_prob"), "Average test log-probability (± 2 SE)") + "\n"
     text += write_table(z_rows, str(out_dir / "log_z"), "Estimates of log Z (CPU s include sampling)")
+    text += (f"\nThe KL upper bound (4.46) averages over {results['settings']['upper_chains']} chains from random "
+             f"states after {results['settings']['upper_burn_in']} sweeps (one set for every NADE; each row is "
+             f"charged all of its CPU s). The row below it averages the same quantity over the chains started at "
+             f"the NADE samples ({results['settings']['sample_burn_in']} sweeps, bridge sampling's): those chains "
+             f"lean towards q, so that figure is no bound.\n")
     (out_dir / "tables.md").write_text(text)
     return text
 
@@ -418,11 +460,12 @@ def run(settings, out_dir, rng):
     panels = [("test images", x_test[:32]),
               ("RBM samples", ChainStream(rbm, 32, sample_rng, n_chains=32, burn_in=1000)())]
     features = [("RBM features", _features(rbm.W.T[:32]))]
+    upper = functools.cache(lambda: upper_samples(rbm, settings, base, dirs))   # drawn once, when first needed
     for hidden in settings.nade_hidden:
         for loss in settings.losses:
             key, code = f"{hidden}/{loss}", (hidden, sorted(LOSSES).index(loss))
             nade, curve = train_nade(rbm, loss, hidden, refs, x_test, settings, base, code, dirs)
-            m = evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key.replace("/", "_"))
+            m = evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key.replace("/", "_"), upper)
             results["models"][key], results["curves"][key] = m, curve.tolist()
             results["agreement"]["nade"][key] = nade.log_prob(x_test[:100]).tolist()
             print(f"NADE H={hidden}, {LOSS_NAMES[loss]}: test log q {m['log_q_test']:.2f}; "
