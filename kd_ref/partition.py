@@ -254,7 +254,11 @@ def kl_upper_bound(log_phi_p, log_q_p):
     Parameters
     ----------
     log_phi_p : ndarray of shape (n,)
-        log phi at n >= 2 samples of the target p (e.g. RBM Gibbs samples).
+        log phi at n >= 2 samples of the target p, drawn without reference to q: for an RBM
+        the end states of Gibbs chains from random starts (:func:`kd_ref.rbm.random_chain_samples`;
+        the thesis, 10,000 chains of 2,000 sweeps). Chains started at q's own samples (as for
+        bridge sampling) stay near q when they mix slowly, and their average can then fall
+        below log Z exactly when q misses part of p.
     log_q_p : ndarray of shape (n,)
         log q at the same samples.
 

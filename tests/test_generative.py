@@ -430,6 +430,7 @@ def test_rbm_nade_presets_follow_the_spec():
     assert (t.rbm, t.nade_hidden, t.losses, t.n_steps, t.batch_size, t.n_chains, t.burn_in) == \
         ("cd25", (250, 500, 750, 1000), ("kl", "se"), 30000, 20, 2000, 2000)
     assert (t.n_samples, t.sample_burn_in, t.n_test) == (10000, 2000, 10000)
+    assert (t.upper_chains, t.upper_burn_in) == (10000, 2000)     # the upper bound's own random chains (4.46)
     m = rbm_nade.Settings.medium().validate()
     assert (m.rbm, m.nade_hidden, m.n_steps, m.sample_burn_in) == ("cd25", (500,), 3000, 2000)
     q = rbm_nade.Settings.quick().validate()
@@ -448,6 +449,8 @@ def test_rbm_nade_presets_follow_the_spec():
     (dict(hill_restarts=-1), ValueError, r"hill_restarts: expected an integer >= 0, received -1"),
     (dict(n_samples=1), ValueError, r"n_samples: expected an integer >= 2, received 1"),
     (dict(bound_samples=1), ValueError, r"bound_samples: expected an integer >= 2, received 1"),
+    (dict(upper_chains=1), ValueError, r"upper_chains: expected an integer >= 2, received 1"),
+    (dict(upper_burn_in=-1), ValueError, r"upper_burn_in: expected an integer >= 0, received -1"),
     (dict(nade_hidden=()), ValueError, r"nade_hidden: expected at least one hidden-unit count, received \(\)"),
     (dict(nade_hidden=(10, 0)), ValueError, r"nade_hidden\[1\]: expected an integer >= 1, received 0"),
     (dict(ais_schedule="linear"), ValueError, r"ais_schedule: expected 'uniform' or 'piecewise', received 'linear'"),
@@ -458,7 +461,7 @@ def test_rbm_nade_settings_name_the_bad_field(override, error, match):
 
     with pytest.raises(error, match=match):
         rbm_nade.Settings.quick(**override).validate()
-    rbm_nade.Settings.quick(burn_in=0, sample_burn_in=0, hill_restarts=0).validate()   # zero sweeps are allowed
+    rbm_nade.Settings.quick(burn_in=0, sample_burn_in=0, upper_burn_in=0, hill_restarts=0).validate()   # zero sweeps are allowed
 
 
 @pytest.mark.parametrize("argv, message", [
