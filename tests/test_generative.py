@@ -252,8 +252,8 @@ def two_mode_rbm(d=12, c=4.0):
 
     log phi(x) = -c s + softplus(2 c s - d c) with s = sum_i x_i; Z = 2 (1 + e^-c)^d. A Gibbs chain crosses
     between the modes with probability sigma(2 c s - d c) per sweep, on average 1.5e-8 (d = 12, c = 4) from
-    either mode at equilibrium, and the model is symmetric under (x, h) -> (1 - x, 1 - h), so chains from uniform random starts end in each mode
-    with probability exactly 1/2.
+    either mode at equilibrium, and the model is symmetric under (x, h) -> (1 - x, 1 - h), so chains from
+    uniform random starts end in each mode with probability exactly 1/2.
     """
     rbm = RBM(d, 1)
     rbm.b_visible[...], rbm.W[...], rbm.b_hidden[...] = -c, 2.0 * c, -d * c
@@ -461,7 +461,7 @@ def test_rbm_nade_settings_name_the_bad_field(override, error, match):
 
     with pytest.raises(error, match=match):
         rbm_nade.Settings.quick(**override).validate()
-    rbm_nade.Settings.quick(burn_in=0, sample_burn_in=0, upper_burn_in=0, hill_restarts=0).validate()   # zero sweeps are allowed
+    rbm_nade.Settings.quick(burn_in=0, sample_burn_in=0, upper_burn_in=0, hill_restarts=0).validate()   # no sweeps
 
 
 @pytest.mark.parametrize("argv, message", [

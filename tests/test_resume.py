@@ -325,8 +325,8 @@ def _tiny_rbm_nade(**overrides):
 
     base = dict(data="synthetic", rbm_hidden=4, cd_steps=60, n_train=100, n_test=20, curve_test=10,
                 nade_hidden=(6,), losses=("kl", "se"), n_steps=40, n_chains=20, burn_in=5, n_samples=20,
-                sample_burn_in=3, upper_chains=20, upper_burn_in=7, ais_runs=4, ais_temperatures=20, bound_samples=4, curve_points=4, hill_restarts=1,
-                progress=False, figures=False)
+                sample_burn_in=3, upper_chains=20, upper_burn_in=7, ais_runs=4, ais_temperatures=20, bound_samples=4,
+                curve_points=4, hill_restarts=1, progress=False, figures=False)
     return replace(rbm_nade.Settings(), **{**base, **overrides})      # the class defaults are the quick preset
 
 

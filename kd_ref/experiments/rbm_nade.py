@@ -107,8 +107,8 @@ class Settings:
     def thesis(cls, **overrides):
         base = cls(mode="thesis", data="mnist", rbm="cd25", n_test=10000, curve_test=1000,
                    nade_hidden=(250, 500, 750, 1000), n_steps=30000, burn_in=2000, n_samples=10000,
-                   sample_burn_in=2000, upper_chains=10000, upper_burn_in=2000, ais_runs=1000, ais_temperatures=14500, ais_schedule="piecewise",
-                   curve_points=60)
+                   sample_burn_in=2000, upper_chains=10000, upper_burn_in=2000, ais_runs=1000,
+                   ais_temperatures=14500, ais_schedule="piecewise", curve_points=60)
         return replace(base, **overrides)
 
     def validate(self):
