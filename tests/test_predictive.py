@@ -149,10 +149,47 @@ def test_losses_match_explicit_two_class_formulas(rng):
     assert np.isclose(cross_entropy_loss(net, x, targets)[0], ce, rtol=1e-12)
     g1, g0 = (1 - q1)[:, None] * w_s, -q1[:, None] * w_s          # d log q_c / dx
     G1, G0 = (1 - p1)[:, None] * w_t, -p1[:, None] * w_t
-    dse = np.mean(np.sum((g1 - G1) ** 2, axis=1) + np.sum((g0 - G0) ** 2, axis=1))
+    # 3.24: each class weighted by the teacher's probability of it, with the 1/2
+    dse = np.mean(0.5 * p1 * np.sum((g1 - G1) ** 2, axis=1) + 0.5 * (1 - p1) * np.sum((g0 - G0) ** 2, axis=1))
     assert np.isclose(derivative_square_error_loss(net, x, targets)[0], dse, rtol=1e-12)
     assert np.isclose(np.mean(bernoulli_kl(targets.log_p, network_targets(net, x).log_p)),
                       ce + np.mean(p1 * np.log(p1) + (1 - p1) * np.log(1 - p1)), rtol=1e-10)
+
+
+def test_weighted_derivative_square_error_against_a_loop_over_examples_and_classes(rng):
+    """3.24 for a K-unit student and an S-sample teacher, and 3.38 for a single-sample teacher, written out
+    one example and one class at a time: q = mean_k sigma(w_k . x), dq/dx = mean_k sigma'(w_k . x) w_k,
+    d log q_1/dx = (dq/dx) / q and d log q_0/dx = -(dq/dx) / (1 - q)."""
+    def prob_and_slope(W, xn):
+        s = special.expit(W @ xn)
+        return s.mean(), (s * (1 - s)) @ W / W.shape[0]
+
+    W_s, W_t = rng.normal(size=(4, 2)), rng.normal(size=(7, 2))
+    net = compact_predictor(4, 2, rng)
+    net.W[0][...] = W_s
+    x = rng.normal(size=(5, 2))
+    w_online = rng.normal(size=(5, 2))                                   # one chain sample per input (3.36)
+    for targets, teacher_of in ((network_targets(mc_predictor(W_t), x), lambda n: W_t),
+                                (sample_targets(w_online, x), lambda n: w_online[n:n + 1])):
+        total = 0.0
+        for n in range(x.shape[0]):
+            q, dq = prob_and_slope(W_s, x[n])
+            p, dp = prob_and_slope(teacher_of(n), x[n])
+            for weight, g, G in ((p, dq / q, dp / p), (1 - p, -dq / (1 - q), -dp / (1 - p))):
+                total += weight * 0.5 * np.sum((g - G) ** 2)
+        assert np.isclose(derivative_square_error_loss(net, x, targets, grad=False)[0], total / x.shape[0],
+                          rtol=1e-11)
+    # the control: the unweighted sum of the two class terms is a different number
+    unweighted = ClassTargets(np.zeros((5, 2)), targets.d_log_p)        # log p = 0: both weights 1
+    assert not np.isclose(derivative_square_error_loss(net, x, unweighted, grad=False)[0],
+                          derivative_square_error_loss(net, x, targets, grad=False)[0], rtol=1e-3)
+
+
+def test_compact_weights_start_small_and_random():
+    """N(0, 1/(D + 1)) as in the thesis's code: for D = 2 the sample variance of many weights is near 1/3."""
+    net = compact_predictor(20_000, 2, np.random.default_rng(0))
+    var = net.W[0].var()
+    assert abs(var - 1 / 3) < 5 * (1 / 3) * np.sqrt(2 / net.W[0].size)   # 5 standard errors of a variance
 
 
 def test_training_moves_only_the_first_layer_and_lowers_the_loss():

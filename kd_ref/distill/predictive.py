@@ -318,7 +318,7 @@ def mc_predictor(samples):
     return _zero_bias_net(samples, 1.0 / samples.shape[0], np.random.default_rng(0))
 
 
-def compact_predictor(n_units, dim, rng, init_scale=1.0):
+def compact_predictor(n_units, dim, rng, init_scale=None):
     """The compact model (3.44): K logistic units with trainable weights, output weights 1/K, no biases.
 
     Only ``net.params[net.param_slice("W1")]`` is trained; W2 stays 1/K and the
@@ -332,10 +332,15 @@ def compact_predictor(n_units, dim, rng, init_scale=1.0):
         Input dimension D.
     rng : numpy.random.Generator
         Draws the initial weights, N(0, init_scale^2) each.
+    init_scale : float, optional
+        Standard deviation of the initial weights; default 1 / sqrt(D + 1), small
+        and random as in the thesis's code (N(0, 1/3) for D = 2 inputs).
     """
     n_units = check_positive_int(n_units, "n_units")
     dim = check_positive_int(dim, "dim")
     check_generator(rng)
+    if init_scale is None:
+        init_scale = 1.0 / np.sqrt(dim + 1.0)
     init_scale = check_in_range(init_scale, "init_scale", 0.0, np.inf, low_open=True)
     return _zero_bias_net(init_scale * rng.standard_normal((n_units, dim)), 1.0 / n_units, rng)
 
@@ -494,15 +499,23 @@ def cross_entropy_loss(net, x, targets, grad=True):
 
 
 def derivative_square_error_loss(net, x, targets, grad=True):
-    """Derivative square error on both classes' log-probabilities (3.23-3.26), averaged over the minibatch.
+    """Derivative square error (3.23-3.26): the teacher's expected squared error of the input derivatives
+    of the log-probability of its label, averaged over the minibatch.
 
-    L = (1/N) sum_n sum_c || d log q(t=c | x_n)/dx - d log p(t=c | x_n)/dx ||^2.
+    L = (1/N) sum_n sum_c p(t=c | x_n) 1/2 || d log q(t=c | x_n)/dx - d log p(t=c | x_n)/dx ||^2     (3.24)
 
-    The theta-gradient of ||g - G||^2 with g = d log q / dx is (dg/dtheta)^T d with
-    d = 2 (g - G): the parameter part of the joint (theta, x) Hessian of E = log q
-    along v = (0, d). One backprop gives g; one reduced R{backprop} (B.19-B.21)
-    along v = (0, d) gives the product; no Hessian is formed. At U = [-x; x] the
-    class-0 rows use d = -2 (g0 - G0) (their input is -x).
+    Each class term is weighted by the teacher's probability of that class: the
+    expectation over the teacher's label t ~ p(t | x, D) of 3.23, taken in closed
+    form. Without the weights the improbable class, whose log-probability is steep
+    wherever the other one saturates, would dominate the loss. Online (3.38) the
+    targets come from one chain sample, and so do the weights: pass the
+    :func:`sample_targets` of that sample.
+
+    The theta-gradient of p_c ||g_c - G_c||^2 / 2 with g_c = d log q_c / dx is
+    (dg_c/dtheta)^T d_c with d_c = p_c (g_c - G_c): the parameter part of the joint
+    (theta, x) Hessian of E = log q along v = (0, d). One backprop gives g; one
+    reduced R{backprop} (B.19-B.21) along v = (0, d) gives the product; no Hessian
+    is formed. At U = [-x; x] the class-0 rows use -d_0 (their input is -x).
 
     Returns
     -------
@@ -516,10 +529,12 @@ def derivative_square_error_loss(net, x, targets, grad=True):
     cache, _, d_u = _forward_log(net, _stack(x))                         # d log y / du at U
     g = _unstack(d_u, n, True)                                           # (N, 2, D): d log q_c / dx
     err = g - targets.d_log_p
-    value = float(np.sum(err**2)) / n
+    p = targets.p[:, :, None]                                            # (N, 2, 1): the teacher's class weights
+    value = 0.5 * float(np.sum(p * err**2)) / n
     if not grad:
         return value, None
-    v_u = 2.0 * np.concatenate([-err[:, 0], err[:, 1]], axis=0) / n     # direction (0, v_u) over U
+    d = p * err / n                                                      # d_c = p_c (g_c - G_c) / N
+    v_u = np.concatenate([-d[:, 0], d[:, 1]], axis=0)                    # direction (0, v_u) over U
     out = CrossEntropy(np.ones_like(cache.y))                            # E = sum log y
     rcache = net.r_forward(cache, v_params=None, v_x=v_u)
     R_d_params, _ = net.r_backprop(cache, rcache, out.grad(cache.y), out.r_grad(cache.y, rcache.R_y),

@@ -10,27 +10,18 @@ network with one logistic unit per sample. Four compact models of K = 10 units
 
 and EP with a Gaussian posterior (3.46-3.48) is the baseline.
 
-Choices the thesis leaves open, fixed here: the compact weights start at K
-posterior samples (batch: random stored ones; online: the chain's first
-minibatch); the step size decays linearly from ``eta0`` to 0 with eta0 = 1 for
-cross entropy as in the thesis but 0.03 for derivative square error. With the
-thesis's eta0 = 1 SGD on derivative square error is unstable on this data set:
-in three seeded batch runs at the thesis settings it ended at a derivative
-square error of 4.5-6.6 (against about 1.2 with eta0 = 0.03), one of them with
-a weight of norm ~1,250; eta0 = 0.1 left one run of three at 4.7; eta0 = 0.03
-reached about 1.2 in all three. The choice was made on the loss being
-minimised, not on the comparison with MCMC.
+Settings as in the thesis and its code: the compact weights start small and random,
+N(0, 1/(D + 1)) (:func:`~kd_ref.distill.predictive.compact_predictor`), and the step
+size decays linearly from eta0 = 1 to 0 for all four models. Derivative square
+error is the thesis's weighted form (3.24): each class term weighted by the
+teacher's probability of that class, with a 1/2; online (3.38) the weights come
+from the single chain sample.
 
-The thesis reports that derivative square error captures the steep slope of
-the MCMC surface at the origin better than cross entropy. ``--sweep N`` tests
-this on N seeds with the two batch models *paired*: same posterior samples, same
-starting weights, same input stream. ``--thesis --sweep 7`` (seeds 0-6, about
-6 minutes) gave, in all seven seeds, a DSE slope at the origin below the CE
-slope (by 0.09-0.38), a DSE surface 2.3-3.5 times further from MCMC's on
-|x_i| <= 2 (mean |difference| 0.014-0.026 against 0.006-0.008), and a larger
-KL. Here the compact models are mostly *steeper* than MCMC (CE in 6 seeds of
-7), so DSE's flatter slope at x = 0 happens to be nearer MCMC's in 5 of 7, but
-the surface around it is not. The finding is not reproduced.
+The thesis reports that derivative square error captures the steep slope of the
+MCMC surface at the origin better than cross entropy. ``--sweep N`` tests this
+on N seeds with the two batch models *paired* (same posterior samples, same
+starting weights, same input stream); the README's Results section gives the
+table of ``--thesis --sweep 7``.
 
 Outputs (in ``--out``): ``posterior.png`` (posterior density, samples, EP's
 Gaussian and each compact model's weights), ``surfaces.png`` (p(t = 1 | x) of
@@ -60,14 +51,14 @@ NAME = "bayes_logreg"
 LOSS_NAMES = ("cross_entropy", "derivative_square_error")
 SHORT = {"cross_entropy": "CE", "derivative_square_error": "DSE"}
 
-#: Settings of section 3.3.4 (eta0 for derivative square error: see the module docstring).
+#: Settings of section 3.3.4.
 THESIS = dict(n_per_class=10, n_samples=10_000, burn_in=1_000, n_units=10, n_steps=5_000, batch_size=10,
-              eta0={"cross_entropy": 1.0, "derivative_square_error": 0.03}, online_chains=1,
+              eta0={"cross_entropy": 1.0, "derivative_square_error": 1.0}, online_chains=1,
               grid_half_width=10.0, grid_points=101, near_origin=2.0, n_eval=10_000, n_timing=10_000,
               progress=True)
 #: Same structure, well under a minute: fewer samples and steps, ten parallel chains for the online stream.
 QUICK = dict(n_per_class=10, n_samples=2_000, burn_in=200, n_units=10, n_steps=1_500, batch_size=10,
-             eta0={"cross_entropy": 1.0, "derivative_square_error": 0.03}, online_chains=10,
+             eta0={"cross_entropy": 1.0, "derivative_square_error": 1.0}, online_chains=10,
              grid_half_width=10.0, grid_points=61, near_origin=2.0, n_eval=2_000, n_timing=10_000, progress=False)
 
 
@@ -96,11 +87,9 @@ def distil_all(posterior, samples, settings, rng):
             net = compact_predictor(settings["n_units"], posterior.dim, rng)
             began = time.perf_counter()
             if mode == "batch":
-                net.W[0][...] = samples[rng.choice(samples.shape[0], settings["n_units"], replace=False)]
                 draw = batch_stream(teacher, inputs)
             else:
                 chain = _sampler(posterior, settings["online_chains"], settings["burn_in"], rng, progress)
-                net.W[0][...] = chain.next_batch(settings["n_units"])
                 draw = online_stream(chain, inputs)
             result = train_compact(net, loss, draw, settings["n_steps"], eta0=settings["eta0"][loss],
                                    progress=progress, label=f"{mode} {SHORT[loss]}")
@@ -212,7 +201,7 @@ def slope_sweep(settings, seeds, out_dir):
         teacher = mc_predictor(samples)
         x_eval = np.sqrt(INPUT_VAR) * rng.standard_normal((settings["n_eval"], posterior.dim))
         mc_eval = network_targets(teacher, x_eval, chunk=500).log_p
-        start = samples[rng.choice(samples.shape[0], settings["n_units"], replace=False)]
+        start = compact_predictor(settings["n_units"], posterior.dim, rng).W[0].copy()   # N(0, 1/(D + 1))
         mc_near = teacher.predict(near)[:, 0]
         row = dict(seed=seed, MCMC_slope=slope_at_origin(teacher))
         for loss in LOSS_NAMES:
@@ -294,7 +283,7 @@ def plot_surfaces(posterior, samples, ep, models, surfaces, axis):
 def main(argv=None):
     parser = make_parser(NAME, __doc__.splitlines()[0])
     parser.add_argument("--dse-eta0", type=positive_float, help="first step size of derivative square error (default "
-                        "0.03; 1 is the thesis's literal setting, unstable here: see the module notes)")
+                        "1, the thesis's)")
     parser.add_argument("--sweep", type=int_at_least(1), metavar="N", help="instead of the experiment, compare batch CE and "
                         "batch DSE, paired, on seeds SEED ... SEED+N-1 and write sweep.md (about 2 min per seed "
                         "with --thesis)")
