@@ -248,6 +248,19 @@ def ep_logistic_regression(x, t, prior_var=100.0, *, damping=0.5, max_iter=500, 
     Returns
     -------
     EPPosterior
+
+    Examples
+    --------
+    Without a bias, q(w) is symmetric about its mean's sign, so p(t=1|x) + p(t=1|-x) = 1:
+
+    >>> import numpy as np
+    >>> x = np.array([[-2.0, 1.0], [-1.0, -0.5], [1.5, 0.5], [2.0, -1.0]])
+    >>> q = ep_logistic_regression(x, np.array([0, 0, 1, 1]))
+    >>> q.converged
+    True
+    >>> p = q.predict_proba(np.array([[3.0, 0.0], [-3.0, 0.0]]))
+    >>> bool(p[0] > 0.95), round(float(p.sum()), 10)
+    (True, 1.0)
     """
     x = as_float_array(x, "x", ndim=2)
     if x.shape[0] == 0:

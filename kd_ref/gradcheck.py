@@ -146,6 +146,15 @@ def check_gradient(f, grad, x, directions=None, step=DEFAULT_STEP, name="gradien
     Returns
     -------
     CheckResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> result = check_gradient(lambda x: np.sum(np.sin(x)), np.cos, np.array([0.1, 2.0]))
+    >>> result.passed(1e-9)
+    True
+    >>> check_gradient(lambda x: np.sum(np.sin(x)), np.sin, np.array([0.1, 2.0])).passed(1e-9)
+    False
     """
     check_callable(f, "f", "a callable x -> float")
     check_callable(grad, "grad", "a callable x -> gradient of the shape of x")

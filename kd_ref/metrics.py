@@ -79,6 +79,13 @@ def score(log_probs, labels):
     Returns
     -------
     Score
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = score(np.log([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]), np.array([0, 1, 1]))
+    >>> round(s.accuracy, 4), round(s.log_prob, 4)     # two of three right; mean log p of the true class
+    (66.6667, -0.4594)
     """
     log_probs = as_float_array(log_probs, "log_probs", ndim=2, finite=False)
     if log_probs.shape[0] == 0 or log_probs.shape[1] == 0:

@@ -395,6 +395,15 @@ def fit_em(x, n_components, rng, *, n_restarts=5, max_iter=1000, tol=1e-9, reg=1
     Returns
     -------
     EMResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.concatenate([rng.normal(-3, 1, size=(500, 1)), rng.normal(3, 1, size=(500, 1))])
+    >>> result = fit_em(x, 2, np.random.default_rng(1))
+    >>> result.converged, np.sort(result.model.means.ravel()).round(1).tolist()
+    (True, [-3.0, 2.9])
     """
     x = _data(x)
     check_generator(rng)
@@ -451,6 +460,18 @@ class OnlineEM:
         or ``kd_ref.optim.PowerDecay(t0, kappa)`` (D.15-D.16).
     reg : float
         Added to every covariance's diagonal in D.9.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kd_ref.optim import LinearDecay
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.concatenate([rng.normal(-3, 1, size=(500, 1)), rng.normal(3, 1, size=(500, 1))])
+    >>> em = OnlineEM(MoG([0.5, 0.5], [[-1.0], [1.0]], [[[1.0]], [[1.0]]]), LinearDecay(1.0, 200))
+    >>> for _ in range(200):
+    ...     _ = em.step(x[rng.integers(0, 1000, size=20)])   # returns the minibatch log-likelihood
+    >>> np.sort(em.model.means.ravel()).round(1).tolist()
+    [-3.0, 2.9]
     """
 
     def __init__(self, model, schedule, reg=1e-6):

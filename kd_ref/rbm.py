@@ -339,6 +339,19 @@ class GibbsSampler:
         K, the rows of ``x`` (read-only).
     sweeps : int
         Sweeps made so far.
+
+    Examples
+    --------
+    After burn-in, the chains' states are draws from p(x); their mean estimates E_p[x]:
+
+    >>> import numpy as np
+    >>> rbm = RBM(4, 3, np.random.default_rng(0), init_std=1.0)
+    >>> chains = GibbsSampler(rbm, np.random.default_rng(2), n_chains=4000)
+    >>> _ = chains.burn_in(50)
+    >>> x = (np.arange(16)[:, None] >> np.arange(4)) & 1
+    >>> p = np.exp(rbm.log_phi(x) - rbm.log_z_exact())
+    >>> bool(np.all(np.abs(chains.x.mean(axis=0) - p @ x) < 4 * 0.5 / np.sqrt(4000)))
+    True
     """
 
     def __init__(self, rbm, rng, n_chains=None, init=None, init_prob=0.5):
