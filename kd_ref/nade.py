@@ -79,8 +79,9 @@ Examples
 1.0
 """
 import numpy as np
+from scipy import special
 
-from . import npzfile
+from . import nonlinearities, npzfile
 from ._validation import (as_binary_batch, as_float_array, check_binary_dataset, check_bool, check_callable,
                           check_generator, check_in_range, check_permutation, check_positive_int,
                           check_training_options)
@@ -765,6 +766,153 @@ class NADE:
     def __repr__(self):
         return (f"NADE(n_inputs={self.n_inputs}, n_hidden={self.n_hidden}, nonlinearity={self.nonlinearity!r}, "
                 f"order={'identity' if np.array_equal(self.order, np.arange(self.n_inputs)) else 'custom'})")
+
+
+# ---------------------------------------------------------------- reference twins
+# The engine above fuses forward, backprop and R{backprop} into one blocked pass with
+# prefix sums. The functions below compute the same results the slow, plain way: a
+# loop over positions d with one line per equation of Appendix C, named as there
+# (S_d is summed literally, so they cost O(D^2 N H)). They exist to be read against
+# the appendix and to test the engine (tests/test_nade.py); use NADE.grad / NADE.hvp.
+# Arrays indexed [d] hold position d's quantity for every row: a[d] is a_d, (N, H).
+
+def _reference_forward(nade, x):
+    """Forward pass (C.2-C.7): a, h (D, N, H), z, y (D, N) in position order, and log q (N,)."""
+    f = nonlinearities.get(nade.nonlinearity)
+    W, V, b, c = nade.W, nade.V, nade.b, nade.c
+    (N, D), H = x.shape, nade.n_hidden
+    a, h, z, y = np.empty((D, N, H)), np.empty((D, N, H)), np.empty((D, N)), np.empty((D, N))
+    log_q = np.zeros(N)
+    a_next = np.tile(c, (N, 1))                                           # a_1 = c                       (C.2)
+    for d, i in enumerate(nade.order):                                   # position d models input i = o_d
+        a[d] = a_next
+        h[d] = f.forward(a[d])                                           # h_d = f(a_d)                  (C.4)
+        z[d] = b[i] + h[d] @ V[i]                                        # z_d = b_{o_d} + h_d . V[o_d]  (C.5)
+        y[d] = special.expit(z[d])                                       # y_d = sigma(z_d)              (C.6)
+        log_q += x[:, i] * special.log_expit(z[d]) + (1 - x[:, i]) * special.log_expit(-z[d])   # (C.7)
+        a_next = a[d] + np.outer(x[:, i], W[:, i])                       # a_{d+1} = a_d + x_{o_d} W[:, o_d] (C.3)
+    return a, h, z, y, log_q
+
+
+def _reference_deltas(nade, x, w, a, h, y):
+    """Backward quantities (C.8-C.10, C.15): d_z (D, N), d_h, d_a and S (D, N, H), position order."""
+    f = nonlinearities.get(nade.nonlinearity)
+    D = x.shape[1]
+    d_z, d_h, d_a, S = np.empty_like(y), np.empty_like(h), np.empty_like(h), np.empty_like(h)
+    for d, i in enumerate(nade.order):
+        d_z[d] = w * (x[:, i] - y[d])                                    # dz_d = w (x_{o_d} - y_d)      (C.8)
+        d_h[d] = np.outer(d_z[d], nade.V[i])                             # dh_d = dz_d V[o_d]            (C.9)
+        d_a[d] = f.backward(a[d], h[d], d_h[d])                          # da_d = f'(a_d) * dh_d         (C.10)
+    for d in range(D):
+        S[d] = d_a[d + 1:].sum(axis=0)                                   # S_d = sum_{d' > d} da_{d'}    (C.15)
+    return d_z, d_h, d_a, S
+
+
+def reference_backprop(nade, x, weights=None):
+    """Backprop (C.2-C.15) as a plain loop over positions: the readable twin of :meth:`NADE.grad`.
+
+    Parameters
+    ----------
+    nade : NADE
+    x : array_like of shape (N, D) or (D,)
+        Any real values (x is treated as continuous, as in C.14), data order.
+    weights : array_like of shape (N,), optional
+        w_n in E = sum_n w_n log q(x_n); default 1.
+
+    Returns
+    -------
+    log_q : ndarray of shape (N,)
+    d_params : ndarray of shape (P,)
+        dE/dtheta, laid out like ``nade.params``.
+    d_x : ndarray of shape (N, D)
+        dE/dx, data order.
+
+    Examples
+    --------
+    >>> nade = NADE(3, 2, np.random.default_rng(0), init_std=1.0)
+    >>> x = np.array([[1.0, 0.0, 1.0]])
+    >>> log_q, d_params, d_x = reference_backprop(nade, x)
+    >>> bool(np.allclose(d_params, nade.grad(x)[1], rtol=1e-12, atol=1e-15))
+    True
+    """
+    if not isinstance(nade, NADE):
+        raise TypeError(f"nade: expected a kd_ref.nade.NADE, received {type(nade).__name__}")
+    x = nade._check_x(x, True)
+    w = nade._check_weights(weights, x.shape[0])
+    a, h, z, y, log_q = _reference_forward(nade, x)
+    d_z, d_h, d_a, S = _reference_deltas(nade, x, w, a, h, y)
+    d_params = np.zeros(nade.n_params)
+    d_W, d_V, d_b, d_c = nade.param_views(d_params)
+    d_x = np.empty(x.shape)
+    for d, i in enumerate(nade.order):
+        d_b[i] = d_z[d].sum()                                            # dE/db_{o_d} = sum_n dz_d      (C.8)
+        d_V[i] = d_z[d] @ h[d]                                           # dE/dV[o_d] = sum_n dz_d h_d   (C.11)
+        d_W[:, i] = x[:, i] @ S[d]                                       # dE/dW[:, o_d] = sum_n x S_d   (C.12)
+        d_x[:, i] = w * z[d] + S[d] @ nade.W[:, i]                       # dE/dx_{o_d} = w z_d + S_d . W[:, o_d] (C.14)
+    d_c[...] = d_a.sum(axis=(0, 1))                                      # dE/dc = sum_n sum_d da_d      (C.13)
+    return log_q, d_params, d_x
+
+
+def reference_r_backprop(nade, x, v_params=None, v_x=None, weights=None):
+    """R{backprop} (C.16-C.27) as a plain loop over positions: the readable twin of :meth:`NADE.hvp`.
+
+    Applies R_v to every line of :func:`reference_backprop` for the direction
+    v = (v_params, v_x); a part given as None is zero. Nothing is skipped for a
+    zero part (the reduced forms C.28 are the engine's business).
+
+    Parameters
+    ----------
+    nade : NADE
+    x : array_like of shape (N, D) or (D,)
+        Any real values, data order.
+    v_params : array_like of shape (P,), optional
+    v_x : array_like of shape (N, D), optional
+    weights : array_like of shape (N,), optional
+
+    Returns
+    -------
+    Hv_params : ndarray of shape (P,)
+        R{dE/dtheta}, laid out like ``nade.params``.
+    Hv_x : ndarray of shape (N, D)
+        R{dE/dx}, data order.
+    """
+    if not isinstance(nade, NADE):
+        raise TypeError(f"nade: expected a kd_ref.nade.NADE, received {type(nade).__name__}")
+    x = nade._check_x(x, True)
+    v = nade._check_direction(x, v_params, v_x)
+    w = nade._check_weights(weights, x.shape[0])
+    v_params = np.zeros(nade.n_params) if v["v_params"] is None else v["v_params"]
+    v_x = np.zeros(x.shape) if v["v_x"] is None else v["v_x"]
+    f = nonlinearities.get(nade.nonlinearity)
+    W, V = nade.W, nade.V
+    v_W, v_V, v_b, v_c = nade.param_views(v_params)
+    a, h, z, y, _ = _reference_forward(nade, x)
+    d_z, d_h, d_a, S = _reference_deltas(nade, x, w, a, h, y)
+    (N, D), H = x.shape, nade.n_hidden
+    R_a, R_h, R_z, R_y = np.empty((D, N, H)), np.empty((D, N, H)), np.empty((D, N)), np.empty((D, N))
+    R_d_z, R_d_h, R_d_a, R_S = np.empty((D, N)), np.empty((D, N, H)), np.empty((D, N, H)), np.empty((D, N, H))
+    R_a_next = np.tile(v_c, (N, 1))                                      # R{a_1} = v_c                  (C.16)
+    for d, i in enumerate(nade.order):
+        R_a[d] = R_a_next
+        R_h[d] = f.r_forward(a[d], h[d], R_a[d])                         # R{h_d} = f'(a_d) R{a_d}       (C.18)
+        R_z[d] = v_b[i] + h[d] @ v_V[i] + R_h[d] @ V[i]                  # (C.19)
+        R_y[d] = special.expit(z[d]) * special.expit(-z[d]) * R_z[d]    # y_d (1 - y_d) R{z_d}          (C.20)
+        R_a_next = R_a[d] + np.outer(x[:, i], v_W[:, i]) + np.outer(v_x[:, i], W[:, i])   # (C.17)
+        R_d_z[d] = w * (v_x[:, i] - R_y[d])                              # R{dz_d}                       (C.21)
+        R_d_h[d] = np.outer(R_d_z[d], V[i]) + np.outer(d_z[d], v_V[i])   # R{dh_d}                       (C.22)
+        R_d_a[d] = f.r_backward(a[d], h[d], d_h[d], R_a[d], R_d_h[d])    # f' R{dh_d} + f'' R{a_d} dh_d  (C.23)
+    for d in range(D):
+        R_S[d] = R_d_a[d + 1:].sum(axis=0)                               # R{S_d} = sum_{d' > d} R{da_d'}
+    Hv_params = np.zeros(nade.n_params)
+    R_d_W, R_d_V, R_d_b, R_d_c = nade.param_views(Hv_params)
+    Hv_x = np.empty(x.shape)
+    for d, i in enumerate(nade.order):
+        R_d_b[i] = R_d_z[d].sum()                                        # R{dE/db_{o_d}}                (C.24)
+        R_d_V[i] = R_d_z[d] @ h[d] + d_z[d] @ R_h[d]                     # R{dE/dV[o_d]}                 (C.24)
+        R_d_W[:, i] = v_x[:, i] @ S[d] + x[:, i] @ R_S[d]                # R{dE/dW[:, o_d]}              (C.25)
+        Hv_x[:, i] = w * R_z[d] + S[d] @ v_W[:, i] + R_S[d] @ W[:, i]    # R{dE/dx_{o_d}}                (C.27)
+    R_d_c[...] = R_d_a.sum(axis=(0, 1))                                  # R{dE/dc}                      (C.26)
+    return Hv_params, Hv_x
 
 
 # -------------------------------------------------------------------------- training

@@ -8,7 +8,8 @@ from hypothesis import assume, given, strategies as st
 import kd_ref.nade as nade_module
 from kd_ref import gradcheck
 from kd_ref.datasets import noisy_prototypes, noisy_prototypes_log_prob
-from kd_ref.nade import NADE, fit_nade, log_likelihood_objective, raster_column_order
+from kd_ref.nade import (NADE, fit_nade, log_likelihood_objective, raster_column_order, reference_backprop,
+                         reference_r_backprop)
 from kd_ref.optim import MinibatchDrawer
 from kd_ref.optim import SGD
 
@@ -151,6 +152,76 @@ def test_r_forward_matches_differences_of_logits(D, H, N, seed, nonlinearity, pa
         _, R_z = nade.r_forward(x, v_p, v_x, continuous=True)
         numeric = gradcheck.directional_difference(logits, z, v)
     assert gradcheck.relative_error(R_z, numeric) < 1e-6
+
+
+# ------------------------------------------------------- the engine and its twins
+def assert_same_as_twin(fast, twin, name):
+    """fast == twin to 1e-12 relative, part by part (W, V, b, c or x), so no part hides behind a larger one.
+
+    A part's scale is its own largest entry, but not less than 1e-3 of the largest entry of
+    the whole result (an absolute floor of 1e-15 of it, a few roundings): the engine's
+    S_d = S - P_d (see _pass) cancels, so a part that is zero or tiny in exact arithmetic
+    (dE/dW[:, o_D] = 0, 0 exactly in the twin) comes out at the rounding level of S.
+    """
+    overall = max(np.abs(t).max() for t in twin.values())
+    for part in twin:
+        scale = max(np.abs(twin[part]).max(), 1e-3 * overall, np.finfo(float).tiny)
+        err = np.abs(fast[part] - twin[part]).max() / scale
+        assert err <= 1e-12, f"{name} {part}: relative difference {err:.2e}\n fast {fast[part]}\n twin {twin[part]}"
+
+
+def parts(nade, d_params, d_x):
+    return dict(zip("WVbc", nade.param_views(d_params)), x=d_x)
+
+
+@given(**sizes, binary=st.booleans(), plan=plans)
+def test_grad_equals_reference_backprop(D, H, N, seed, nonlinearity, binary, plan):
+    """The fused, blocked engine (NADE.grad) computes what the plain loop over C.2-C.15 computes."""
+    nade, x, w, _ = make_case(seed, D, H, N, nonlinearity)
+    if binary:
+        x = (x > 0).astype(float)
+    with maybe_block_plan(plan):
+        log_q, d_p, d_x = nade.grad(x, w, continuous=True)
+    ref_log_q, ref_d_p, ref_d_x = reference_backprop(nade, x, w)
+    np.testing.assert_allclose(log_q, ref_log_q, rtol=1e-12, atol=1e-12 * np.abs(ref_log_q).max())
+    assert_same_as_twin(parts(nade, d_p, d_x), parts(nade, ref_d_p, ref_d_x), "grad")
+
+
+@given(**sizes, binary=st.booleans(), part=st.sampled_from(["full", "params", "x"]), plan=plans)
+def test_hvp_equals_reference_r_backprop(D, H, N, seed, nonlinearity, binary, part, plan):
+    """NADE.hvp, with its reduced forms (C.28) for a None part, computes what the plain loop over C.16-C.27 computes."""
+    nade, x, w, rng = make_case(seed, D, H, N, nonlinearity)
+    if binary:
+        x = (x > 0).astype(float)
+    v_p = None if part == "x" else rng.normal(size=nade.n_params)
+    v_x = None if part == "params" else rng.normal(size=x.shape)
+    with maybe_block_plan(plan):
+        Hv_p, Hv_x = nade.hvp(x, v_p, v_x, w, continuous=True)
+    ref_p, ref_x = reference_r_backprop(nade, x, v_p, v_x, w)
+    assert_same_as_twin(parts(nade, Hv_p, Hv_x), parts(nade, ref_p, ref_x), f"hvp ({part})")
+    zeros_p = np.zeros(nade.n_params) if v_p is None else v_p          # an explicit zero part = a None part
+    zeros_x = np.zeros(x.shape) if v_x is None else v_x
+    ref_p0, ref_x0 = reference_r_backprop(nade, x, zeros_p, zeros_x, w)
+    np.testing.assert_array_equal(ref_p0, ref_p)
+    np.testing.assert_array_equal(ref_x0, ref_x)
+
+
+def test_twins_default_weights_are_one_and_check_their_arguments():
+    nade, x, _, rng = make_case(4, 5, 3, 2, "logistic")
+    ones = np.ones(x.shape[0])
+    for a, b in zip(reference_backprop(nade, x), reference_backprop(nade, x, ones)):
+        np.testing.assert_array_equal(a, b)
+    v_p = rng.normal(size=nade.n_params)
+    for a, b in zip(reference_r_backprop(nade, x, v_p), reference_r_backprop(nade, x, v_p, None, ones)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="nade: expected a kd_ref.nade.NADE"):
+        reference_backprop("not a nade", x)
+    with pytest.raises(ValueError, match="x: expected"):
+        reference_backprop(nade, x[:, :3])
+    with pytest.raises(ValueError, match="v_params: expected shape"):
+        reference_r_backprop(nade, x, v_p[:-1])
+    with pytest.raises(ValueError, match="weights: expected shape"):
+        reference_r_backprop(nade, x, v_p, None, ones[:1])
 
 
 @given(**sizes)
