@@ -65,7 +65,9 @@ P_d = sum_{d' <= d} da_{d'}, so that S_d = S - P_d with S = P_D the total: every
 term with S_d splits into a per-position product with P_d, made inside the pass,
 and one matrix product with S at the end of the chunk. Backprop therefore costs a
 single pass over the positions, like the forward pass, and R{backprop} a single
-pass as well.
+pass as well. :func:`reference_backprop` and :func:`reference_r_backprop` are the
+plain twins of that pass (a loop over positions, one line per equation, S_d summed
+as written); the tests hold the pass to them.
 
 Examples
 --------
@@ -465,7 +467,17 @@ class NADE:
 
         mode: "log_prob" (C.2-C.7), "r_forward" (C.2-C.7, C.16-C.19), "grad" (C.2-C.15)
         or "hvp" (C.2-C.28). Returns a dict of results in data order. Block arrays
-        have shape (k, n, H): k positions of the block, n rows of the chunk.
+        have shape (k, n, H): k positions of the block, n rows of the chunk; block
+        array ``h[j]`` is h_d for position d = d0 + j. :func:`reference_backprop` and
+        :func:`reference_r_backprop` compute the same results one equation at a time.
+
+        The prefix-sum rewrite. Backprop needs S_d = sum_{d' > d} da_{d'} (C.15), the
+        da of the positions *after* d, in C.12 and C.14 (and R{S_d} in C.25, C.27); a
+        second, reverse pass would make them. Instead this pass keeps the prefix sums
+        P_d = sum_{d' <= d} da_{d'} of the positions done so far, and uses
+        S_d = S - P_d with S = P_D: each term linear in S_d splits into a product with
+        -P_d, made inside the pass block by block, and one product with the total S,
+        made once at the end of the row chunk. The same holds for R{S_d} = R{S} - R{P_d}.
         """
         f, f_slope = NONLINEARITIES[self.nonlinearity]
         logistic = self.nonlinearity == "logistic"
@@ -478,145 +490,158 @@ class NADE:
         has_vp = r_mode and v["v_params"] is not None
         has_vx = r_mode and v["v_x"] is not None
         if has_vp:
-            vWo, vVo, vbo, vc = self._ordered(v["v_params"])
+            v_Wo, v_Vo, v_bo, v_c = self._ordered(v["v_params"])
         want_p = backprop and param_grads
         want_x = backprop and input_grads
         if backprop:
-            V2 = np.zeros((D, 2, H))                                    # rows V[o_d] and v_V[o_d]
-            V2[:, 0] = Vo
+            V_and_v_V = np.zeros((D, 2, H))                             # rows V[o_d] and v_V[o_d]
+            V_and_v_V[:, 0] = Vo
             if has_vp:
-                V2[:, 1] = vVo
+                V_and_v_V[:, 1] = v_Vo
 
         out = {"log_q": np.zeros(N)}
         z_all = np.empty((N, D)) if (keep_z or mode == "r_forward") else None
         R_z_all = np.empty((N, D)) if mode == "r_forward" else None
+        # dE/dW[:, o_d] (as rows), dE/dV[o_d], dE/db_{o_d}, dE/dc, dE/dx_{o_d}, in position order;
+        # in "hvp" mode they hold the R{...} of the same quantities
         if want_p:
-            g_W, g_V, g_b, g_c = np.zeros((D, H)), np.zeros((D, H)), np.zeros(D), np.zeros(H)
+            d_Wo, d_Vo, d_bo, d_c = np.zeros((D, H)), np.zeros((D, H)), np.zeros(D), np.zeros(H)
         if want_x:
-            g_x = np.empty((N, D))
+            d_xo = np.empty((N, D))
 
         rows, K = _plan(N, H)
         K = min(K, D)
-        names = ["A", "Hh"] + (["F"] if backprop or r_mode else []) + (["dH", "P"] if backprop else []) \
-            + (["RA", "RH"] if r_mode else []) + (["RdH", "RP"] if mode == "hvp" else [])
+        names = ["a", "h"] + (["f_prime"] if backprop or r_mode else []) + (["d_h", "d_a"] if backprop else []) \
+            + (["R_a", "R_h"] if r_mode else []) + (["R_d_h", "R_d_a"] if mode == "hvp" else [])
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
             n = r1 - r0
             bufs = {name: np.empty((K, n, H)) for name in names}
             xT = np.ascontiguousarray(xo[r0:r1].T)                      # (D, n), positions first
-            a = np.empty((n, H))
-            a[...] = c                                                  # (C.2)
+            a_next = np.empty((n, H))                                   # a_d of the block's first position
+            a_next[...] = c                                             # (C.2)
             if backprop:
                 w_r = w[r0:r1]
-                P_run = np.zeros((n, H))                                # sum of da over the positions done
+                P_done = np.zeros((n, H))                               # P_{d0-1}: sum of da over the positions done
             if r_mode:
-                Ra = np.zeros((n, H))
+                R_a_next = np.zeros((n, H))
                 if has_vp:
-                    Ra += vc                                            # (C.16)
-                vxT = np.ascontiguousarray(v["v_x"][r0:r1][:, self.order].T) if has_vx else None
+                    R_a_next += v_c                                     # (C.16)
+                v_xT = np.ascontiguousarray(v["v_x"][r0:r1][:, self.order].T) if has_vx else None
             if mode == "hvp":
-                RP_run = np.zeros((n, H))
+                R_P_done = np.zeros((n, H))                             # R{P_{d0-1}}
             log_q = out["log_q"][r0:r1]
 
             for d0 in range(0, D, K):
                 d1 = min(D, d0 + K)
                 k = d1 - d0
-                A, Hh = bufs["A"][:k], bufs["Hh"][:k]
-                xb, Wb, Vb = xT[d0:d1], Wo[d0:d1], Vo[d0:d1]
+                a, h = bufs["a"][:k], bufs["h"][:k]
+                x_blk, W_blk, V_blk = xT[d0:d1], Wo[d0:d1], Vo[d0:d1]
                 # ---- forward (C.2-C.7)
-                _running_sum(a, [(xb, Wb)], A)                          # A[j] = a_{d0+j}      (C.3, C.15)
-                f(A, Hh)                                                # h_d                  (C.4)
-                z = _dot_rows(Hh, Vb, np.empty((k, n)))                 # h_d . V[o_d]         (C.5)
+                _running_sum(a_next, [(x_blk, W_blk)], a)               # a[j] = a_{d0+j}      (C.3, C.15)
+                f(a, h)                                                 # h_d                  (C.4)
+                z = _dot_rows(h, V_blk, np.empty((k, n)))               # h_d . V[o_d]         (C.5)
                 z += bo[d0:d1, None]
-                log_q += np.sum(xb * z - _softplus(z), axis=0)          # (C.7)
+                log_q += np.sum(x_blk * z - _softplus(z), axis=0)       # (C.7)
                 if z_all is not None:
                     z_all[r0:r1, d0:d1] = z.T
                 if mode == "log_prob":
                     continue
                 if backprop or r_mode:
-                    F = bufs["F"][:k]
-                    f_slope(A, Hh, F)                                   # f'(a_d)
+                    f_prime = bufs["f_prime"][:k]
+                    f_slope(a, h, f_prime)                              # f'(a_d)
                 if r_mode:
                     # ---- R-forward (C.16-C.19)
-                    RA, RH = bufs["RA"][:k], bufs["RH"][:k]
-                    sources = ([(xb, vWo[d0:d1])] if has_vp else []) + ([(vxT[d0:d1], Wb)] if has_vx else [])
-                    _running_sum(Ra, sources, RA)                       # R{a_d}               (C.17)
-                    np.multiply(F, RA, out=RH)                          # R{h_d}               (C.18)
-                    Rz = _dot_rows(RH, Vb, np.empty((k, n)))            # R{z_d}               (C.19)
+                    R_a, R_h = bufs["R_a"][:k], bufs["R_h"][:k]
+                    sources = ([(x_blk, v_Wo[d0:d1])] if has_vp else []) + ([(v_xT[d0:d1], W_blk)] if has_vx else [])
+                    _running_sum(R_a_next, sources, R_a)                # R{a_d}               (C.17)
+                    np.multiply(f_prime, R_a, out=R_h)                  # R{h_d}               (C.18)
+                    R_z = _dot_rows(R_h, V_blk, np.empty((k, n)))       # R{z_d}               (C.19)
                     if has_vp:
-                        Rz += _dot_rows(Hh, vVo[d0:d1], np.empty((k, n)))
-                        Rz += vbo[d0:d1, None]
+                        R_z += _dot_rows(h, v_Vo[d0:d1], np.empty((k, n)))
+                        R_z += v_bo[d0:d1, None]
                     if mode == "r_forward":
-                        R_z_all[r0:r1, d0:d1] = Rz.T
+                        R_z_all[r0:r1, d0:d1] = R_z.T
                         continue
                 # ---- backprop (C.8-C.15)
-                dH, P = bufs["dH"][:k], bufs["P"][:k]
-                y_neg = _logistic(-z, np.empty_like(z)) if mode == "hvp" else None  # sigma(-z_d) = 1 - y_d
-                y = _logistic(z, z.copy() if (mode == "grad" and want_x) else z)   # y_d      (C.6)
-                dz = xb - y                                             # (C.8)
-                dz *= w_r
-                _outer_pair(dz, None, V2[d0:d1], dH)                    # dh_d = dz_d V[o_d]   (C.9)
-                np.multiply(dH, F, out=P)                               # da_d                 (C.10)
+                d_h, d_a = bufs["d_h"][:k], bufs["d_a"][:k]
+                one_minus_y = _logistic(-z, np.empty_like(z)) if mode == "hvp" else None  # sigma(-z_d) = 1 - y_d
+                # y_d (C.6) overwrites z unless C.14 below still needs z
+                y = _logistic(z, z.copy() if (mode == "grad" and want_x) else z)
+                d_z = x_blk - y                                         # (C.8)
+                d_z *= w_r
+                _outer_pair(d_z, None, V_and_v_V[d0:d1], d_h)           # dh_d = dz_d V[o_d]   (C.9)
+                np.multiply(d_h, f_prime, out=d_a)                      # da_d                 (C.10)
                 if mode == "grad":
-                    _accumulate(P_run, P)                               # P[j] = P_{d0+j}      (C.15)
+                    P = _accumulate(P_done, d_a)                        # in place: P[j] = P_{d0+j}, da is gone
                     if want_p:
-                        g_b[d0:d1] += dz.sum(axis=1)
-                        g_V[d0:d1] += _weighted_rows(dz, Hh)            # (C.11)
-                        g_W[d0:d1] -= _weighted_rows(xb, P)             # -x P_d part of (C.12)
+                        d_bo[d0:d1] += d_z.sum(axis=1)
+                        d_Vo[d0:d1] += _weighted_rows(d_z, h)           # (C.11)
+                        # (C.12) sum_n x_{o_d} S_d = sum_n x_{o_d} S - sum_n x_{o_d} P_d: the P_d part here,
+                        # the S part (xT @ S) at the end of the chunk
+                        d_Wo[d0:d1] -= _weighted_rows(x_blk, P)
                     if want_x:
-                        gx = _dot_rows(P, Wb, np.empty((k, n)))         # P_d . W[:, o_d] part of (C.14)
-                        np.subtract(z * w_r, gx, out=gx)
-                        g_x[r0:r1, d0:d1] = gx.T
+                        # (C.14) w z_d + S_d . W[:, o_d] = w z_d - P_d . W[:, o_d] + S . W[:, o_d]: the first
+                        # two terms here, the S part (S @ Wo.T) at the end of the chunk
+                        d_x_blk = _dot_rows(P, W_blk, np.empty((k, n)))
+                        np.subtract(z * w_r, d_x_blk, out=d_x_blk)
+                        d_xo[r0:r1, d0:d1] = d_x_blk.T
                     continue
                 # ---- R{backprop} (C.20-C.27)
-                RdH, RP = bufs["RdH"][:k], bufs["RP"][:k]
-                Rdz = -y * y_neg * Rz                                   # -R{y_d}, y(1-y) = sigma(z) sigma(-z) (C.20)
+                R_d_h, R_d_a = bufs["R_d_h"][:k], bufs["R_d_a"][:k]
+                R_d_z = -y * one_minus_y * R_z                          # -R{y_d}, y(1-y) = sigma(z) sigma(-z) (C.20)
                 if has_vx:
-                    Rdz += vxT[d0:d1]
-                Rdz *= w_r                                              # R{dz_d}              (C.21)
-                _outer_pair(Rdz, dz if has_vp else None, V2[d0:d1], RdH)   # R{dh_d}           (C.22)
-                np.multiply(RdH, F, out=RP)                             # f'(a_d) R{dh_d}      (C.23)
+                    R_d_z += v_xT[d0:d1]
+                R_d_z *= w_r                                            # R{dz_d}              (C.21)
+                _outer_pair(R_d_z, d_z if has_vp else None, V_and_v_V[d0:d1], R_d_h)   # R{dh_d} (C.22)
+                np.multiply(R_d_h, f_prime, out=R_d_a)                  # f'(a_d) R{dh_d}      (C.23)
                 if logistic:                                            # + f''(a) R{a} dh, f'' = f' (1 - 2h)
-                    np.multiply(Hh, -2.0, out=RdH)
-                    RdH += 1.0
-                    RdH *= RH
-                    RdH *= dH
-                    RP += RdH
-                _accumulate(P_run, P)                                   # prefix sums of da and R{da}
-                _accumulate(RP_run, RP)
+                    scratch = R_d_h                                     # R{dh_d} is not needed any more
+                    np.multiply(h, -2.0, out=scratch)
+                    scratch += 1.0
+                    scratch *= R_h                                      # R{h} = f' R{a}
+                    scratch *= d_h
+                    R_d_a += scratch
+                P = _accumulate(P_done, d_a)                            # in place: P_d and R{P_d} replace
+                R_P = _accumulate(R_P_done, R_d_a)                      # da_d and R{da_d}
                 if want_p:
-                    g_b[d0:d1] += Rdz.sum(axis=1)                       # (C.24)
-                    g_V[d0:d1] += _weighted_rows(Rdz, Hh)
-                    g_V[d0:d1] += _weighted_rows(dz, RH)
-                    g_W[d0:d1] -= _weighted_rows(xb, RP)                # (C.25), S_d = S - P_d
+                    d_bo[d0:d1] += R_d_z.sum(axis=1)                    # (C.24)
+                    d_Vo[d0:d1] += _weighted_rows(R_d_z, h)
+                    d_Vo[d0:d1] += _weighted_rows(d_z, R_h)
+                    # (C.25) sum_n v_x S_d + x R{S_d} with S_d = S - P_d, R{S_d} = R{S} - R{P_d}: the
+                    # P parts here, the S parts (xT @ R{S}, v_xT @ S) at the end of the chunk
+                    d_Wo[d0:d1] -= _weighted_rows(x_blk, R_P)
                     if has_vx:
-                        g_W[d0:d1] -= _weighted_rows(vxT[d0:d1], P)
-                if want_x:                                              # (C.27)
-                    gx = _dot_rows(RP, Wb, np.empty((k, n)))
+                        d_Wo[d0:d1] -= _weighted_rows(v_xT[d0:d1], P)
+                if want_x:
+                    # (C.27) w R{z_d} + S_d . v_W[:, o_d] + R{S_d} . W[:, o_d], split the same way: the
+                    # P parts here, the S parts (R{S} @ Wo.T, S @ v_Wo.T) at the end of the chunk
+                    d_x_blk = _dot_rows(R_P, W_blk, np.empty((k, n)))
                     if has_vp:
-                        gx += _dot_rows(P, vWo[d0:d1], np.empty((k, n)))
-                    np.subtract(Rz * w_r, gx, out=gx)
-                    g_x[r0:r1, d0:d1] = gx.T
+                        d_x_blk += _dot_rows(P, v_Wo[d0:d1], np.empty((k, n)))
+                    np.subtract(R_z * w_r, d_x_blk, out=d_x_blk)
+                    d_xo[r0:r1, d0:d1] = d_x_blk.T
 
-            # ---- end of the chunk: the terms with the totals S = P_D (and R{S})
+            # ---- end of the chunk: P_done is now the total S = P_D (and R_P_done is R{S}), so the
+            # S parts of the split sums above are added once, as matrix products over all positions
             if mode == "grad":
-                S = P_run
+                S = P_done
                 if want_p:
-                    g_W += xT @ S                                        # (C.12)
-                    g_c += S.sum(axis=0)                                 # (C.13)
+                    d_Wo += xT @ S                                       # (C.12)
+                    d_c += S.sum(axis=0)                                 # (C.13)
                 if want_x:
-                    g_x[r0:r1] += S @ Wo.T                               # (C.14)
+                    d_xo[r0:r1] += S @ Wo.T                              # (C.14)
             elif mode == "hvp":
-                S, RS = P_run, RP_run
+                S, R_S = P_done, R_P_done
                 if want_p:
-                    g_W += xT @ RS                                       # (C.25)
+                    d_Wo += xT @ R_S                                     # (C.25)
                     if has_vx:
-                        g_W += vxT @ S
-                    g_c += RS.sum(axis=0)                                # (C.26)
+                        d_Wo += v_xT @ S
+                    d_c += R_S.sum(axis=0)                               # (C.26)
                 if want_x:
-                    g_x[r0:r1] += RS @ Wo.T                              # (C.27)
+                    d_xo[r0:r1] += R_S @ Wo.T                            # (C.27)
                     if has_vp:
-                        g_x[r0:r1] += S @ vWo.T
+                        d_xo[r0:r1] += S @ v_Wo.T
 
         inverse = np.argsort(self.order)
         if z_all is not None:
@@ -624,9 +649,9 @@ class NADE:
         if R_z_all is not None:
             out["R_z"] = R_z_all[:, inverse]
         if want_p:
-            out["d_params"] = self._scatter(g_W, g_V, g_b, g_c)
+            out["d_params"] = self._scatter(d_Wo, d_Vo, d_bo, d_c)
         if want_x:
-            out["d_x"] = g_x[:, inverse]
+            out["d_x"] = d_xo[:, inverse]
         return out
 
     # -------------------------------------------------------------------- sampling
