@@ -292,8 +292,11 @@ def test_weighted_gradient_is_the_weighted_sum_of_row_gradients():
 def test_log_prob_equals_product_of_conditionals(D, H, N, seed, nonlinearity):
     nade, x, _, rng = make_case(seed, D, H, N, nonlinearity)
     xb = (rng.random((N, D)) < 0.5).astype(float)
-    y, _, _ = reference(nade, xb)
-    expected = np.sum(np.where(xb == 1, np.log(y), np.log1p(-y)), axis=1)
+    y, acts, _ = reference(nade, xb)
+    # log y and log(1 - y) from the output pre-activation z (C.5, C.7): log1p(-y) would lose digits where y ~ 1
+    f = (lambda a: 1 / (1 + np.exp(-a))) if nonlinearity == "logistic" else (lambda a: np.maximum(a, 0))
+    z = nade.b + np.einsum("dh,ndh->nd", nade.V, f(acts))
+    expected = -np.sum(np.logaddexp(0.0, np.where(xb == 1, -z, z)), axis=1)
     np.testing.assert_allclose(nade.log_prob(xb), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(nade.conditionals(xb), y, rtol=1e-12, atol=1e-14)
 
