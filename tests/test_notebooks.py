@@ -16,6 +16,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # name: (least number of inline PNG figures, strings the printed output must hold, files it must write)
 EXPECTED = {
     "appendix_b_backprop": (1, ["relative error", "largest difference: 0.0"], []),
+    "appendix_c_nade": (1, ["from the hand computation: 0.0e+00", "relative error"], []),
     "bayes_mog": (2, [], ["kd_ref_runs/bayes_mog_notebook"]),
     "bayes_logreg": (2, ["relative error"], ["kd_ref_runs/bayes_logreg_notebook"]),
     "compression": (3, ["relative error", "2C = 20"], ["compress_run/tables.md"]),
