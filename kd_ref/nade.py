@@ -900,6 +900,15 @@ def reference_r_backprop(nade, x, v_params=None, v_x=None, weights=None):
         R{dE/dtheta}, laid out like ``nade.params``.
     Hv_x : ndarray of shape (N, D)
         R{dE/dx}, data order.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> nade = NADE(3, 2, rng, init_std=1.0)
+    >>> x, v_x = np.array([[1.0, 0.0, 1.0]]), rng.normal(size=(1, 3))
+    >>> Hv_params, Hv_x = reference_r_backprop(nade, x, None, v_x)
+    >>> bool(np.allclose(Hv_x, nade.hvp(x, None, v_x)[1], rtol=1e-12, atol=1e-15))
+    True
     """
     if not isinstance(nade, NADE):
         raise TypeError(f"nade: expected a kd_ref.nade.NADE, received {type(nade).__name__}")
