@@ -103,26 +103,6 @@ _MAX_BLOCK = 8
 
 
 # -------------------------------------------------------------------- nonlinearities
-def _logistic(a, out):
-    """sigma(a) = 1 / (1 + exp(-a)) into ``out``; exp overflow for a < -709 correctly gives 0."""
-    with np.errstate(over="ignore"):
-        np.negative(a, out=out)
-        np.exp(out, out=out)
-    out += 1.0
-    np.divide(1.0, out, out=out)
-    return out
-
-
-def _softplus(a):
-    """log(1 + exp(a)) = max(a, 0) + log1p(exp(-|a|)), finite for every finite a."""
-    out = np.abs(a)
-    np.negative(out, out=out)
-    np.exp(out, out=out)
-    np.log1p(out, out=out)
-    out += np.maximum(a, 0.0)
-    return out
-
-
 def _relu(a, out):
     return np.maximum(a, 0.0, out=out)
 
@@ -130,7 +110,7 @@ def _relu(a, out):
 def _logistic_slope(a, h, out):
     """f'(a) = sigma(a) sigma(-a) = h sigma(-a) for the logistic: not h (1 - h), whose 1 - h is 0 for a > 37."""
     np.negative(a, out=out)
-    _logistic(out, out)
+    nonlinearities.logistic(out, out)
     out *= h
     return out
 
@@ -143,7 +123,7 @@ def _relu_slope(a, h, out):
 
 # name -> (f, f' from (a, h)); f'' is handled in _r_da (logistic: f'(1 - 2h); ReLU: 0)
 NONLINEARITIES = {
-    "logistic": (_logistic, _logistic_slope),
+    "logistic": (nonlinearities.logistic, _logistic_slope),
     "relu": (_relu, _relu_slope),
 }
 
@@ -375,7 +355,7 @@ class NADE:
         """y with y[n, i] = q(x_i = 1 | inputs placed before i), shape (N, D), data order (C.6)."""
         x = self._check_x(x, continuous)
         out = self._pass(x, None, "log_prob", keep_z=True)
-        return _logistic(out["z"], out["z"])
+        return nonlinearities.logistic(out["z"], out["z"])
 
     def r_forward(self, x, v_params=None, v_x=None, *, continuous=False):
         """The logits z (C.5) and their directional derivative R{z} (C.16-C.19), data order.
@@ -542,7 +522,7 @@ class NADE:
                 f(a, h)                                                 # h_d                  (C.4)
                 z = _dot_rows(h, V_blk, np.empty((k, n)))               # h_d . V[o_d]         (C.5)
                 z += bo[d0:d1, None]
-                log_q += np.sum(x_blk * z - _softplus(z), axis=0)       # (C.7)
+                log_q += np.sum(x_blk * z - nonlinearities.softplus(z), axis=0)  # (C.7)
                 if z_all is not None:
                     z_all[r0:r1, d0:d1] = z.T
                 if mode == "log_prob":
@@ -565,9 +545,10 @@ class NADE:
                         continue
                 # ---- backprop (C.8-C.15)
                 d_h, d_a = bufs["d_h"][:k], bufs["d_a"][:k]
-                one_minus_y = _logistic(-z, np.empty_like(z)) if mode == "hvp" else None  # sigma(-z_d) = 1 - y_d
+                # sigma(-z_d) = 1 - y_d
+                one_minus_y = nonlinearities.logistic(-z, np.empty_like(z)) if mode == "hvp" else None
                 # y_d (C.6) overwrites z unless C.14 below still needs z
-                y = _logistic(z, z.copy() if (mode == "grad" and want_x) else z)
+                y = nonlinearities.logistic(z, z.copy() if (mode == "grad" and want_x) else z)
                 d_z = x_blk - y                                         # (C.8)
                 d_z *= w_r
                 _outer_pair(d_z, None, V_and_v_V[d0:d1], d_h)           # dh_d = dz_d V[o_d]   (C.9)
@@ -691,7 +672,7 @@ class NADE:
             for d in range(D):
                 f(a, h)                                                  # (C.4)
                 zd = h @ Vo[d] + bo[d]                                   # (C.5)
-                yd = _logistic(zd, zd)                                   # (C.6)
+                yd = nonlinearities.logistic(zd, zd)                     # (C.6)
                 xd = (u[r0:r1, d] < yd).astype(np.float64)
                 xs[r0:r1, d], ys[r0:r1, d] = xd, yd
                 a += xd[:, None] * Wo[d]                                 # (C.3)

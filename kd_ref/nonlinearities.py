@@ -42,6 +42,45 @@ INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 SQRT_PI_OVER_2 = np.sqrt(np.pi / 2.0)
 
 
+# ------------------------------------------------------- primitives (NADE, RBM, log Z estimators)
+def logistic(a, out=None):
+    """sigma(a) = 1 / (1 + exp(-a)), into ``out`` (which may be ``a`` itself) (B.27).
+
+    For a < -709 exp(-a) overflows to inf and sigma(a) correctly comes out 0.
+    """
+    out = np.empty(np.shape(a)) if out is None else out
+    with np.errstate(over="ignore"):
+        np.negative(a, out=out)
+        np.exp(out, out=out)
+    out += 1.0
+    np.divide(1.0, out, out=out)
+    return out
+
+
+def softplus(a):
+    """log(1 + exp(a)) = max(a, 0) + log1p(exp(-|a|)), finite for every finite a (= -log sigma(-a))."""
+    out = np.abs(a)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    np.log1p(out, out=out)
+    out += np.maximum(a, 0.0)
+    return out
+
+
+def logistic_slope(a, out=None):
+    """sigma'(a) = sigma(a) sigma(-a) = -d^2/da^2 log sigma(a) (B.28), into ``out`` (may be ``a``).
+
+    Computed as exp(-|a|) / (1 + exp(-|a|))^2: not as sigma(a) (1 - sigma(a)), whose
+    1 - sigma(a) is 0 for a > 37, and tiny rather than 0 wherever sigma'(a) is.
+    """
+    out = np.empty(np.shape(a)) if out is None else out
+    np.abs(a, out=out)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    out /= (1.0 + out) ** 2
+    return out
+
+
 class Elementwise:
     """x = f(a) applied to every unit; subclasses give f, f' and f''."""
 
@@ -143,9 +182,7 @@ class Logistic(SymmetricCDF):
         return np.maximum(special.expit(a), TINY)  # lower bound only: see TINY above
 
     def d1(self, a, x):
-        # exp(-|a|) / (1 + exp(-|a|))^2 avoids the cancellation of x (1 - x) when x is near 1
-        e = np.exp(-np.abs(a))
-        return e / (1.0 + e) ** 2
+        return logistic_slope(a)    # not x (1 - x), which cancels when x is near 1
 
     def d2(self, a, x):
         # f'' = f' (1 - 2 x) and 1 - 2 sigma(a) = -tanh(a / 2), accurate in both tails
@@ -158,7 +195,7 @@ class Logistic(SymmetricCDF):
         return special.expit(-a)                        # sigma(-a), no 1 - sigma(a)
 
     def d2_log_f(self, a):
-        return -special.expit(a) * special.expit(-a)    # -sigma(a) sigma(-a), never flushed to 0 by 1 - sigma
+        return -logistic_slope(a)                       # -sigma(a) sigma(-a), never flushed to 0 by 1 - sigma
 
 
 # The continued fraction a + lambda(a) = 1 / (x + 2 / (x + 3 / (x + ...))), x = -a,

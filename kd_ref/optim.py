@@ -424,7 +424,7 @@ class Interrupted(KeyboardInterrupt):
         self.checkpoint, self.saved_step = checkpoint, saved_step
 
 
-class _CtrlC:
+class CtrlC:
     """While active, the first SIGINT only sets ``pressed`` (train stops at the end of the step); a second raises.
 
     Installed only in the main thread and only over Python's default handler, so a
@@ -561,7 +561,7 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
     bar = Progress(n_steps, label=label, enabled=bool(progress), initial=0)
     step, in_step, stopped = 0, False, False
     try:
-        with _CtrlC() as ctrl_c:
+        with CtrlC() as ctrl_c:
             if checkpoint is not None and os.path.exists(checkpoint):
                 start, history = _resume(checkpoint, record, params, optimizer, objects, losses)
                 saved_step = start

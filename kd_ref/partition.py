@@ -50,7 +50,7 @@ import numpy as np
 from scipy.special import expit, logsumexp
 
 from ._validation import as_float_array, check_bool, check_generator, check_in_range, check_positive_int
-from .nade import _softplus
+from .nonlinearities import softplus
 from .progress import Progress
 from .rbm import RBM
 
@@ -517,7 +517,7 @@ def _ais_log_ratio(v, a, beta_new, beta_old, d_visible):
     v : (M, D), a : (M, H), d_visible : (D,) = b_v - b_A  ->  (M,)
     """
     return ((beta_new - beta_old) * (v @ d_visible)
-            + np.sum(_softplus(beta_new * a) - _softplus(beta_old * a), axis=1))
+            + np.sum(softplus(beta_new * a) - softplus(beta_old * a), axis=1))
 
 
 def _ais_gibbs_sweep(a, beta, visible_bias, W, u_hidden, u_visible):
@@ -626,7 +626,7 @@ def ais_rbm(W, b_visible, b_hidden, rng, *, n_runs=100, n_temperatures=None, sch
         base_bias = np.log(m) - np.log1p(-m)
 
     began, began_wall = time.process_time(), time.perf_counter()
-    log_z_base = float(np.sum(_softplus(base_bias)) + n_hid * _LOG2)
+    log_z_base = float(np.sum(softplus(base_bias)) + n_hid * _LOG2)
     d_visible = b_visible - base_bias
     n_steps = betas.size - 1
     v = (rng.random((n_runs, n_vis)) < expit(base_bias)).astype(np.float64)

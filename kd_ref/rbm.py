@@ -39,8 +39,8 @@ from . import npzfile
 from ._validation import (as_batch, as_binary_batch, as_float_array, check_binary_dataset, check_bool,
                           check_finite_real, check_generator, check_in_range, check_path, check_positive_int,
                           check_training_options)
-from .nade import _logistic, _softplus
-from .optim import (SGD, CheckpointError, Interrupted, MinibatchDrawer, _CtrlC, check_settings, check_state_keys,
+from .nonlinearities import logistic, logistic_slope, softplus
+from .optim import (SGD, CheckpointError, CtrlC, Interrupted, MinibatchDrawer, check_settings, check_state_keys,
                     generator_state, load_generator_state, state_count, train)
 from .progress import Progress
 
@@ -52,7 +52,7 @@ MAX_ENUMERATED_UNITS = 26
 _ENUM_CHUNK = 1 << 14
 
 
-def _bits(start, stop, m):
+def binary_states(start, stop, m):
     """Rows start..stop-1 of the 2^m binary states, as float64 (stop - start, m); bit j of the index is column j."""
     idx = np.arange(start, stop, dtype=np.int64)[:, None]
     return ((idx >> np.arange(m, dtype=np.int64)) & 1).astype(np.float64)
@@ -181,7 +181,7 @@ class RBM:
         return self._log_phi(x)
 
     def _log_phi(self, x):
-        return x @ self.b_visible + _softplus(x @ self.W + self.b_hidden).sum(axis=1)
+        return x @ self.b_visible + softplus(x @ self.W + self.b_hidden).sum(axis=1)
 
     def log_prob_exact(self, x, log_z=None):
         """log p(x) = log phi(x) - log Z (4.30-4.32), Z by enumeration unless ``log_z`` (finite) is given.
@@ -210,8 +210,8 @@ class RBM:
         w = np.ones(x.shape[0]) if weights is None else as_float_array(weights, "weights", shape=(x.shape[0],))
         param_grads, input_grads = check_bool(param_grads, "param_grads"), check_bool(input_grads, "input_grads")
         a = x @ self.W + self.b_hidden
-        log_phi = x @ self.b_visible + _softplus(a).sum(axis=1)
-        s = _logistic(a, a)                                      # sigma(a), p(h = 1 | x) (4.33)
+        log_phi = x @ self.b_visible + softplus(a).sum(axis=1)
+        s = logistic(a, a)                                       # sigma(a), p(h = 1 | x) (4.33)
         d_params = d_x = None
         if param_grads:
             ws = s * w[:, None]
@@ -239,14 +239,14 @@ class RBM:
         vx = None if v_x is None else as_float_array(v_x, "v_x", shape=x.shape)
         param_grads, input_grads = check_bool(param_grads, "param_grads"), check_bool(input_grads, "input_grads")
         a = x @ self.W + self.b_hidden
-        s = _logistic(a, np.empty_like(a))
+        s = logistic(a, np.empty_like(a))
         Ra = np.zeros_like(s)
         if vp is not None:
             vW, vbv, vbh = self.param_views(vp)
             Ra += x @ vW + vbh
         if vx is not None:
             Ra += vx @ self.W
-        Rs = s * _logistic(-a, a) * Ra                           # sigma'(a) = sigma(a) sigma(-a): 1 - s is 0 for a > 37
+        Rs = logistic_slope(a, a) * Ra                           # sigma'(a) = sigma(a) sigma(-a): 1 - s is 0 for a > 37
         ws, wRs = s * w[:, None], Rs * w[:, None]
         Hv_params = Hv_x = None
         if param_grads:
@@ -267,13 +267,13 @@ class RBM:
         """p(h_j = 1 | x) = sigma(b_h + x W) (4.33); x of shape (N, D) -> (N, H)."""
         a = as_batch(x, "x", self.n_visible) @ self.W
         a += self.b_hidden
-        return _logistic(a, a)
+        return logistic(a, a)
 
     def visible_probs(self, h):
         """p(x_i = 1 | h) = sigma(b_v + h W^T) (4.34); h of shape (N, H) -> (N, D)."""
         b = as_batch(h, "h", self.n_hidden) @ self.W.T
         b += self.b_visible
-        return _logistic(b, b)
+        return logistic(b, b)
 
     def sample_hidden(self, x, rng):
         """h ~ p(h | x) (4.33): h_j = 1 where a uniform draw falls below sigma(b_h + x W)_j; float64 0/1, (N, H)."""
@@ -303,9 +303,9 @@ class RBM:
                              f"kd_ref.partition instead")
         total = -np.inf
         for start in range(0, 2 ** m, _ENUM_CHUNK):
-            states = _bits(start, min(2 ** m, start + _ENUM_CHUNK), m)
+            states = binary_states(start, min(2 ** m, start + _ENUM_CHUNK), m)
             if H <= D:
-                terms = states @ self.b_hidden + _softplus(states @ self.W.T + self.b_visible).sum(axis=1)
+                terms = states @ self.b_hidden + softplus(states @ self.W.T + self.b_visible).sum(axis=1)
             else:
                 terms = self._log_phi(states)
             total = np.logaddexp(total, np.logaddexp.reduce(terms))
@@ -528,7 +528,7 @@ def random_chain_samples(rbm, rng, n_chains, burn_in, *, init_prob=0.5, checkpoi
     in_sweep = False
     bar = Progress(burn_in, label=label, enabled=progress, initial=chains.sweeps)
     try:
-        with _CtrlC() as ctrl_c:                 # the first Ctrl-C lets the sweep under way finish
+        with CtrlC() as ctrl_c:                  # the first Ctrl-C lets the sweep under way finish
             try:
                 while chains.sweeps < burn_in:
                     in_sweep = True
@@ -722,7 +722,7 @@ def hill_climb(rbm, rng, n_restarts=10, *, init=None, include_zeros=False, max_s
     X = np.concatenate(parts)
     W, bv = rbm.W, rbm.b_visible
     A = X @ W + rbm.b_hidden                                    # hidden inputs of every start, (R, H)
-    sum_sp = _softplus(A).sum(axis=1)
+    sum_sp = softplus(A).sum(axis=1)
     converged = np.zeros(X.shape[0], dtype=bool)
     bar = Progress(max_sweeps, label="hill climbing", enabled=progress)
     sweeps = 0
@@ -731,7 +731,7 @@ def hill_climb(rbm, rng, n_restarts=10, *, init=None, include_zeros=False, max_s
         for i in rng.permutation(D):
             s = 1.0 - 2.0 * X[:, i]                              # +1 turns bit i on, -1 turns it off
             A_new = A + s[:, None] * W[i]
-            sp_new = _softplus(A_new).sum(axis=1)
+            sp_new = softplus(A_new).sum(axis=1)
             gain = s * bv[i] + sp_new - sum_sp
             up = gain > 1e-12 * np.maximum(1.0, np.abs(sum_sp))  # strict rise, immune to rounding cycles
             if up.any():

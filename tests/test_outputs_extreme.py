@@ -450,6 +450,22 @@ def test_logistic_log_derivatives_against_mpmath_on_a_grid():
                 assert err < 4 * np.finfo(float).eps, (j, ak, got[j][k], exact)
 
 
+def test_logistic_softplus_and_slope_primitives_against_mpmath_on_a_grid():
+    """The in-place primitives NADE, RBM and the log Z estimators share (nl.logistic, softplus, logistic_slope)."""
+    a = np.concatenate([np.linspace(-700, 700, 141), [-0.3, 1e-9, 36.9, 37.1, -1e4, -1e3, 1e3, 1e4]])
+    got = [nl.logistic(a), nl.softplus(a), nl.logistic_slope(a)]
+    with mp.workdps(60):
+        for k, ak in enumerate(a):
+            m = mp.mpf(float(ak))
+            s, sn = 1 / (1 + mp.exp(-m)), 1 / (1 + mp.exp(m))
+            for j, exact in enumerate([s, mp.log1p(mp.exp(m)), s * sn]):
+                err = abs(float(mp.mpf(float(got[j][k])) - exact)) / max(abs(float(exact)), nl.TINY)
+                assert err < 4 * np.finfo(float).eps, (j, ak, got[j][k], exact)
+    for fn in (nl.logistic, nl.logistic_slope):                 # out may be the input itself
+        b = a.copy()
+        assert fn(b, b) is b
+        np.testing.assert_array_equal(b, fn(a))
+
 def test_gaussian_pdf_keeps_its_digits_in_the_tails():
     a = np.array([0.3, 7.1, 25.3, -33.3, 37.9])
     with mp.workdps(60):

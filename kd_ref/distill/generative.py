@@ -48,7 +48,7 @@ from ..nade import NADE, log_likelihood_objective
 from ..optim import Adadelta, check_state_keys, state_count, train
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
-from ..rbm import RBM, GibbsSampler, _bits, hill_climb, random_chain_samples
+from ..rbm import RBM, GibbsSampler, binary_states, hill_climb, random_chain_samples
 
 
 # ------------------------------------------------------------------------------------ losses (4.20-4.28)
@@ -464,7 +464,7 @@ def exact_kl(rbm, nade, log_z=None):
     D = rbm.n_visible
     if D > 20:
         raise ValueError(f"rbm: expected at most 20 visible units to enumerate 2^D states, received {D}")
-    x = _bits(0, 2**D, D)
+    x = binary_states(0, 2**D, D)
     log_phi = rbm.log_phi(x)
     log_z = logsumexp(log_phi) if log_z is None else check_in_range(log_z, "log_z", -np.inf, np.inf)
     log_p = log_phi - log_z
