@@ -1,5 +1,6 @@
 """The kd-ref command: check, bench, run dispatch and error messages."""
 import importlib
+import json
 
 import numpy as np
 import pytest
@@ -200,7 +201,10 @@ def test_bench_logz_names_a_run_folder_it_cannot_read(tmp_path, capsys):
                     "JSONDecodeError")
     (tmp_path / "results.json").write_text('{"settings": {"bogus": 1}}')
     _one_line_error(capsys, ["bench", "logz", "--run", str(tmp_path)], "--run: expected the results.json",
-                    "TypeError")
+                    "KeyError: 'mode'")
+    settings = {"mode": "quick", "rbm": "train", "sample_burn_in": 1, "ais_temperatures": 2, "ais_schedule": "linear"}
+    (tmp_path / "results.json").write_text(json.dumps({"settings": settings, "models": {}, "references": {}}))
+    _one_line_error(capsys, ["bench", "logz", "--run", str(tmp_path)], "cache/marginals.npz", "FileNotFoundError")
 
 
 def test_data_refuses_bad_commands_and_files_with_one_line(tmp_path, capsys, a_file):

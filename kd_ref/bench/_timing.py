@@ -1,10 +1,10 @@
 """Timing helpers shared by the ``kd-ref bench`` commands."""
 import ctypes
-import time
 
 import numpy as np
 
 from ..cli import int_at_least
+from ..timing import best_time
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
@@ -24,26 +24,6 @@ def keep_freed_memory():
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):
         return False
-
-
-def best_time(fn, repeats=5, min_seconds=0.2):
-    """Smallest wall-clock time of one call of ``fn`` over ``repeats`` rounds.
-
-    Each round calls ``fn`` as often as fits in ``min_seconds / repeats`` (at least
-    once) and keeps the mean; the minimum over rounds is the least disturbed figure.
-    """
-    fn()  # warm up caches and BLAS threads
-    best = np.inf
-    for _ in range(repeats):
-        calls, began = 0, time.perf_counter()
-        while True:
-            fn()
-            calls += 1
-            elapsed = time.perf_counter() - began
-            if elapsed >= min_seconds / repeats:
-                break
-        best = min(best, elapsed / calls)
-    return best
 
 
 def gemm_rate(n=1000, k=784, m=500, rng=None):

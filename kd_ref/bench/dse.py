@@ -15,7 +15,8 @@ backprops per member), in examples per second.
 from ..cli import ArgumentParser
 from ..distill.compression import CrossEntropyLoss, DerivativeSquareErrorLoss, EnsembleTeacher
 from ..mlp import MLP
-from ._timing import add_common_args, best_time, positive_int, start
+from ..timing import best_time
+from ._timing import add_common_args, positive_int, start
 
 STUDENT = [784, 50, 30, 10]
 MEMBER = [784, 500, 300, 10]

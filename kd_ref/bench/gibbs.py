@@ -13,7 +13,8 @@ import numpy as np
 
 from ..cli import ArgumentParser
 from ..rbm import RBM, GibbsSampler
-from ._timing import add_common_args, best_time, positive_int, start, try_torch
+from ..timing import best_time
+from ._timing import add_common_args, positive_int, start, try_torch
 
 
 def _rbm(rng):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import npzfile
 from ..cli import ArgumentParser, int_at_least
 from ..distill.generative import estimate_log_z
-from ..experiments.rbm_nade import Settings, _rng, load_data
 from ..nade import NADE
 from ..partition import ais_rbm
 from ..rbm import RBM
@@ -40,21 +40,19 @@ def _load_run(folder):
     try:
         results = json.loads(results_file.read_text())
         saved = results["settings"]
-        settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}).validate()
+        settings = {k: saved[k] for k in ("mode", "rbm", "sample_burn_in", "ais_temperatures", "ais_schedule")}
         models, exact = results["models"], results["references"].get("exact")
-        base = json.loads((cache / "settings.json").read_text())["base_seed"]
+        marginals = npzfile.load(cache / "marginals.npz", "kd_ref.rbm_nade.marginals", {1}, label="--run")["p"]
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:  # not what rbm-nade writes
-        raise ValueError(f"--run: expected the results.json and cache/settings.json of `kd-ref run rbm-nade` in "
+        raise ValueError(f"--run: expected the results.json and cache/marginals.npz of `kd-ref run rbm-nade` in "
                          f"{str(folder)!r}, could not read them ({type(err).__name__}: {err})") from None
     kl = [key for key in models if key.endswith("/kl")]
     if not kl:
         raise ValueError(f"--run: expected a NADE distilled with the KL loss in {str(folder)!r}, "
                          f"found only {sorted(models)}")
-    rbm = RBM.from_file() if settings.rbm == "cd25" else RBM.load(cache / "rbm.npz")
+    rbm = RBM.from_file() if settings["rbm"] == "cd25" else RBM.load(cache / "rbm.npz")
     hidden = kl[-1].split("/")[0]
     nade = NADE.load(cache / f"nade_H{hidden}_kl.npz")
-    x_train, _, _ = load_data(settings, _rng(base, 0))
-    marginals = (x_train.sum(axis=0) + 1.0) / (x_train.shape[0] + 2.0)
     return settings, rbm, nade, marginals, exact
 
 
@@ -90,27 +88,27 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as err:      # a missing or damaged run folder, or its data
         parser.error(str(err))
     rng = np.random.default_rng(args.seed)
-    print(f"RBM {rbm.n_visible} x {rbm.n_hidden} from {args.run} ({settings.mode} mode); {nade!r} distilled by KL")
+    print(f"RBM {rbm.n_visible} x {rbm.n_hidden} from {args.run} ({settings['mode']} mode); {nade!r} distilled by KL")
     print(f"target: +-3 SE interval within {args.target} nats of the estimate"
           + (f"; exact log Z = {exact:.4f}" if exact is not None else "") + "\n")
 
     no_upper = {"upper_samples": np.zeros((2, rbm.n_visible)), "upper_seconds": 0.0}  # only bridge is timed here
 
     def bridge(n):
-        out = estimate_log_z(rbm, nade, rng, n_samples=n, burn_in=settings.sample_burn_in, **no_upper)
+        out = estimate_log_z(rbm, nade, rng, n_samples=n, burn_in=settings["sample_burn_in"], **no_upper)
         return out["bridge"], out["cpu_seconds"]["bridge"]
 
     def ais(n):
-        est = ais_rbm(rbm.W, rbm.b_visible, rbm.b_hidden, rng, n_runs=n, n_temperatures=settings.ais_temperatures,
-                      schedule=settings.ais_schedule, base_marginals=marginals)
+        est = ais_rbm(rbm.W, rbm.b_visible, rbm.b_hidden, rng, n_runs=n, n_temperatures=settings["ais_temperatures"],
+                      schedule=settings["ais_schedule"], base_marginals=marginals)
         return est, est.seconds
 
     nb, eb, tb, okb = _until_target("bridge", bridge, 250, args.target, args.max_n, exact)
     na, ea, ta, oka = _until_target("AIS", ais, 16, args.target, args.max_n, exact)
     print()
-    print(f"bridge sampling ({settings.sample_burn_in} burn-in sweeps per chain): {nb} samples, {tb:.1f} CPU s"
+    print(f"bridge sampling ({settings['sample_burn_in']} burn-in sweeps per chain): {nb} samples, {tb:.1f} CPU s"
           + ("" if okb else " (target not reached)"))
-    print(f"AIS ({settings.ais_temperatures} temperatures, {settings.ais_schedule}): {na} runs, {ta:.1f} CPU s"
+    print(f"AIS ({settings['ais_temperatures']} temperatures, {settings['ais_schedule']}): {na} runs, {ta:.1f} CPU s"
           + ("" if oka else " (target not reached)"))
     print(f"CPU seconds to a half-width of {args.target} nats, AIS / bridge sampling: {ta / tb:.2f}")
     return 0

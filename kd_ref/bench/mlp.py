@@ -14,7 +14,8 @@ from ..cli import ArgumentParser
 from ..mlp import MLP
 from ..optim import SGD, Adadelta
 from ..outputs import DotProduct
-from ._timing import add_common_args, best_time, positive_int, start, try_torch
+from ..timing import best_time
+from ._timing import add_common_args, positive_int, start, try_torch
 
 SIZES = [784, 500, 300, 10]
 

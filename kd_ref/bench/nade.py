@@ -22,7 +22,8 @@ import numpy as np
 
 from ..cli import ArgumentParser
 from ..nade import NADE, raster_column_order
-from ._timing import add_common_args, best_time, positive_int, start, try_torch
+from ..timing import best_time
+from ._timing import add_common_args, positive_int, start, try_torch
 
 D, H = 784, 500
 UNITS = {"forward": 2, "grad (params)": 5, "backprop": 6, "R{bp} full": 15, "R{bp} (0,v_x)": 10, "sample": 2}

@@ -41,9 +41,9 @@ from ..cli import int_at_least, positive_float
 from ..distill.predictive import (INPUT_VAR, PRIOR_VAR, BayesianLogisticRegression, InputGenerator, batch_stream,
                                   bernoulli_kl, compact_predictor, mc_predictor, network_targets, online_stream,
                                   toy_logistic_data, train_compact)
-from ..bench._timing import best_time
 from ..ep import ep_logistic_regression
 from ..mcmc import SliceSampler
+from ..timing import best_time
 from ._report import write_table
 from .bayes_mog import make_parser
 

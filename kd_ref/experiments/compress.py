@@ -44,6 +44,7 @@ from ..mlp import MLP
 from ..nade import NADE, raster_column_order
 from .._validation import check_in_range, check_positive_int
 from ..optim import Adadelta, check_state_keys, train
+from ..timing import component_rng
 from ._report import check_cache, image_grid, run_from_cli, write_text_atomic
 
 GENERATORS = ("dataset", "nade", "noise")
@@ -169,11 +170,6 @@ def load_data(settings, rng):
 
 
 # --------------------------------------------------------------------- helpers
-def _rng(base, *code):
-    """A generator fixed by the run's base seed and a component code, so cached parts don't shift later streams."""
-    return np.random.default_rng([base, *code])
-
-
 def _score_dict(s):
     return {"accuracy": s.accuracy, "accuracy_2se": s.accuracy_2se, "log_prob": s.log_prob,
             "log_prob_2se": s.log_prob_2se}
@@ -252,7 +248,7 @@ def train_members(data, settings, base, dirs):
     members, curves = [], []
     t = _one_hot(data.y_train, data.n_classes)
     for k in range(settings.members):
-        rng = _rng(base, 1, k)
+        rng = component_rng(base, 1, k)
         net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
         boot = rng.integers(0, n, size=n)
         gen = DatasetGenerator(data.x_train, settings.batch_size, rng, targets=t, rows=boot)
@@ -273,7 +269,7 @@ def train_nade(x_binary, settings, base, fraction_index, dirs, label):
     path = dirs["cache"] / f"nade_{label}.npz"
     if os.path.exists(path):
         return NADE.load(path)
-    rng = _rng(base, 2, fraction_index)
+    rng = component_rng(base, 2, fraction_index)
     order = raster_column_order(*_image_shape(x_binary.shape[1]))
     nade = NADE(x_binary.shape[1], settings.nade_hidden, rng, order=order)
     n_steps = _steps(settings.nade_passes, x_binary.shape[0], settings.batch_size)
@@ -301,7 +297,7 @@ def train_student(kind, loss_name, teacher_mean, teacher_lme, x_frac, nade, data
     Passes count ``x_frac`` images, whatever the generator.
     """
     sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
-    rng = _rng(base, 4, *code)
+    rng = component_rng(base, 4, *code)
     net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
     if kind == "dataset":
         gen = DatasetGenerator(x_frac, settings.batch_size, rng)
@@ -325,7 +321,7 @@ def train_baseline(x_frac, y_frac, data, settings, base, fraction_index, dirs, l
     ``baseline_passes`` (default: ``member_passes``) passes: the yardstick each student is compared with.
     """
     sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
-    rng = _rng(base, 3, fraction_index)
+    rng = component_rng(base, 3, fraction_index)
     net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
     gen = DatasetGenerator(x_frac, settings.batch_size, rng, targets=_one_hot(y_frac, data.n_classes))
     passes = settings.baseline_passes if settings.baseline_passes is not None else settings.member_passes
@@ -479,7 +475,7 @@ def run(settings, out_dir, rng, data=None):
     base = int(rng.integers(0, 2**62))
     check_cache(dirs["cache"], {**{k: _settings_dict(settings)[k] for k in _MODEL_KEYS}, "base_seed": base})
     if data is None:
-        data = load_data(settings, _rng(base, 0))
+        data = load_data(settings, component_rng(base, 0))
     elif settings.n_train or settings.n_test:
         n_tr, n_te = settings.n_train or len(data.y_train), settings.n_test or len(data.y_test)
         data = replace(data, x_train=data.x_train[:n_tr], y_train=data.y_train[:n_tr], x_test=data.x_test[:n_te],
@@ -513,7 +509,7 @@ def run(settings, out_dir, rng, data=None):
         nade = None
         if "nade" in settings.generators:
             nade = train_nade(datasets.binarize(x_frac), settings, base, fi, dirs, frac)
-            xs, ys = nade.sample(36, _rng(base, 5, fi))
+            xs, ys = nade.sample(36, component_rng(base, 5, fi))
             panels += [(f"NADE ({frac}) samples", xs), (f"NADE ({frac}) conditional probs", ys)]
         base_net, base_curve = train_baseline(x_frac, y_frac, data, settings, base, fi, dirs, frac)
         base_score = score(log_probs_of(base_net, data.x_test), data.y_test)

@@ -45,12 +45,14 @@ from ..nade import NADE, raster_column_order
 from ..optim import SGD
 from ..partition import ais_rbm
 from ..rbm import RBM, fit_cd, hill_climb, random_chain_samples
+from ..timing import component_rng
 from ._report import check_cache, image_grid, run_from_cli, write_table, write_text_atomic
 
 CURVE_KIND = "kd_ref.rbm_nade.curve"
 PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
 LOSS_NAMES = {"kl": "KL", "se": "square error", "sm": "score matching"}
 UPPER_KIND = "kd_ref.rbm_nade.upper_samples"
+MARGINALS_KIND = "kd_ref.rbm_nade.marginals"   # cache/marginals.npz, read by `kd-ref bench logz`
 ESTIMATORS = ("upper", "upper_seeded", "lower", "importance", "bridge")
 ESTIMATOR_NAMES = {"upper": "KL upper bound (4.46), random chains",
                    "upper_seeded": "same average, chains started at the NADE samples (not a bound; comparison)",
@@ -160,11 +162,6 @@ def _binarized_available():
         return False
 
 
-def _rng(base, *code):
-    """A generator fixed by the run's base seed and a component code (cached parts do not shift the others)."""
-    return np.random.default_rng([base, *code])
-
-
 def _json(path, make):
     """Read ``path`` if it exists, else compute ``make()`` (a JSON-able dict), write it and return it."""
     if os.path.exists(path):
@@ -187,7 +184,7 @@ def teacher(settings, x_train, base, dirs):
     path = dirs["cache"] / "rbm.npz"
     if path.exists():
         return RBM.load(path)
-    rng = _rng(base, 1)
+    rng = component_rng(base, 1)
     rbm = RBM(x_train.shape[1], settings.rbm_hidden, rng, init_std=0.01)
     mean = x_train.mean(axis=0)
     rbm.b_visible[...] = np.log((mean + 0.01) / (1.01 - mean))   # start from the pixels' smoothed marginals
@@ -205,23 +202,22 @@ def _model_settings(settings):
     return {k: v for k, v in asdict(settings).items() if k not in ("progress", "figures", "nade_hidden", "losses")}
 
 
-def references(rbm, x_train, settings, base, dirs):
-    """Exact log Z (small RBMs), AIS and the hill-climbing bound; cached as JSON."""
+def references(rbm, marginals, settings, base, dirs):
+    """Exact log Z (small RBMs), AIS from the pixel ``marginals`` and the hill-climbing bound; cached as JSON."""
     def make():
         out = {}
         if min(rbm.n_visible, rbm.n_hidden) <= MAX_EXACT_UNITS:
             began = time.process_time()
             out["exact"] = rbm.log_z_exact(max_units=MAX_EXACT_UNITS)
             out["exact_seconds"] = time.process_time() - began
-        marginals = (x_train.sum(axis=0) + 1.0) / (x_train.shape[0] + 2.0)
-        ais = ais_rbm(rbm.W, rbm.b_visible, rbm.b_hidden, _rng(base, 2), n_runs=settings.ais_runs,
+        ais = ais_rbm(rbm.W, rbm.b_visible, rbm.b_hidden, component_rng(base, 2), n_runs=settings.ais_runs,
                       n_temperatures=settings.ais_temperatures, schedule=settings.ais_schedule,
                       base_marginals=marginals, progress=settings.progress)
         out["ais"] = _estimate_dict(ais)
         out["ais"]["n_temperatures"] = ais.n_temperatures
         out["ais"]["wall_seconds"] = ais.wall_seconds
         began = time.process_time()
-        hill = hill_climb(rbm, _rng(base, 3), settings.hill_restarts, include_zeros=True)
+        hill = hill_climb(rbm, component_rng(base, 3), settings.hill_restarts, include_zeros=True)
         out["hill"] = {"log_phi": hill.log_phi, "x": hill.x.tolist(), "seconds": time.process_time() - began}
         return out
     return _json(dirs["cache"] / "references.json", make)
@@ -240,7 +236,7 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
     if path.exists():
         curve = npzfile.load(curve_path, CURVE_KIND, {1}, label="cache", required=("points",))["points"]
         return NADE.load(path), curve
-    rng = _rng(base, 10, *code)
+    rng = component_rng(base, 10, *code)
     ckpt = dirs["ckpt"] / f"{key}.npz"
     side = int(round(np.sqrt(rbm.n_visible)))
     order = raster_column_order(side, side) if side * side == rbm.n_visible else None
@@ -274,7 +270,7 @@ def upper_samples(rbm, settings, base, dirs):
         saved = npzfile.load(path, UPPER_KIND, {1}, label="cache", required=("x", "seconds"))
         return saved["x"].astype(np.float64), float(saved["seconds"])
     ckpt = dirs["ckpt"] / "upper_chains.npz"
-    x, seconds = random_chain_samples(rbm, _rng(base, 5), settings.upper_chains, settings.upper_burn_in,
+    x, seconds = random_chain_samples(rbm, component_rng(base, 5), settings.upper_chains, settings.upper_burn_in,
                                       checkpoint=ckpt, progress=settings.progress)
     npzfile.save(path, UPPER_KIND, 1, x=x.astype(np.uint8), seconds=np.array(seconds))
     ckpt.unlink(missing_ok=True)
@@ -291,7 +287,7 @@ def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key, upper):
         log_q_test, log_q_test_2se = mean_2se(nade.log_prob(x_test))
         out = {"log_q_test": log_q_test, "log_q_test_2se": log_q_test_2se}
         x_u, seconds_u = upper()
-        est = estimate_log_z(rbm, nade, _rng(base, 20, *code), n_samples=settings.n_samples,
+        est = estimate_log_z(rbm, nade, component_rng(base, 20, *code), n_samples=settings.n_samples,
                              burn_in=settings.sample_burn_in, upper_samples=x_u, upper_seconds=seconds_u,
                              candidates=np.array([refs["hill"]["x"]]), progress=settings.progress)
         for name in ESTIMATORS + ("trivial",):
@@ -442,11 +438,13 @@ def run(settings, out_dir, rng):
         p.mkdir(parents=True, exist_ok=True)
     base = int(rng.integers(0, 2**62))
     check_cache(dirs["cache"], {**_model_settings(settings), "base_seed": base})
-    x_train, x_test, data_name = load_data(settings, _rng(base, 0))
+    x_train, x_test, data_name = load_data(settings, component_rng(base, 0))
+    marginals = (x_train.sum(axis=0) + 1.0) / (x_train.shape[0] + 2.0)   # AIS base model: pixel on-frequencies
+    npzfile.save(dirs["cache"] / "marginals.npz", MARGINALS_KIND, 1, p=marginals)
     if settings.rbm == "cd25" and x_train.shape[1] != 784:
         raise ValueError(f"data: expected 784-pixel images for CD25(500), received {x_train.shape[1]}")
     rbm = teacher(settings, x_train, base, dirs)
-    refs = references(rbm, x_train, settings, base, dirs)
+    refs = references(rbm, marginals, settings, base, dirs)
     ref = ("exact", refs["exact"]) if "exact" in refs else ("our AIS", refs["ais"]["log_z"])
     print(f"teacher: {rbm!r} on {data_name}; log Z {ref[0]} = {ref[1]:.4f}, AIS = {refs['ais']['log_z']:.4f}, "
           f"max log phi found = {refs['hill']['log_phi']:.4f}", flush=True)
@@ -456,7 +454,7 @@ def run(settings, out_dir, rng):
                "reference": ref, "references": refs, "models": {}, "curves": {},
                "rbm_log_p_test": mean_2se(log_p_rbm),
                "agreement": {"rbm": log_p_rbm[:100].tolist(), "nade": {}}}
-    sample_rng = _rng(base, 4)
+    sample_rng = component_rng(base, 4)
     panels = [("test images", x_test[:32]),
               ("RBM samples", ChainStream(rbm, 32, sample_rng, n_chains=32, burn_in=1000)())]
     features = [("RBM features", _features(rbm.W.T[:32]))]
