@@ -53,7 +53,7 @@ def mlp_stop(rng):
 
 def rbm_nade_stop(rng):
     """Distil a tiny RBM into a NADE, then weigh the RBM with the NADE (chapter 4, Appendix C)."""
-    from .distill.generative import ChainStream, KLLoss, distill, estimate_log_z, exact_kl
+    from .distill.generative import ChainStream, KLLoss, distill_nade, estimate_log_z, exact_kl
     from .nade import NADE
     from .rbm import RBM
 
@@ -63,7 +63,7 @@ def rbm_nade_stop(rng):
     log_z = rbm.log_z_exact()
     nade = NADE(10, 20, rng, init_std=0.1)
     before = exact_kl(rbm, nade, log_z)
-    distill(nade, rbm, ChainStream(rbm, 20, rng, burn_in=200), KLLoss(), 1500, progress=False)
+    distill_nade(nade, KLLoss(), ChainStream(rbm, 20, rng, burn_in=200), rbm, 1500, progress=False)
     print(f"   exact KL(p || q) by enumerating 1,024 states: {before:.3f} -> {exact_kl(rbm, nade, log_z):.4f} nats")
     out = estimate_log_z(rbm, nade, rng, n_samples=1000, burn_in=20)
     print(f"   log Z: exact {log_z:.4f}; bridge sampling {out['bridge'].log_z:.4f} "
@@ -73,7 +73,8 @@ def rbm_nade_stop(rng):
 
 def compression_stop(rng):
     """Derivative matching alone recovers a teacher (chapter 2, Proposition 2.1)."""
-    from .distill.compression import DerivativeSquareErrorLoss, MLPTeacher, NoiseGenerator, distill
+    from .distill import distill
+    from .distill.compression import DerivativeSquareErrorLoss, MLPTeacher, NoiseGenerator, teacher_targets
     from .mlp import MLP
     from .optim import Adadelta
 
@@ -83,8 +84,9 @@ def compression_stop(rng):
     x_test = rng.normal(size=(500, 4))
     gap = lambda: np.max(np.abs(np.exp(student.predict(x_test)) - np.exp(teacher.predict(x_test))))  # noqa: E731
     before = gap()
-    distill(student, MLPTeacher(teacher), NoiseGenerator(4, 20, rng), DerivativeSquareErrorLoss(), Adadelta(), 3000,
-            progress=False)
+    loss = DerivativeSquareErrorLoss()
+    distill(student, loss, NoiseGenerator(4, 20, rng), teacher_targets(student, MLPTeacher(teacher), loss), Adadelta(),
+            3000, progress=False)
     print(f"   largest probability difference on held-out inputs: {before:.3f} -> {gap():.4f} "
           "(the loss never saw a probability)")
 

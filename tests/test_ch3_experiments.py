@@ -99,7 +99,7 @@ def test_bayes_logreg_surfaces_and_slopes_are_those_of_the_models(logreg_run):
 def test_bayes_logreg_sweep_pairs_the_two_losses(tmp_path):
     # with a vanishing step both models stay at their common start, so a paired sweep shows equal slopes
     still = dict(bayes_logreg.QUICK, n_samples=300, burn_in=30, n_steps=20, n_eval=200,
-                 eta0={"cross_entropy": 1e-12, "derivative_square_error": 1e-12})
+                 eta0={"ce": 1e-12, "dse": 1e-12})
     rows = bayes_logreg.slope_sweep(still, [4, 5], str(tmp_path))
     assert [r["seed"] for r in rows] == [4, 5] and (tmp_path / "sweep.md").is_file()
     for r in rows:

@@ -5,11 +5,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from kd_ref import gradcheck
+from kd_ref.distill import distill, objective
 from kd_ref.distill.compression import (CrossEntropyLoss, DatasetGenerator, DerivativeSquareErrorLoss,
                                         EnsembleTeacher, Labels, MLPTeacher, NADEGenerator, NoiseGenerator,
-                                        SquareErrorLoss,
-                                        WeightedLoss, distill, distillation_objective, log_mean_exp,
-                                        log_probs_of, supervised_objective)
+                                        SquareErrorLoss, WeightedLoss, log_mean_exp, log_probs_of,
+                                        supervised_objective, teacher_targets)
 from kd_ref.metrics import paired_difference, score
 from kd_ref.mlp import MLP
 from kd_ref.nade import NADE, raster_column_order
@@ -295,7 +295,8 @@ def test_matching_derivatives_alone_recovers_the_teacher():
     held_out = rng.normal(0.0, 2.0, size=(2000, 2))
     target = teacher.label(held_out).probs
     before = np.max(np.abs(np.exp(student.forward(held_out).y) - target))
-    distill(student, teacher, NoiseGenerator(2, 20, rng, std=2.0), DerivativeSquareErrorLoss(), Adadelta(),
+    loss = DerivativeSquareErrorLoss()
+    distill(student, loss, NoiseGenerator(2, 20, rng, std=2.0), teacher_targets(student, teacher, loss), Adadelta(),
             20000, progress=False)
     after = np.max(np.abs(np.exp(student.forward(held_out).y) - target))
     assert before > 0.2
@@ -393,19 +394,23 @@ def test_teacher_with_wrong_output_size_is_refused(rng):
     student = MLP([4, 5, 3], ["relu", "log_softmax"], rng)
     teacher = MLPTeacher(MLP([4, 5, 2], ["relu", "log_softmax"], rng))
     with pytest.raises(ValueError, match=r"teacher: expected 3 outputs .* received a teacher with 2 outputs"):
-        distillation_objective(student, teacher, CrossEntropyLoss())
+        teacher_targets(student, teacher, CrossEntropyLoss())
 
 
 def test_generator_of_wrong_dimension_is_refused(rng):
     student = MLP([4, 5, 3], ["relu", "log_softmax"], rng)
     teacher = MLPTeacher(MLP([4, 5, 3], ["relu", "log_softmax"], rng))
-    objective = distillation_objective(student, teacher, CrossEntropyLoss())
+    loss = CrossEntropyLoss()
+    labels = teacher_targets(student, teacher, loss)
     p0 = student.params.copy()
     with pytest.raises(ValueError, match=r"generator: expected minibatches of shape \(N, 4\), received shape \(6, 5\)"):
-        objective(rng.normal(size=(6, 5)))
-    with pytest.raises(ValueError, match="generator: expected inputs of dimension 4.*dimension 5"):
-        distill(student, teacher, NoiseGenerator(5, 6, rng), CrossEntropyLoss(), Adadelta(), 3, progress=False)
+        objective(student, loss, labels)(rng.normal(size=(6, 5)))
+    gen = NoiseGenerator(5, 6, rng)
+    drawn = gen.state()
+    with pytest.raises(ValueError, match=r"generator: expected minibatches of shape \(N, 4\), received shape \(6, 5\)"):
+        distill(student, loss, gen, labels, Adadelta(), 3, progress=False)
     np.testing.assert_array_equal(student.params, p0)
+    assert str(gen.state()["rng"]) == str(drawn["rng"]) and gen.examples_drawn == 0   # the draw was put back
 
 
 def test_log_mean_exp_of_probabilities_is_refused_even_for_one_member(rng):
@@ -447,8 +452,7 @@ def test_bad_generator_and_teacher_arguments_are_named(rng):
 
 def test_other_bad_inputs_are_named(rng):
     with pytest.raises(ValueError, match="student: expected a network whose last nonlinearity"):
-        distillation_objective(MLP([2, 3], ["linear"], rng), MLPTeacher(MLP([2, 3], ["softmax"], rng)),
-                               CrossEntropyLoss())
+        teacher_targets(MLP([2, 3], ["linear"], rng), MLPTeacher(MLP([2, 3], ["softmax"], rng)), CrossEntropyLoss())
     with pytest.raises(ValueError, match=r"labels: expected teacher derivatives|labels: expected teacher input"):
         DerivativeSquareErrorLoss()(MLP([2, 3], ["log_softmax"], rng), np.zeros((1, 2)),
                                     Labels.from_probs(np.full((1, 3), 1 / 3)))

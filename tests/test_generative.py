@@ -8,8 +8,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from kd_ref import gradcheck
+from kd_ref.distill import objective
 from kd_ref.distill.generative import (ChainStream, KLLoss, ScoreMatchingLoss, SquareErrorLoss, _sample_in_chunks,
-                                       distill, distillation_objective, estimate_log_z, exact_kl)
+                                       distill_nade, estimate_log_z, exact_kl, teacher_targets)
 from kd_ref.nade import NADE
 from kd_ref.partition import (bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound,
                               trivial_lower_bound)
@@ -62,11 +63,11 @@ def _check_loss_gradient(loss, case, directions=None):
 
     def value(p):
         nade.set_params(p)
-        return loss(nade, x, rbm)[0]
+        return loss(nade, x, loss.targets(rbm, x))[0]
 
     def grad(p):
         nade.set_params(p)
-        return loss(nade, x, rbm)[1]
+        return loss(nade, x, loss.targets(rbm, x))[1]
 
     result = gradcheck.check_gradient(value, grad, theta, directions=directions)
     nade.set_params(theta)
@@ -103,11 +104,13 @@ def test_loss_values_follow_their_definitions(rng):
     rbm, nade = random_rbm(rng, 5, 3), NADE(5, 4, rng, init_std=1.0)
     x = all_states(5)[rng.permutation(32)[:7]]
     log_q, log_phi = nade.log_prob(x), rbm.log_phi(x)
-    assert KLLoss()(nade, x, rbm)[0] == pytest.approx(-np.mean(log_q), rel=1e-13)
-    assert SquareErrorLoss(2.5)(nade, x, rbm)[0] == pytest.approx(np.mean((log_q - log_phi + 2.5) ** 2), rel=1e-13)
+    assert KLLoss()(nade, x)[0] == pytest.approx(-np.mean(log_q), rel=1e-13)
+    assert SquareErrorLoss(2.5)(nade, x, log_phi)[0] == pytest.approx(np.mean((log_q - log_phi + 2.5) ** 2), rel=1e-13)
     g_phi = rbm.b_visible + (1 / (1 + np.exp(-(x @ rbm.W + rbm.b_hidden)))) @ rbm.W.T   # d log phi/dx by hand
     g_q = gradcheck.numerical_gradient(lambda z: nade.log_prob(z.reshape(x.shape), continuous=True).sum(), x)
-    assert ScoreMatchingLoss()(nade, x, rbm)[0] == pytest.approx(np.sum((g_q - g_phi) ** 2) / 7, rel=1e-8)
+    assert ScoreMatchingLoss()(nade, x, g_phi)[0] == pytest.approx(np.sum((g_q - g_phi) ** 2) / 7, rel=1e-8)
+    np.testing.assert_allclose(ScoreMatchingLoss().targets(rbm, x), g_phi, rtol=1e-12)      # the teacher's score
+    np.testing.assert_array_equal(SquareErrorLoss(2.5).targets(rbm, x), log_phi)
 
 
 def test_square_error_is_log_error_plus_kl_term(rng):
@@ -161,7 +164,7 @@ def tiny():
     rbm = random_rbm(rng, 10, 5, scale=1.2)
     nade = NADE(10, 20, rng, init_std=0.1)
     before = exact_kl(rbm, nade)
-    distill(nade, rbm, ChainStream(rbm, 20, rng, burn_in=200), KLLoss(), 2500, progress=False)
+    distill_nade(nade, KLLoss(), ChainStream(rbm, 20, rng, burn_in=200), rbm, 2500, progress=False)
     return rbm, nade, rbm.log_z_exact(), before
 
 
@@ -176,7 +179,7 @@ def test_square_error_and_score_matching_training_reduce_their_losses(rng):
     rbm = random_rbm(rng, 6, 3)
     for loss in (SquareErrorLoss.from_hill_climbing(rbm, rng, log_z=rbm.log_z_exact()), ScoreMatchingLoss()):
         nade = NADE(6, 8, rng, init_std=0.1)
-        result = distill(nade, rbm, ChainStream(rbm, 20, rng, burn_in=50), loss, 600, progress=False)
+        result = distill_nade(nade, loss, ChainStream(rbm, 20, rng, burn_in=50), rbm, 600, progress=False)
         assert np.mean(result.losses[-100:]) < 0.5 * np.mean(result.losses[:20]), loss.name
 
 
@@ -184,8 +187,8 @@ def test_distill_monitors_test_log_q_and_both_bounds(tiny, rng):
     rbm, _, log_z, _ = tiny
     nade = NADE(10, 8, rng, init_std=0.1)
     test = all_states(10)[:50]
-    result = distill(nade, rbm, ChainStream(rbm, 10, rng, n_chains=200, burn_in=20), KLLoss(), 200,
-                     test=test, rng=rng, monitor_every=100, bound_samples=150, progress=False)
+    result = distill_nade(nade, KLLoss(), ChainStream(rbm, 10, rng, n_chains=200, burn_in=20), rbm, 200,
+                          test=test, rng=rng, monitor_every=100, bound_samples=150, progress=False)
     assert [s for s, _ in result.monitor] == [100, 200]
     last = result.monitor[-1][1]
     assert set(last) == {"log_q_test", "upper", "lower"}
@@ -336,7 +339,7 @@ def test_bad_input_is_refused_with_clear_messages(rng):
     other = random_rbm(rng, 6, 3)
     with pytest.raises(ValueError, match="teacher: expected 5 visible units to match the NADE's inputs, "
                                          "received a teacher with 6"):
-        distillation_objective(nade, other, KLLoss())
+        teacher_targets(nade, other, KLLoss())
     with pytest.raises(ValueError, match="teacher: expected 5 visible units"):
         estimate_log_z(other, nade, rng, n_samples=10)
     with pytest.raises(ValueError, match=r"c: expected a value <= log Z = .*, received 50"):
@@ -359,23 +362,23 @@ def test_bad_input_is_refused_with_clear_messages(rng):
             estimate_log_z(rbm, nade, rng, n_samples=10, **kwargs)
     assert rng.bit_generator.state == state                       # refused before anything was drawn
     with pytest.raises(ValueError, match=r"stream: expected samples of dimension 5 .* received a stream of dimension 6"):
-        distill(nade, rbm, ChainStream(other, 2, rng, n_chains=4, burn_in=0), KLLoss(), 3, progress=False)
+        distill_nade(nade, KLLoss(), ChainStream(other, 2, rng, n_chains=4, burn_in=0), rbm, 3, progress=False)
     with pytest.raises(ValueError, match="n_chains: expected at least batch_size=20 chains, received 10"):
         ChainStream(rbm, 20, rng, n_chains=10)
     with pytest.raises(TypeError, match="loss: expected KLLoss"):
-        distillation_objective(nade, rbm, "kl")
+        teacher_targets(nade, rbm, "kl")
     stream = ChainStream(rbm, 2, rng, n_chains=4, burn_in=0)
     chains_before, params_before = stream.sampler.x.copy(), nade.params.copy()
     with pytest.raises(ValueError, match="bound_samples: expected at most n_chains=4 .*received 5"):
-        distill(nade, rbm, stream, KLLoss(), 3, bound_samples=5, rng=rng, progress=False)
+        distill_nade(nade, KLLoss(), stream, rbm, 3, bound_samples=5, rng=rng, progress=False)
     np.testing.assert_array_equal(stream.sampler.x, chains_before)
     np.testing.assert_array_equal(nade.params, params_before)
     before = nade.params.copy()
-    objective = distillation_objective(nade, rbm, KLLoss())
+    minibatch_objective = objective(nade, KLLoss(), teacher_targets(nade, rbm, KLLoss()))
     with pytest.raises(ValueError, match="teacher samples: expected binary values"):
-        objective(np.full((2, 5), 0.5))
+        minibatch_objective(np.full((2, 5), 0.5))
     with pytest.raises(ValueError, match=r"teacher samples: expected shape \(N, 5\)"):
-        objective(np.zeros((2, 6)))
+        minibatch_objective(np.zeros((2, 6)))
     np.testing.assert_array_equal(nade.params, before)
 
 

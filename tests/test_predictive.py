@@ -7,17 +7,16 @@ from scipy import special
 from scipy.stats import norm
 
 from kd_ref import gradcheck
-from kd_ref.distill.predictive import (TRUE_MEANS, BayesianLogisticRegression, BayesianMoG, ClassTargets,
-                                       InputGenerator, batch_stream, bernoulli_kl, compact_predictor,
-                                       cross_entropy_loss, derivative_square_error_loss, mc_predictor,
-                                       network_targets, online_stream, sample_targets, toy_logistic_data,
-                                       train_compact)
+from kd_ref.distill.predictive import (LOSSES, TRUE_MEANS, BayesianLogisticRegression, BayesianMoG, ClassTargets,
+                                       CrossEntropyLoss, DerivativeSquareErrorLoss, InputGenerator, bernoulli_kl,
+                                       compact_predictor, mc_predictor, network_targets, sample_targets,
+                                       teacher_targets, toy_logistic_data, train_compact)
 from kd_ref.experiments import bayes_mog
 from kd_ref.mcmc import SliceSampler
 
 from _tolerance import passes
 
-LOSSES = [cross_entropy_loss, derivative_square_error_loss]
+cross_entropy_loss, derivative_square_error_loss = CrossEntropyLoss(), DerivativeSquareErrorLoss()
 
 
 # ------------------------------------------------------------------ Bayesian MoG
@@ -98,7 +97,7 @@ def _case(seed, K, N, S, teacher_kind, scale):
 
 @given(seed=st.integers(0, 2**32 - 1), K=st.integers(1, 6), N=st.integers(1, 5), S=st.integers(1, 20),
        teacher_kind=st.sampled_from(["network", "sample"]), scale=st.floats(0.3, 3.0),
-       loss=st.sampled_from(LOSSES))
+       loss=st.sampled_from([cross_entropy_loss, derivative_square_error_loss]))
 def test_theta_gradients_match_finite_differences(seed, K, N, S, teacher_kind, scale, loss):
     """Cross entropy (backprop) and derivative square error (R{backprop} along v = (0, d)) W1-gradients."""
     net, x, targets = _case(seed, K, N, S, teacher_kind, scale)
@@ -203,15 +202,14 @@ def test_training_moves_only_the_first_layer_and_lowers_the_loss():
     sampler.burn_in(50)
     teacher = mc_predictor(sampler.sample(100).reshape(-1, 2))
     probe = np.sqrt(10) * rng.normal(size=(500, 2))
-    for loss, draw in (("cross_entropy", batch_stream(teacher, InputGenerator(2, rng))),
-                       ("derivative_square_error", online_stream(sampler, InputGenerator(2, rng)))):
+    for loss, labeller in (("ce", teacher), ("dse", sampler)):
         net = compact_predictor(4, 2, rng)
         fixed = np.concatenate([net.b[0], net.W[1].ravel(), net.b[1]])
         before = cross_entropy_loss(net, probe, network_targets(teacher, probe), grad=False)[0]
-        result = train_compact(net, loss, draw, 300, eta0=1.0 if loss == "cross_entropy" else 0.05)
+        result = train_compact(net, loss, InputGenerator(2, rng), labeller, 300, eta0=1.0 if loss == "ce" else 0.05)
         assert np.array_equal(fixed, np.concatenate([net.b[0], net.W[1].ravel(), net.b[1]]))
         assert result.steps == 300
-        if loss == "cross_entropy":
+        if loss == "ce":
             assert cross_entropy_loss(net, probe, network_targets(teacher, probe), grad=False)[0] < before
 
 
@@ -220,13 +218,15 @@ def test_predictive_bad_input(rng):
     x = rng.normal(size=(4, 2))
     with pytest.raises(ValueError, match="targets: expected log_p of shape"):
         cross_entropy_loss(net, x, ClassTargets(np.zeros((3, 2)), np.zeros((3, 2, 2))))
-    for loss in LOSSES:
+    for loss in LOSSES.values():
         with pytest.raises(ValueError, match=r"x: expected a non-empty minibatch of shape \(N, 2\)"):
-            loss(net, np.zeros((0, 2)), ClassTargets(np.zeros((0, 2)), np.zeros((0, 2, 2))))
+            loss()(net, np.zeros((0, 2)), ClassTargets(np.zeros((0, 2)), np.zeros((0, 2, 2))))
+    with pytest.raises(TypeError, match=r"teacher: expected the Monte Carlo predictor .* received ndarray"):
+        teacher_targets(net, np.zeros((3, 2)), cross_entropy_loss)
     net.b[0][0] = 0.1
     with pytest.raises(ValueError, match="net: expected zero biases"):
         network_targets(net, x)
     with pytest.raises(ValueError, match="loss: expected one of"):
-        train_compact(compact_predictor(3, 2, rng), "hinge", lambda: None, 10)
+        train_compact(compact_predictor(3, 2, rng), "hinge", InputGenerator(2, rng), mc_predictor(x), 10)
     with pytest.raises(ValueError, match="t: expected binary values"):
         BayesianLogisticRegression(x, [0, 1, 2, 1])

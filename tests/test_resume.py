@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from kd_ref import cli
+from kd_ref.distill import distill
 from kd_ref.distill.compression import (CrossEntropyLoss, DatasetGenerator, MLPTeacher, NADEGenerator, NoiseGenerator,
-                                        distill as distill_mlp)
-from kd_ref.distill.generative import ChainStream, KLLoss, distill as distill_nade
+                                        teacher_targets)
+from kd_ref.distill.generative import ChainStream, KLLoss, distill_nade
 from kd_ref.mlp import MLP
 from kd_ref.nade import NADE
 from kd_ref.optim import Adadelta, Interrupted, generator_state
@@ -186,9 +187,9 @@ class _KLWithCtrlC(KLLoss):
     def __init__(self, hook):
         self.hook = hook
 
-    def __call__(self, nade, x, teacher):
+    def __call__(self, nade, x, targets=None):
         self.hook()
-        return super().__call__(nade, x, teacher)
+        return super().__call__(nade, x, targets)
 
 
 def test_rbm_to_nade_distillation_resumes_exactly_with_its_chains_and_bound_samples(tmp_path):
@@ -202,7 +203,7 @@ def test_rbm_to_nade_distillation_resumes_exactly_with_its_chains_and_bound_samp
         nade = NADE(6, 5, rng, init_std=0.1)
         stream = ChainStream(rbm, 4, rng, n_chains=12, burn_in=3)
         bound_rng = np.random.default_rng(9)        # its own generator, so the checkpoint must hold it too
-        result = distill_nade(nade, rbm, stream, loss, 40, test=test, monitor_every=6, bound_samples=5,
+        result = distill_nade(nade, loss, stream, rbm, 40, test=test, monitor_every=6, bound_samples=5,
                               rng=bound_rng, progress=False, **kwargs)
         return nade, stream, result
 
@@ -227,7 +228,9 @@ def test_compression_distillation_resumes_exactly_on_each_generator(tmp_path, ki
         student = MLP([5, 4, 3], ["relu", "log_softmax"], rng)
         gen = {"noise": lambda: NoiseGenerator(5, 6, rng), "nade": lambda: NADEGenerator(nade, 6, rng),
                "dataset": lambda: DatasetGenerator(np.random.default_rng(3).random((17, 5)), 6, rng)}[kind]()
-        result = distill_mlp(student, teacher, gen, CrossEntropyLoss(), Adadelta(), 30, progress=False, **kwargs)
+        loss = CrossEntropyLoss()
+        result = distill(student, loss, gen, teacher_targets(student, teacher, loss), Adadelta(), 30, progress=False,
+                         **kwargs)
         return student, result
 
     whole, expected = run()

@@ -13,8 +13,9 @@ import pytest
 from kd_ref import datasets
 from kd_ref._validation import (as_float_array, check_binary_dataset, check_dataset, check_index, check_labels,
                                 check_permutation, check_training_options)
+from kd_ref.distill import objective
 from kd_ref.distill.compression import (CrossEntropyLoss, DerivativeSquareErrorLoss, EnsembleTeacher, Labels,
-                                        MLPTeacher, SquareErrorLoss, distillation_objective, log_probs_of)
+                                        MLPTeacher, SquareErrorLoss, log_probs_of, teacher_targets)
 from kd_ref.metrics import Score, mean_2se, paired_difference, score
 from kd_ref.mlp import MLP
 from kd_ref.mog import MoG
@@ -141,7 +142,7 @@ def test_complex_input_is_refused_by_compression_losses_and_teachers(rng):
         with pytest.raises(TypeError, match=COMPLEX):
             loss(student, x + 0j, labels)
         with pytest.raises(TypeError, match=f"generator: {COMPLEX}"):
-            distillation_objective(student, MLPTeacher(teacher_net), loss)(x + 0j)
+            objective(student, loss, teacher_targets(student, MLPTeacher(teacher_net), loss))(x + 0j)
     with pytest.raises(TypeError, match=f"probs: {COMPLEX}"):
         Labels.from_probs(np.full((2, 2), 0.5) + 0j)
     with pytest.raises(TypeError, match=f"log_probs: {COMPLEX}"):

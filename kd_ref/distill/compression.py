@@ -16,15 +16,16 @@ The framework of section 2.1 has four parts, each a small object here:
   :class:`NADEGenerator`, :class:`NoiseGenerator`).
 
 Training minimises the average loss E_p(x)[l(x, theta)] (2.3) by stochastic
-gradient steps on minibatches (2.6-2.7): :func:`distillation_objective` draws
-nothing itself; it takes a minibatch x from the generator, lets the teacher label
-it on the fly and returns the loss and its theta-gradient, so that
-``kd_ref.optim.train(student.params, objective, generator, ...)`` runs the whole
-procedure while holding only one minibatch in memory.
+gradient steps on minibatches (2.6-2.7), with the loop of :mod:`kd_ref.distill`
+(which states the loss protocol): the generator draws a minibatch x, the teacher
+labels it on the fly (:func:`teacher_targets`), and the loss returns its value
+and theta-gradient, so that ``distill(student, loss, generator,
+teacher_targets(student, teacher, loss), optimizer, n_steps)`` runs the whole
+procedure while holding only one minibatch in memory. The losses are listed in
+:data:`LOSSES`.
 
-Every loss is the average over the minibatch of a per-example quantity and is
-*minimised* (cross entropy is therefore the negative of the log-likelihood-style
-output function ``kd_ref.outputs.CrossEntropy``).
+Cross entropy is the negative of the log-likelihood-style output function
+``kd_ref.outputs.CrossEntropy``, since losses are minimised.
 
 Why derivative matching costs about 2C backprops (2.9-2.13)
 -----------------------------------------------------------
@@ -46,7 +47,7 @@ from ..mlp import MLP, Cache
 from ..nade import NADE
 from ..nonlinearities import LogSoftmax
 from ..metrics import Score, mean_2se, paired_difference, score  # noqa: F401 (the scoring helpers live in metrics)
-from ..optim import MinibatchDrawer, check_state_keys, generator_state, load_generator_state, state_count, train
+from ..optim import MinibatchDrawer, check_state_keys, generator_state, load_generator_state, state_count
 from ..outputs import CrossEntropy, DotProduct
 
 PROBABILITY_OUTPUTS = ("softmax", "log_softmax")
@@ -521,6 +522,10 @@ class WeightedLoss:
         return value, grad
 
 
+#: The thesis's losses by short name (the registry of every chapter has this shape; see kd_ref.distill).
+LOSSES = {"ce": CrossEntropyLoss, "se": SquareErrorLoss, "dse": DerivativeSquareErrorLoss}
+
+
 # ------------------------------------------------------------------- objectives
 def _check_batch(x, dim):
     """A minibatch from a generator as float64 (N, dim); errors name the generator that produced it."""
@@ -530,11 +535,11 @@ def _check_batch(x, dim):
     return as_float_array(arr, "generator")
 
 
-def distillation_objective(student, teacher, loss):
-    """The minibatch objective x -> (loss, theta-gradient) for ``kd_ref.optim.train`` (2.6-2.7, steps i-iv).
+def teacher_targets(student, teacher, loss):
+    """The teacher as x -> Labels for :func:`kd_ref.distill.distill` (2.6-2.7, steps i-iv).
 
-    The teacher labels each minibatch when it arrives (with derivatives only if the
-    loss needs them), so nothing but the current minibatch is stored.
+    The teacher labels each minibatch when it arrives, with input derivatives only
+    if the loss needs them, so nothing but the current minibatch is stored.
 
     Parameters
     ----------
@@ -542,12 +547,12 @@ def distillation_objective(student, teacher, loss):
         Last nonlinearity softmax or log_softmax.
     teacher : MLPTeacher, EnsembleTeacher or similar
         Must have as many inputs and outputs as the student.
-    loss : CrossEntropyLoss, SquareErrorLoss, DerivativeSquareErrorLoss or WeightedLoss
+    loss : a loss of :data:`LOSSES` or a WeightedLoss
 
     Returns
     -------
-    callable, ndarray of shape (N, D) -> (float, ndarray of shape (P,))
-        Raises ValueError for a minibatch whose second dimension is not D.
+    callable, ndarray of shape (N, D) -> Labels
+        Raises ValueError for a minibatch whose second dimension is not D (naming the generator).
     """
     _check_student(student)
     _check_teacher(teacher)
@@ -560,11 +565,10 @@ def distillation_objective(student, teacher, loss):
     if not hasattr(loss, "needs_derivatives") or not callable(loss):
         raise TypeError(f"loss: expected a loss object (e.g. CrossEntropyLoss()), received {loss!r}")
 
-    def objective(x):
-        x = _check_batch(x, student.sizes[0])
-        return loss(student, x, teacher.label(x, derivatives=loss.needs_derivatives))
+    def labels(x):
+        return teacher.label(_check_batch(x, student.sizes[0]), derivatives=loss.needs_derivatives)
 
-    return objective
+    return labels
 
 
 def supervised_objective(student, loss=None):
@@ -602,33 +606,6 @@ def supervised_objective(student, loss=None):
         return loss(student, x, Labels.from_probs(t))
 
     return objective
-
-
-def check_generator_dim(generator, dim):
-    """Raise ValueError unless ``generator.dim`` (when the generator has one) equals ``dim``."""
-    gdim = getattr(generator, "dim", None)
-    if gdim is not None and gdim != dim:
-        raise ValueError(f"generator: expected inputs of dimension {dim} (the student's input layer), "
-                         f"received a generator of dimension {gdim}")
-
-
-def distill(student, teacher, generator, loss, optimizer, n_steps, **train_kwargs):
-    """Train ``student`` to mimic ``teacher`` on inputs drawn from ``generator`` (2.3, 2.7).
-
-    A thin wrapper of ``kd_ref.optim.train``: extra keyword arguments (monitor,
-    checkpoint, progress, label, ...) go to it unchanged, except that a generator
-    with ``state()`` (all three of this module) is added to ``stateful`` as
-    ``"generator"``, so a checkpointed run resumes on the same stream.
-
-    Returns
-    -------
-    kd_ref.optim.TrainResult
-    """
-    objective = distillation_objective(student, teacher, loss)
-    check_generator_dim(generator, student.sizes[0])
-    if callable(getattr(generator, "state", None)):   # checkpointed with the run, so a resumed run draws on
-        train_kwargs["stateful"] = {"generator": generator, **(train_kwargs.get("stateful") or {})}
-    return train(student.params, objective, generator, optimizer, n_steps, **train_kwargs)
 
 
 # ------------------------------------------------------------------- generators

@@ -35,7 +35,10 @@ every estimator of :mod:`kd_ref.partition` (section 4.2.4).
 
 A teacher is anything with ``n_visible`` (D), ``log_phi(x)`` -> (N,) and, for score
 matching, ``grad(x, param_grads=False, continuous=True)`` returning ``(log_phi, None,
-d log phi/dx)``; :class:`kd_ref.rbm.RBM` is one.
+d log phi/dx)``; :class:`kd_ref.rbm.RBM` is one. Each loss says what it needs of the
+teacher at a minibatch (its ``targets(teacher, x)``: nothing for KL, log phi for the
+square error, d log phi/dx for score matching), and training is the loop of
+:mod:`kd_ref.distill` (which states the loss protocol) through :func:`distill_nade`.
 """
 import time
 from dataclasses import replace
@@ -45,10 +48,11 @@ from scipy.special import logsumexp
 
 from .._validation import check_binary_dataset, check_generator, check_in_range, check_positive_int
 from ..nade import NADE, log_likelihood_objective
-from ..optim import Adadelta, check_state_keys, state_count, train
+from ..optim import Adadelta, check_state_keys, state_count
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
 from ..rbm import RBM, GibbsSampler, binary_states, hill_climb, random_chain_samples
+from . import distill
 
 
 # ------------------------------------------------------------------------------------ losses (4.20-4.28)
@@ -61,14 +65,19 @@ class KLLoss:
 
     name = "KL"
 
-    def __call__(self, nade, x, teacher):
-        """Loss and theta-gradient on a minibatch.
+    def targets(self, teacher, x):
+        """What the loss needs of the teacher at x: nothing (None)."""
+        return None
+
+    def __call__(self, nade, x, targets=None):
+        """Loss and theta-gradient on a minibatch (the protocol of :mod:`kd_ref.distill`).
 
         Parameters
         ----------
         nade : NADE
         x : ndarray of shape (N, D), binary teacher samples
-        teacher : teacher model (unused)
+        targets : None
+            :meth:`targets` (unused).
 
         Returns
         -------
@@ -111,14 +120,18 @@ class SquareErrorLoss:
         """
         return cls(hill_climb(rbm, rng, n_restarts, include_zeros=True).log_phi, log_z=log_z)
 
-    def __call__(self, nade, x, teacher):
-        """Loss and theta-gradient on a minibatch; arguments as :meth:`KLLoss.__call__`.
+    def targets(self, teacher, x):
+        """What the loss needs of the teacher at x: log phi(x_n), shape (N,)."""
+        return np.asarray(teacher.log_phi(x), dtype=np.float64)
+
+    def __call__(self, nade, x, log_phi):
+        """Loss and theta-gradient on a minibatch; ``log_phi`` (N,) from :meth:`targets`, the rest as
+        :meth:`KLLoss.__call__`.
 
         value = mean_n r_n^2 with r_n = log q(x_n) - log phi(x_n) + c; the gradient is one
         backprop of sum_n (2 r_n / N) log q(x_n) (4.27).
         """
         n = x.shape[0]
-        log_phi = np.asarray(teacher.log_phi(x), dtype=np.float64)
         log_q = nade.log_prob(x)
         r = log_q - log_phi + self.c
         _, d_params, _ = nade.grad(x, 2.0 * r / n, input_grads=False)
@@ -136,16 +149,21 @@ class ScoreMatchingLoss:
 
     name = "score matching"
 
-    def __call__(self, nade, x, teacher):
-        """Loss and theta-gradient on a minibatch; arguments as :meth:`KLLoss.__call__`."""
+    def targets(self, teacher, x):
+        """What the loss needs of the teacher at x: its score d log phi(x_n)/dx, shape (N, D)."""
+        return np.asarray(teacher.grad(x, param_grads=False, continuous=True)[2], dtype=np.float64)
+
+    def __call__(self, nade, x, d_log_phi):
+        """Loss and theta-gradient on a minibatch; ``d_log_phi`` (N, D) from :meth:`targets`, the rest as
+        :meth:`KLLoss.__call__`."""
         n = x.shape[0]
-        _, _, g_phi = teacher.grad(x, param_grads=False, continuous=True)
         _, _, g_q = nade.grad(x, param_grads=False, continuous=True)
-        e = g_q - np.asarray(g_phi, dtype=np.float64)
+        e = g_q - d_log_phi
         Hv, _ = nade.hvp(x, v_x=2.0 * e / n, input_grads=False, continuous=True)
         return float(np.sum(e**2)) / n, Hv
 
 
+#: The losses of section 4.1.1 by short name (the registry of every chapter has this shape; see kd_ref.distill).
 LOSSES = {"kl": KLLoss, "se": SquareErrorLoss, "sm": ScoreMatchingLoss}
 
 
@@ -226,42 +244,44 @@ def _check_pair(nade, teacher):
                          f"received a teacher with {dim}")
 
 
-def distillation_objective(nade, teacher, loss):
-    """The minibatch objective x -> (loss, theta-gradient) for :func:`kd_ref.optim.train` (4.23-4.25).
+def teacher_targets(student, teacher, loss):
+    """The teacher as x -> targets for :func:`kd_ref.distill.distill` (4.23-4.25): what ``loss`` needs of it at
+    each minibatch of teacher samples (``loss.targets(teacher, x)``), after checking the samples.
 
     Parameters
     ----------
-    nade : NADE
+    student : NADE
     teacher : RBM or a model with the same methods (see the module notes)
-    loss : KLLoss, SquareErrorLoss or ScoreMatchingLoss
+    loss : a loss of :data:`LOSSES`
 
     Returns
     -------
-    callable, ndarray of shape (N, D), binary -> (float, ndarray of shape (P,))
+    callable, ndarray of shape (N, D), binary -> None, ndarray of shape (N,) or (N, D)
     """
-    _check_pair(nade, teacher)
-    if not isinstance(loss, (KLLoss, SquareErrorLoss, ScoreMatchingLoss)):
+    _check_pair(student, teacher)
+    if not isinstance(loss, tuple(LOSSES.values())):
         raise TypeError(f"loss: expected KLLoss(), SquareErrorLoss(c) or ScoreMatchingLoss(), received {loss!r}")
 
-    def objective(x):
-        return loss(nade, nade._check_x(x, False, name="teacher samples"), teacher)
+    def targets(x):
+        return loss.targets(teacher, student._check_x(x, False, name="teacher samples"))
 
-    return objective
+    return targets
 
 
-def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, monitor_every=None,
-            bound_samples=200, rng=None, checkpoint=None, checkpoint_every=500, settings=None, progress=True,
-            label=None):
-    """Train ``nade`` to mimic ``teacher`` on samples from ``stream`` (section 4.1.2, steps i-iv).
+def distill_nade(nade, loss, stream, teacher, n_steps, *, optimizer=None, test=None, monitor_every=None,
+                 bound_samples=200, rng=None, checkpoint=None, checkpoint_every=500, settings=None, progress=True,
+                 label=None):
+    """Train ``nade`` to mimic ``teacher`` on samples from ``stream`` (section 4.1.2, steps i-iv):
+    :func:`kd_ref.distill.distill` with ADADELTA and this chapter's monitor.
 
     Parameters
     ----------
     nade : NADE
         Trained in place.
-    teacher : RBM
+    loss : KLLoss, SquareErrorLoss or ScoreMatchingLoss
     stream : callable () -> ndarray of shape (B, D)
         Teacher samples, e.g. a :class:`ChainStream`.
-    loss : KLLoss, SquareErrorLoss or ScoreMatchingLoss
+    teacher : RBM
     n_steps : int
     optimizer : default Adadelta() (rho = 0.95, eps = 1e-6)
     test : array_like of shape (M, D), binary, optional
@@ -289,7 +309,7 @@ def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, 
     kd_ref.optim.TrainResult
         ``monitor`` holds (step, {"log_q_test", "upper", "lower"}) entries (those available).
     """
-    objective = distillation_objective(nade, teacher, loss)
+    targets = teacher_targets(nade, teacher, loss)
     stream_dim = getattr(stream, "dim", None)
     if stream_dim is not None and stream_dim != nade.n_inputs:
         raise ValueError(f"stream: expected samples of dimension {nade.n_inputs} (the NADE's inputs), "
@@ -319,13 +339,13 @@ def distill(nade, teacher, stream, loss, n_steps, *, optimizer=None, test=None, 
     watched = test is not None or (chains is not None and rng is not None)
     if watched and monitor_every is None:
         monitor_every = max(1, n_steps // 20)
-    stateful = {"stream": stream} if callable(getattr(stream, "state", None)) else {}
+    stateful = {"stream": stream} if callable(getattr(stream, "state", None)) else {}   # the name of older checkpoints
     if rng is not None:
         stateful["rng"] = rng                       # the lower bound's NADE samples
-    return train(nade.params, objective, stream, Adadelta() if optimizer is None else optimizer, n_steps,
-                 monitor=monitor if watched else None, monitor_every=monitor_every, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, stateful=stateful, settings=settings, progress=progress,
-                 label=label or f"NADE by {loss.name}")
+    return distill(nade, loss, stream, targets, Adadelta() if optimizer is None else optimizer, n_steps,
+                   monitor=monitor if watched else None, monitor_every=monitor_every, checkpoint=checkpoint,
+                   checkpoint_every=checkpoint_every, stateful=stateful, settings=settings, progress=progress,
+                   label=label or f"NADE by {loss.name}")
 
 
 # -------------------------------------------------------------------------------------- log Z (4.2.4)

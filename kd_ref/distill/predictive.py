@@ -48,8 +48,9 @@ from scipy import special
 from .._validation import as_batch, as_binary_array, as_float_array, check_generator, check_in_range, check_positive_int
 from ..mlp import MLP
 from ..mog import MoG, OnlineEM, fit_em, initial_model
-from ..optim import SGD, LinearDecay, train
+from ..optim import SGD, LinearDecay
 from ..outputs import CrossEntropy
+from . import distill
 
 # ------------------------------------------------------------------- thesis settings
 #: True model of section 3.2.3 (3.11-3.12): weights, means and variances of the 1-D mixture.
@@ -463,42 +464,48 @@ def _check_targets(targets, n, d):
                          f"{targets.log_p.shape} and {targets.d_log_p.shape}")
 
 
-def cross_entropy_loss(net, x, targets, grad=True):
+class CrossEntropyLoss:
     """Cross entropy between teacher and compact model, averaged over the minibatch (3.22, 3.35).
 
     L = -(1/N) sum_n sum_c p(t = c | x_n) log q(t = c | x_n).
-
-    Parameters
-    ----------
-    net : kd_ref.mlp.MLP
-        Compact model (:func:`compact_predictor`).
-    x : ndarray of shape (N, D)
-    targets : ClassTargets
-        The teacher at x.
-    grad : bool
-        Also return dL/dW1 (one backprop with parameter gradients).
-
-    Returns
-    -------
-    value : float
-    d_W1 : ndarray of shape (K * D,) or None
-        Gradient with respect to ``net.params[net.param_slice("W1")]``.
     """
-    _check_zero_bias(net)
-    x = _minibatch(net, x)
-    n = x.shape[0]
-    _check_targets(targets, n, x.shape[1])
-    p_u = np.concatenate([targets.p[:, 0], targets.p[:, 1]])[:, None]    # teacher at U = [-x; x]
-    cache = net.forward(_stack(x))
-    out = CrossEntropy(p_u)                                              # E = sum p log y (a log-likelihood)
-    value = -out.value(cache.y) / n
-    if not grad:
-        return value, None
-    d_params, _ = net.backprop(cache, -out.grad(cache.y) / n, input_grads=False)
-    return value, d_params[net.param_slice("W1")]
+
+    name = "cross entropy"
+
+    def __call__(self, net, x, targets, grad=True):
+        """Loss and its gradient with respect to the first-layer weights (the protocol of :mod:`kd_ref.distill`).
+
+        Parameters
+        ----------
+        net : kd_ref.mlp.MLP
+            Compact model (:func:`compact_predictor`).
+        x : ndarray of shape (N, D)
+        targets : ClassTargets
+            The teacher at x.
+        grad : bool
+            Also return dL/dW1 (one backprop with parameter gradients).
+
+        Returns
+        -------
+        value : float
+        d_W1 : ndarray of shape (K * D,) or None
+            Gradient with respect to ``net.params[net.param_slice("W1")]``.
+        """
+        _check_zero_bias(net)
+        x = _minibatch(net, x)
+        n = x.shape[0]
+        _check_targets(targets, n, x.shape[1])
+        p_u = np.concatenate([targets.p[:, 0], targets.p[:, 1]])[:, None]    # teacher at U = [-x; x]
+        cache = net.forward(_stack(x))
+        out = CrossEntropy(p_u)                                              # E = sum p log y (a log-likelihood)
+        value = -out.value(cache.y) / n
+        if not grad:
+            return value, None
+        d_params, _ = net.backprop(cache, -out.grad(cache.y) / n, input_grads=False)
+        return value, d_params[net.param_slice("W1")]
 
 
-def derivative_square_error_loss(net, x, targets, grad=True):
+class DerivativeSquareErrorLoss:
     """Derivative square error (3.23-3.26): the teacher's expected squared error of the input derivatives
     of the log-probability of its label, averaged over the minibatch.
 
@@ -516,33 +523,34 @@ def derivative_square_error_loss(net, x, targets, grad=True):
     (theta, x) Hessian of E = log q along v = (0, d). One backprop gives g; one
     reduced R{backprop} (B.19-B.21) along v = (0, d) gives the product; no Hessian
     is formed. At U = [-x; x] the class-0 rows use -d_0 (their input is -x).
-
-    Returns
-    -------
-    value : float
-    d_W1 : ndarray of shape (K * D,) or None
     """
-    _check_zero_bias(net)
-    x = _minibatch(net, x)
-    n = x.shape[0]
-    _check_targets(targets, n, x.shape[1])
-    cache, _, d_u = _forward_log(net, _stack(x))                         # d log y / du at U
-    g = _unstack(d_u, n, True)                                           # (N, 2, D): d log q_c / dx
-    err = g - targets.d_log_p
-    p = targets.p[:, :, None]                                            # (N, 2, 1): the teacher's class weights
-    value = 0.5 * float(np.sum(p * err**2)) / n
-    if not grad:
-        return value, None
-    d = p * err / n                                                      # d_c = p_c (g_c - G_c) / N
-    v_u = np.concatenate([-d[:, 0], d[:, 1]], axis=0)                    # direction (0, v_u) over U
-    out = CrossEntropy(np.ones_like(cache.y))                            # E = sum log y
-    rcache = net.r_forward(cache, v_params=None, v_x=v_u)
-    R_d_params, _ = net.r_backprop(cache, rcache, out.grad(cache.y), out.r_grad(cache.y, rcache.R_y),
-                                    input_grads=False)
-    return value, R_d_params[net.param_slice("W1")]
+
+    name = "derivative square error"
+
+    def __call__(self, net, x, targets, grad=True):
+        """Loss and dL/dW1; arguments and returns as :meth:`CrossEntropyLoss.__call__`."""
+        _check_zero_bias(net)
+        x = _minibatch(net, x)
+        n = x.shape[0]
+        _check_targets(targets, n, x.shape[1])
+        cache, _, d_u = _forward_log(net, _stack(x))                         # d log y / du at U
+        g = _unstack(d_u, n, True)                                           # (N, 2, D): d log q_c / dx
+        err = g - targets.d_log_p
+        p = targets.p[:, :, None]                                            # (N, 2, 1): the teacher's class weights
+        value = 0.5 * float(np.sum(p * err**2)) / n
+        if not grad:
+            return value, None
+        d = p * err / n                                                      # d_c = p_c (g_c - G_c) / N
+        v_u = np.concatenate([-d[:, 0], d[:, 1]], axis=0)                    # direction (0, v_u) over U
+        out = CrossEntropy(np.ones_like(cache.y))                            # E = sum log y
+        rcache = net.r_forward(cache, v_params=None, v_x=v_u)
+        R_d_params, _ = net.r_backprop(cache, rcache, out.grad(cache.y), out.r_grad(cache.y, rcache.R_y),
+                                        input_grads=False)
+        return value, R_d_params[net.param_slice("W1")]
 
 
-LOSSES = {"cross_entropy": cross_entropy_loss, "derivative_square_error": derivative_square_error_loss}
+#: The losses of section 3.3.4 by short name (the registry of every chapter has this shape; see kd_ref.distill).
+LOSSES = {"ce": CrossEntropyLoss, "dse": DerivativeSquareErrorLoss}
 
 
 class InputGenerator:
@@ -558,39 +566,51 @@ class InputGenerator:
         return self.scale * self.rng.standard_normal((self.batch_size, self.dim))
 
 
-def batch_stream(teacher_net, inputs):
-    """draw() -> (x, targets) for batch distillation (3.32-3.35): the stored-sample predictor labels x."""
-    _check_zero_bias(teacher_net, "teacher_net")
+def teacher_targets(student, teacher, loss):
+    """The teacher as x -> ClassTargets for :func:`kd_ref.distill.distill`.
 
-    def draw():
-        x = inputs()
-        return x, network_targets(teacher_net, x)
+    Parameters
+    ----------
+    student : kd_ref.mlp.MLP
+        The compact model (:func:`compact_predictor`).
+    teacher : kd_ref.mlp.MLP or a sampler with ``next_batch(n)``
+        Batch distillation (3.32-3.35): the stored-sample predictor (:func:`mc_predictor`)
+        labels x (:func:`network_targets`). Online distillation (3.36-3.39): a chain over
+        w (e.g. :class:`kd_ref.mcmc.SliceSampler`) gives one fresh sample per input
+        (:func:`sample_targets`).
+    loss : a loss of :data:`LOSSES` or a function like them
+        Both need the same targets (log-probabilities and their input derivatives).
 
-    return draw
+    Returns
+    -------
+    callable, ndarray of shape (N, D) -> ClassTargets
+    """
+    _check_zero_bias(student, "student")
+    if not callable(loss):
+        raise TypeError(f"loss: expected a loss such as CrossEntropyLoss(), received {loss!r}")
+    if isinstance(teacher, MLP):
+        _check_zero_bias(teacher, "teacher")
+        return lambda x: network_targets(teacher, x)
+    if not callable(getattr(teacher, "next_batch", None)):
+        raise TypeError(f"teacher: expected the Monte Carlo predictor (a kd_ref.mlp.MLP) or a sampler with "
+                        f"next_batch(n), received {type(teacher).__name__}")
+    return lambda x: sample_targets(teacher.next_batch(x.shape[0]), x)
 
 
-def online_stream(sampler, inputs):
-    """draw() -> (x, targets) for online distillation (3.36-3.39): one fresh chain sample per input."""
-
-    def draw():
-        x = inputs()
-        return x, sample_targets(sampler.next_batch(x.shape[0]), x)
-
-    return draw
-
-
-def train_compact(net, loss, draw, n_steps, *, eta0=1.0, progress=False, label="distil"):
+def train_compact(net, loss, inputs, teacher, n_steps, *, eta0=1.0, progress=False, label="distil"):
     """SGD on the first-layer weights of a compact model (batch 3.32-3.35, online 3.36-3.39), step size
-    decaying linearly eta0 -> 0 (3.45).
+    decaying linearly eta0 -> 0 (3.45): :func:`kd_ref.distill.distill` with this chapter's optimiser.
 
     Parameters
     ----------
     net : kd_ref.mlp.MLP
         From :func:`compact_predictor`; only W1 changes.
-    loss : str or callable
-        "cross_entropy", "derivative_square_error", or a function like them.
-    draw : callable () -> (x, ClassTargets)
-        :func:`batch_stream` or :func:`online_stream`.
+    loss : str or loss
+        A key of :data:`LOSSES` ("ce", "dse") or a loss like them.
+    inputs : callable () -> ndarray of shape (N, D)
+        E.g. :class:`InputGenerator`.
+    teacher : kd_ref.mlp.MLP or a sampler with ``next_batch(n)``
+        As :func:`teacher_targets`.
     n_steps : int
 
     Returns
@@ -601,16 +621,12 @@ def train_compact(net, loss, draw, n_steps, *, eta0=1.0, progress=False, label="
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise ValueError(f"loss: expected one of {sorted(LOSSES)}, received {loss!r}")
-        loss = LOSSES[loss]
+        loss = LOSSES[loss]()
     n_steps = check_positive_int(n_steps, "n_steps")
     eta0 = check_in_range(eta0, "eta0", 0.0, np.inf, low_open=True)
     w1 = net.params[net.param_slice("W1")]       # a view: the optimiser updates the network in place
-
-    def objective(batch):
-        x, targets = batch
-        return loss(net, x, targets, grad=True)
-
-    return train(w1, objective, draw, SGD(LinearDecay(eta0, n_steps)), n_steps, progress=progress, label=label)
+    return distill(net, loss, inputs, teacher_targets(net, teacher, loss), SGD(LinearDecay(eta0, n_steps)), n_steps,
+                   params=w1, progress=progress, label=label)
 
 
 def bernoulli_kl(log_p, log_q):

@@ -36,9 +36,9 @@ import numpy as np
 
 from .. import datasets, npzfile
 from ..cli import ArgumentParser, int_at_least, out_folder
-from ..distill.compression import (CrossEntropyLoss, DatasetGenerator, DerivativeSquareErrorLoss, EnsembleTeacher,
-                                   NADEGenerator, NoiseGenerator, distillation_objective,
-                                   log_probs_of, supervised_objective)
+from ..distill import objective
+from ..distill.compression import (LOSSES as LOSS_CLASSES, DatasetGenerator, EnsembleTeacher, NADEGenerator,
+                                   NoiseGenerator, log_probs_of, supervised_objective, teacher_targets)
 from ..metrics import mean_2se, paired_difference, score
 from ..mlp import MLP
 from ..nade import NADE, raster_column_order
@@ -211,7 +211,7 @@ def _model_settings(settings):
     return {k: _settings_dict(settings)[k] for k in _MODEL_KEYS}
 
 
-def _fit(net, objective, gen, n_steps, settings, cache_path, ckpt_path, curve_data, label):
+def _fit(net, minibatch_objective, gen, n_steps, settings, cache_path, ckpt_path, curve_data, label):
     """Train ``net`` (or load it from ``cache_path``), returning its progress curve as (K, 3).
 
     With ``settings.checkpoints`` the run is checkpointed at ``ckpt_path``, generator
@@ -224,7 +224,7 @@ def _fit(net, objective, gen, n_steps, settings, cache_path, ckpt_path, curve_da
     ckpt = str(ckpt_path) if settings.checkpoints else None
     curve = _Curve(net, *curve_data)
     curve(0)                                   # replaced by the saved curve when the run resumes
-    train(net.params, objective, gen, Adadelta(), n_steps, monitor=lambda: curve(gen.examples_drawn),
+    train(net.params, minibatch_objective, gen, Adadelta(), n_steps, monitor=lambda: curve(gen.examples_drawn),
           monitor_every=max(1, n_steps // settings.curve_points), progress=settings.progress, checkpoint=ckpt,
           stateful={"generator": gen, "curve": curve}, settings=_model_settings(settings), label=label)
     points = curve.array()
@@ -305,11 +305,11 @@ def train_student(kind, loss_name, teacher_mean, teacher_lme, x_frac, nade, data
         gen = NADEGenerator(nade, settings.batch_size, rng)
     else:
         gen = NoiseGenerator(sizes[0], settings.batch_size, rng)
-    loss = CrossEntropyLoss() if loss_name == "ce" else DerivativeSquareErrorLoss()
+    loss = LOSS_CLASSES[loss_name]()
     teacher = teacher_mean if loss_name == "ce" else teacher_lme
-    objective = distillation_objective(net, teacher, loss)
     n_steps = _steps(settings.student_passes, x_frac.shape[0], settings.batch_size)
-    curve = _fit(net, objective, gen, n_steps, settings, dirs["cache"] / f"student_{label}.npz",
+    curve = _fit(net, objective(net, loss, teacher_targets(net, teacher, loss)), gen, n_steps, settings,
+                 dirs["cache"] / f"student_{label}.npz",
                  dirs["ckpt"] / f"student_{label}.npz", _curve_data(data, settings), f"student {label}")
     return net, curve
 

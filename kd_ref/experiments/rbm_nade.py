@@ -40,7 +40,7 @@ from .. import datasets, npzfile
 from ..cli import ArgumentParser, int_at_least, out_folder
 from .._validation import check_in_range, check_positive_int
 from ..metrics import mean_2se
-from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill, estimate_log_z
+from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill_nade, estimate_log_z
 from ..nade import NADE, raster_column_order
 from ..optim import SGD
 from ..partition import ais_rbm
@@ -243,11 +243,12 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
     nade = NADE(rbm.n_visible, hidden, rng, order=order)
     stream = ChainStream(rbm, settings.batch_size, rng, n_chains=settings.n_chains, burn_in=settings.burn_in,
                          progress=settings.progress)
-    result = distill(nade, rbm, stream, make_loss(loss_name, refs), settings.n_steps,
-                     test=x_test[:settings.curve_test], monitor_every=max(1, settings.n_steps // settings.curve_points),
-                     bound_samples=settings.bound_samples, rng=rng, checkpoint=str(ckpt),
-                     settings=_model_settings(settings), progress=settings.progress,
-                     label=f"NADE H={hidden} by {LOSS_NAMES[loss_name]}")
+    result = distill_nade(nade, make_loss(loss_name, refs), stream, rbm, settings.n_steps,
+                          test=x_test[:settings.curve_test],
+                          monitor_every=max(1, settings.n_steps // settings.curve_points),
+                          bound_samples=settings.bound_samples, rng=rng, checkpoint=str(ckpt),
+                          settings=_model_settings(settings), progress=settings.progress,
+                          label=f"NADE H={hidden} by {LOSS_NAMES[loss_name]}")
     curve = np.array([[step * settings.batch_size, v["log_q_test"], v["upper"], v["lower"]]
                       for step, v in result.monitor], dtype=np.float64).reshape(-1, 4)
     npzfile.save(curve_path, CURVE_KIND, 1, points=curve)      # the curve first: a cached NADE always has its curve
