@@ -5,8 +5,8 @@ hand-written forward propagation, backprop and R{backprop} (appendices B and C),
 with the samplers, EM and partition-function estimators the three chapters build on.
 """
 from .mlp import MLP
-from .optim import SGD, Adadelta, ConstantSchedule, LinearDecay, PowerDecay, train
+from .optim import SGD, Adadelta, Adam, ConstantSchedule, LinearDecay, PowerDecay, train
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "SGD", "Adadelta", "ConstantSchedule", "LinearDecay", "PowerDecay", "train"]
+__all__ = ["MLP", "SGD", "Adadelta", "Adam", "ConstantSchedule", "LinearDecay", "PowerDecay", "train"]

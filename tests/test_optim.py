@@ -1,4 +1,4 @@
-"""Schedules, SGD, ADADELTA and the training loop."""
+"""Schedules, SGD, ADADELTA, Adam and the training loop."""
 import json
 import os
 import signal
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kd_ref import npzfile
-from kd_ref.optim import (CHECKPOINT_KIND, SGD, Adadelta, CheckpointError, ConstantSchedule, Interrupted,
+from kd_ref.optim import (CHECKPOINT_KIND, SGD, Adadelta, Adam, CheckpointError, ConstantSchedule, Interrupted,
                           LinearDecay, MinibatchDrawer, PowerDecay, generator_state, load_generator_state, train)
 
 
@@ -105,7 +105,75 @@ def test_sgd_in_place_step_is_bit_identical_to_the_plain_formula(case):
         assert np.array_equal(p, ref)
 
 
-@pytest.mark.parametrize("make_opt", [lambda: Adadelta(), lambda: SGD(0.1)], ids=["adadelta", "sgd"])
+def test_adam_matches_a_hand_computed_sequence():
+    # lr 0.1, betas (0.9, 0.999), eps 1e-8, no decay; one parameter at 1, gradients 2, -1.
+    # step 1: m = 0.2, v = 0.004; m_hat = 2, v_hat = 4: theta = 1 - 0.1 * 2 / (2 + 1e-8)
+    # step 2: m = 0.18 - 0.1 = 0.08, v = 0.003996 + 0.001 = 0.004996;
+    #         m_hat = 0.08 / 0.19, v_hat = 0.004996 / 0.001999
+    opt = Adam(0.1)
+    p = np.array([1.0])
+    opt.step(p, np.array([2.0]))
+    assert p[0] == pytest.approx(1 - 0.1 * 2 / (2 + 1e-8), rel=1e-15)
+    opt.step(p, np.array([-1.0]))
+    want = 1 - 0.1 * 2 / (2 + 1e-8) - 0.1 * (0.08 / 0.19) / (np.sqrt(0.004996 / 0.001999) + 1e-8)
+    assert p[0] == pytest.approx(want, rel=1e-14)
+    assert (opt.m[0], opt.v[0], opt.t) == (pytest.approx(0.08, rel=1e-14), pytest.approx(0.004996, rel=1e-14), 2)
+
+
+def _plain_adam_step(opt, params, grad):
+    """The Adam update as the class docstring writes it, with fresh temporaries (the reference twin)."""
+    if opt.m is None:
+        opt.m, opt.v = np.zeros_like(params), np.zeros_like(params)
+    g = opt.weight_decay * params + grad if opt.weight_decay else grad.copy()
+    opt.m *= opt.beta1
+    opt.m += (1 - opt.beta1) * g
+    opt.v *= opt.beta2
+    opt.v += (1 - opt.beta2) * g**2
+    t = opt.t + 1
+    step_size = opt.schedule(opt.t) / (1 - opt.beta1 ** t)
+    params -= step_size * (opt.m / (np.sqrt(opt.v) / np.sqrt(1 - opt.beta2 ** t) + opt.eps))
+    opt.t = t
+
+
+@given(case=_gradients, beta1=st.floats(0.0, 0.99), beta2=st.floats(0.0, 0.9999), eps=st.floats(1e-12, 1.0),
+       decay=st.sampled_from([0.0, 5e-7, 0.1]))
+def test_adam_in_place_step_is_bit_identical_to_the_plain_formula(case, beta1, beta2, eps, decay):
+    size, n_steps, seed, log_scale = case
+    r = np.random.default_rng(seed)
+    grads = r.normal(size=(n_steps, size)) * np.exp(r.uniform(-abs(log_scale), abs(log_scale), size=(n_steps, size)))
+    grads[r.random(grads.shape) < 0.2] = 0.0
+    schedule = PowerDecay(t0=1.5, kappa=0.7, scale=0.3)
+    ours, ref = Adam(schedule, beta1, beta2, eps, decay), Adam(schedule, beta1, beta2, eps, decay)
+    p_ours = r.normal(size=size)
+    p_ref = p_ours.copy()
+    for g in grads:
+        ours.step(p_ours, g)
+        _plain_adam_step(ref, p_ref, g)
+        assert np.array_equal(p_ours, p_ref)
+        assert np.array_equal(ours.m, ref.m) and np.array_equal(ours.v, ref.v)
+    ours.load_state(ref.state())
+    ours.step(p_ours, grads[0])
+    _plain_adam_step(ref, p_ref, grads[0])
+    assert np.array_equal(p_ours, p_ref) and np.array_equal(ours.v, ref.v)
+
+
+def test_adam_refuses_bad_settings_and_states():
+    for kwargs, match in ((dict(beta1=1.0), "beta1"), (dict(beta2=-0.1), "beta2"), (dict(eps=0.0), "eps"),
+                          (dict(weight_decay=-1.0), "weight_decay"), (dict(schedule="fast"), "schedule")):
+        with pytest.raises((TypeError, ValueError), match=match):
+            Adam(**kwargs)
+    opt = Adam()
+    opt.step(np.zeros(3), np.ones(3))
+    saved = opt.state()
+    with pytest.raises(ValueError, match="both m and v"):
+        opt.load_state({"t": np.array(1), "m": np.zeros(3)})
+    with pytest.raises(ValueError, match="v >= 0"):
+        opt.load_state({"t": np.array(1), "m": np.zeros(3), "v": -np.ones(3)})
+    assert all(np.array_equal(opt.state()[k], saved[k]) for k in saved)     # unchanged by the refused loads
+
+
+@pytest.mark.parametrize("make_opt", [lambda: Adadelta(), lambda: SGD(0.1), lambda: Adam(1e-3, weight_decay=1e-4)],
+                         ids=["adadelta", "sgd", "adam"])
 def test_optimiser_steps_allocate_no_parameter_sized_temporaries(make_opt):
     p, g = np.zeros(100_000), np.full(100_000, 0.5)
     opt = make_opt()
@@ -272,7 +340,8 @@ def _assert_same(a, b):
     assert str(ga) == str(gb)
 
 
-OPTIMISERS = {"adadelta": lambda: Adadelta(), "sgd": lambda: SGD(LinearDecay(0.1, 40))}
+OPTIMISERS = {"adadelta": lambda: Adadelta(), "sgd": lambda: SGD(LinearDecay(0.1, 40)),
+              "adam": lambda: Adam(LinearDecay(0.05, 40), weight_decay=1e-3)}
 
 
 @settings(max_examples=15)
