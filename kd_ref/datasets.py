@@ -439,6 +439,41 @@ def synthetic_digits(n_train, n_test, rng, *, side=28):
     return tuple(out)
 
 
+def few_shot_indices(labels, shots, rng, n_classes=None):
+    """Exactly ``shots`` distinct training indices of every class, drawn without replacement (SPEC_seeds S2).
+
+    Parameters
+    ----------
+    labels : array_like of int, shape (N,)
+        Class labels 0..n_classes-1 (default n_classes = max label + 1).
+    shots : int >= 1
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of shape (n_classes * shots,)
+        Class 0's indices first (in the order drawn), then class 1's, ...
+
+    Raises ValueError naming the class when it holds fewer than ``shots`` examples.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
+        raise ValueError(f"labels: expected a non-empty 1-d integer array, received {labels.dtype} of shape "
+                         f"{labels.shape}")
+    if labels.min() < 0:
+        raise ValueError(f"labels: expected labels >= 0, received {labels.min()}")
+    n_classes = int(labels.max()) + 1 if n_classes is None else check_positive_int(n_classes, "n_classes")
+    if labels.max() >= n_classes:
+        raise ValueError(f"labels: expected labels in 0..{n_classes - 1}, received {labels.max()}")
+    shots = check_positive_int(shots, "shots")
+    check_generator(rng)
+    counts = np.bincount(labels, minlength=n_classes)
+    if counts.min() < shots:
+        c = int(np.argmin(counts))
+        raise ValueError(f"shots: expected at most {counts[c]} (the examples of class {c}), received {shots}")
+    return np.concatenate([rng.choice(np.flatnonzero(labels == c), shots, replace=False) for c in range(n_classes)])
+
+
 # ----------------------------------------------------------------------------- download
 def read_idx(raw, name="idx"):
     """Parse an (uncompressed) IDX file of unsigned bytes: 4-byte magic 0 0 8 ndim, ndim big-endian sizes, data."""

@@ -9,7 +9,7 @@ from scipy.io import savemat
 
 from kd_ref import cli, datasets
 from kd_ref.datasets import (bars_and_stripes, binarize, binarize_stochastic, load_binarized_mnist, load_mnist,
-                             load_rbm, noisy_prototypes, noisy_prototypes_log_prob, synthetic_digits)
+                             load_rbm, few_shot_indices, noisy_prototypes, noisy_prototypes_log_prob, synthetic_digits)
 
 
 # ------------------------------------------------------------------ reference files
@@ -329,3 +329,25 @@ def test_converting_the_matlab_layout_reproduces_the_reference_files_exactly(dat
     assert datasets.main(["verify", "--path", str(tmp_path / "out")]) == 1             # mnist.npz is absent
     for name in (datasets.BINARIZED_FILE, datasets.RBM_FILE):
         assert all(datasets.verify_checksums(name, tmp_path / "out").values())
+
+
+def test_few_shot_indices_draw_exactly_shots_distinct_examples_per_class():
+    labels = np.random.default_rng(0).integers(0, 4, size=200)
+    idx = few_shot_indices(labels, 5, np.random.default_rng(1))
+    assert idx.shape == (20,) and np.unique(idx).size == 20
+    np.testing.assert_array_equal(labels[idx], np.repeat(np.arange(4), 5))
+    np.testing.assert_array_equal(idx, few_shot_indices(labels, 5, np.random.default_rng(1)))
+    assert not np.array_equal(idx, few_shot_indices(labels, 5, np.random.default_rng(2)))
+    every = few_shot_indices(labels, int(np.bincount(labels).min()), np.random.default_rng(3))
+    assert np.unique(every).size == every.size
+    with pytest.raises(ValueError, match=r"shots: expected an integer >= 1, received 0"):
+        few_shot_indices(labels, 0, np.random.default_rng(1))
+    small = labels.copy()
+    small[small == 2] = 1
+    small[:3] = 2
+    with pytest.raises(ValueError, match=r"shots: expected at most 3 \(the examples of class 2\), received 5"):
+        few_shot_indices(small, 5, np.random.default_rng(1))
+    with pytest.raises(ValueError, match=r"at most 0 \(the examples of class 4\)"):
+        few_shot_indices(labels, 1, np.random.default_rng(1), n_classes=6)
+    with pytest.raises(TypeError, match="rng"):
+        few_shot_indices(labels, 1, None)

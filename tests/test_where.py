@@ -8,7 +8,6 @@ from kd_ref import cli, where
 NOT_YET = {
     "issue 13 (temperature KD, logit matching, MUNGE)": [f"S1.{i}" for i in range(1, 10)],
     "issue 14 (Hessian diagonal, OBD)": [f"S1.{i}" for i in range(10, 17)],
-    "issue 15 (linear distillation learning)": [f"S2.{i}" for i in range(1, 8)],
     "issue 16 (GPED part 1)": [f"S3.{i}" for i in range(1, 15)],
     "issue 17 (GPED part 2)": [f"S3.{i}" for i in range(15, 20)],
 }
