@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "bayes-mog": "bayes_mog",
     "bayes-logreg": "bayes_logreg",
     "rbm-nade": "rbm_nade",
+    "ldl": "ldl",
 }
 
 BENCHMARKS = {
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "nade": "nade",
     "gibbs": "gibbs",
     "logz": "logz",
+    "ldl": "ldl",
 }
 
 APPENDICES = ["a", "b", "c", "d"]

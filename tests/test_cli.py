@@ -107,6 +107,9 @@ RUN_OPTIONS = [
     (["bayes-mog", "--seed", "-3"], ["--seed: expected an integer >= 0, received -3"]),
     (["bayes-logreg", "--sweep", "0"], ["--sweep: expected an integer >= 1, received 0"]),
     (["bayes-logreg", "--dse-eta0", "0"], ["--dse-eta0: expected a finite number > 0, received 0.0"]),
+    (["ldl", "--trials", "1"], ["--trials: expected an integer >= 2, received 1"]),
+    (["ldl", "--shots", "5", "0"], ["--shots: expected an integer >= 1, received 0"]),
+    (["ldl", "--quick", "--paper"], ["argument --paper: not allowed with argument --quick"]),
 ]
 
 
@@ -127,6 +130,7 @@ def test_run_refuses_an_out_that_is_a_file(capsys, a_file, name):
     (["compress", "--thesis"], "mnist.npz"),
     (["rbm-nade", "--medium"], "rbm_cd25_500.npz"),
     (["rbm-nade", "--data", "mnist"], "binarized_mnist.npz"),
+    (["ldl", "--paper"], "mnist.npz"),
 ])
 def test_run_names_missing_reference_data(tmp_path, capsys, no_data, argv, file):
     _one_line_error(capsys, ["run", *argv, "--out", str(tmp_path / "out")], f"{file}: not found", "KD_REF_DATA")
@@ -138,6 +142,7 @@ def test_run_names_missing_reference_data(tmp_path, capsys, no_data, argv, file)
     (["compress"], "mnist.npz"),                           # auto: a damaged file is not silently replaced
     (["rbm-nade", "--thesis"], "rbm_cd25_500.npz"),
     (["rbm-nade"], "binarized_mnist.npz"),
+    (["ldl"], "mnist.npz"),
 ])
 def test_run_names_damaged_reference_data(tmp_path, capsys, damaged_data, argv, file):
     _one_line_error(capsys, ["run", *argv, "--out", str(tmp_path / "out")], f"{file}: could not read",
@@ -181,6 +186,7 @@ BENCH_OPTIONS = [
     (["gibbs", "--chains", "0"], "--chains: expected an integer >= 1, received 0"),
     (["logz", "--target", "0"], "--target: expected a half-width > 0 nats, received 0.0"),
     (["logz", "--max-n", "0"], "--max-n: expected an integer >= 1, received 0"),
+    (["ldl", "--k", "784", "0"], "--k: expected an integer >= 1, received 0"),
     (["logz", "--run", "/nonexistent"], "--run: expected a finished `kd-ref run rbm-nade` folder with results.json"),
 ]
 
@@ -190,7 +196,8 @@ def test_bench_refuses_bad_options_with_one_line(capsys, argv, part):
     _one_line_error(capsys, ["bench", *argv], f"kd-ref bench {argv[0]}: ", part)
 
 
-@pytest.mark.parametrize("name, file", [("nade", "binarized_mnist.npz"), ("gibbs", "rbm_cd25_500.npz")])
+@pytest.mark.parametrize("name, file", [("nade", "binarized_mnist.npz"), ("gibbs", "rbm_cd25_500.npz"),
+                                        ("ldl", "mnist.npz")])
 def test_bench_names_damaged_reference_data(capsys, damaged_data, name, file):
     _one_line_error(capsys, ["bench", name], f"kd-ref bench {name}: {file}: could not read", "damaged")
 

@@ -184,11 +184,6 @@ class O2MD:
         self.init = init
 
     # ------------------------------------------------------------------ scores
-    def residuals(self, x, cls):
-        """G_c(x) = P_c(x) - Q(x), shape (N, K)."""
-        out = x @ (self.theta[cls] - self.target.weight).T
-        return out if self.beta is None else out + (self.beta[cls] - self.target.bias)
-
     def distances(self, x, chunk=2000):
         """d_c(x) = 1/2 ||P_c(x) - Q(x)||^2 (S2.2), shape (N, C); rows in chunks of ``chunk`` to bound memory.
 
@@ -197,10 +192,13 @@ class O2MD:
         """
         x = self._inputs(x, "x")
         out = np.empty((x.shape[0], self.n_classes))
-        for start in range(0, x.shape[0], chunk):
-            xb = x[start:start + chunk]
-            for cls in range(self.n_classes):
-                r = self.residuals(xb, cls)
+        for cls in range(self.n_classes):
+            g = (self.theta[cls] - self.target.weight).T                           # G_c^T, (D, K)
+            b = None if self.beta is None else self.beta[cls] - self.target.bias
+            for start in range(0, x.shape[0], chunk):
+                r = x[start:start + chunk] @ g
+                if b is not None:
+                    r += b
                 out[start:start + chunk, cls] = 0.5 * np.einsum("nk,nk->n", r, r)
         return out
 
@@ -218,12 +216,12 @@ class O2MD:
         whole vector is C independent per-class steps (Adam and SGD act coordinate-wise).
         """
         k = self.target.d_out
-        r = np.einsum("ckd,cd->ck", self.theta, xb) - self.target(xb)
+        r = np.matmul(self.theta, xb[:, :, None])[:, :, 0] - self.target(xb)      # (C, K), C batched mat-vecs
         if self.beta is not None:
             r += self.beta
-        grad = self.layout.zeros()
+        grad = np.empty(self.layout.size)
         g = self.layout.views(grad)
-        g[0][...] = (2.0 / k) * r[:, :, None] * xb[:, None, :]
+        np.multiply(((2.0 / k) * r)[:, :, None], xb[:, None, :], out=g[0])     # C outer products, no temporary
         if self.beta is not None:
             g[1][...] = (2.0 / k) * r
         return float(np.sum(r * r) / k), grad
@@ -341,7 +339,7 @@ class BidirectionalDistillation(O2MD):
     def target_loss(self, x, y):
         """sum_n ||Q(x_n) - P_{y_n}(x_n)||^2 / K and its flat gradient w.r.t. the target's params (pass (i))."""
         k = self.target.d_out
-        r = self.target(x) - np.einsum("nkd,nd->nk", self.theta[y], x)
+        r = self.target(x) - np.matmul(self.theta[y], x[:, :, None])[:, :, 0]
         if self.beta is not None:
             r -= self.beta[y]
         grad = self.target.layout.zeros()
