@@ -6,10 +6,12 @@ For a layer x = f(a) (rows are examples) every nonlinearity provides
     backward(a, x, d_x)                 d_a   = J^T d_x                   (B.8, B.11)
     r_forward(a, x, R_a)                R_x   = J R_a                    (B.13, B.14)
     r_backward(a, x, d_x, R_a, R_d_x)   R_d_a = J^T R_d_x + R{J}^T d_x   (B.15, B.18)
+    curvature(a, x, d_x)                sum_k (d_x)_k d^2x_k/da da^T, (N, D, D)   (S1.12)
 
 where J = dx/da. For the elementwise ones J = diag(f'(a)) and R{J} = diag(f''(a) R_a),
 so only f' and f'' are written out; softmax and log-softmax mix the units of a
-row and get their own products. Nothing here forms a Jacobian matrix.
+row and get their own products. Nothing here forms a Jacobian matrix; ``curvature``
+forms the (N, D, D) second-derivative term the exact Hessian diagonal needs.
 
 The logistic and the probit are CDFs of symmetric densities, so 1 - f(a) = f(-a),
 and they also give log f(a) with its first two derivatives in forms exact in both
@@ -86,6 +88,17 @@ class Elementwise:
 
     elementwise = True
 
+    def curvature(self, a, x, d_x):
+        """sum_k (d_x)_k d^2 x_k / da da^T = diag(f''(a) d_x) per row, shape (N, D, D) (S1.12).
+
+        The curvature recursion of ``kd_ref.curvature`` uses ``d2`` directly for
+        elementwise layers; this full form is the one shared with the vector layers.
+        """
+        out = np.zeros(a.shape + a.shape[-1:])
+        idx = np.arange(a.shape[1])
+        out[:, idx, idx] = self.d2(a, x) * d_x
+        return out
+
     def backward(self, a, x, d_x):
         return self.d1(a, x) * d_x
 
@@ -103,6 +116,12 @@ class Linear(Elementwise):
 
     def forward(self, a):
         return a.copy()
+
+    def d1(self, a, x):
+        return np.ones_like(a)
+
+    def d2(self, a, x):
+        return np.zeros_like(a)
 
     def backward(self, a, x, d_x):
         return d_x
@@ -124,6 +143,9 @@ class ReLU(Elementwise):
 
     def d1(self, a, x):
         return (a > 0).astype(np.float64)
+
+    def d2(self, a, x):
+        return np.zeros_like(a)  # f'' = 0 away from the kink
 
     # multiplying by the boolean mask directly skips building a float copy of f'
     def backward(self, a, x, d_x):
@@ -314,6 +336,18 @@ class Softmax:
                  - x * np.sum(R_x * d_x, axis=1, keepdims=True))
         return self._jvp(x, R_d_x) + R_J_d
 
+    def curvature(self, a, x, d_x):
+        """sum_k (d_x)_k d^2 x_k / da da^T per row, shape (N, D, D) (S1.12):
+
+            diag(x * (d - s)) - (x x^T) * (d 1^T + 1 d^T) + 2 s x x^T,   s = x . d
+        """
+        s = np.sum(x * d_x, axis=1)[:, None, None]
+        xx = x[:, :, None] * x[:, None, :]
+        out = 2.0 * s * xx - xx * (d_x[:, :, None] + d_x[:, None, :])
+        idx = np.arange(a.shape[1])
+        out[:, idx, idx] += x * (d_x - s[:, :, 0])
+        return out
+
 
 class LogSoftmax:
     """z_i = a_i - logsumexp(a) over each row; J = I - 1 y^T with y = softmax(a) (B.37-B.39).
@@ -345,6 +379,17 @@ class LogSoftmax:
         R_y = Softmax._jvp(y, R_a)
         # R{J} = -1 R_y^T, so R{J}^T d = -R_y (1^T d)
         return self.backward(a, z, R_d_z) - R_y * np.sum(d_z, axis=1, keepdims=True)
+
+    def curvature(self, a, z, d_z):
+        """sum_k (d_z)_k d^2 z_k / da da^T = -(1^T d)(diag y - y y^T) per row, shape (N, D, D) (S1.12).
+
+        Every z_k = a_k - logsumexp(a) has the same Hessian, minus the softmax's Jacobian.
+        """
+        y = np.exp(z)
+        out = y[:, :, None] * y[:, None, :]
+        idx = np.arange(a.shape[1])
+        out[:, idx, idx] -= y
+        return np.sum(d_z, axis=1)[:, None, None] * out
 
 
 NONLINEARITIES = {cls.name: cls for cls in (Linear, ReLU, Logistic, Probit, Softmax, LogSoftmax)}

@@ -6,6 +6,7 @@ and gives
     value(y)         E, summed over the rows of the batch
     grad(y)          dE/dy, shape (N, C)                        (seed of backprop, B.8)
     r_grad(y, R_y)   R{dE/dy} = (d^2E/dy^2) R_y, shape (N, C)   (seed of R{backprop}, B.15)
+    hess(y)          d^2E/dy dy^T per row, shape (N, C, C)       (seed of the curvature backprop, S1.12)
 
 Signs follow the thesis: the two cross entropies are log-likelihoods (larger is
 better; an optimiser minimises their negative), the square error carries a 1/2.
@@ -18,6 +19,7 @@ last nonlinearity f, the same E as a function of the pre-activation a = a_L,
     value(a)         E(f(a))
     grad(a)          dE/da = J_f^T dE/dy                         (B.8 seeded at a_L)
     r_grad(a, R_a)   R{dE/da} = (d^2E/da^2) R_a                  (B.15 seeded at a_L)
+    hess(a)          d^2E/da da^T per row                        (S1.12 seeded at a_L)
 
 written from log-space forms (log-softmax, log sigma(a) = -softplus(-a),
 log Phi(a) with the Mills ratio). For every finite a they are exact to float64
@@ -68,6 +70,10 @@ class SquareError(OutputFunction):
     def r_grad(self, y, R_y):
         return R_y.copy()
 
+    def hess(self, y):
+        """d^2E/dy dy^T per row: the identity, shape (N, C, C) (S1.12)."""
+        return np.broadcast_to(np.eye(self.t.shape[1]), self._check(y).shape + y.shape[-1:]).copy()
+
 
 class CrossEntropy(OutputFunction):
     """E = sum_n sum_i t_ni log y_ni; dE/dy = t / y; R{dE/dy} = -t R_y / y^2 (B.42-B.43).
@@ -88,6 +94,11 @@ class CrossEntropy(OutputFunction):
     def r_grad(self, y, R_y):
         # divide twice rather than by y^2: finite even when y is tiny
         return -self.t * (R_y / y) / y
+
+    def hess(self, y):
+        """d^2E/dy dy^T per row: -diag(t / y^2), shape (N, C, C) (S1.12)."""
+        y = self._check(y)
+        return _diagonal_rows(-self.t / y / y)
 
     def fused(self, f):
         if f.name == "softmax":
@@ -121,6 +132,11 @@ class BinaryCrossEntropy(OutputFunction):
         y = np.minimum(y, 1.0 - EPS_HALF)
         return -(self.t * (R_y / y) / y + (1 - self.t) * (R_y / (1 - y)) / (1 - y))
 
+    def hess(self, y):
+        """d^2E/dy dy^T per row: -diag(t / y^2 + (1 - t) / (1 - y)^2), shape (N, C, C) (S1.12)."""
+        y = np.minimum(self._check(y), 1.0 - EPS_HALF)
+        return _diagonal_rows(-(self.t / y / y + (1 - self.t) / (1 - y) / (1 - y)))
+
     def fused(self, f):
         if isinstance(f, SymmetricCDF):
             return CDFCrossEntropy(self.t, 1.0 - self.t, f)
@@ -150,6 +166,10 @@ class DotProduct(OutputFunction):
 
     def r_grad(self, y, R_y):
         return np.zeros_like(R_y)
+
+    def hess(self, y):
+        """d^2E/dy dy^T per row: zero, shape (N, C, C) (S1.12)."""
+        return np.zeros(self._check(y).shape + y.shape[-1:])
 
     def fused(self, f):
         return SoftmaxCrossEntropy(self.t) if f.name == "log_softmax" else None
@@ -204,6 +224,15 @@ class SoftmaxCrossEntropy:
         R_p = p * (d - np.sum(p * d, axis=1, keepdims=True))          # B.34
         return -T * R_p
 
+    def hess(self, a):
+        """d^2E/da da^T per row: -T (diag p - p p^T), shape (N, C, C) (S1.12)."""
+        _, _, _, p = self._parts(a)
+        T = np.sum(self.t, axis=1)[:, None, None]
+        out = p[:, :, None] * p[:, None, :]
+        idx = np.arange(p.shape[1])
+        out[:, idx, idx] -= p
+        return T * out
+
 
 class CDFCrossEntropy:
     """E = sum t log f(a) + u log f(-a) for a logistic or probit f, from the pre-activation a (N, C).
@@ -238,3 +267,16 @@ class CDFCrossEntropy:
     def r_grad(self, a, R_a):
         a = self._check(a)
         return (self.t * self.f.d2_log_f(a) + self.u * self.f.d2_log_f(-a)) * R_a
+
+    def hess(self, a):
+        """d^2E/da da^T per row: diag(t l''(a) + u l''(-a)), shape (N, C, C) (S1.12)."""
+        a = self._check(a)
+        return _diagonal_rows(self.t * self.f.d2_log_f(a) + self.u * self.f.d2_log_f(-a))
+
+
+def _diagonal_rows(d):
+    """The (N, C, C) stack of diag(d_n) for the rows d_n of d (N, C)."""
+    out = np.zeros(d.shape + d.shape[-1:])
+    idx = np.arange(d.shape[1])
+    out[:, idx, idx] = d
+    return out
