@@ -7,8 +7,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from kd_ref import gradcheck
+from kd_ref.distill import objective
 from kd_ref.distill.compression import (CrossEntropyLoss, DerivativeSquareErrorLoss, EnsembleTeacher, Labels,
-                                        MLPTeacher, WeightedLoss, distillation_objective, supervised_objective)
+                                        MLPTeacher, WeightedLoss, supervised_objective, teacher_targets)
 from kd_ref.distill.temperature import (HintonLoss, KDTargets, LogitMatchingLoss, SoftCrossEntropyLoss,
                                         TemperedDerivativeSquareErrorLoss, TemperedEnsembleTeacher, TemperedLabels,
                                         TemperedTeacher, centre, fitted_slope, hinton_objective, hinton_weights,
@@ -170,7 +171,7 @@ def test_soft_loss_at_t_1_is_the_thesis_cross_entropy_and_hinton_reduces_at_the_
     only_hard = hinton_objective(student, teacher, HintonLoss(7.0, w_soft=0.0, w_hard=1.0))((x, y))
     assert only_hard[0] == pytest.approx(sup[0], rel=1e-13)
     assert np.allclose(only_hard[1], sup[1], rtol=1e-12, atol=1e-15)
-    plain = distillation_objective(student, teacher, CrossEntropyLoss())(x)
+    plain = objective(student, CrossEntropyLoss(), teacher_targets(student, teacher, CrossEntropyLoss()))(x)
     only_soft = hinton_objective(student, teacher, HintonLoss(1.0, w_soft=1.0, w_hard=0.0))((x, hard))
     assert only_soft[0] == pytest.approx(plain[0], rel=1e-13) and np.allclose(only_soft[1], plain[1], rtol=1e-12,
                                                                               atol=1e-15)
@@ -328,13 +329,13 @@ def test_tempered_dse_at_t_1_is_the_thesis_dse(rng):
     assert a[0] == pytest.approx(b[0], rel=1e-12) and np.allclose(a[1], b[1], rtol=1e-10, atol=1e-14)
 
 
-def test_hinton_objective_trains_with_weighted_loss_and_distillation_objective(rng):
-    """The tempered losses compose with compression's WeightedLoss and distillation_objective."""
+def test_hinton_objective_trains_with_weighted_loss_and_the_distill_objective(rng):
+    """The tempered losses compose with compression's WeightedLoss and kd_ref.distill.objective."""
     student = MLP([3, 4, 3], ["logistic", "log_softmax"], rng)
     teacher = TemperedTeacher(MLPTeacher(MLP([3, 4, 3], ["relu", "log_softmax"], rng)), 4.0)
     loss = WeightedLoss([(16.0, SoftCrossEntropyLoss(4.0)), (0.5, TemperedDerivativeSquareErrorLoss(4.0))])
     x = rng.normal(size=(5, 3))
-    value, grad = distillation_objective(student, teacher, loss)(x)
+    value, grad = objective(student, loss, teacher_targets(student, teacher, loss))(x)
     assert np.isfinite(value) and grad.shape == (student.n_params,)
 
 

@@ -127,7 +127,7 @@ def _check_log_normalised(log_probs, name):
 
 
 # --------------------------------------------------------------------- teachers
-def _check_classifier(net, name):
+def check_classifier(net, name):
     if not isinstance(net, MLP):
         raise TypeError(f"{name}: expected a kd_ref.mlp.MLP, received {type(net).__name__}")
     last = net.nonlinearities[-1]
@@ -137,7 +137,7 @@ def _check_classifier(net, name):
     return net
 
 
-def _tile_cache(cache, copies):
+def tile_cache(cache, copies):
     """The forward cache of ``copies`` stacked copies of the minibatch (rows block k = copy k).
 
     Backprop through the stacked cache handles all C classes in one pass of larger
@@ -146,12 +146,12 @@ def _tile_cache(cache, copies):
     return Cache([np.tile(v, (copies, 1)) for v in cache.x], [np.tile(a, (copies, 1)) for a in cache.a])
 
 
-def _class_seeds(n, c):
+def class_seeds(n, c):
     """Stacked one-hot seeds: rows block i (N rows each) are e_i; shape (C N, C)."""
     return np.repeat(np.eye(c), n, axis=0)
 
 
-def _mlp_log_probs(net, cache):
+def mlp_log_probs(net, cache):
     """Probabilities and log-probabilities from a classifier's forward cache, shapes (N, C).
 
     A softmax output's logs are the log-softmax of a_L (B.37-B.39), not log y of a y
@@ -162,18 +162,18 @@ def _mlp_log_probs(net, cache):
     return cache.y, LogSoftmax().forward(cache.a[-1])
 
 
-def _mlp_log_prob_jacobian(net, cache):
+def mlp_log_prob_jacobian(net, cache):
     """d log y_i / dx for every class i, shape (N, C, D): one input-only backprop per class.
 
-    The C backprops run as one pass over the class-stacked cache (:func:`_tile_cache`).
+    The C backprops run as one pass over the class-stacked cache (:func:`tile_cache`).
     Each is seeded at a_L with d log p_i / da_L = e_i - p from the fused form of
     E_i = log p_i (:func:`_log_prob_output`), for softmax and log-softmax outputs
     alike, so the top class keeps 1 - p_m where p_m rounds to 1. The parameter
     gradients (B.9) are skipped, so each backprop costs about one forward pass.
     """
     n, c = cache.y.shape
-    tcache = _tile_cache(cache, c)
-    out = _log_prob_output(net, _class_seeds(n, c))
+    tcache = tile_cache(cache, c)
+    out = _log_prob_output(net, class_seeds(n, c))
     _, d_x = net.backprop(tcache, param_grads=False, d_a=out.grad(tcache.a[-1]))
     return d_x.reshape(c, n, -1).transpose(1, 0, 2)
 
@@ -195,7 +195,7 @@ class MLPTeacher:
     """
 
     def __init__(self, net):
-        self.net = _check_classifier(net, "net")
+        self.net = check_classifier(net, "net")
         self.n_inputs, self.n_outputs = net.sizes[0], net.sizes[-1]
 
     def label(self, x, derivatives=False):
@@ -215,8 +215,8 @@ class MLPTeacher:
         Labels
         """
         cache = self.net.forward(x)
-        probs, log_probs = _mlp_log_probs(self.net, cache)
-        d = _mlp_log_prob_jacobian(self.net, cache) if derivatives else None
+        probs, log_probs = mlp_log_probs(self.net, cache)
+        d = mlp_log_prob_jacobian(self.net, cache) if derivatives else None
         return Labels(probs, log_probs, d)
 
 
@@ -262,7 +262,7 @@ class EnsembleTeacher:
         if combine not in COMBINE_RULES:
             raise ValueError(f"combine: expected one of {COMBINE_RULES}, received {combine!r}")
         for k, m in enumerate(members):
-            _check_classifier(m, f"members[{k}]")
+            check_classifier(m, f"members[{k}]")
             if (m.sizes[0], m.sizes[-1]) != (members[0].sizes[0], members[0].sizes[-1]):
                 raise ValueError(f"members[{k}]: expected {members[0].sizes[0]} inputs and {members[0].sizes[-1]} "
                                  f"outputs like members[0], received {m.sizes[0]} inputs and {m.sizes[-1]} outputs")
@@ -295,7 +295,7 @@ class EnsembleTeacher:
         if self.combine == "mean":
             probs = 0.0
             for m in self.members:
-                probs = probs + _mlp_log_probs(m, m.forward(x))[0]
+                probs = probs + mlp_log_probs(m, m.forward(x))[0]
             probs = probs / len(self.members)
             with np.errstate(divide="ignore"):
                 return Labels(probs, np.log(probs))
@@ -306,7 +306,7 @@ class EnsembleTeacher:
         lse, acc = None, None
         for m in self.members:
             cache = m.forward(x)
-            log_p, g = cache.y, _mlp_log_prob_jacobian(m, cache)
+            log_p, g = cache.y, mlp_log_prob_jacobian(m, cache)
             if lse is None:
                 lse, acc = log_p.copy(), g
                 continue
@@ -317,7 +317,7 @@ class EnsembleTeacher:
         return Labels(np.exp(log_probs), log_probs, acc)
 
 
-def _check_teacher(teacher):
+def check_teacher(teacher):
     for attr in ("label", "n_inputs", "n_outputs"):
         if not hasattr(teacher, attr):
             raise TypeError(f"teacher: expected an object with label(x, derivatives), n_inputs and n_outputs "
@@ -326,8 +326,8 @@ def _check_teacher(teacher):
 
 
 # ----------------------------------------------------------------------- losses
-def _check_student(student):
-    return _check_classifier(student, "student")
+def check_student(student):
+    return check_classifier(student, "student")
 
 
 def _log_prob_output(student, targets):
@@ -341,7 +341,7 @@ def _log_prob_output(student, targets):
     return out.fused(student.f[-1])
 
 
-def _check_labels(labels, n, c, need_derivatives=False, d=None):
+def check_teacher_labels(labels, n, c, need_derivatives=False, d=None):
     if labels.probs.shape != (n, c):
         raise ValueError(f"labels: expected teacher probabilities of shape ({n}, {c}), received shape "
                          f"{labels.probs.shape}")
@@ -380,7 +380,7 @@ class CrossEntropyLoss:
         """
         cache = student.forward(x)
         n = cache.y.shape[0]
-        _check_labels(labels, *cache.y.shape)
+        check_teacher_labels(labels, *cache.y.shape)
         out, a_L = _log_prob_output(student, labels.probs), cache.a[-1]
         d_params, _ = student.backprop(cache, input_grads=False, d_a=out.grad(a_L))
         return -out.value(a_L) / n, -d_params / n
@@ -401,7 +401,7 @@ class SquareErrorLoss:
         """Loss and theta-gradient; arguments as :meth:`CrossEntropyLoss.__call__`."""
         cache = student.forward(x)
         n = cache.y.shape[0]
-        _check_labels(labels, *cache.y.shape)
+        check_teacher_labels(labels, *cache.y.shape)
         probs = np.exp(cache.y) if student.nonlinearities[-1] == "log_softmax" else cache.y
         diff = probs - labels.probs
         seed = 2.0 * diff / n
@@ -453,7 +453,7 @@ class DerivativeSquareErrorLoss:
         (``labels.d_log_probs`` required)."""
         cache = student.forward(x)
         n, c = cache.y.shape
-        _check_labels(labels, n, c, True, cache.x[0].shape[1])
+        check_teacher_labels(labels, n, c, True, cache.x[0].shape[1])
         G = labels.d_log_probs
         if not self.stacked:
             grad, value = np.zeros(student.n_params), 0.0
@@ -470,8 +470,8 @@ class DerivativeSquareErrorLoss:
                 grad += R_d_params
                 value += float(np.sum(diff**2))
         else:
-            tcache = _tile_cache(cache, c)
-            out = _log_prob_output(student, _class_seeds(n, c))
+            tcache = tile_cache(cache, c)
+            out = _log_prob_output(student, class_seeds(n, c))
             seed = out.grad(tcache.a[-1])
             _, g = student.backprop(tcache, param_grads=False, d_a=seed)                 # g_i, all i
             diff = g - G.transpose(1, 0, 2).reshape(c * n, -1)
@@ -527,7 +527,7 @@ LOSSES = {"ce": CrossEntropyLoss, "se": SquareErrorLoss, "dse": DerivativeSquare
 
 
 # ------------------------------------------------------------------- objectives
-def _check_batch(x, dim):
+def check_batch(x, dim):
     """A minibatch from a generator as float64 (N, dim); errors name the generator that produced it."""
     arr = np.asarray(x)
     if arr.ndim != 2 or arr.shape[1] != dim:
@@ -554,8 +554,8 @@ def teacher_targets(student, teacher, loss):
     callable, ndarray of shape (N, D) -> Labels
         Raises ValueError for a minibatch whose second dimension is not D (naming the generator).
     """
-    _check_student(student)
-    _check_teacher(teacher)
+    check_student(student)
+    check_teacher(teacher)
     if teacher.n_outputs != student.sizes[-1]:
         raise ValueError(f"teacher: expected {student.sizes[-1]} outputs to match the student's output layer, "
                          f"received a teacher with {teacher.n_outputs} outputs")
@@ -566,7 +566,7 @@ def teacher_targets(student, teacher, loss):
         raise TypeError(f"loss: expected a loss object (e.g. CrossEntropyLoss()), received {loss!r}")
 
     def labels(x):
-        return teacher.label(_check_batch(x, student.sizes[0]), derivatives=loss.needs_derivatives)
+        return teacher.label(check_batch(x, student.sizes[0]), derivatives=loss.needs_derivatives)
 
     return labels
 
@@ -588,7 +588,7 @@ def supervised_objective(student, loss=None):
     callable, (x of shape (N, D), t of shape (N, C)) -> (float, ndarray of shape (P,))
         As yielded by ``DatasetGenerator(..., targets=...)``.
     """
-    _check_student(student)
+    check_student(student)
     loss = CrossEntropyLoss() if loss is None else loss
     if getattr(loss, "needs_derivatives", True):
         raise ValueError(f"loss: expected a value loss (true labels have no input derivatives), received {loss!r}")
@@ -601,7 +601,7 @@ def supervised_objective(student, loss=None):
             raise ValueError(f"batch: expected an (x, targets) pair (DatasetGenerator(..., targets=...)), "
                              f"received {got}")
         x, t = batch
-        x = _check_batch(x, student.sizes[0])
+        x = check_batch(x, student.sizes[0])
         t = as_float_array(t, "targets", shape=(x.shape[0], student.sizes[-1]))
         return loss(student, x, Labels.from_probs(t))
 
@@ -797,10 +797,10 @@ def log_probs_of(model, x, batch_size=1000):
     batch_size : int
     """
     if isinstance(model, MLP):
-        _check_student(model)
+        check_student(model)
         n_inputs = model.sizes[0]
     else:
-        n_inputs = _check_teacher(model).n_inputs
+        n_inputs = check_teacher(model).n_inputs
     x = as_float_array(x, "x", ndim=2)
     if x.shape[0] == 0 or x.shape[1] != n_inputs:
         raise ValueError(f"x: expected shape (N, {n_inputs}) with N >= 1, received shape {x.shape}")
@@ -809,7 +809,7 @@ def log_probs_of(model, x, batch_size=1000):
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start:start + batch_size]
         if isinstance(model, MLP):
-            rows.append(_mlp_log_probs(model, model.forward(chunk))[1])
+            rows.append(mlp_log_probs(model, model.forward(chunk))[1])
         else:
             rows.append(model.label(chunk).log_probs)
     return np.concatenate(rows, axis=0)

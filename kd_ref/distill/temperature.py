@@ -13,8 +13,8 @@ R-forward and R-backprop give a Hessian-vector product (``hvp``).
 
 Losses follow ``kd_ref.distill.compression``: ``loss(student, x, labels) -> (value, gradient)``, minimised,
 averaged over the minibatch, with ``needs_derivatives`` and ``name``; they work with
-``distillation_objective``/``distill`` and ``WeightedLoss``. The teacher's side is tempered by the teacher
-(:class:`TemperedTeacher`, :class:`TemperedEnsembleTeacher` return :class:`TemperedLabels` carrying their t),
+``kd_ref.distill.objective``/``distill`` and ``WeightedLoss``. The teacher's side is tempered by the
+teacher (:class:`TemperedTeacher`, :class:`TemperedEnsembleTeacher` return :class:`TemperedLabels` carrying their t),
 the student's by the loss, and a loss at temperature t refuses labels made at another temperature.
 
 Why t^2 (S1.5): d l_soft / dz = (q - p)/t, so the soft term's gradient shrinks like 1/t^2 as t grows
@@ -34,8 +34,8 @@ from .._validation import as_float_array, check_in_range, check_labels
 from ..mlp import MLP
 from ..nonlinearities import LogSoftmax, Softmax
 from ..outputs import SoftmaxCrossEntropy
-from .compression import (Labels, MLPTeacher, _check_batch, _check_classifier, _check_labels, _check_student,
-                          _check_teacher, _class_seeds, _mlp_log_prob_jacobian, _mlp_log_probs, _tile_cache,
+from .compression import (Labels, MLPTeacher, check_batch, check_classifier, check_teacher_labels, check_student,
+                          check_teacher, class_seeds, mlp_log_prob_jacobian, mlp_log_probs, tile_cache,
                           log_mean_exp)
 
 _LOG_SOFTMAX = LogSoftmax()
@@ -120,7 +120,7 @@ class TemperedTeacher:
     """
 
     def __init__(self, teacher, t):
-        self.teacher = _check_teacher(teacher)
+        self.teacher = check_teacher(teacher)
         self.t = check_temperature(t)
         self.n_inputs, self.n_outputs = teacher.n_inputs, teacher.n_outputs
 
@@ -130,8 +130,8 @@ class TemperedTeacher:
         if isinstance(self.teacher, MLPTeacher):
             net = self.teacher.net
             cache = net.forward(x)
-            log_probs, logits = _mlp_log_probs(net, cache)[1], cache.a[-1]
-            d = _mlp_log_prob_jacobian(net, cache) if derivatives else None
+            log_probs, logits = mlp_log_probs(net, cache)[1], cache.a[-1]
+            d = mlp_log_prob_jacobian(net, cache) if derivatives else None
         else:
             labels = self.teacher.label(x, derivatives=derivatives)
             log_probs, d = labels.log_probs, labels.d_log_probs
@@ -171,7 +171,7 @@ class TemperedEnsembleTeacher:
             raise ValueError(f"combine: expected one of {ENSEMBLE_RULES}, received {combine!r}")
         t = check_temperature(t)
         for k, m in enumerate(members):
-            _check_classifier(m, f"members[{k}]")
+            check_classifier(m, f"members[{k}]")
             if (m.sizes[0], m.sizes[-1]) != (members[0].sizes[0], members[0].sizes[-1]):
                 raise ValueError(f"members[{k}]: expected {members[0].sizes[0]} inputs and {members[0].sizes[-1]} "
                                  f"outputs like members[0], received {m.sizes[0]} inputs and {m.sizes[-1]} outputs")
@@ -188,7 +188,7 @@ class TemperedEnsembleTeacher:
         if self.combine == "mean":
             probs = 0.0
             for m, cache in zip(self.members, caches):
-                p_m = _mlp_log_probs(m, cache)[0] if self.t == 1.0 else tempered_softmax(cache.a[-1], self.t)
+                p_m = mlp_log_probs(m, cache)[0] if self.t == 1.0 else tempered_softmax(cache.a[-1], self.t)
                 probs = probs + p_m
             probs = probs / len(self.members)
             with np.errstate(divide="ignore"):
@@ -197,7 +197,7 @@ class TemperedEnsembleTeacher:
             logits = np.mean([cache.a[-1] for cache in caches], axis=0)
             log_q = tempered_log_softmax(logits, self.t)
         else:
-            log_bar = log_mean_exp(np.stack([_mlp_log_probs(m, c)[1] for m, c in zip(self.members, caches)]))
+            log_bar = log_mean_exp(np.stack([mlp_log_probs(m, c)[1] for m, c in zip(self.members, caches)]))
             log_q = tempered_log_softmax(log_bar, self.t)
         return TemperedLabels(np.exp(log_q), log_q, None, self.t, logits)
 
@@ -225,7 +225,7 @@ class _LogitLoss:
 
     def _prepare(self, student, x, labels):
         cache = student.forward(x)
-        _check_labels(labels, *cache.y.shape)
+        check_teacher_labels(labels, *cache.y.shape)
         self._check(labels)
         return cache
 
@@ -380,7 +380,7 @@ class HintonLoss(_LogitLoss):
                             f"{type(targets).__name__}")
         cache = student.forward(x)
         n, c = cache.y.shape
-        _check_labels(targets.soft, n, c)
+        check_teacher_labels(targets.soft, n, c)
         _check_temperature_of(targets.soft, self.t, "soft targets")
         hard = as_float_array(targets.hard, "targets.hard", shape=(n, c))
         if np.any(hard < 0) or not np.allclose(hard.sum(axis=1), 1.0, atol=1e-12):
@@ -417,10 +417,10 @@ def hinton_objective(student, teacher, loss):
     teacher : MLPTeacher, EnsembleTeacher, TemperedTeacher, TemperedEnsembleTeacher or similar
     loss : HintonLoss
     """
-    _check_student(student)
+    check_student(student)
     if not isinstance(loss, HintonLoss):
         raise TypeError(f"loss: expected a HintonLoss, received {type(loss).__name__}")
-    _check_teacher(teacher)
+    check_teacher(teacher)
     if (teacher.n_inputs, teacher.n_outputs) != (student.sizes[0], student.sizes[-1]):
         raise ValueError(f"teacher: expected {student.sizes[0]} inputs and {student.sizes[-1]} outputs like the "
                          f"student, received {teacher.n_inputs} inputs and {teacher.n_outputs} outputs")
@@ -436,7 +436,7 @@ def hinton_objective(student, teacher, loss):
             raise ValueError(f"batch: expected an (x, labels) pair (DatasetGenerator(..., targets=...)), received "
                              f"{type(batch).__name__}")
         x, y = batch
-        x = _check_batch(x, student.sizes[0])
+        x = check_batch(x, student.sizes[0])
         y = np.asarray(y)
         hard = one_hot(y, c) if y.ndim == 1 else as_float_array(y, "targets", shape=(x.shape[0], c))
         return loss(student, x, KDTargets(teacher.label(x), hard))
@@ -516,13 +516,13 @@ class TemperedDerivativeSquareErrorLoss:
         """Loss and theta-gradient; arguments as :class:`SoftCrossEntropyLoss` (``labels.d_log_probs`` required)."""
         cache = student.forward(x)
         n, c = cache.y.shape
-        _check_labels(labels, n, c, True, cache.x[0].shape[1])
+        check_teacher_labels(labels, n, c, True, cache.x[0].shape[1])
         _check_temperature_of(labels, self.t, "teacher derivatives")
         t = self.t
-        tcache = _tile_cache(cache, c)
+        tcache = tile_cache(cache, c)
         a = tcache.a[-1]
         q = np.exp(_LOG_SOFTMAX.forward(a / t))
-        seed = (_class_seeds(n, c) - q) / t                                         # d log q_i / da_L, all i
+        seed = (class_seeds(n, c) - q) / t                                         # d log q_i / da_L, all i
         _, g = student.backprop(tcache, param_grads=False, d_a=seed)                # g_i = d log q_i / dx
         diff = g - labels.d_log_probs.transpose(1, 0, 2).reshape(c * n, -1)
         R = student.r_forward(tcache, v_x=2.0 * diff)                               # v = (0, d_i)
