@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "bayes-logreg": "bayes_logreg",
     "rbm-nade": "rbm_nade",
     "ldl": "ldl",
+    "obd": "obd",
 }
 
 BENCHMARKS = {

@@ -272,6 +272,28 @@ def binarize(x, threshold=0.5):
     return (x > threshold).astype(np.float64)
 
 
+def downsample(x, side):
+    """Square images resized to side x side by area averaging (each output pixel is the mean of the input
+    area it covers, partial pixels weighted by their overlap), e.g. MNIST's 28 x 28 to LeCun's 16 x 16.
+
+    x : array of shape (N, S^2) with S x S images in rows (row-major); side <= S.
+    Returns float64 of shape (N, side^2); a constant image stays constant and the mean grey level is kept.
+    """
+    x = as_float_array(x, "x", ndim=2)
+    big = int(round(np.sqrt(x.shape[1])))
+    if big * big != x.shape[1]:
+        raise ValueError(f"x: expected rows holding square images (S^2 columns), received {x.shape[1]} columns")
+    side = check_positive_int(side, "side")
+    if side > big:
+        raise ValueError(f"side: expected at most the images' side {big}, received {side}")
+    edges = np.arange(side + 1) * (big / side)                   # output pixel i covers [edges[i], edges[i+1])
+    lo, hi = np.arange(big), np.arange(big) + 1.0
+    overlap = np.clip(np.minimum(edges[1:, None], hi) - np.maximum(edges[:-1, None], lo), 0.0, None)
+    M = overlap / (big / side)                                   # (side, big), rows sum to 1
+    imgs = x.reshape(-1, big, big)
+    return np.einsum("ij,njk,lk->nil", M, imgs, M).reshape(x.shape[0], side * side)
+
+
 def binarize_stochastic(x, rng):
     """Stochastic binarisation: each entry is 1 with probability x (Salakhutdinov and Murray's recipe).
 
