@@ -226,11 +226,13 @@ class SoftmaxCrossEntropy:
 
     def hess(self, a):
         """d^2E/da da^T per row: -T (diag p - p p^T), shape (N, C, C) (S1.12)."""
-        _, _, _, p = self._parts(a)
+        top, _, rest, p = self._parts(a)
         T = np.sum(self.t, axis=1)[:, None, None]
         out = p[:, :, None] * p[:, None, :]
         idx = np.arange(p.shape[1])
-        out[:, idx, idx] -= p
+        # diagonal p_i (1 - p_i), with 1 - p_m = rest / (1 + rest) at the top entry (no rounded p_m subtracted)
+        one_minus = np.where(top, rest / (1.0 + rest), 1.0 - p)
+        out[:, idx, idx] = -p * one_minus
         return T * out
 
 

@@ -239,7 +239,7 @@ def test_missing_or_unknown_names_get_one_line(capsys):
     # the lists come from the registries, so a new experiment or benchmark needs no edit here
     _one_line_error(capsys, ["run"], "kd-ref run: expected a name, one of " + ", ".join(sorted(cli.EXPERIMENTS)))
     _one_line_error(capsys, ["bench"], "kd-ref bench: expected a name, one of " + ", ".join(sorted(cli.BENCHMARKS)))
-    assert {"bayes-logreg", "compress", "ldl", "rbm-nade"} <= set(cli.EXPERIMENTS)
+    assert {"bayes-logreg", "compress", "ldl", "obd", "rbm-nade"} <= set(cli.EXPERIMENTS)
     _one_line_error(capsys, ["run", "nosuch"], "kd-ref run: unknown name 'nosuch'")
     assert cli.main(["--help"]) == 0 and cli.main(["run", "--help"]) == 0 and "available" in capsys.readouterr().out
 
