@@ -143,9 +143,9 @@ def _dispatch(kind, table, package, argv):
 
 
 def _data(argv):
-    from . import datasets
+    from . import download
 
-    return datasets.main(argv)
+    return download.main(argv)
 
 
 def _where(argv):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from kd_ref import cli, datasets
-from kd_ref.datasets import (bars_and_stripes, binarize, binarize_stochastic, load_binarized_mnist, load_mnist,
-                             load_rbm, few_shot_indices, noisy_prototypes, noisy_prototypes_log_prob, synthetic_digits)
+from kd_ref import cli, datasets, download
+from kd_ref.datasets import binarize, binarize_stochastic, few_shot_indices, load_binarized_mnist, load_mnist, load_rbm
+from kd_ref.toydata import bars_and_stripes, noisy_prototypes, noisy_prototypes_log_prob, synthetic_digits
 
 
 # ------------------------------------------------------------------ reference files
@@ -53,7 +53,7 @@ def test_loaders_read_kd_ref_data(data_dir, monkeypatch):
 
 @pytest.mark.data
 def test_make_resampled_binarized(data_dir, tmp_path):
-    target = datasets.make_resampled_binarized(data_dir, tmp_path, np.random.default_rng(0), log=lambda s: None)
+    target = download.make_resampled_binarized(data_dir, tmp_path, np.random.default_rng(0), log=lambda s: None)
     x_train, x_test = load_binarized_mnist(target, dtype=np.uint8)
     assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784)
     assert x_test.mean() == pytest.approx(0.1325, abs=2e-3)               # grey level / 255 on average
@@ -178,7 +178,7 @@ def _fake_mirror(folder, rng):
     arrays = {"x_train": rng.integers(0, 256, size=(5, 28, 28)), "y_train": rng.integers(0, 10, size=5),
               "x_test": rng.integers(0, 256, size=(3, 28, 28)), "y_test": rng.integers(0, 10, size=3)}
     folder.mkdir()
-    for name, (fname, _) in datasets.MNIST_IDX.items():
+    for name, (fname, _) in download.MNIST_IDX.items():
         (folder / fname).write_bytes(gzip.compress(_idx(arrays[name])))
     return arrays
 
@@ -201,12 +201,12 @@ def test_download_writes_mnist_npz_from_idx_files(tmp_path, capsys):
     before = (dest / "mnist.npz").read_bytes()
     _fake_mirror(tmp_path / "other", np.random.default_rng(1))
     other = (tmp_path / "other").as_uri()
-    assert datasets.main(["download", "--files", "mnist", "--dest", str(dest), "--source-url", other,
+    assert download.main(["download", "--files", "mnist", "--dest", str(dest), "--source-url", other,
                           "--no-verify"]) == 0
     assert "kept" in capsys.readouterr().out and (dest / "mnist.npz").read_bytes() == before
     with pytest.raises(FileExistsError, match="already exists"):
-        datasets.download_mnist(dest, other, verify=False, log=lambda s: None)
-    assert datasets.main(["download", "--files", "mnist", "--dest", str(dest), "--source-url", other,
+        download.download_mnist(dest, other, verify=False, log=lambda s: None)
+    assert download.main(["download", "--files", "mnist", "--dest", str(dest), "--source-url", other,
                           "--no-verify", "--force"]) == 0
     assert (dest / "mnist.npz").read_bytes() != before
 
@@ -214,34 +214,34 @@ def test_download_writes_mnist_npz_from_idx_files(tmp_path, capsys):
 def test_download_checks_md5_unreachable_sources_and_bad_files(tmp_path, capsys):
     _fake_mirror(tmp_path / "mirror", np.random.default_rng(0))
     url = (tmp_path / "mirror").as_uri()
-    assert datasets.main(["download", "--files", "mnist", "--dest", str(tmp_path / "a"), "--source-url", url]) == 1
+    assert download.main(["download", "--files", "mnist", "--dest", str(tmp_path / "a"), "--source-url", url]) == 1
     assert "expected the canonical MNIST file (md5" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()                                     # nothing written, not even the folder
-    assert datasets.main(["download", "--files", "mnist", "--dest", str(tmp_path / "b"), "--source-url",
+    assert download.main(["download", "--files", "mnist", "--dest", str(tmp_path / "b"), "--source-url",
                           (tmp_path / "nowhere").as_uri()]) == 1
     assert "could not fetch" in capsys.readouterr().err
     with pytest.raises(ValueError, match="expected an IDX file"):
-        datasets.read_idx(b"\x01\x02\x03\x04")
+        download.read_idx(b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match=r"expected 16 bytes for shape \(2, 2\), received 15"):
-        datasets.read_idx(_idx(np.ones((2, 2)))[:15])
+        download.read_idx(_idx(np.ones((2, 2)))[:15])
     with pytest.raises(ValueError, match=r"expected an IDX header of 12 bytes \(2 sizes\), received 11 bytes"):
-        datasets.read_idx(_idx(np.ones((2, 2)))[:11])
+        download.read_idx(_idx(np.ones((2, 2)))[:11])
     with pytest.raises(ValueError, match="expected at least 1 dimension in the IDX header, received 0"):
-        datasets.read_idx(b"\x00\x00\x08\x00")
+        download.read_idx(b"\x00\x00\x08\x00")
 
 
 def _fake_thesis_repo(folder, x_train, x_test, dtype=np.float64):
     """The thesis repository's data folder with randomly_binarized_mnist.mat: one column-major image per column."""
-    P = datasets.COLUMN_TO_ROW_MAJOR
+    P = download.COLUMN_TO_ROW_MAJOR
     (folder / "mnist").mkdir(parents=True)
-    savemat(folder / datasets.BINARIZED_MAT, {"x_trn": x_train[:, P].T.astype(dtype),   # MATLAB doubles by default
+    savemat(folder / download.BINARIZED_MAT, {"x_trn": x_train[:, P].T.astype(dtype),   # MATLAB doubles by default
                                               "x_tst": x_test[:, P].T.astype(np.uint8)})
     return folder.as_uri()
 
 
 def test_pixel_order_conversion_is_the_readme_permutation():
     """Column-major entry c * 28 + r holds pixel (r, c); the permutation is its own inverse."""
-    P = datasets.COLUMN_TO_ROW_MAJOR
+    P = download.COLUMN_TO_ROW_MAJOR
     image = np.arange(784).reshape(28, 28)                   # value = row-major index
     column_major = image.T.ravel()                           # MATLAB's x(:) of the same picture
     np.testing.assert_array_equal(column_major[P], image.ravel())
@@ -257,10 +257,10 @@ def test_download_binarized_converts_the_matlab_file_to_row_major(tmp_path, caps
     url = _fake_thesis_repo(tmp_path / "thesis", x_train, x_test)
     dest = tmp_path / "data"
     # with verification on, the fake arrays fail the shape / sha256 checks and nothing is written
-    assert datasets.main(["download", "--files", "binarized", "--dest", str(dest), "--thesis-url", url]) == 1
+    assert download.main(["download", "--files", "binarized", "--dest", str(dest), "--thesis-url", url]) == 1
     assert "expected x_train of shape (60000, 784)" in capsys.readouterr().err
     assert not dest.exists()
-    assert datasets.main(["download", "--files", "binarized", "--dest", str(dest), "--thesis-url", url,
+    assert download.main(["download", "--files", "binarized", "--dest", str(dest), "--thesis-url", url,
                           "--no-verify"]) == 0
     with np.load(dest / "binarized_mnist.npz", allow_pickle=False) as f:   # not the reference shapes: np.load
         got_train, got_test = f["x_train"], f["x_test"]
@@ -272,26 +272,26 @@ def test_download_binarized_converts_the_matlab_file_to_row_major(tmp_path, caps
 
 def test_download_binarized_rejects_foreign_matlab_files(tmp_path):
     (tmp_path / "mnist").mkdir()
-    target = tmp_path / datasets.BINARIZED_MAT
+    target = tmp_path / download.BINARIZED_MAT
     savemat(target, {"images": np.zeros((784, 2))})
     url = tmp_path.as_uri()
     with pytest.raises(ValueError, match=r"expected MATLAB variables \['x_trn', 'x_tst'\].*holds \['images"):
-        datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
+        download.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
     savemat(target, {"x_trn": np.zeros((100, 2)), "x_tst": np.zeros((784, 2))})
     with pytest.raises(ValueError, match=r"expected x_trn of shape \(784, n\), one image per column"):
-        datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
+        download.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
     savemat(target, {"x_trn": np.full((784, 2), 0.5), "x_tst": np.zeros((784, 2))})
     with pytest.raises(ValueError, match=r"x_trn \(transposed\): expected binary values \(0 or 1\), received 1568"):
-        datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
+        download.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
     target.write_bytes(b"MATLAB 7.3 MAT-file, but really just text")
     with pytest.raises(ValueError, match="could not read it as a MATLAB .mat file"):
-        datasets.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
+        download.download_binarized_mnist(tmp_path / "d", url, verify=False, log=lambda s: None)
     assert not (tmp_path / "d").exists()
 
 
 def test_import_rbm_explains_the_matlab_export(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match=r"no file at .*In MATLAB.*W = rbm.W"):
-        datasets.import_rbm(tmp_path / "absent.mat", tmp_path / "d")
+        download.import_rbm(tmp_path / "absent.mat", tmp_path / "d")
     savemat(tmp_path / "object.mat", {"rbm": {"num_inputs": 784.0}})       # what a struct / object export holds
     # the user's file, not what was expected: a usage error (one line, status 2), naming what to do
     assert cli.main(["data", "import-rbm", str(tmp_path / "object.mat"), "--dest", str(tmp_path / "d")]) == 2
@@ -300,16 +300,16 @@ def test_import_rbm_explains_the_matlab_export(tmp_path, capsys):
     assert "save('rbm_arrays.mat', 'W', 'a', 'b', '-v7')" in err
     savemat(tmp_path / "small.mat", {"W": np.zeros((784, 50)), "a": np.zeros((784, 1)), "b": np.zeros((50, 1))})
     with pytest.raises(ValueError, match=r"expected W \(784, 500\).*received W \(784, 50\)"):
-        datasets.import_rbm(tmp_path / "small.mat", tmp_path / "d")
+        download.import_rbm(tmp_path / "small.mat", tmp_path / "d")
     rng = np.random.default_rng(0)
     W, a, b = rng.normal(size=(784, 500)), rng.normal(size=(784, 1)), rng.normal(size=(500, 1))
     savemat(tmp_path / "random.mat", {"W": W, "a": a, "b": b})
     with pytest.raises(ValueError, match="expected W with the reference sha256"):
-        datasets.import_rbm(tmp_path / "random.mat", tmp_path / "d")
+        download.import_rbm(tmp_path / "random.mat", tmp_path / "d")
     assert not (tmp_path / "d").exists()
-    datasets.import_rbm(tmp_path / "random.mat", tmp_path / "d", verify=False, log=lambda s: None)
+    download.import_rbm(tmp_path / "random.mat", tmp_path / "d", verify=False, log=lambda s: None)
     arrays = load_rbm(tmp_path / "d")
-    P = datasets.COLUMN_TO_ROW_MAJOR
+    P = download.COLUMN_TO_ROW_MAJOR
     np.testing.assert_array_equal(arrays["W"], W[P])
     np.testing.assert_array_equal(arrays["b_visible"], a[P, 0])
     np.testing.assert_array_equal(arrays["b_hidden"], b[:, 0])
@@ -320,13 +320,13 @@ def test_converting_the_matlab_layout_reproduces_the_reference_files_exactly(dat
     """Reference arrays put back into the thesis's MATLAB layout convert to arrays with the README's sha256."""
     x_train, x_test = load_binarized_mnist(data_dir, dtype=np.uint8)
     url = _fake_thesis_repo(tmp_path / "thesis", x_train, x_test, dtype=np.uint8)    # uint8: 8 times less to write
-    datasets.download_binarized_mnist(tmp_path / "out", url, log=lambda s: None)        # verify=True
+    download.download_binarized_mnist(tmp_path / "out", url, log=lambda s: None)        # verify=True
     ref = load_rbm(data_dir)
-    P = datasets.COLUMN_TO_ROW_MAJOR
+    P = download.COLUMN_TO_ROW_MAJOR
     savemat(tmp_path / "rbm_arrays.mat", {"W": ref["W"][P], "a": ref["b_visible"][P, None],
                                           "b": ref["b_hidden"][:, None]})
-    assert datasets.main(["import-rbm", str(tmp_path / "rbm_arrays.mat"), "--dest", str(tmp_path / "out")]) == 0
-    assert datasets.main(["verify", "--path", str(tmp_path / "out")]) == 1             # mnist.npz is absent
+    assert download.main(["import-rbm", str(tmp_path / "rbm_arrays.mat"), "--dest", str(tmp_path / "out")]) == 0
+    assert download.main(["verify", "--path", str(tmp_path / "out")]) == 1             # mnist.npz is absent
     for name in (datasets.BINARIZED_FILE, datasets.RBM_FILE):
         assert all(datasets.verify_checksums(name, tmp_path / "out").values())
 

@@ -7,7 +7,7 @@ from hypothesis import assume, given, strategies as st
 
 import kd_ref.nade as nade_module
 from kd_ref import gradcheck
-from kd_ref.datasets import noisy_prototypes, noisy_prototypes_log_prob
+from kd_ref.toydata import noisy_prototypes, noisy_prototypes_log_prob
 from kd_ref.nade import (NADE, fit_nade, log_likelihood_objective, raster_column_order, reference_backprop,
                          reference_r_backprop)
 from kd_ref.optim import MinibatchDrawer

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from kd_ref import gradcheck
-from kd_ref.datasets import bars_and_stripes, load_binarized_mnist
+from kd_ref.datasets import load_binarized_mnist
+from kd_ref.toydata import bars_and_stripes
 from kd_ref.optim import SGD
 from kd_ref.rbm import RBM, GibbsSampler, cd_objective, fit_cd, hill_climb, random_chain_samples
 

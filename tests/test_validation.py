@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from kd_ref import datasets
+from kd_ref import datasets, download, toydata
 from kd_ref._validation import (as_float_array, check_binary_dataset, check_dataset, check_index, check_labels,
                                 check_permutation, check_training_options)
 from kd_ref.distill import objective
@@ -154,8 +154,8 @@ def test_complex_input_is_refused_by_compression_losses_and_teachers(rng):
 def test_complex_input_is_refused_by_the_data_helpers(rng):
     for call in (lambda: datasets.binarize(np.zeros(3) + 0j),
                  lambda: datasets.binarize_stochastic(np.zeros(3) + 0j, rng),
-                 lambda: datasets.noisy_prototypes(3, rng, prototypes=np.zeros((2, 4)) + 0j),
-                 lambda: datasets.noisy_prototypes_log_prob(np.zeros((1, 4)) + 0j, np.zeros((2, 4)), 0.1)):
+                 lambda: toydata.noisy_prototypes(3, rng, prototypes=np.zeros((2, 4)) + 0j),
+                 lambda: toydata.noisy_prototypes_log_prob(np.zeros((1, 4)) + 0j, np.zeros((2, 4)), 0.1)):
         with pytest.raises(TypeError, match=COMPLEX):
             call()
 
@@ -328,17 +328,17 @@ def test_data_helpers_check_their_options(tmp_path, rng):
     with pytest.raises(TypeError, match="a: expected an ndarray of plain"):
         datasets.array_sha256(np.array([object()]))
     with pytest.raises(TypeError, match="raw: expected the file's bytes, received str"):
-        datasets.read_idx("abc")
+        download.read_idx("abc")
     with pytest.raises(ValueError, match="x: expected binary values"):
-        datasets.noisy_prototypes_log_prob(np.full((1, 4), 0.5), np.zeros((2, 4)), 0.1)
+        toydata.noisy_prototypes_log_prob(np.full((1, 4), 0.5), np.zeros((2, 4)), 0.1)
     with pytest.raises(ValueError, match=r"prototypes: expected at least one row, received shape \(0, 4\)"):
-        datasets.noisy_prototypes_log_prob(np.zeros((1, 4)), np.zeros((0, 4)), 0.1)
+        toydata.noisy_prototypes_log_prob(np.zeros((1, 4)), np.zeros((0, 4)), 0.1)
     with pytest.raises(TypeError, match="force: expected True or False, received 1"):
-        datasets.download_mnist(tmp_path, force=1)
+        download.download_mnist(tmp_path, force=1)
     with pytest.raises(ValueError, match=r"timeout: expected a value in \(0.0, inf\), received 0.0"):
-        datasets.download_binarized_mnist(tmp_path, timeout=0.0)
+        download.download_binarized_mnist(tmp_path, timeout=0.0)
     with pytest.raises(TypeError, match="log: expected a callable"):
-        datasets.import_rbm(tmp_path / "x.mat", tmp_path, log="print")
+        download.import_rbm(tmp_path / "x.mat", tmp_path, log="print")
     assert os.listdir(tmp_path) == []                         # nothing fetched, nothing written
 
 

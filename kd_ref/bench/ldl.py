@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .. import datasets
+from .. import datasets, toydata
 from ..cli import ArgumentParser
 from ..distill.linear import O2MD, RandomLinearMap
 from ..optim import Adam
@@ -30,7 +30,7 @@ def load(n_test, rng):
         (x_tr, y_tr), (x_te, y_te) = datasets.load_mnist()
         name = "MNIST"
     else:
-        (x_tr, y_tr), (x_te, y_te) = datasets.synthetic_digits(3000, n_test, rng)
+        (x_tr, y_tr), (x_te, y_te) = toydata.synthetic_digits(3000, n_test, rng)
         name = "synthetic digits"
     return name, x_tr, np.asarray(y_tr, int), x_te[:n_test], np.asarray(y_te[:n_test], int)
 

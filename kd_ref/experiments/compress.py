@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import datasets, npzfile
+from .. import datasets, npzfile, toydata
 from ..cli import ArgumentParser, int_at_least, out_folder
 from ..distill import objective
 from ..distill.compression import (LOSSES as LOSS_CLASSES, DatasetGenerator, EnsembleTeacher, NADEGenerator,
@@ -157,8 +157,8 @@ def load_data(settings, rng):
     else:
         n_train = settings.n_train or 6000
         n_test = settings.n_test or 1000
-        (x_train, y_train), (x_test, y_test) = datasets.synthetic_digits(n_train, n_test, rng)
-        name = "synthetic digits (kd_ref.datasets)"
+        (x_train, y_train), (x_test, y_test) = toydata.synthetic_digits(n_train, n_test, rng)
+        name = "synthetic digits (kd_ref.toydata)"
     if settings.n_train:
         x_train, y_train = x_train[:settings.n_train], y_train[:settings.n_train]
     if settings.n_test:

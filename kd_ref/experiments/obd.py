@@ -33,8 +33,8 @@ import time
 import numpy as np
 from scipy import stats
 
-from .. import datasets
-from ..bench._timing import best_time
+from .. import datasets, toydata
+from ..timing import best_time
 from ..curvature import hessian_diagonal
 from ..distill.compression import DatasetGenerator
 from ..mlp import MLP
@@ -61,8 +61,8 @@ def load_data(settings, rng):
         (x_tr, y_tr), (x_te, y_te) = datasets.load_mnist()
         name = "MNIST"
     else:
-        (x_tr, y_tr), (x_te, y_te) = datasets.synthetic_digits(n_train, n_test, rng)
-        name = "synthetic digits (kd_ref.datasets)"
+        (x_tr, y_tr), (x_te, y_te) = toydata.synthetic_digits(n_train, n_test, rng)
+        name = "synthetic digits (kd_ref.toydata)"
     out = []
     for x, y, n in ((x_tr, y_tr, n_train), (x_te, y_te, n_test)):
         x, y = datasets.downsample(x[:n], settings["side"]), y[:n]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import datasets, npzfile
+from .. import datasets, npzfile, toydata
 from ..cli import ArgumentParser, int_at_least, out_folder
 from .._validation import check_in_range, check_positive_int
 from ..metrics import mean_2se
@@ -148,9 +148,9 @@ def load_data(settings, rng):
         x_train, x_test = datasets.load_binarized_mnist()
         name = "binarised MNIST (Salakhutdinov and Murray)"
     else:
-        (g_train, _), (g_test, _) = datasets.synthetic_digits(settings.n_train, settings.n_test, rng)
+        (g_train, _), (g_test, _) = toydata.synthetic_digits(settings.n_train, settings.n_test, rng)
         x_train, x_test = datasets.binarize_stochastic(g_train, rng), datasets.binarize_stochastic(g_test, rng)
-        name = "synthetic digits, stochastically binarised (kd_ref.datasets)"
+        name = "synthetic digits, stochastically binarised (kd_ref.toydata)"
     return x_train[:settings.n_train], x_test[:settings.n_test], name
 
 
