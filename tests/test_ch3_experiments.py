@@ -1,5 +1,6 @@
 """The chapter-3 experiments end to end on tiny settings: files, tables and the numbers they are built from."""
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,8 +21,8 @@ def test_kl_on_grid_matches_the_closed_form_for_two_gaussians():
 
 @pytest.fixture(scope="module")
 def mog_run(tmp_path_factory):
-    settings = dict(bayes_mog.QUICK, ns=(5, 200), n_samples=300, burn_in=40, n_y=300, online_steps=20,
-                    online_batch=50, em_restarts=1, grid_points=801)
+    settings = bayes_mog.Settings.quick(ns=(5, 200), n_samples=300, burn_in=40, n_y=300, online_steps=20,
+                                        online_batch=50, em_restarts=1, grid_points=801)
     out = tmp_path_factory.mktemp("mog")
     return settings, out, bayes_mog.run(settings, str(out), np.random.default_rng(0))
 
@@ -56,8 +57,8 @@ def test_bayes_mog_memory_table_measures_what_each_method_holds(mog_run):
 
 @pytest.fixture(scope="module")
 def logreg_run(tmp_path_factory):
-    settings = dict(bayes_logreg.QUICK, n_samples=400, burn_in=50, n_steps=150, online_chains=5, grid_points=21,
-                    n_eval=400, n_timing=500)
+    settings = bayes_logreg.Settings.quick(n_samples=400, burn_in=50, n_steps=150, online_chains=5, grid_points=21,
+                                           n_eval=400, n_timing=500)
     out = tmp_path_factory.mktemp("logreg")
     return settings, out, bayes_logreg.run(settings, str(out), np.random.default_rng(1))
 
@@ -98,8 +99,8 @@ def test_bayes_logreg_surfaces_and_slopes_are_those_of_the_models(logreg_run):
 
 def test_bayes_logreg_sweep_pairs_the_two_losses(tmp_path):
     # with a vanishing step both models stay at their common start, so a paired sweep shows equal slopes
-    still = dict(bayes_logreg.QUICK, n_samples=300, burn_in=30, n_steps=20, n_eval=200,
-                 eta0={"ce": 1e-12, "dse": 1e-12})
+    still = bayes_logreg.Settings.quick(n_samples=300, burn_in=30, n_steps=20, n_eval=200,
+                                        eta0={"ce": 1e-12, "dse": 1e-12})
     rows = bayes_logreg.slope_sweep(still, [4, 5], str(tmp_path))
     assert [r["seed"] for r in rows] == [4, 5] and (tmp_path / "sweep.md").is_file()
     for r in rows:
@@ -107,7 +108,7 @@ def test_bayes_logreg_sweep_pairs_the_two_losses(tmp_path):
         assert abs(r["DSE_near_origin_diff"] - r["CE_near_origin_diff"]) < 1e-9
         assert r["CE_final_loss"] > 0 and r["DSE_final_loss"] > 0
     # a real step moves them apart
-    moving = dict(still, eta0=bayes_logreg.QUICK["eta0"])
+    moving = replace(still, eta0=bayes_logreg.Settings().eta0)
     row = bayes_logreg.slope_sweep(moving, [4], str(tmp_path))[0]
     assert row["DSE_minus_CE_slope"] != 0 and row["CE_KL"] != row["DSE_KL"]
     assert row["MCMC_slope"] == rows[0]["MCMC_slope"]      # the seed fixes the posterior samples

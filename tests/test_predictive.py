@@ -38,7 +38,7 @@ def test_mog_posterior_pieces_match_direct_formulas(rng):
 def test_bayesian_mog_with_1000_observations():
     """Posterior means within 0.3 of the truth; batch and online compact models within KL 0.05 nats of the
     MC predictive (a short chain: 1,000 samples and 50 online steps; the thesis run uses 10,000)."""
-    settings = dict(bayes_mog.QUICK, n_samples=1_000, burn_in=100, online_steps=50, em_restarts=2)
+    settings = bayes_mog.Settings.quick(n_samples=1_000, burn_in=100, online_steps=50, em_restarts=2)
     res = bayes_mog.run_one(1000, settings, np.random.default_rng(0))
     assert np.all(np.abs(res["posterior_mean"] - TRUE_MEANS) < 0.3), res["posterior_mean"]
     assert 0 <= res["kl_batch"] < 0.05 and 0 <= res["kl_online"] < 0.05, (res["kl_batch"], res["kl_online"])

@@ -1,14 +1,16 @@
-"""Pieces every experiment shares: tables as Markdown and CSV, image grids, the guard on cached models, and the
-checked start of a long run from the command line."""
+"""Pieces every experiment shares: the :class:`Run` scaffold, tables as Markdown and CSV, image grids, the guard
+on cached models, and the checked start of a long run from the command line."""
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ..cli import settings_error
 from ..optim import CheckpointError
+from ..timing import component_rng
 
 
 def write_table(rows, path_stem, title=None, floatfmt="{:.4g}"):
@@ -74,6 +76,67 @@ def check_cache(cache_dir, wanted):
                              "use another --out folder, or the same settings and --seed")
     else:
         write_text_atomic(path, json.dumps(wanted, indent=1))
+
+
+class Run:
+    """One run of a long experiment: its folders, its random streams and the files it writes.
+
+    ``out`` holds the tables, figures and ``results.json``; ``cache`` the finished
+    components (models, curves, estimates), reused when the run is resumed; ``ckpt``
+    the checkpoint of the component in progress. One base seed is drawn from ``rng``
+    and each component draws from its own stream ``run.rng(*code)``, so a component
+    found in the cache does not shift the random numbers of the others. The cache
+    belongs to the settings it was made with: ``cache_settings`` (those the cached
+    components depend on) is checked against the cache's ``settings.json``
+    (:class:`StaleCache` when they differ).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Created when absent; an earlier run's folder resumes it.
+    rng : numpy.random.Generator
+    cache_settings : dict
+        JSON-able settings the cached components depend on.
+    """
+
+    def __init__(self, out_dir, rng, cache_settings):
+        self.began = time.perf_counter()
+        self.out = Path(out_dir)
+        self.cache, self.ckpt = self.out / "cache", self.out / "ckpt"
+        for p in (self.out, self.cache, self.ckpt):
+            p.mkdir(parents=True, exist_ok=True)
+        self.base = int(rng.integers(0, 2**62))
+        check_cache(self.cache, {**cache_settings, "base_seed": self.base})
+        self.files = {}
+
+    def rng(self, *code):
+        """The generator of the component named by the integers ``code`` (the same on every resume)."""
+        return component_rng(self.base, *code)
+
+    def cached_json(self, name, make):
+        """``cache/name`` if an earlier run wrote it, else ``make()`` (a JSON-able dict), written there atomically."""
+        path = self.cache / name
+        if path.exists():
+            return json.loads(path.read_text())
+        value = make()
+        write_text_atomic(path, json.dumps(value, indent=1))
+        return value
+
+    def finish(self, results):
+        """Add ``files`` and ``seconds`` to ``results``, write them to ``out/results.json`` atomically; return them."""
+        results["files"] = self.files
+        results["seconds"] = time.perf_counter() - self.began
+        write_text_atomic(self.out / "results.json", json.dumps(results, indent=1, default=_json_default))
+        return results
+
+
+def _json_default(o):
+    """JSON for the values results hold besides dicts, lists, strings and numbers: arrays and numpy scalars."""
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
 
 
 def run_from_cli(parser, settings, options, check_data, run, out, seed):

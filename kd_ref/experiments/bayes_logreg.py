@@ -33,6 +33,7 @@ inputs, numbers stored).
 """
 import os
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +51,39 @@ NAME = "bayes_logreg"
 LOSS_NAMES = ("ce", "dse")                  # keys of kd_ref.distill.predictive.LOSSES
 SHORT = {"ce": "CE", "dse": "DSE"}
 
-#: Settings of section 3.3.4.
-THESIS = dict(n_per_class=10, n_samples=10_000, burn_in=1_000, n_units=10, n_steps=5_000, batch_size=10,
-              eta0={"ce": 1.0, "dse": 1.0}, online_chains=1,
-              grid_half_width=10.0, grid_points=101, near_origin=2.0, n_eval=10_000, n_timing=10_000,
-              progress=True)
-#: Same structure, well under a minute: fewer samples and steps, ten parallel chains for the online stream.
-QUICK = dict(n_per_class=10, n_samples=2_000, burn_in=200, n_units=10, n_steps=1_500, batch_size=10,
-             eta0={"ce": 1.0, "dse": 1.0}, online_chains=10,
-             grid_half_width=10.0, grid_points=61, near_origin=2.0, n_eval=2_000, n_timing=10_000, progress=False)
+@dataclass(frozen=True)
+class Settings:
+    """The experiment's settings; ``Settings.thesis()`` those of section 3.3.4.
+
+    ``Settings.quick()`` (the defaults) has the same structure and runs in well under a minute:
+    fewer samples and steps, ten parallel chains for the online stream. Either preset takes
+    overrides as keywords.
+    """
+    mode: str = "quick"
+    n_per_class: int = 10
+    n_samples: int = 2_000
+    burn_in: int = 200
+    n_units: int = 10                 # hidden units of the compact models
+    n_steps: int = 1_500
+    batch_size: int = 10
+    eta0: dict = field(default_factory=lambda: {"ce": 1.0, "dse": 1.0})   # first step size per loss
+    online_chains: int = 10
+    grid_half_width: float = 10.0
+    grid_points: int = 61
+    near_origin: float = 2.0          # half width of the square where the MCMC surface is steepest
+    n_eval: int = 2_000               # inputs x ~ N(0, 10 I) of the KL
+    n_timing: int = 10_000
+    progress: bool = False
+
+    @classmethod
+    def quick(cls, **overrides):
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def thesis(cls, **overrides):
+        base = cls(mode="thesis", n_samples=10_000, burn_in=1_000, n_steps=5_000, online_chains=1, grid_points=101,
+                   n_eval=10_000, progress=True)
+        return replace(base, **overrides)
 
 
 def _sampler(posterior, n_chains, burn_in, rng, progress=False):
@@ -78,25 +103,25 @@ def slope_at_origin(net):
 def distil_all(posterior, samples, settings, rng):
     """Train the four compact models; return {(mode, loss): dict(net=..., result=..., seconds=...)}."""
     teacher = mc_predictor(samples)
-    progress = settings.get("progress", False)
+    progress = settings.progress
     models = {}
     for mode in ("batch", "online"):
         for loss in LOSS_NAMES:
-            inputs = InputGenerator(posterior.dim, rng, settings["batch_size"], INPUT_VAR)
-            net = compact_predictor(settings["n_units"], posterior.dim, rng)
+            inputs = InputGenerator(posterior.dim, rng, settings.batch_size, INPUT_VAR)
+            net = compact_predictor(settings.n_units, posterior.dim, rng)
             began = time.perf_counter()
             if mode == "batch":
                 labeller = teacher                       # the stored-sample predictor (3.32)
             else:
-                labeller = _sampler(posterior, settings["online_chains"], settings["burn_in"], rng, progress)
-            result = train_compact(net, loss, inputs, labeller, settings["n_steps"], eta0=settings["eta0"][loss],
+                labeller = _sampler(posterior, settings.online_chains, settings.burn_in, rng, progress)
+            result = train_compact(net, loss, inputs, labeller, settings.n_steps, eta0=settings.eta0[loss],
                                    progress=progress, label=f"{mode} {SHORT[loss]}")
             models[(mode, loss)] = dict(net=net, result=result, seconds=time.perf_counter() - began)
     return teacher, models
 
 
 def run(settings, out_dir, rng):
-    """Run the experiment with ``settings`` (QUICK, THESIS or a variant); write figures and the table.
+    """Run the experiment with ``settings`` (a :class:`Settings`); write figures and the table.
 
     Returns
     -------
@@ -106,22 +131,22 @@ def run(settings, out_dir, rng):
         (rows of the comparison), ``files``.
     """
     os.makedirs(out_dir, exist_ok=True)
-    x, t = toy_logistic_data(rng, settings["n_per_class"])
+    x, t = toy_logistic_data(rng, settings.n_per_class)
     posterior = BayesianLogisticRegression(x, t, PRIOR_VAR)
     began = time.perf_counter()
-    progress = settings.get("progress", False)
-    sampler = _sampler(posterior, 1, settings["burn_in"], rng, progress)
-    samples = sampler.sample(settings["n_samples"], progress=progress)
+    progress = settings.progress
+    sampler = _sampler(posterior, 1, settings.burn_in, rng, progress)
+    samples = sampler.sample(settings.n_samples, progress=progress)
     mcmc_seconds = time.perf_counter() - began
     ep = ep_logistic_regression(x, t, PRIOR_VAR)
     teacher, models = distil_all(posterior, samples, settings, rng)
 
-    h = settings["grid_half_width"]
-    axis = np.linspace(-h, h, settings["grid_points"])
+    h = settings.grid_half_width
+    axis = np.linspace(-h, h, settings.grid_points)
     grid = np.stack(np.meshgrid(axis, axis, indexing="xy"), axis=-1).reshape(-1, 2)
-    near = np.max(np.abs(grid), axis=1) <= settings["near_origin"]   # where the MCMC surface is steepest
-    x_eval = np.sqrt(INPUT_VAR) * rng.standard_normal((settings["n_eval"], 2))
-    x_time = np.sqrt(INPUT_VAR) * rng.standard_normal((settings["n_timing"], 2))
+    near = np.max(np.abs(grid), axis=1) <= settings.near_origin   # where the MCMC surface is steepest
+    x_eval = np.sqrt(INPUT_VAR) * rng.standard_normal((settings.n_eval, 2))
+    x_time = np.sqrt(INPUT_VAR) * rng.standard_normal((settings.n_timing, 2))
     chunk = 500
 
     def ep_log_probs(z):
@@ -170,7 +195,7 @@ def run(settings, out_dir, rng):
         files.append(path)
     md = write_table(table, os.path.join(out_dir, "comparison"),
                      "difference from the MCMC predictive surface on the grid (and on its part with |x_i| <= "
-                     f"{settings['near_origin']:g}), KL(MCMC || method) averaged over x ~ N(0, 10 I), slope "
+                     f"{settings.near_origin:g}), KL(MCMC || method) averaged over x ~ N(0, 10 I), slope "
                      "|dp(t=1|x)/dx| at x = 0, prediction time per 10,000 inputs")
     files += [os.path.join(out_dir, f) for f in ("comparison.md", "comparison.csv")]
     return dict(data=(x, t), samples=samples, ep=ep, teacher=teacher, models=models, grid=grid, axis=axis,
@@ -188,39 +213,39 @@ def slope_sweep(settings, seeds, out_dir):
     100 minibatches.
     """
     os.makedirs(out_dir, exist_ok=True)
-    axis = np.linspace(-settings["near_origin"], settings["near_origin"], 41)
+    axis = np.linspace(-settings.near_origin, settings.near_origin, 41)
     near = np.stack(np.meshgrid(axis, axis, indexing="xy"), axis=-1).reshape(-1, 2)
     rows = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        x, t = toy_logistic_data(rng, settings["n_per_class"])
+        x, t = toy_logistic_data(rng, settings.n_per_class)
         posterior = BayesianLogisticRegression(x, t, PRIOR_VAR)
-        samples = _sampler(posterior, 1, settings["burn_in"], rng).sample(settings["n_samples"])
+        samples = _sampler(posterior, 1, settings.burn_in, rng).sample(settings.n_samples)
         teacher = mc_predictor(samples)
-        x_eval = np.sqrt(INPUT_VAR) * rng.standard_normal((settings["n_eval"], posterior.dim))
+        x_eval = np.sqrt(INPUT_VAR) * rng.standard_normal((settings.n_eval, posterior.dim))
         mc_eval = network_targets(teacher, x_eval, chunk=500).log_p
-        start = compact_predictor(settings["n_units"], posterior.dim, rng).W[0].copy()   # N(0, 1/(D + 1))
+        start = compact_predictor(settings.n_units, posterior.dim, rng).W[0].copy()   # N(0, 1/(D + 1))
         mc_near = teacher.predict(near)[:, 0]
         row = dict(seed=seed, MCMC_slope=slope_at_origin(teacher))
         for loss in LOSS_NAMES:
             stream_rng = np.random.default_rng([seed, 1])   # the same input stream for both losses
-            net = compact_predictor(settings["n_units"], posterior.dim, stream_rng)
+            net = compact_predictor(settings.n_units, posterior.dim, stream_rng)
             net.W[0][...] = start
-            inputs = InputGenerator(posterior.dim, stream_rng, settings["batch_size"], INPUT_VAR)
-            result = train_compact(net, loss, inputs, teacher, settings["n_steps"],
-                                   eta0=settings["eta0"][loss])
+            inputs = InputGenerator(posterior.dim, stream_rng, settings.batch_size, INPUT_VAR)
+            result = train_compact(net, loss, inputs, teacher, settings.n_steps,
+                                   eta0=settings.eta0[loss])
             row[f"{SHORT[loss]}_slope"] = slope_at_origin(net)
             row[f"{SHORT[loss]}_near_origin_diff"] = float(np.mean(np.abs(net.predict(near)[:, 0] - mc_near)))
             row[f"{SHORT[loss]}_KL"] = float(np.mean(bernoulli_kl(mc_eval, network_targets(net, x_eval).log_p)))
             row[f"{SHORT[loss]}_final_loss"] = float(np.mean(result.losses[-100:]))
         row["DSE_minus_CE_slope"] = row["DSE_slope"] - row["CE_slope"]
         rows.append(row)
-        if settings.get("progress", False):
+        if settings.progress:
             print(f"seed {seed}: slope MCMC {row['MCMC_slope']:.3f}, CE {row['CE_slope']:.3f}, "
                   f"DSE {row['DSE_slope']:.3f}", flush=True)
     write_table(rows, os.path.join(out_dir, "sweep"),
                 "batch CE vs batch DSE from the same start and inputs: slope |dp/dx| at x = 0, mean |p - p_MCMC| "
-                f"for |x_i| <= {settings['near_origin']:g}, KL(MCMC || model) over x ~ N(0, 10 I), "
+                f"for |x_i| <= {settings.near_origin:g}, KL(MCMC || model) over x ~ N(0, 10 I), "
                 "last 100 minibatch losses")
     return rows
 
@@ -286,9 +311,9 @@ def main(argv=None):
                         "batch DSE, paired, on seeds SEED ... SEED+N-1 and write sweep.md (about 2 min per seed "
                         "with --thesis)")
     args = parser.parse_args(argv)
-    settings = THESIS if args.mode == "thesis" else QUICK
+    settings = Settings.thesis() if args.mode == "thesis" else Settings.quick()
     if args.dse_eta0 is not None:
-        settings = {**settings, "eta0": {**settings["eta0"], "dse": args.dse_eta0}}
+        settings = replace(settings, eta0={**settings.eta0, "dse": args.dse_eta0})
     began = time.perf_counter()
     if args.sweep is not None:
         slope_sweep(settings, range(args.seed, args.seed + args.sweep), args.out)

@@ -21,6 +21,7 @@ tracemalloc peak of each method's distillation (see :func:`run_one`).
 import os
 import time
 import tracemalloc
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import integrate
@@ -35,14 +36,37 @@ from ._report import write_table
 
 NAME = "bayes_mog"
 
-#: Settings of section 3.2.3.
-THESIS = dict(ns=(2, 5, 10, 20, 50, 100, 200, 500, 1000), n_samples=10_000, burn_in=1_000, n_y=1_000,
-              online_steps=100, online_batch=100, em_restarts=5, em_max_iter=20_000, grid_points=4001,
-              pilot_chains=8, online_chains=1, progress=True)
-#: A run of well under a minute on one core, with the same structure; the online minibatches
-#: come from ten parallel chains (one sample each per sweep), which is cheaper per sample.
-QUICK = dict(ns=(10, 1000), n_samples=2_000, burn_in=200, n_y=1_000, online_steps=100, online_batch=100,
-             em_restarts=3, em_max_iter=20_000, grid_points=2001, pilot_chains=8, online_chains=10, progress=False)
+@dataclass(frozen=True)
+class Settings:
+    """The experiment's settings; ``Settings.thesis()`` those of section 3.2.3.
+
+    ``Settings.quick()`` (the defaults) runs in well under a minute on one core with the same
+    structure; its online minibatches come from ten parallel chains (one sample each per
+    sweep), which is cheaper per sample. Either preset takes overrides as keywords.
+    """
+    mode: str = "quick"
+    ns: tuple = (10, 1000)            # numbers of observations, one data set each
+    n_samples: int = 2_000            # posterior samples of the batch chain
+    burn_in: int = 200
+    n_y: int = 1_000                  # batch distillation: points y drawn per posterior sample
+    online_steps: int = 100
+    online_batch: int = 100
+    em_restarts: int = 3
+    em_max_iter: int = 20_000
+    grid_points: int = 2001           # integration grid of the KL
+    pilot_chains: int = 8
+    online_chains: int = 10
+    progress: bool = False
+
+    @classmethod
+    def quick(cls, **overrides):
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def thesis(cls, **overrides):
+        base = cls(mode="thesis", ns=(2, 5, 10, 20, 50, 100, 200, 500, 1000), n_samples=10_000, burn_in=1_000,
+                   em_restarts=5, grid_points=4001, online_chains=1, progress=True)
+        return replace(base, **overrides)
 
 
 # ------------------------------------------------------------------ shared helpers
@@ -76,22 +100,22 @@ def kl_on_grid(log_p, log_q, grid):
 def burnt_in_chain(bayes, settings, rng, n_chains=1):
     """A slice sampler over the means started at 0 and burnt in (section 3.2.3).
 
-    The burn-in runs ``settings["pilot_chains"]`` chains from 0 together and keeps
+    The burn-in runs ``settings.pilot_chains`` chains from 0 together and keeps
     the one with the highest posterior density: for large N the posterior has
     label-swapped local modes (e.g. mu_1 and mu_3 exchanged, ~30 nats lower at
     N = 1000) that univariate updates cannot leave once they fall in. With
     ``n_chains`` > 1 that chain is copied into independent chains, which then run
     a quarter of the burn-in again to decorrelate.
     """
-    start = np.zeros((settings["pilot_chains"], bayes.n_components))
+    start = np.zeros((settings.pilot_chains, bayes.n_components))
     sampler = SliceSampler(bayes.log_posterior, start, rng, vectorized=True)
-    sampler.burn_in(settings["burn_in"])
+    sampler.burn_in(settings.burn_in)
     best = int(np.argmax(sampler.logp))
     if n_chains == 1:
         sampler.keep_chains(best)
     else:
         sampler.keep_chains([best] * n_chains)
-        sampler.burn_in(max(1, settings["burn_in"] // 4), adapt=False)
+        sampler.burn_in(max(1, settings.burn_in // 4), adapt=False)
     return sampler
 
 
@@ -110,7 +134,7 @@ class _Replay:
 def online_peak_bytes(bayes, source_rows, settings, rng):
     """tracemalloc peak of online distillation fed by a replayed chain (see :func:`run_one`)."""
     tracemalloc.start()
-    online_distill_mog(bayes, _Replay(source_rows), settings["online_steps"], settings["online_batch"], rng)
+    online_distill_mog(bayes, _Replay(source_rows), settings.online_steps, settings.online_batch, rng)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
@@ -130,26 +154,26 @@ def run_one(n_obs, settings, rng):
     bayes = BayesianMoG(data, TRUE_WEIGHTS, TRUE_VARIANCES, PRIOR_VAR)
 
     began = time.perf_counter()
-    chain_samples = burnt_in_chain(bayes, settings, rng).sample(settings["n_samples"])
+    chain_samples = burnt_in_chain(bayes, settings, rng).sample(settings.n_samples)
     tracemalloc.start()
     samples = chain_samples.copy()
-    em, y = batch_distill_mog(bayes, samples, settings["n_y"], rng, n_restarts=settings["em_restarts"],
-                              max_iter=settings.get("em_max_iter", 1000))
+    em, y = batch_distill_mog(bayes, samples, settings.n_y, rng, n_restarts=settings.em_restarts,
+                              max_iter=settings.em_max_iter)
     batch_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     batch_seconds = time.perf_counter() - began
 
     began = time.perf_counter()
-    online = online_distill_mog(bayes, burnt_in_chain(bayes, settings, rng, settings["online_chains"]),
-                                settings["online_steps"],
-                                settings["online_batch"], rng)
+    online = online_distill_mog(bayes, burnt_in_chain(bayes, settings, rng, settings.online_chains),
+                                settings.online_steps,
+                                settings.online_batch, rng)
     online_seconds = time.perf_counter() - began
-    n_replay = settings["online_steps"] * settings["online_batch"]
+    n_replay = settings.online_steps * settings.online_batch
     replay_rows = np.resize(chain_samples, (n_replay, bayes.n_components))  # allocated before tracing
     online_peak = online_peak_bytes(bayes, replay_rows, settings, rng)
 
     spread = 8.0 * np.sqrt(max(TRUE_VARIANCES))
-    grid = np.linspace(samples.min() - spread, samples.max() + spread, settings["grid_points"])
+    grid = np.linspace(samples.min() - spread, samples.max() + spread, settings.grid_points)
     log_mc = bayes.predictive_log_density(grid, samples)
     log_batch = em.model.log_density(grid[:, None])
     log_online = online.model.log_density(grid[:, None])
@@ -161,7 +185,7 @@ def run_one(n_obs, settings, rng):
         posterior_mean=samples.mean(axis=0), posterior_std=samples.std(axis=0),
         batch_seconds=batch_seconds, online_seconds=online_seconds,
         batch_stored_bytes=samples.nbytes + y.nbytes,
-        online_stored_bytes=settings["online_batch"] * (bayes.n_components + 1) * 8,
+        online_stored_bytes=settings.online_batch * (bayes.n_components + 1) * 8,
         batch_peak_bytes=batch_peak, online_peak_bytes=online_peak,
     )
 
@@ -207,7 +231,7 @@ def plot_kl(results):
 
 # --------------------------------------------------------------------------- run
 def run(settings, out_dir, rng):
-    """Run the experiment with ``settings`` (QUICK, THESIS or a variant); write figures and tables.
+    """Run the experiment with ``settings`` (a :class:`Settings`); write figures and tables.
 
     Returns
     -------
@@ -219,8 +243,8 @@ def run(settings, out_dir, rng):
     import matplotlib.pyplot as plt
 
     results, files = [], []
-    bar = Progress(len(settings["ns"]), label="bayes-mog data sets", enabled=settings.get("progress", False))
-    for i, n_obs in enumerate(settings["ns"]):
+    bar = Progress(len(settings.ns), label="bayes-mog data sets", enabled=settings.progress)
+    for i, n_obs in enumerate(settings.ns):
         res = run_one(n_obs, settings, rng)
         results.append(res)
         bar.update(i + 1, N=n_obs, KL_batch=res["kl_batch"], KL_online=res["kl_online"])
@@ -259,7 +283,7 @@ def run(settings, out_dir, rng):
 
 def main(argv=None):
     args = make_parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
-    settings = THESIS if args.mode == "thesis" else QUICK
+    settings = Settings.thesis() if args.mode == "thesis" else Settings.quick()
     began = time.perf_counter()
     out = run(settings, args.out, np.random.default_rng(args.seed))
     print(out["kl_markdown"])

@@ -26,11 +26,8 @@ resumes where it stopped and ends with exactly the numbers of an uninterrupted r
 run a documented fraction of the thesis settings.
 """
 import csv
-import json
 import os
-import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -44,8 +41,7 @@ from ..mlp import MLP
 from ..nade import NADE, raster_column_order
 from .._validation import check_in_range, check_positive_int
 from ..optim import Adadelta, check_state_keys, train
-from ..timing import component_rng
-from ._report import check_cache, image_grid, run_from_cli, write_text_atomic
+from ._report import Run, image_grid, run_from_cli
 
 GENERATORS = ("dataset", "nade", "noise")
 LOSSES = ("ce", "dse")
@@ -241,19 +237,19 @@ def _one_hot(y, c):
 
 
 # --------------------------------------------------------------------- stages
-def train_members(data, settings, base, dirs):
+def train_members(data, settings, run):
     """Ensemble members, each trained on a bootstrap resample of all training images (2.14)."""
     sizes = [data.x_train.shape[1], *settings.member_hidden, data.n_classes]
     n = data.x_train.shape[0]
     members, curves = [], []
     t = _one_hot(data.y_train, data.n_classes)
     for k in range(settings.members):
-        rng = component_rng(base, 1, k)
+        rng = run.rng(1, k)
         net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
         boot = rng.integers(0, n, size=n)
         gen = DatasetGenerator(data.x_train, settings.batch_size, rng, targets=t, rows=boot)
         curves.append(_fit(net, supervised_objective(net), gen, _steps(settings.member_passes, n, settings.batch_size),
-                           settings, dirs["cache"] / f"member_{k}.npz", dirs["ckpt"] / f"member_{k}.npz",
+                           settings, run.cache / f"member_{k}.npz", run.ckpt / f"member_{k}.npz",
                            _curve_data(data, settings), f"member {k + 1}/{settings.members}"))
         members.append(net)
     return members, curves
@@ -264,16 +260,16 @@ def _curve_data(data, settings):
     return data.x_test[:m], data.y_test[:m]
 
 
-def train_nade(x_binary, settings, base, fraction_index, dirs, label):
+def train_nade(x_binary, settings, run, fraction_index, label):
     """NADE on binarised images, raster column-wise pixel order (section 2.2.3)."""
-    path = dirs["cache"] / f"nade_{label}.npz"
+    path = run.cache / f"nade_{label}.npz"
     if os.path.exists(path):
         return NADE.load(path)
-    rng = component_rng(base, 2, fraction_index)
+    rng = run.rng(2, fraction_index)
     order = raster_column_order(*_image_shape(x_binary.shape[1]))
     nade = NADE(x_binary.shape[1], settings.nade_hidden, rng, order=order)
     n_steps = _steps(settings.nade_passes, x_binary.shape[0], settings.batch_size)
-    ckpt = str(dirs["ckpt"] / f"nade_{label}.npz") if settings.checkpoints else None
+    ckpt = str(run.ckpt / f"nade_{label}.npz") if settings.checkpoints else None
     nade.fit(x_binary, rng, n_steps=n_steps, batch_size=settings.batch_size, optimizer=Adadelta(),
              progress=settings.progress, checkpoint=ckpt, settings=_model_settings(settings),
              label=f"NADE ({label})")
@@ -288,16 +284,17 @@ def _image_shape(d):
     return (side, side) if side * side == d else (1, d)
 
 
-def train_student(kind, loss_name, teacher_mean, teacher_lme, x_frac, nade, data, settings, base, code, dirs, label):
+def train_student(kind, loss_name, teachers, x_frac, nade, data, settings, run, code, label):
     """One student (2.22: the members' architecture with the student's hidden sizes) and its progress curve.
 
     It minimises the average loss (2.3) over inputs from generator ``kind`` by the
     minibatch steps (2.7), the ensemble labelling each minibatch: mean probability
     (2.15) with cross entropy (2.17), log-mean-exp with derivative square error (2.18).
-    Passes count ``x_frac`` images, whatever the generator.
+    Passes count ``x_frac`` images, whatever the generator. ``teachers`` maps each
+    loss to its ensemble teacher; ``code`` names the student's random stream.
     """
     sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
-    rng = component_rng(base, 4, *code)
+    rng = run.rng(4, *code)
     net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
     if kind == "dataset":
         gen = DatasetGenerator(x_frac, settings.batch_size, rng)
@@ -306,27 +303,26 @@ def train_student(kind, loss_name, teacher_mean, teacher_lme, x_frac, nade, data
     else:
         gen = NoiseGenerator(sizes[0], settings.batch_size, rng)
     loss = LOSS_CLASSES[loss_name]()
-    teacher = teacher_mean if loss_name == "ce" else teacher_lme
     n_steps = _steps(settings.student_passes, x_frac.shape[0], settings.batch_size)
-    curve = _fit(net, objective(net, loss, teacher_targets(net, teacher, loss)), gen, n_steps, settings,
-                 dirs["cache"] / f"student_{label}.npz",
-                 dirs["ckpt"] / f"student_{label}.npz", _curve_data(data, settings), f"student {label}")
+    curve = _fit(net, objective(net, loss, teacher_targets(net, teachers[loss_name], loss)), gen, n_steps, settings,
+                 run.cache / f"student_{label}.npz", run.ckpt / f"student_{label}.npz", _curve_data(data, settings),
+                 f"student {label}")
     return net, curve
 
 
-def train_baseline(x_frac, y_frac, data, settings, base, fraction_index, dirs, label):
+def train_baseline(x_frac, y_frac, data, settings, run, fraction_index, label):
     """The student architecture (2.22) trained on the true labels of ``x_frac``, and its progress curve.
 
     Cross entropy with one-hot targets (2.5, 2.17) on the dataset generator (2.21), for
     ``baseline_passes`` (default: ``member_passes``) passes: the yardstick each student is compared with.
     """
     sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
-    rng = component_rng(base, 3, fraction_index)
+    rng = run.rng(3, fraction_index)
     net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
     gen = DatasetGenerator(x_frac, settings.batch_size, rng, targets=_one_hot(y_frac, data.n_classes))
     passes = settings.baseline_passes if settings.baseline_passes is not None else settings.member_passes
     curve = _fit(net, supervised_objective(net), gen, _steps(passes, x_frac.shape[0], settings.batch_size), settings,
-                 dirs["cache"] / f"baseline_{label}.npz", dirs["ckpt"] / f"baseline_{label}.npz",
+                 run.cache / f"baseline_{label}.npz", run.ckpt / f"baseline_{label}.npz",
                  _curve_data(data, settings), f"baseline {label}")
     return net, curve
 
@@ -466,16 +462,10 @@ def run(settings, out_dir, rng, data=None):
         ``files``, ``seconds``, ``settings``, ``data``; score entries are dicts with
         accuracy, accuracy_2se, log_prob, log_prob_2se.
     """
-    began = time.perf_counter()
     settings = settings.validate()
-    out_dir = Path(out_dir)
-    dirs = {"out": out_dir, "cache": out_dir / "cache", "ckpt": out_dir / "ckpt"}
-    for p in dirs.values():
-        p.mkdir(parents=True, exist_ok=True)
-    base = int(rng.integers(0, 2**62))
-    check_cache(dirs["cache"], {**{k: _settings_dict(settings)[k] for k in _MODEL_KEYS}, "base_seed": base})
+    run = Run(out_dir, rng, {k: _settings_dict(settings)[k] for k in _MODEL_KEYS})
     if data is None:
-        data = load_data(settings, component_rng(base, 0))
+        data = load_data(settings, run.rng(0))
     elif settings.n_train or settings.n_test:
         n_tr, n_te = settings.n_train or len(data.y_train), settings.n_test or len(data.y_test)
         data = replace(data, x_train=data.x_train[:n_tr], y_train=data.y_train[:n_tr], x_test=data.x_test[:n_te],
@@ -483,15 +473,14 @@ def run(settings, out_dir, rng, data=None):
     n_full = data.x_train.shape[0]
     n_small = max(1, int(round(settings.small_fraction * n_full)))
     sizes = {"full": n_full, "small": n_small}
-    files = {}
 
-    members, member_curves = train_members(data, settings, base, dirs)
+    members, member_curves = train_members(data, settings, run)
     member_scores = [score(log_probs_of(m, data.x_test), data.y_test) for m in members]
-    teacher_mean = EnsembleTeacher(members, combine="mean")
-    teacher_lme = EnsembleTeacher(members, combine="log_mean_exp")
-    # the same mean probability as teacher_mean, but its log is formed by log-sum-exp: no log 0 = -inf
-    # when every member gives the true class a probability that underflows
-    ens = score(log_probs_of(teacher_lme, data.x_test), data.y_test)
+    # mean probability (2.15) for cross entropy, log-mean-exp (2.18) for derivative square error: the same mean
+    # probability, but its log formed by log-sum-exp, with no log 0 = -inf when every member gives the true class a
+    # probability that underflows
+    teachers = {"ce": EnsembleTeacher(members, combine="mean"), "dse": EnsembleTeacher(members, combine="log_mean_exp")}
+    ens = score(log_probs_of(teachers["dse"], data.x_test), data.y_test)
     acc_m, acc_se = mean_2se([s.accuracy for s in member_scores])
     lp_m, lp_se = mean_2se([s.log_prob for s in member_scores])
     results = {"settings": _settings_dict(settings), "data": data.name, "ensemble": _score_dict(ens),
@@ -508,10 +497,10 @@ def run(settings, out_dir, rng, data=None):
         x_frac, y_frac = data.x_train[:sizes[frac]], data.y_train[:sizes[frac]]
         nade = None
         if "nade" in settings.generators:
-            nade = train_nade(datasets.binarize(x_frac), settings, base, fi, dirs, frac)
-            xs, ys = nade.sample(36, component_rng(base, 5, fi))
+            nade = train_nade(datasets.binarize(x_frac), settings, run, fi, frac)
+            xs, ys = nade.sample(36, run.rng(5, fi))
             panels += [(f"NADE ({frac}) samples", xs), (f"NADE ({frac}) conditional probs", ys)]
-        base_net, base_curve = train_baseline(x_frac, y_frac, data, settings, base, fi, dirs, frac)
+        base_net, base_curve = train_baseline(x_frac, y_frac, data, settings, run, fi, frac)
         base_score = score(log_probs_of(base_net, data.x_test), data.y_test)
         results["baselines"][frac] = _score_dict(base_score)
         results["curves"][f"{frac}/baseline"] = base_curve
@@ -523,41 +512,26 @@ def run(settings, out_dir, rng, data=None):
                 if loss not in settings.losses:
                     continue
                 key = f"{frac}/{gen}/{loss}"
-                net, curve = train_student(gen, loss, teacher_mean, teacher_lme, x_frac, nade, data, settings, base,
-                                           (fi, gi, li), dirs, key.replace("/", "_"))
+                net, curve = train_student(gen, loss, teachers, x_frac, nade, data, settings, run, (fi, gi, li),
+                                           key.replace("/", "_"))
                 s = score(log_probs_of(net, data.x_test), data.y_test)
                 results["students"][key] = _score_dict(s)
                 results["paired"][key] = paired_difference(s, base_score)
                 results["curves"][key] = curve
                 print(f"student {key}: {s.summary()}", flush=True)
 
-    files["tables_md"] = str(out_dir / "tables.md")
-    files["tables_csv"] = str(out_dir / "tables.csv")
-    results["tables"] = write_tables(results, out_dir)
+    run.files["tables_md"] = str(run.out / "tables.md")
+    run.files["tables_csv"] = str(run.out / "tables.csv")
+    results["tables"] = write_tables(results, run.out)
     if settings.figures:
-        files["curves"] = plot_curves(results, out_dir)
-        files["samples"] = plot_samples(panels, data.image_shape, out_dir / "samples.png")
-    results["files"] = files
+        run.files["curves"] = plot_curves(results, run.out)
+        run.files["samples"] = plot_samples(panels, data.image_shape, run.out / "samples.png")
     results["member_curves"] = member_curves
-    results["seconds"] = time.perf_counter() - began
-    write_text_atomic(out_dir / "results.json", json.dumps(_jsonable(results), indent=1))
-    return results
+    return run.finish(results)
 
 
 def _settings_dict(settings):
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 # settings that change what a cached model is; the others (which parts to run, figures) may differ between runs

@@ -28,11 +28,9 @@ with the same arguments resumes and ends with exactly the numbers of an uninterr
 run (timings aside).
 """
 import functools
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -45,8 +43,7 @@ from ..nade import NADE, raster_column_order
 from ..optim import SGD
 from ..partition import ais_rbm
 from ..rbm import RBM, fit_cd, hill_climb, random_chain_samples
-from ..timing import component_rng
-from ._report import check_cache, image_grid, run_from_cli, write_table, write_text_atomic
+from ._report import Run, image_grid, run_from_cli, write_table
 
 CURVE_KIND = "kd_ref.rbm_nade.curve"
 PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
@@ -162,33 +159,24 @@ def _binarized_available():
         return False
 
 
-def _json(path, make):
-    """Read ``path`` if it exists, else compute ``make()`` (a JSON-able dict), write it and return it."""
-    if os.path.exists(path):
-        return json.loads(Path(path).read_text())
-    value = make()
-    write_text_atomic(path, json.dumps(value, indent=1))
-    return value
-
-
 def _estimate_dict(r):
     return {"method": r.method, "log_z": r.log_z, "lower": r.lower, "upper": r.upper, "std_error": r.std_error,
             "n": r.n, "seconds": r.seconds}
 
 
 # ------------------------------------------------------------------------------------------- pieces
-def teacher(settings, x_train, base, dirs):
+def teacher(settings, x_train, run):
     """The RBM: CD25(500) from KD_REF_DATA, or a small one trained by CD-k (cached)."""
     if settings.rbm == "cd25":
         return RBM.from_file()
-    path = dirs["cache"] / "rbm.npz"
+    path = run.cache / "rbm.npz"
     if path.exists():
         return RBM.load(path)
-    rng = component_rng(base, 1)
+    rng = run.rng(1)
     rbm = RBM(x_train.shape[1], settings.rbm_hidden, rng, init_std=0.01)
     mean = x_train.mean(axis=0)
     rbm.b_visible[...] = np.log((mean + 0.01) / (1.01 - mean))   # start from the pixels' smoothed marginals
-    ckpt = dirs["ckpt"] / "rbm.npz"
+    ckpt = run.ckpt / "rbm.npz"
     fit_cd(rbm, x_train, rng, n_steps=settings.cd_steps, k=settings.cd_k, batch_size=settings.batch_size,
            optimizer=SGD(settings.cd_rate), progress=settings.progress, checkpoint=ckpt,
            settings=_model_settings(settings), label=f"RBM CD-{settings.cd_k}")
@@ -202,7 +190,7 @@ def _model_settings(settings):
     return {k: v for k, v in asdict(settings).items() if k not in ("progress", "figures", "nade_hidden", "losses")}
 
 
-def references(rbm, marginals, settings, base, dirs):
+def references(rbm, marginals, settings, run):
     """Exact log Z (small RBMs), AIS from the pixel ``marginals`` and the hill-climbing bound; cached as JSON."""
     def make():
         out = {}
@@ -210,17 +198,17 @@ def references(rbm, marginals, settings, base, dirs):
             began = time.process_time()
             out["exact"] = rbm.log_z_exact(max_units=MAX_EXACT_UNITS)
             out["exact_seconds"] = time.process_time() - began
-        ais = ais_rbm(rbm.W, rbm.b_visible, rbm.b_hidden, component_rng(base, 2), n_runs=settings.ais_runs,
+        ais = ais_rbm(rbm.W, rbm.b_visible, rbm.b_hidden, run.rng(2), n_runs=settings.ais_runs,
                       n_temperatures=settings.ais_temperatures, schedule=settings.ais_schedule,
                       base_marginals=marginals, progress=settings.progress)
         out["ais"] = _estimate_dict(ais)
         out["ais"]["n_temperatures"] = ais.n_temperatures
         out["ais"]["wall_seconds"] = ais.wall_seconds
         began = time.process_time()
-        hill = hill_climb(rbm, component_rng(base, 3), settings.hill_restarts, include_zeros=True)
+        hill = hill_climb(rbm, run.rng(3), settings.hill_restarts, include_zeros=True)
         out["hill"] = {"log_phi": hill.log_phi, "x": hill.x.tolist(), "seconds": time.process_time() - began}
         return out
-    return _json(dirs["cache"] / "references.json", make)
+    return run.cached_json("references.json", make)
 
 
 def make_loss(name, refs):
@@ -229,15 +217,15 @@ def make_loss(name, refs):
     return LOSSES[name]()
 
 
-def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs):
+def train_nade(rbm, loss_name, hidden, refs, x_test, settings, run, code):
     """A NADE distilled from ``rbm`` (cached), and its progress curve: rows (examples, log q test, upper, lower)."""
     key = f"nade_H{hidden}_{loss_name}"
-    path, curve_path = dirs["cache"] / f"{key}.npz", dirs["cache"] / f"{key}.curve.npz"
+    path, curve_path = run.cache / f"{key}.npz", run.cache / f"{key}.curve.npz"
     if path.exists():
         curve = npzfile.load(curve_path, CURVE_KIND, {1}, label="cache", required=("points",))["points"]
         return NADE.load(path), curve
-    rng = component_rng(base, 10, *code)
-    ckpt = dirs["ckpt"] / f"{key}.npz"
+    rng = run.rng(10, *code)
+    ckpt = run.ckpt / f"{key}.npz"
     side = int(round(np.sqrt(rbm.n_visible)))
     order = raster_column_order(side, side) if side * side == rbm.n_visible else None
     nade = NADE(rbm.n_visible, hidden, rng, order=order)
@@ -257,7 +245,7 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, base, code, dirs)
     return nade, curve
 
 
-def upper_samples(rbm, settings, base, dirs):
+def upper_samples(rbm, settings, run):
     """The RBM samples of every NADE's KL upper bound (4.46) and their CPU seconds, cached.
 
     ``upper_chains`` chains from random states, ``upper_burn_in`` sweeps each
@@ -266,19 +254,19 @@ def upper_samples(rbm, settings, base, dirs):
     charged their full CPU seconds. The burn-in is checkpointed under ``OUT/ckpt``, so an
     interrupted run resumes it exactly.
     """
-    path = dirs["cache"] / "upper_samples.npz"
+    path = run.cache / "upper_samples.npz"
     if path.exists():
         saved = npzfile.load(path, UPPER_KIND, {1}, label="cache", required=("x", "seconds"))
         return saved["x"].astype(np.float64), float(saved["seconds"])
-    ckpt = dirs["ckpt"] / "upper_chains.npz"
-    x, seconds = random_chain_samples(rbm, component_rng(base, 5), settings.upper_chains, settings.upper_burn_in,
+    ckpt = run.ckpt / "upper_chains.npz"
+    x, seconds = random_chain_samples(rbm, run.rng(5), settings.upper_chains, settings.upper_burn_in,
                                       checkpoint=ckpt, progress=settings.progress)
     npzfile.save(path, UPPER_KIND, 1, x=x.astype(np.uint8), seconds=np.array(seconds))
     ckpt.unlink(missing_ok=True)
     return x, seconds
 
 
-def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key, upper):
+def evaluate(rbm, nade, refs, x_test, settings, run, code, key, upper):
     """Average test log q (+-2 SE) and every log Z estimate of section 4.2.4 for one NADE (cached).
 
     ``upper``: () -> (samples, CPU seconds), e.g. :func:`upper_samples` with its arguments bound
@@ -288,7 +276,7 @@ def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key, upper):
         log_q_test, log_q_test_2se = mean_2se(nade.log_prob(x_test))
         out = {"log_q_test": log_q_test, "log_q_test_2se": log_q_test_2se}
         x_u, seconds_u = upper()
-        est = estimate_log_z(rbm, nade, component_rng(base, 20, *code), n_samples=settings.n_samples,
+        est = estimate_log_z(rbm, nade, run.rng(20, *code), n_samples=settings.n_samples,
                              burn_in=settings.sample_burn_in, upper_samples=x_u, upper_seconds=seconds_u,
                              candidates=np.array([refs["hill"]["x"]]), progress=settings.progress)
         for name in ESTIMATORS + ("trivial",):
@@ -297,7 +285,7 @@ def evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key, upper):
         out["bridge"]["iterations"] = int(est["bridge"].iterations)
         out["bridge"]["converged"] = bool(est["bridge"].converged)
         return out
-    return _json(dirs["cache"] / f"{key}.estimates.json", make)
+    return run.cached_json(f"{key}.estimates.json", make)
 
 
 # ------------------------------------------------------------------------------------------ reports
@@ -431,21 +419,15 @@ def run(settings, out_dir, rng):
         seen, log q test, upper, lower)}, ``agreement``, ``rbm_log_p_test`` (mean, 2 SE),
         ``tables`` (Markdown), ``files``, ``seconds``.
     """
-    began = time.perf_counter()
     settings = settings.validate()
-    out_dir = Path(out_dir)
-    dirs = {"out": out_dir, "cache": out_dir / "cache", "ckpt": out_dir / "ckpt"}
-    for p in dirs.values():
-        p.mkdir(parents=True, exist_ok=True)
-    base = int(rng.integers(0, 2**62))
-    check_cache(dirs["cache"], {**_model_settings(settings), "base_seed": base})
-    x_train, x_test, data_name = load_data(settings, component_rng(base, 0))
+    run = Run(out_dir, rng, _model_settings(settings))
+    x_train, x_test, data_name = load_data(settings, run.rng(0))
     marginals = (x_train.sum(axis=0) + 1.0) / (x_train.shape[0] + 2.0)   # AIS base model: pixel on-frequencies
-    npzfile.save(dirs["cache"] / "marginals.npz", MARGINALS_KIND, 1, p=marginals)
+    npzfile.save(run.cache / "marginals.npz", MARGINALS_KIND, 1, p=marginals)
     if settings.rbm == "cd25" and x_train.shape[1] != 784:
         raise ValueError(f"data: expected 784-pixel images for CD25(500), received {x_train.shape[1]}")
-    rbm = teacher(settings, x_train, base, dirs)
-    refs = references(rbm, marginals, settings, base, dirs)
+    rbm = teacher(settings, x_train, run)
+    refs = references(rbm, marginals, settings, run)
     ref = ("exact", refs["exact"]) if "exact" in refs else ("our AIS", refs["ais"]["log_z"])
     print(f"teacher: {rbm!r} on {data_name}; log Z {ref[0]} = {ref[1]:.4f}, AIS = {refs['ais']['log_z']:.4f}, "
           f"max log phi found = {refs['hill']['log_phi']:.4f}", flush=True)
@@ -455,16 +437,16 @@ def run(settings, out_dir, rng):
                "reference": ref, "references": refs, "models": {}, "curves": {},
                "rbm_log_p_test": mean_2se(log_p_rbm),
                "agreement": {"rbm": log_p_rbm[:100].tolist(), "nade": {}}}
-    sample_rng = component_rng(base, 4)
+    sample_rng = run.rng(4)
     panels = [("test images", x_test[:32]),
               ("RBM samples", ChainStream(rbm, 32, sample_rng, n_chains=32, burn_in=1000)())]
     features = [("RBM features", _features(rbm.W.T[:32]))]
-    upper = functools.cache(lambda: upper_samples(rbm, settings, base, dirs))   # drawn once, when first needed
+    upper = functools.cache(lambda: upper_samples(rbm, settings, run))   # drawn once, when first needed
     for hidden in settings.nade_hidden:
         for loss in settings.losses:
             key, code = f"{hidden}/{loss}", (hidden, sorted(LOSSES).index(loss))
-            nade, curve = train_nade(rbm, loss, hidden, refs, x_test, settings, base, code, dirs)
-            m = evaluate(rbm, nade, refs, x_test, settings, base, code, dirs, key.replace("/", "_"), upper)
+            nade, curve = train_nade(rbm, loss, hidden, refs, x_test, settings, run, code)
+            m = evaluate(rbm, nade, refs, x_test, settings, run, code, key.replace("/", "_"), upper)
             results["models"][key], results["curves"][key] = m, curve.tolist()
             results["agreement"]["nade"][key] = nade.log_prob(x_test[:100]).tolist()
             print(f"NADE H={hidden}, {LOSS_NAMES[loss]}: test log q {m['log_q_test']:.2f}; "
@@ -472,19 +454,15 @@ def run(settings, out_dir, rng):
             panels.append((f"NADE H={hidden}, {LOSS_NAMES[loss]}", nade.sample(32, sample_rng)[0]))
             features.append((f"NADE H={hidden}, {LOSS_NAMES[loss]}", _features(nade.W[:32])))
 
-    results["tables"] = write_tables(results, out_dir)
-    files = {"tables": str(out_dir / "tables.md")}
+    results["tables"] = write_tables(results, run.out)
+    run.files["tables"] = str(run.out / "tables.md")
     if settings.figures:
         side = int(round(np.sqrt(rbm.n_visible)))
-        files["curves"] = plot_curves(results, out_dir / "curves.png")
-        files["agreement"] = plot_agreement(results, out_dir / "agreement.png")
-        files["samples"] = plot_images(panels, out_dir / "samples.png", (side, side))
-        files["features"] = plot_images(features, out_dir / "features.png", (side, side))
-    results["files"] = files
-    results["seconds"] = time.perf_counter() - began
-    write_text_atomic(out_dir / "results.json", json.dumps(
-        results, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))
-    return results
+        run.files["curves"] = plot_curves(results, run.out / "curves.png")
+        run.files["agreement"] = plot_agreement(results, run.out / "agreement.png")
+        run.files["samples"] = plot_images(panels, run.out / "samples.png", (side, side))
+        run.files["features"] = plot_images(features, run.out / "features.png", (side, side))
+    return run.finish(results)
 
 
 def check_data(settings):
