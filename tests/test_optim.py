@@ -399,7 +399,7 @@ def test_a_real_ctrl_c_finishes_the_step_then_saves_and_stops(tmp_path):
     def objective_with_ctrl_c(batch):
         calls["n"] += 1
         if calls["n"] == 13:
-            os.kill(os.getpid(), signal.SIGINT)     # arrives inside step 13
+            signal.raise_signal(signal.SIGINT)     # arrives inside step 13
         return plain(batch)
 
     cut.objective = objective_with_ctrl_c
@@ -657,7 +657,7 @@ def test_a_ctrl_c_during_the_last_monitor_is_not_lost(tmp_path):
     def monitor():
         calls["n"] += 1
         if calls["n"] == 3:                          # steps 7, 14, then the end (step 20)
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
         return plain()
 
     problem.monitor = monitor

@@ -43,13 +43,19 @@ def _ctrl_c_at(step):
 
 
 def _send_sigint_on_call(n):
-    """A function that sends this process SIGINT on its n-th call (a real Ctrl-C, delivered mid-step)."""
+    """A function that sends this process SIGINT on its n-th call (a real Ctrl-C, delivered mid-step).
+
+    ``signal.raise_signal`` delivers it to the calling (main) thread at once; ``os.kill(os.getpid(), ...)``
+    lets the kernel pick any thread, a BLAS worker among them, whose C-level handler may then run late on a
+    loaded machine (the likely cause of two CI runs in which test_cli's damaged-checkpoint run was never
+    interrupted).
+    """
     calls = {"n": 0}
 
     def maybe():
         calls["n"] += 1
         if calls["n"] == n:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
     return maybe
 
 
@@ -402,7 +408,7 @@ if {interrupt}:
     def update(self, done, **values):
         calls[0] += 1
         if calls[0] == 70:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
         return plain(self, done, **values)
     progress.Progress.update = update
 sys.exit(cli.main(["run", "rbm-nade", "--no-progress", "--out", {out!r}]))
