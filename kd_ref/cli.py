@@ -33,6 +33,7 @@ BENCHMARKS = {
     "gibbs": "gibbs",
     "logz": "logz",
     "ldl": "ldl",
+    "curvature": "curvature",
 }
 
 APPENDICES = ["a", "b", "c", "d"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kd_ref import cli
+from kd_ref.mlp import MLP
 
 
 def test_check_runs_appendices_a_and_b_and_the_tour(capsys):
@@ -29,6 +30,24 @@ def test_bench_mlp_prints_ratios(capsys):
     assert cli.main(["bench", "mlp", "--batch", "5"]) == 0
     out = capsys.readouterr().out
     assert "R/bp" in out and "bp/fwd" in out and "GEMM" in out
+
+
+def test_bench_curvature_prints_ratios_beside_counts(capsys):
+    assert cli.main(["bench", "curvature", "--batch", "4", "--brute-net", "6", "3", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "784-500-300-10" in out and "brute force run in full on 6-3-2 (29 parameters" in out
+    assert "target (within 2x of the count)" in out
+
+
+def test_bench_curvature_counts_match_the_spec_and_the_net():
+    from kd_ref.bench.curvature import counts
+
+    small, large = counts([784, 50, 30, 10]), counts([784, 500, 300, 10])
+    # SPEC_seeds §0.2: exact about 1.2 gradients on the small net and 30 on the large one
+    assert small["exact"] / small["gradient"] == pytest.approx(1.2, abs=0.05)
+    assert large["exact"] / large["gradient"] == pytest.approx(30, abs=1.5)
+    assert 1.1 <= small["probe"] / small["gradient"] <= 1.5
+    assert large["n_params"] == MLP([784, 500, 300, 10], ["relu", "relu", "log_softmax"], np.random.default_rng(0)).n_params
 
 
 def test_unknown_names_are_reported(capsys):
@@ -187,6 +206,9 @@ BENCH_OPTIONS = [
     (["logz", "--target", "0"], "--target: expected a half-width > 0 nats, received 0.0"),
     (["logz", "--max-n", "0"], "--max-n: expected an integer >= 1, received 0"),
     (["ldl", "--k", "784", "0"], "--k: expected an integer >= 1, received 0"),
+    (["curvature", "--batch", "0"], "--batch: expected an integer >= 1, received 0"),
+    (["curvature", "--brute-net", "784", "50", "10"], "--brute-net: expected a net of at most 20,000 parameters"),
+    (["curvature", "--brute-net", "784"], "--brute-net: expected at least 2 widths"),
     (["logz", "--run", "/nonexistent"], "--run: expected a finished `kd-ref run rbm-nade` folder with results.json"),
 ]
 
