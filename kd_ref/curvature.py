@@ -50,7 +50,8 @@ Memory. ``exact`` and ``gauss_newton`` go through the rows ``chunk`` at a time a
 hold, besides one forward pass over the chunk, at most about
 3 * chunk * max_l (D_l^2 + D_l D_{l-1} + D_{l-1}^2) floats (the D_0^2 term dropped for
 an elementwise first layer); by default ``chunk`` keeps that near ``MEMORY_FLOATS``.
-``lecun`` uses chunks too and needs a few times one forward pass. ``hutchinson``
+``lecun`` uses chunks too and needs a few times one forward pass (about
+4 sum_l D_l + D_L^2 floats a row, :func:`default_chunk`). ``hutchinson``
 and ``brute`` hold one R{backprop} pass over all rows at a time.
 """
 import time
@@ -140,9 +141,20 @@ def _rows_of(output, rows):
     return type(output)(output.t[rows])
 
 
-def default_chunk(net):
-    """Rows per chunk keeping the curvature matrices of ``exact`` near MEMORY_FLOATS floats."""
+def default_chunk(net, method="exact"):
+    """Rows per chunk keeping a chunk's working arrays near MEMORY_FLOATS floats.
+
+    ``exact`` and ``gauss_newton``: the per-example curvature matrices (module notes).
+    ``lecun``: a forward pass, its diagonals and A_L, about 4 sum_l D_l + D_L^2 floats
+    per row, so its chunks are far larger (small chunks would repeat the per-chunk
+    work, W_l * W_l among it, many times over).
+    """
+    if method not in ("exact", "gauss_newton", "lecun"):
+        raise ValueError(f"method: expected 'exact', 'gauss_newton' or 'lecun' (the chunked methods), "
+                         f"received {method!r}")
     s = net.sizes
+    if method == "lecun":
+        return max(1, MEMORY_FLOATS // (4 * sum(s) + s[-1] ** 2))
     per_row = max(s[-1] ** 2, 1)
     for l in range(1, net.n_layers):          # W_{l+1} has shape (s[l+1], s[l])
         square_in = 0 if (l == 1 and net.f[0].elementwise) else s[l] ** 2
@@ -251,9 +263,9 @@ def _lecun_chunk(net, x, output, out):
         d_a = f.backward(a, x_l, d_x)
 
 
-def _in_chunks(net, x, output, chunk, work):
+def _in_chunks(net, x, output, chunk, work, method):
     out = np.zeros(net.n_params)
-    chunk = default_chunk(net) if chunk is None else chunk
+    chunk = default_chunk(net, method) if chunk is None else chunk
     for start in range(0, x.shape[0], chunk):
         rows = slice(start, start + chunk)
         work(net, x[rows], _rows_of(output, rows), out)
@@ -330,11 +342,11 @@ def hessian_diagonal(net, x, output, scale=None, method="exact", n_probes=None, 
     start = time.perf_counter()
     stderr = None
     if method == "exact":
-        diag = _in_chunks(net, x, output, chunk, lambda *args: _exact_chunk(*args, gauss_newton=False))
+        diag = _in_chunks(net, x, output, chunk, lambda *args: _exact_chunk(*args, gauss_newton=False), method)
     elif method == "gauss_newton":
-        diag = _in_chunks(net, x, output, chunk, lambda *args: _exact_chunk(*args, gauss_newton=True))
+        diag = _in_chunks(net, x, output, chunk, lambda *args: _exact_chunk(*args, gauss_newton=True), method)
     elif method == "lecun":
-        diag = _in_chunks(net, x, output, chunk, _lecun_chunk)
+        diag = _in_chunks(net, x, output, chunk, _lecun_chunk, method)
     elif method == "hutchinson":
         diag, stderr = _hutchinson(net, x, output, n_probes, rng, probe)
         stderr = stderr * abs(scale)
