@@ -9,7 +9,7 @@ from kd_ref.experiments import ldl
 
 def _tiny(**overrides):
     tiny = dict(data="synthetic", n_train=300, shots=(1, 2), trials=2, iterative_trials=1, n_test=60, curve_test=30,
-                ks=(16,), adam_epochs=2, bd_epochs=2, lr_sweep=(1e-2, 1e-3), sweep_shots=2, baseline_epochs=1,
+                ks=(16,), adam_epochs=2, bd_epochs=2, lr_sweep=(1e-2, 1e-3), sgd_sweep=(0.05, 1e-3), sweep_shots=2, baseline_epochs=1,
                 progress=False)
     return ldl.Settings.quick(**(tiny | overrides))
 
@@ -45,6 +45,24 @@ def test_iterative_methods_run_on_the_first_trials_only_and_rows_pair_them(tiny_
     assert paired[("nearest_subspace - o2md_cf", 1)]["difference"] == f"{want:+.3f}"
     for r in (first, second):
         assert np.all((r["acc.o2md_cf"] >= 0) & (r["acc.o2md_cf"] <= 1))
+
+
+def test_the_sweep_puts_sgd_and_adam_next_to_the_closed_form(tiny_run):
+    settings, out, res = tiny_run
+    first = res["results"][(16, 0)]
+    assert first["sweep"].shape == (2,) and first["sweep_sgd"].shape == (2,) and first["sweep_gap"].shape == (4,)
+    gap = first["sweep_gap"]
+    assert np.all((gap > 0) & np.isfinite(gap))
+    # S2.3: SGD only removes the span component, so at a stable step it is the nearer; the smaller step moves less
+    assert gap[2] < gap[3] <= 1.0
+    rows = ldl.sweep_rows(res["results"], settings)
+    assert [(r["method"], r["lr"]) for r in rows] == [("o2md_cf (closed form)", "-"), ("o2md_adam", "0.01"),
+                                                      ("o2md_adam", "0.001"), ("o2md_sgd", "0.05"),
+                                                      ("o2md_sgd", "0.001")]
+    assert rows[3]["gap_to_closed_form"] == f"{gap[2]:.2g}"
+    assert "o2md_sgd" in (out / "adam_lr.md").read_text()
+    with pytest.raises(ValueError, match=r"sgd_sweep\[0\]"):
+        _tiny(sgd_sweep=(0.0,)).validate()
 
 
 def test_a_second_run_reuses_the_cache_and_other_settings_are_refused(tiny_run):

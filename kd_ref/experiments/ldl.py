@@ -16,7 +16,9 @@ baselines:
 
 Outputs (``--out``): ``accuracy.md/.csv`` (mean test accuracy +- 2 SE over trials, per K,
 method and shot count), ``paired.md/.csv`` (paired differences over the same trials against
-O2MD's closed form), ``adam_lr.md/.csv`` (the optimiser sensitivity next to the closed form),
+O2MD's closed form), ``adam_lr.md/.csv`` (the optimiser sensitivity next to the closed form:
+Adam and batch-1 SGD at several learning rates from the closed form's start, with each fit's
+distance to the closed form),
 ``curves.png`` (test accuracy against epochs for the iterative methods, the seed's figure),
 ``tables.md`` (all tables and the paper's figures). Per-trial results are cached under
 ``OUT/cache``, so an interrupted run started again with the same arguments continues.
@@ -82,6 +84,7 @@ class Settings:
     bd_target_lr: float = 5e-6
     bd_weight_decay: float = 5e-7
     lr_sweep: tuple = (1e-2, 1e-3, 1e-4)
+    sgd_sweep: tuple = (2.0, 0.5, 0.1)    # batch-1 SGD steps on the mean-over-K loss (stable below K / max ||x||^2)
     sweep_shots: int = 5
     baseline_epochs: int = 5
     baseline_lr: float = 1e-3
@@ -102,7 +105,7 @@ class Settings:
         """Check every field (errors name it); return ``self``."""
         if self.data not in ("auto", "mnist", "synthetic"):
             raise ValueError(f"data: expected 'auto', 'mnist' or 'synthetic', received {self.data!r}")
-        for name in ("shots", "ks", "lr_sweep"):
+        for name in ("shots", "ks", "lr_sweep", "sgd_sweep"):
             value = getattr(self, name)
             if not (isinstance(value, (tuple, list)) and value):
                 raise ValueError(f"{name}: expected a non-empty list, received {value!r}")
@@ -110,8 +113,9 @@ class Settings:
             check_positive_int(s, f"shots[{i}]")
         for i, k in enumerate(self.ks):
             check_positive_int(k, f"ks[{i}]")
-        for i, lr in enumerate(self.lr_sweep):
-            check_in_range(lr, f"lr_sweep[{i}]", 0, np.inf, low_open=True, high_open=True)
+        for name in ("lr_sweep", "sgd_sweep"):
+            for i, lr in enumerate(getattr(self, name)):
+                check_in_range(lr, f"{name}[{i}]", 0, np.inf, low_open=True, high_open=True)
         for name in ("trials", "adam_epochs", "bd_epochs", "sweep_shots", "baseline_epochs", "baseline_batch"):
             check_positive_int(getattr(self, name), name)
         if self.trials < 2:
@@ -149,12 +153,17 @@ def run_trial(data, settings, k, trial, shots, seed, iterative):
 
     Returns a dict of arrays: ``acc.<method>`` (len(shots),) — NaN where a method was not run —,
     ``curve.o2md_adam`` (len(shots), adam_epochs), ``curve.bd`` (len(shots), bd_epochs),
-    ``sweep`` (len(lr_sweep),) accuracies of Adam-trained O2MD at ``sweep_shots``.
+    ``sweep`` (len(lr_sweep),) accuracies of Adam-trained O2MD at ``sweep_shots``, ``sweep_sgd``
+    (len(sgd_sweep),) the same for batch-1 SGD, and ``sweep_gap`` (len(lr_sweep) + len(sgd_sweep),)
+    each fit's distance to the closed form, ||Theta - Theta^inf|| / ||Theta^0 - Theta^inf|| (Frobenius
+    over all classes): S2.3 says SGD's goes to 0 as the epochs grow and Adam's does not.
     """
     out = {f"acc.{m}": np.full(len(settings.shots), np.nan) for m in METHODS}
     out["curve.o2md_adam"] = np.full((len(settings.shots), settings.adam_epochs), np.nan)
     out["curve.bd"] = np.full((len(settings.shots), settings.bd_epochs), np.nan)
     out["sweep"] = np.full(len(settings.lr_sweep), np.nan)
+    out["sweep_sgd"] = np.full(len(settings.sgd_sweep), np.nan)
+    out["sweep_gap"] = np.full(len(settings.lr_sweep) + len(settings.sgd_sweep), np.nan)
     x_curve = data.x_test[:settings.curve_test or None]
     y_curve = data.y_test[:settings.curve_test or None]
     first_k = k == settings.ks[0]
@@ -171,6 +180,7 @@ def run_trial(data, settings, k, trial, shots, seed, iterative):
         o2md = O2MD(c, RandomLinearMap(d, k, rng, init=settings.init), rng, init=settings.init)
         start = o2md.params.copy()
         o2md.fit(x, y, method="closed_form")
+        closed = o2md.params.copy()
         out["acc.o2md_cf"][i] = _accuracy(o2md.predict(data.x_test), data.y_test)
         if first_k:
             naive = NaiveLDL(c, d, rng, init=settings.init)
@@ -186,10 +196,14 @@ def run_trial(data, settings, k, trial, shots, seed, iterative):
                                              rng=rng, monitor=curve)
         out["acc.o2md_adam"][i] = _accuracy(o2md.predict(data.x_test), data.y_test)
         if m == settings.sweep_shots and first_k:
-            for j, lr in enumerate(settings.lr_sweep):
+            runs = [("adam", lr, out["sweep"], j) for j, lr in enumerate(settings.lr_sweep)]
+            runs += [("sgd", lr, out["sweep_sgd"], j) for j, lr in enumerate(settings.sgd_sweep)]
+            for n, (method, lr, accs, j) in enumerate(runs):
                 o2md.params[...] = start
-                o2md.fit(x, y, method="adam", epochs=settings.adam_epochs, lr=lr, rng=np.random.default_rng([seed, j]))
-                out["sweep"][j] = _accuracy(o2md.predict(data.x_test), data.y_test)
+                o2md.fit(x, y, method=method, epochs=settings.adam_epochs, lr=lr,
+                         rng=np.random.default_rng([seed, j] if method == "adam" else [seed, j, 1]))
+                accs[j] = _accuracy(o2md.predict(data.x_test), data.y_test)
+                out["sweep_gap"][n] = np.linalg.norm(o2md.params - closed) / np.linalg.norm(start - closed)
         bd = BidirectionalDistillation(c, RandomLinearMap(d, k, rng, init="orthogonal"), rng, init="torch_default")
         out["curve.bd"][i] = bd.fit(x, y, epochs=settings.bd_epochs, lr=settings.bd_lr,
                                     target_lr=settings.bd_target_lr, weight_decay=settings.bd_weight_decay, rng=rng,
@@ -216,11 +230,11 @@ def run(settings, out_dir, rng):
         for t in range(settings.trials):
             path = cache / f"k{k}_trial{t:03d}.npz"
             if path.exists():
-                results[(k, t)] = npzfile.load(path, CACHE_KIND, {1})
+                results[(k, t)] = npzfile.load(path, CACHE_KIND, {2})
                 continue
             tic = time.perf_counter()
             res = run_trial(data, settings, k, t, settings.shots, seed, iterative=t < n_iter)
-            npzfile.save(path, CACHE_KIND, 1, **res)
+            npzfile.save(path, CACHE_KIND, 2, **res)
             results[(k, t)] = res
             if settings.progress:
                 print(f"K = {k}, trial {t + 1}/{settings.trials}: {time.perf_counter() - tic:.1f} s; o2md_cf "
@@ -273,20 +287,26 @@ def paired_rows(results, settings):
 
 
 def sweep_rows(results, settings):
-    """Adam-trained O2MD at each learning rate next to the closed form (same trials, same starts)."""
+    """Adam- and SGD-trained O2MD at each learning rate next to the closed form (same trials, same starts).
+
+    ``gap_to_closed_form``: mean over trials of ||Theta - Theta^inf|| / ||Theta^0 - Theta^inf|| (S2.3).
+    """
     k, trials = settings.ks[0], range(settings.n_iterative())
     if not trials or settings.sweep_shots not in settings.shots:
         return []
     i = settings.shots.index(settings.sweep_shots)
     cf = _stack(results, k, "acc.o2md_cf", trials)[:, i]
-    sweep = _stack(results, k, "sweep", trials)
+    gaps = _stack(results, k, "sweep_gap", trials)
     rows = [dict(method="o2md_cf (closed form)", lr="-", epochs="-", accuracy=mean_2se(cf)[0],
-                 accuracy_2se=mean_2se(cf)[1], minus_closed_form="")]
-    for j, lr in enumerate(settings.lr_sweep):
-        mean, two_se = mean_2se(sweep[:, j])
-        rows.append(dict(method="o2md_adam", lr=f"{lr:g}", epochs=settings.adam_epochs, accuracy=mean,
-                         accuracy_2se=two_se, minus_closed_form=f"{mean_2se(sweep[:, j] - cf)[0]:+.3f} ± "
-                                                                f"{mean_2se(sweep[:, j] - cf)[1]:.3f}"))
+                 accuracy_2se=mean_2se(cf)[1], minus_closed_form="", gap_to_closed_form="0")]
+    runs = [("o2md_adam", lr, "sweep", j) for j, lr in enumerate(settings.lr_sweep)]
+    runs += [("o2md_sgd", lr, "sweep_sgd", j) for j, lr in enumerate(settings.sgd_sweep)]
+    for n, (method, lr, key, j) in enumerate(runs):
+        acc = _stack(results, k, key, trials)[:, j]
+        (mean, two_se), (diff, diff_2se) = mean_2se(acc), mean_2se(acc - cf)
+        rows.append(dict(method=method, lr=f"{lr:g}", epochs=settings.adam_epochs, accuracy=mean,
+                         accuracy_2se=two_se, minus_closed_form=f"{diff:+.3f} ± {diff_2se:.3f}",
+                         gap_to_closed_form=f"{gaps[:, n].mean():.2g}"))
     return rows
 
 
@@ -305,8 +325,9 @@ def write_tables(results, settings, data, out_dir):
     if sweep:
         parts.append(write_table(sweep, str(out_dir / "adam_lr"),
                                  f"optimiser sensitivity at {settings.sweep_shots} shots, K = {settings.ks[0]}: Adam "
-                                 f"({settings.adam_epochs} epochs, batch 1) against the closed form from the same "
-                                 f"start", floatfmt="{:.3f}"))
+                                 f"and SGD ({settings.adam_epochs} epochs, batch 1) against the closed form from the "
+                                 f"same start; gap = ||Theta - closed form|| / ||start - closed form|| (S2.3: SGD's "
+                                 f"goes to 0 with the epochs, Adam's does not)", floatfmt="{:.3f}"))
         files["adam_lr"] = str(out_dir / "adam_lr.md")
     parts.append("The paper's figures (arXiv:1906.05431v2, MNIST, examples per class; the BD 100-example and Naive "
                  "100-example cells look suspicious): " + "; ".join(
