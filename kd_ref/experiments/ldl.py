@@ -4,7 +4,9 @@ Every trial draws ``shots`` training images per class (:func:`kd_ref.datasets.fe
 and scores, on the same test images, the methods of :mod:`kd_ref.distill.linear` and two
 baselines:
 
-* ``naive`` (S2.4) and ``nearest_subspace``: closed forms;
+* ``naive`` (S2.4) and ``nearest_subspace``: closed forms. ``nearest_subspace`` is also the
+  randomized-prior row of S2.C: the exact limit of the RPF ensemble (S2.7) scores class c by
+  K lambda ||(I - Pi_c) x||^2, lambda the same for every class, so its argmin is this one;
 * ``o2md_cf``: one-to-many distillation by its closed form (S2.3), Xavier-normal target and
   predictors (the authors' ``mnist.conf``);
 * ``o2md_adam``: the same model from the same start, trained by the authors' protocol (batch 1,
