@@ -9,7 +9,8 @@ Its four parts:
     callable () -> x, ndarray of shape (N, D): the data generator p(x). It holds its
     own ``numpy.random.Generator`` (and, for a resumable run, ``state()`` and
     ``load_state()``; see :mod:`kd_ref.optim`). Chapter 2: :class:`~.compression.DatasetGenerator`,
-    :class:`~.compression.NADEGenerator`, :class:`~.compression.NoiseGenerator`; chapter 3:
+    :class:`~.compression.NADEGenerator`, :class:`~.compression.NoiseGenerator` and MUNGE's
+    :class:`~.munge.MungeGenerator` (S1.8); chapter 3:
     :class:`~.predictive.InputGenerator`; chapter 4: :class:`~.generative.ChainStream`.
 ``teacher``
     callable x -> targets: what the teacher says at x that the loss compares with,
