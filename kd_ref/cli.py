@@ -23,6 +23,7 @@ EXPERIMENTS = {
     "rbm-nade": "rbm_nade",
     "ldl": "ldl",
     "obd": "obd",
+    "kd-temperature": "kd_temperature",
 }
 
 BENCHMARKS = {
