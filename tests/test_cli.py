@@ -129,6 +129,12 @@ RUN_OPTIONS = [
     (["ldl", "--trials", "1"], ["--trials: expected an integer >= 2, received 1"]),
     (["ldl", "--shots", "5", "0"], ["--shots: expected an integer >= 1, received 0"]),
     (["ldl", "--quick", "--paper"], ["argument --paper: not allowed with argument --quick"]),
+    (["kd-temperature", "--t", "4", "0"], ["--t[1]: expected a value in (0, inf), received 0.0"]),
+    (["kd-temperature", "--t", "nan"], ["--t[0]: expected a value in (0, inf), received nan"]),
+    (["kd-temperature", "--t", "-2"], ["--t[0]: expected a value in (0, inf), received -2.0"]),
+    (["kd-temperature", "--passes", "0"], ["--passes: expected an integer >= 1, received 0"]),
+    (["kd-temperature", "--n-train", "-1"], ["--n-train: expected an integer >= 0, received -1"]),
+    (["kd-temperature", "--quick", "--paper"], ["argument --paper: not allowed with argument --quick"]),
 ]
 
 
@@ -150,6 +156,7 @@ def test_run_refuses_an_out_that_is_a_file(capsys, a_file, name):
     (["rbm-nade", "--medium"], "rbm_cd25_500.npz"),
     (["rbm-nade", "--data", "mnist"], "binarized_mnist.npz"),
     (["ldl", "--paper"], "mnist.npz"),
+    (["kd-temperature", "--paper"], "mnist.npz"),
 ])
 def test_run_names_missing_reference_data(tmp_path, capsys, no_data, argv, file):
     _one_line_error(capsys, ["run", *argv, "--out", str(tmp_path / "out")], f"{file}: not found", "KD_REF_DATA")
@@ -162,6 +169,7 @@ def test_run_names_missing_reference_data(tmp_path, capsys, no_data, argv, file)
     (["rbm-nade", "--thesis"], "rbm_cd25_500.npz"),
     (["rbm-nade"], "binarized_mnist.npz"),
     (["ldl"], "mnist.npz"),
+    (["kd-temperature"], "mnist.npz"),
 ])
 def test_run_names_damaged_reference_data(tmp_path, capsys, damaged_data, argv, file):
     _one_line_error(capsys, ["run", *argv, "--out", str(tmp_path / "out")], f"{file}: could not read",
@@ -261,7 +269,7 @@ def test_missing_or_unknown_names_get_one_line(capsys):
     # the lists come from the registries, so a new experiment or benchmark needs no edit here
     _one_line_error(capsys, ["run"], "kd-ref run: expected a name, one of " + ", ".join(sorted(cli.EXPERIMENTS)))
     _one_line_error(capsys, ["bench"], "kd-ref bench: expected a name, one of " + ", ".join(sorted(cli.BENCHMARKS)))
-    assert {"bayes-logreg", "compress", "ldl", "obd", "rbm-nade"} <= set(cli.EXPERIMENTS)
+    assert {"bayes-logreg", "compress", "kd-temperature", "ldl", "obd", "rbm-nade"} <= set(cli.EXPERIMENTS)
     _one_line_error(capsys, ["run", "nosuch"], "kd-ref run: unknown name 'nosuch'")
     assert cli.main(["--help"]) == 0 and cli.main(["run", "--help"]) == 0 and "available" in capsys.readouterr().out
 
