@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from .._validation import as_float_array, check_generator, check_in_range, check_positive_int
-from ..optim import MinibatchDrawer
+from .compression import DatasetGenerator
 
 
 def nearest_neighbours(data, block=512, dims=128, chunk=64):
@@ -122,12 +122,12 @@ def munge(data, neighbours, rows, p, s, rng):
     return np.where(swap, draw, e)
 
 
-class MungeGenerator:
+class MungeGenerator(DatasetGenerator):
     """Minibatches of MUNGE pseudo-data (S1.8), beside ``DatasetGenerator``, ``NADEGenerator``, ``NoiseGenerator`` (2.21).
 
-    The examples to perturb are drawn like ``DatasetGenerator``'s (passes over the data, reshuffled after
-    each; :class:`kd_ref.optim.MinibatchDrawer`), and each is perturbed afresh every time it is drawn, so
-    the stream multiplies the data set without storing copies.
+    The examples to perturb are drawn by ``DatasetGenerator`` itself (passes over the data, reshuffled
+    after each), and each is perturbed afresh every time it is drawn, so the stream multiplies the data
+    set without storing copies. The one generator serves both, so ``state()`` (the drawer's) resumes both.
 
     Parameters
     ----------
@@ -143,7 +143,7 @@ class MungeGenerator:
 
     Attributes
     ----------
-    dim, n, batch_size, examples_drawn, neighbours, neighbour_seconds
+    dim, n, batch_size, examples_drawn, passes (``DatasetGenerator``'s), neighbours, neighbour_seconds
     """
 
     def __init__(self, data, p, s, batch_size, rng, neighbours=None):
@@ -153,6 +153,7 @@ class MungeGenerator:
         self.p = check_in_range(p, "p", 0.0, 1.0)
         self.s = check_in_range(s, "s", 0.0, np.inf, low_open=True, high_open=True)
         self.rng = check_generator(rng)
+        check_positive_int(batch_size, "batch_size")            # before the neighbour search, not after
         n = self.data.shape[0]
         if neighbours is None:
             start = time.perf_counter()
@@ -166,27 +167,7 @@ class MungeGenerator:
                                  f"and none its own index, received dtype {neighbours.dtype}, shape {neighbours.shape}")
             self.neighbour_seconds = 0.0
         self.neighbours = neighbours.astype(np.intp)
-        self._drawer = MinibatchDrawer(self.data, batch_size, self.rng)
-        self.dim = self.data.shape[1]
-
-    @property
-    def batch_size(self):
-        return self._drawer.batch_size
-
-    @property
-    def n(self):
-        return self.data.shape[0]
-
-    @property
-    def examples_drawn(self):
-        return self._drawer.examples_drawn
+        super().__init__(self.data, batch_size, self.rng)
 
     def __call__(self):
-        return munge(self.data, self.neighbours, self._drawer.next_indices(), self.p, self.s, self.rng)
-
-    def state(self):
-        """The drawer's state; its generator is also the one the perturbations are drawn from."""
-        return self._drawer.state()
-
-    def load_state(self, state):
-        self._drawer.load_state(state)
+        return munge(self.data, self.neighbours, self.next_indices(), self.p, self.s, self.rng)

@@ -34,7 +34,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .. import datasets, npzfile
+from .. import npzfile
 from ..cli import ArgumentParser, int_at_least, out_folder
 from ..distill import distill
 from ..distill.compression import DatasetGenerator, MLPTeacher, log_probs_of, supervised_objective, teacher_targets
@@ -44,7 +44,7 @@ from ..mlp import MLP
 from ..optim import Adadelta, train
 from .._validation import check_in_range, check_positive_int
 from ._report import check_cache, run_from_cli, write_table, write_text_atomic
-from .compress import load_data
+from .compress import check_data, load_data
 
 CACHE_KIND = "kd_ref.kd_temperature.net"
 INF = math.inf
@@ -160,6 +160,10 @@ def _t_name(t):
     return "inf" if math.isinf(t) else f"{t:g}"
 
 
+def _key(size, t, w_hard):
+    return f"{size}/t=inf" if math.isinf(t) else f"{size}/t={_t_name(t)}/w_hard={w_hard:g}"
+
+
 def student_plan(settings):
     """(key, hidden, kind, t, w_hard) of every student, baselines first."""
     plan = []
@@ -168,10 +172,10 @@ def student_plan(settings):
         plan.append((f"{size}/hard", hidden, "hard", 1.0, 0.0))
         for t in temps:
             if math.isinf(t):
-                plan.append((f"{size}/t=inf", hidden, "logits", t, 0.0))
+                plan.append((_key(size, t, 0.0), hidden, "logits", t, 0.0))
                 continue
             for w in settings.hard_weights:
-                plan.append((f"{size}/t={_t_name(t)}/w_hard={w:g}", hidden, "kd", t, w))
+                plan.append((_key(size, t, w), hidden, "kd", t, w))
     return plan
 
 
@@ -278,15 +282,13 @@ def plot_error_vs_t(scores, settings, out_dir):
     fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
     finite = [t for t in (*settings.temperatures, *settings.large_temperatures) if not math.isinf(t)]
     t_inf = 2.5 * max(finite) if finite else 100.0
-    for size, temps in (("small", settings.temperatures), ("large", settings.large_temperatures)):
-        for w in settings.hard_weights:
-            pts = []
-            for t in temps:
-                key = f"{size}/t=inf" if math.isinf(t) else f"{size}/t={_t_name(t)}/w_hard={w:g}"
-                pts.append((t_inf if math.isinf(t) else t, 100 - scores[key].accuracy))
+    for size, temps, colour in (("small", settings.temperatures, "C0"), ("large", settings.large_temperatures, "C3")):
+        for j, w in enumerate(settings.hard_weights):
+            style = ("o-", "s--", "^-.", "v:")[j % 4]
+            pts = [(t_inf if math.isinf(t) else t, 100 - scores[_key(size, t, w)].accuracy) for t in temps]
             if pts:
-                line, = ax.plot(*zip(*pts), marker="o", ms=4, label=f"{size}, w_hard = {w:g}")
-        ax.axhline(100 - scores[f"{size}/hard"].accuracy, color=line.get_color() if pts else "k", ls=":", lw=1)
+                ax.plot(*zip(*pts), style, color=colour, ms=4, label=f"{size}, w_hard = {w:g}")
+        ax.axhline(100 - scores[f"{size}/hard"].accuracy, color=colour, ls=":", lw=1)
     ax.axhline(100 - scores["teacher"].accuracy, color="k", ls="--", lw=1, label="teacher")
     ax.set_xscale("log")
     ax.set(xlabel=f"temperature t (rightmost point: t = ∞, centred logit matching, drawn at {t_inf:g})",
@@ -299,11 +301,6 @@ def plot_error_vs_t(scores, settings, out_dir):
 
 
 # ------------------------------------------------------------------------- command line
-def check_data(settings):
-    if settings.data == "mnist" or (settings.data == "auto" and datasets.mnist_available()):
-        datasets.load_mnist(scale=False)
-
-
 OPTIONS = {"data": "--data", "n_train": "--n-train", "n_test": "--n-test", "passes": "--passes",
            "temperatures": "--t", "batch_size": "--batch-size"}
 

@@ -1,0 +1,44 @@
+"""`kd-ref run kd-temperature` end to end on tiny synthetic settings: files, tables, the resume from cached
+networks, and the bias sweep against exact answers."""
+import math
+
+import numpy as np
+
+from kd_ref.experiments import kd_temperature as kt
+
+
+def _tiny(**overrides):
+    return kt.Settings.quick(data="synthetic", n_train=120, n_test=60, teacher=(8,), small=(4,), large=(5,),
+                             temperatures=(2.0, math.inf), large_temperatures=(math.inf,), hard_weights=(0.0, 0.5),
+                             bias_grid=(0.0, 1e6), passes=1, batch_size=30, progress=False, **overrides)
+
+
+def test_tiny_run_writes_every_table_and_resumes_from_its_cache(tmp_path):
+    settings = _tiny().validate()
+    first = kt.run(settings, tmp_path, np.random.default_rng(0))
+    for name in ("errors", "paired", "omit3", "tables", "error_vs_t"):
+        assert (tmp_path / first["files"][name].split("/")[-1]).exists()
+    keys = {key for key, *_ in kt.student_plan(settings)}
+    assert keys == {"small/hard", "small/t=2/w_hard=0", "small/t=2/w_hard=0.5", "small/t=inf", "large/hard",
+                    "large/t=inf"}
+    assert set(first["scores"]) == keys | {"teacher"}
+    assert "small/t=2/w_hard=0.5 | small/hard" in first["tables"]
+    stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").glob("*.npz")}
+    assert len(stamps) == len(keys) + 2                                  # the students, the teacher, omit3
+    again = kt.run(settings, tmp_path, np.random.default_rng(0))        # every network from the cache
+    assert stamps == {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").glob("*.npz")}
+    for key, s in first["scores"].items():
+        assert np.array_equal(s.log_p, again["scores"][key].log_p), key
+
+
+def test_bias_sweep_exact_at_the_ends_and_leaves_the_network_unchanged(rng):
+    data = kt.load_data(_tiny(), rng)
+    net = kt._net((4,), data.x_train.shape[1], data.n_classes, rng)
+    before = net.params.copy()
+    rows = kt.bias_sweep(net, data, (0.0, 1e6))
+    assert np.array_equal(net.params, before)
+    plain = np.argmax(kt.log_probs_of(net, data.x_test), axis=1) != data.y_test
+    assert rows[0]["errors"] == plain.sum()
+    threes = int(np.sum(data.y_test == 3))
+    assert rows[1] == dict(bias=1e6, errors=data.y_test.size - threes, error_pct=100 * (1 - threes / data.y_test.size),
+                           errors_on_3s=0, test_3s=threes)                    # every image called a 3
