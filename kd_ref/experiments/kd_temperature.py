@@ -12,8 +12,9 @@ Outputs (``--out``): ``errors.md/.csv`` (test errors, their count and ± 2 SE pe
 ``paired.md/.csv`` (paired differences in accuracy against the same-size hard-label baseline),
 ``omit3.md/.csv`` (the bias sweep: errors and errors on 3s), ``error_vs_t.png`` (test error against t
 per student size and loss), ``tables.md`` (all tables beside Hinton et al.'s figures). Every trained
-network is cached under ``OUT/cache`` (npz), so an interrupted run started again with the same
-arguments and seed continues from the last finished network.
+network is cached under ``OUT/cache`` (npz) and the one in training checkpointed under ``OUT/ckpt``
+(its minibatch generator too), so an interrupted run started again with the same arguments and seed
+resumes mid-network and ends with the numbers of an uninterrupted run; ``results.json`` holds them.
 
 Modes: ``--quick`` (default; the first 5,000 training / 2,000 test images, teacher 784-500-300-10,
 students 784-30-30-10 at every t with w_hard 0 and 0.1 and 784-300-300-10 at t = 4, 20 and infinity,
@@ -43,7 +44,7 @@ from ..metrics import paired_difference, score
 from ..mlp import MLP
 from ..optim import Adadelta, train
 from .._validation import check_in_range, check_positive_int
-from ._report import check_cache, run_from_cli, write_table, write_text_atomic
+from ._report import Run, run_from_cli, write_table, write_text_atomic
 from .compress import check_data, load_data
 
 CACHE_KIND = "kd_ref.kd_temperature.net"
@@ -125,16 +126,20 @@ def _steps(settings, n):
     return max(1, int(round(settings.passes * n / settings.batch_size)))
 
 
-def train_student(kind, hidden, teacher, x, y, settings, rng, t=1.0, w_hard=0.0):
+def train_student(kind, hidden, teacher, x, y, settings, rng, t=1.0, w_hard=0.0, checkpoint=None, record=None):
     """One network 784-hidden-10 trained on (x, y) by ``kind``: "hard" (true labels; also the teacher),
-    "kd" (Hinton's objective S1.3 at t with weights (1, w_hard)) or "logits" (centred logit matching S1.7)."""
+    "kd" (Hinton's objective S1.3 at t with weights (1, w_hard)) or "logits" (centred logit matching S1.7).
+
+    ``checkpoint`` (a path) and ``record`` (the settings it must match) go to :func:`kd_ref.optim.train`:
+    an interrupted training resumes there, generator included."""
     c = int(y.max()) + 1 if teacher is None else teacher.n_outputs
     net = _net(hidden, x.shape[1], c, rng)
     steps, batch = _steps(settings, x.shape[0]), min(settings.batch_size, x.shape[0])
+    resume = dict(progress=settings.progress, checkpoint=checkpoint, settings=record)
     if kind == "logits":
         loss = LogitMatchingLoss(centred=True)
         distill(net, loss, DatasetGenerator(x, batch, rng), teacher_targets(net, teacher, loss), Adadelta(), steps,
-                progress=settings.progress, label="t = inf (logits)")
+                label="t = inf (logits)", **resume)
         return net
     gen = DatasetGenerator(x, batch, rng, targets=one_hot(y, c))
     if kind == "hard":
@@ -142,7 +147,7 @@ def train_student(kind, hidden, teacher, x, y, settings, rng, t=1.0, w_hard=0.0)
     else:
         loss = HintonLoss(t, 1.0, w_hard)
         objective, label = hinton_objective(net, teacher, loss), loss.name
-    train(net.params, objective, gen, Adadelta(), steps, progress=settings.progress, label=label)
+    train(net.params, objective, gen, Adadelta(), steps, stateful={"generator": gen}, label=label, **resume)
     return net
 
 
@@ -181,25 +186,25 @@ def student_plan(settings):
 
 # ------------------------------------------------------------------------- the run
 def run(settings, out_dir, rng):
-    """Train (or load from ``out_dir/cache``) the teacher and every student, then write tables and figure."""
-    began = time.perf_counter()
-    out_dir = Path(out_dir)
-    cache = out_dir / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    seed = int(rng.integers(2**31))
-    wanted = {k: (list(map(str, v)) if isinstance(v, tuple) else v) for k, v in vars(settings).items()
+    """Train (or load from ``out_dir/cache``) the teacher and every student, then write tables and figure.
+
+    Each network draws from its own stream of the run (:class:`._report.Run`), is checkpointed while it
+    trains (``out_dir/ckpt``) and cached when done, so a resumed run ends with the same numbers."""
+    settings = settings.validate()
+    record = {k: (list(map(str, v)) if isinstance(v, tuple) else v) for k, v in vars(settings).items()
               if k != "progress"}
-    check_cache(cache, {**wanted, "seed": seed})
-    data = load_data(SimpleNamespace(data=settings.data, n_train=settings.n_train, n_test=settings.n_test),
-                     np.random.default_rng([seed, 0]))
+    run = Run(out_dir, rng, record)
+    data = load_data(SimpleNamespace(data=settings.data, n_train=settings.n_train, n_test=settings.n_test), run.rng(0))
     x, y, c, d = data.x_train, data.y_train, data.n_classes, data.x_train.shape[1]
 
     def fit(key, i, hidden, kind, teacher, xs, ys, t=1.0, w_hard=0.0):
         tic = time.perf_counter()
-        like = _net(hidden, d, c, np.random.default_rng(0))
-        net = _cached(cache / (key.replace("/", "_").replace("=", "") + ".npz"),
-                      lambda: train_student(kind, hidden, teacher, xs, ys, settings, np.random.default_rng([seed, i]),
-                                            t=t, w_hard=w_hard), like)
+        name = key.replace("/", "_").replace("=", "") + ".npz"
+        ckpt = run.ckpt / name
+        net = _cached(run.cache / name, lambda: train_student(kind, hidden, teacher, xs, ys, settings, run.rng(i), t=t,
+                                                             w_hard=w_hard, checkpoint=str(ckpt), record=record),
+                      _net(hidden, d, c, np.random.default_rng(0)))
+        ckpt.unlink(missing_ok=True)
         s = score(log_probs_of(net, data.x_test), data.y_test)
         if settings.progress:
             print(f"{key}: {100 - s.accuracy:.2f} % test error ({time.perf_counter() - tic:.1f} s)", flush=True)
@@ -214,10 +219,11 @@ def run(settings, out_dir, rng):
     keep = y != 3
     omit_net, _ = fit("omit3", 2, settings.large, "kd", teacher, x[keep], y[keep], settings.omit_t, 0.0)
     omit = bias_sweep(omit_net, data, settings.bias_grid)
-    tables, files = write_tables(scores, plan, omit, settings, data, out_dir)
-    files["error_vs_t"] = str(plot_error_vs_t(scores, settings, out_dir))
-    return {"scores": scores, "omit3": omit, "tables": tables, "files": files,
-            "seconds": time.perf_counter() - began, "data": data.name}
+    tables, files = write_tables(scores, plan, omit, settings, data, run.out)
+    run.files.update(files, error_vs_t=str(plot_error_vs_t(scores, settings, run.out)))
+    errors = {k: _error_row(k, s, data.x_test.shape[0]) for k, s in scores.items()}
+    results = run.finish({"settings": record, "data": data.name, "errors": errors, "omit3": omit})
+    return {**results, "scores": scores, "tables": tables}
 
 
 def bias_sweep(net, data, grid, cls=3):
