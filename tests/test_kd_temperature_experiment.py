@@ -8,9 +8,10 @@ from kd_ref.experiments import kd_temperature as kt
 
 
 def _tiny(**overrides):
-    return kt.Settings.quick(data="synthetic", n_train=120, n_test=60, teacher=(8,), small=(4,), large=(5,),
-                             temperatures=(2.0, math.inf), large_temperatures=(math.inf,), hard_weights=(0.0, 0.5),
-                             bias_grid=(0.0, 1e6), passes=1, batch_size=30, progress=False, **overrides)
+    tiny = dict(data="synthetic", n_train=120, n_test=60, teacher=(8,), small=(4,), large=(5,),
+                temperatures=(2.0, math.inf), large_temperatures=(math.inf,), hard_weights=(0.0, 0.5),
+                bias_grid=(0.0, 1e6), passes=1, batch_size=30, progress=False)
+    return kt.Settings.quick(**{**tiny, **overrides})
 
 
 def test_tiny_run_writes_every_table_and_resumes_from_its_cache(tmp_path):
@@ -42,3 +43,16 @@ def test_bias_sweep_exact_at_the_ends_and_leaves_the_network_unchanged(rng):
     threes = int(np.sum(data.y_test == 3))
     assert rows[1] == dict(bias=1e6, errors=data.y_test.size - threes, error_pct=100 * (1 - threes / data.y_test.size),
                            errors_on_3s=0, test_3s=threes)                    # every image called a 3
+
+
+def test_ctrl_c_anywhere_then_the_same_run_ends_with_the_numbers_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    from test_resume import _count_progress_updates, _run_with_interrupts
+
+    settings = _tiny(passes=3).validate()
+    whole, total = _count_progress_updates(monkeypatch, lambda: kt.run(settings, tmp_path / "whole",
+                                                                       np.random.default_rng(0)))
+    cut = _run_with_interrupts(monkeypatch, lambda: kt.run(settings, tmp_path / "cut", np.random.default_rng(0)),
+                               total, np.random.default_rng(1))
+    assert cut["errors"] == whole["errors"] and cut["omit3"] == whole["omit3"]
+    for key, s in whole["scores"].items():
+        assert np.array_equal(s.log_p, cut["scores"][key].log_p), key
