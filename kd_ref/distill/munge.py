@@ -27,8 +27,8 @@ from .compression import DatasetGenerator
 def nearest_neighbours(data, block=512, dims=128, chunk=64):
     """Index of each row's nearest other row (Euclidean), shape (n,); ties go to the lowest index. Exact.
 
-    Measured on MNIST's 60,000 x 784 training images: 51 s on one thread of a shared, loaded machine
-    (``OMP_NUM_THREADS=1``), identical to the brute force on 300 rows checked.
+    Measured on MNIST's 60,000 x 784 training images with ``OMP_NUM_THREADS=1``: 35 s (51 s when the
+    shared 2-core machine was busier), identical to the brute force on 300 random rows checked.
     A brute-force search of 60,000 x 784 costs 5.6e12 flops (minutes on one core), so distances are
     first bounded from below in a ``dims``-dimensional principal subspace: with V orthonormal (D, k),
     ||V^T (a - b)|| <= ||a - b||. For every query row (``block`` at a time, float32 (block, n) bounds),
