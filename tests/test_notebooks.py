@@ -22,7 +22,7 @@ EXPECTED = {
     "compression": (3, ["relative error", "2C = 20"], ["compress_run/tables.md"]),
     "linear_distillation": (3, ["after 400 SGD epochs:  ", "largest relative error", "KS p-value"], []),
     "pruning": (2, ["relative error vs brute force", "within 2 of them from brute force"], []),
-    "temperature_distillation": (2, ["relative error", "(does not converge)"], []),
+    "temperature_kd": (2, ["relative error", "(does not converge)"], []),
     "rbm_nade": (5, ["relative error", "exact KL(p || q)"], ["kd_ref_runs/rbm_nade_notebook/tables.md"]),
 }
 
