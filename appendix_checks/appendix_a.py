@@ -67,7 +67,8 @@ def run(seed=0):
         # (i) an input that does not move is a constant, R{x} = 0: layer 1's R{a} is then
         # the derivative of a_1 along the parameter direction alone
         R = net.r_forward(cache, v_p, None)
-        Vs, v_bs = net.layer_views(v_p)
+        v_views = net.param_views(v_p)
+        Vs, v_bs = v_views[0::2], v_views[1::2]
         W, b = net.W[0].copy(), net.b[0].copy()
         numeric = gradcheck.directional_difference(lambda r: x @ (W + r * Vs[0]).T + b + r * v_bs[0], 0.0, 1.0)
         errors["i"].append(gradcheck.relative_error(R.R_a[0], numeric))
@@ -111,7 +112,7 @@ def run(seed=0):
 
         def grad(z):
             net.set_params(z[:P])
-            _, d_p, d_x = net.gradient(z[P:].reshape(x.shape), out)
+            _, d_p, d_x = net.grad(z[P:].reshape(x.shape), out)
             net.set_params(theta)
             return np.concatenate([d_p, d_x.ravel()])
 

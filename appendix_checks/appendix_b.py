@@ -38,7 +38,7 @@ def _random_problem(rng):
 def _joint(net, x, out):
     """Value, gradient and HVP over z = (params, x), restoring the parameters afterwards."""
     return gradcheck.over_params_and_input(net, x, lambda xx: out.value(net.predict(xx)),
-                                           lambda xx: net.gradient(xx, out)[1:],
+                                           lambda xx: net.grad(xx, out)[1:],
                                            lambda xx, vp, vx: net.hvp(xx, out, vp, vx))
 
 
@@ -72,7 +72,7 @@ def run(seed=0):
         num = gradcheck.numerical_gradient(value, z)
         record("bp_params", gradcheck.relative_error(g[:P], num[:P]))
         record("bp_input", gradcheck.relative_error(g[P:], num[P:]))
-        _, none, d_x = net.gradient(x, out, param_grads=False)
+        _, none, d_x = net.grad(x, out, param_grads=False)
         record("bp_skip", gradcheck.relative_error(d_x.ravel(), num[P:]))
 
         v_p, v_x = rng.normal(size=P), rng.normal(size=x.shape)

@@ -214,9 +214,9 @@ def output_curvature(net, cache, output, gauss_newton=False):
 
 def _weight_diagonal(net, out, l, A_ii, x_in):
     """Adds sum_n (A_l)_{n,ii} x_{l-1,n,j}^2 and sum_n (A_l)_{n,ii} to layer l's part of ``out`` (S1.12)."""
-    dW, db = net.layer_views(out)
-    dW[l] += A_ii.T @ (x_in * x_in)
-    db[l] += A_ii.sum(axis=0)
+    dW_l, db_l = net.param_views(out)[2 * l:2 * l + 2]              # views: the additions land in out
+    dW_l += A_ii.T @ (x_in * x_in)
+    db_l += A_ii.sum(axis=0)
 
 
 def _exact_chunk(net, x, output, out, gauss_newton):

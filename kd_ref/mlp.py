@@ -8,7 +8,8 @@ Notation (rows of a batch are examples, so the thesis's W x becomes x W^T):
     y   = x_L,  E = E(y) summed over rows          (B.5)
 
 W_l has shape (D_l, D_{l-1}) and b_l shape (D_l,). All weights and biases live in
-one flat vector ``params`` in the order W_1, b_1, W_2, b_2, ...; the per-layer
+one flat vector ``params`` in the order W_1, b_1, W_2, b_2, ... (``layout``, a
+:class:`kd_ref.params.ParamLayout` with blocks "W1", "b1", ...); the per-layer
 arrays ``W[l]`` and ``b[l]`` (0-based lists) are views into it.
 
 Costs, in units of one layer's matrix product over the batch: forward 1,
@@ -23,6 +24,7 @@ from . import nonlinearities as nl
 from . import npzfile
 from ._validation import as_float_array, check_generator, check_indices, check_positive_int
 from .outputs import CrossEntropy, DotProduct
+from .params import ParamLayout
 
 
 FILE_KIND = "kd_ref.MLP"
@@ -74,6 +76,12 @@ class MLP:
         Draws the initial weights, N(0, s^2 / D_{l-1}) with s = sqrt(2) before a ReLU
         and 1 otherwise; biases start at zero.
 
+    Attributes
+    ----------
+    params : ndarray of shape (P,)
+    layout : kd_ref.params.ParamLayout     the blocks W1, b1, ..., WL, bL of params
+    W, b : lists of L views of params      W[l] of shape (D_{l+1}, D_l), b[l] of shape (D_{l+1},)
+
     Examples
     --------
     >>> import numpy as np
@@ -93,8 +101,10 @@ class MLP:
         self.f = [nl.get(name) for name in nonlinearities]
         check_generator(rng)
         self.sizes = sizes
-        self.params = np.zeros(self.n_params)
-        self.W, self.b = self.layer_views(self.params)
+        self.layout = ParamLayout([block for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1)
+                                   for block in ((f"W{l}", (n_out, n_in)), (f"b{l}", (n_out,)))])
+        self.params = self.layout.zeros()
+        self.W, self.b = self._layers(self.params)
         for W, f in zip(self.W, self.f):
             gain = np.sqrt(2.0) if f.name == "relu" else 1.0
             W[...] = rng.normal(0.0, gain / np.sqrt(W.shape[1]), size=W.shape)
@@ -110,38 +120,17 @@ class MLP:
 
     @property
     def n_params(self):
-        return sum(o * i + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
+        return self.layout.size
 
-    def layer_views(self, flat):
-        """Per-layer lists ``(Ws, bs)`` of views into any flat vector laid out like ``params``
-        (a gradient or a direction, say)."""
-        Ws, bs, k = [], [], 0
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            Ws.append(flat[k:k + n_out * n_in].reshape(n_out, n_in))
-            k += n_out * n_in
-            bs.append(flat[k:k + n_out])
-            k += n_out
-        return Ws, bs
+    def param_views(self, flat):
+        """Views (W_1, b_1, ..., W_L, b_L) into any flat vector laid out like ``params``
+        (a gradient or a direction, say); ``layout.slice("W1")`` gives one block's slice."""
+        return self.layout.views(flat)
 
-    def param_slice(self, name):
-        """Slice of ``params`` holding ``W<l>`` or ``b<l>`` (layers numbered from 1)."""
-        k = 0
-        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
-            if name == f"W{l}":
-                return slice(k, k + n_out * n_in)
-            k += n_out * n_in
-            if name == f"b{l}":
-                return slice(k, k + n_out)
-            k += n_out
-        names = [f"{p}{l}" for l in range(1, self.n_layers + 1) for p in "Wb"]
-        raise ValueError(f"name: expected one of {names}, received {name!r}")
-
-    def named_params(self):
-        """Dictionary {'W1': W_1, 'b1': b_1, ...} of views into ``params``."""
-        out = {}
-        for l, (W, b) in enumerate(zip(self.W, self.b), start=1):
-            out[f"W{l}"], out[f"b{l}"] = W, b
-        return out
+    def _layers(self, flat):
+        """The views of :meth:`param_views` as per-layer lists (Ws, bs)."""
+        views = self.param_views(flat)
+        return list(views[0::2]), list(views[1::2])
 
     def set_params(self, flat):
         """Copy a flat vector of length ``n_params`` into ``params`` (views stay valid)."""
@@ -220,7 +209,7 @@ class MLP:
         """
         d_x, d_a = self._seed(cache, d_y, d_a, ("d_y", "d_a"))
         d_params = np.zeros(self.n_params) if param_grads else None
-        dW, db = self.layer_views(d_params) if param_grads else (None, None)
+        dW, db = self._layers(d_params) if param_grads else (None, None)
         for l in reversed(range(self.n_layers)):
             if d_a is None:
                 d_a = self.f[l].backward(cache.a[l], cache.x[l + 1], d_x)  # B.8 (B.11)
@@ -231,7 +220,7 @@ class MLP:
             d_a = None
         return d_params, d_x
 
-    def gradient(self, x, output, param_grads=True, input_grads=True):
+    def grad(self, x, output, param_grads=True, input_grads=True):
         """Value and gradient of an output function at x.
 
         When the output function has a fused form for the last nonlinearity
@@ -324,7 +313,7 @@ class MLP:
         """
         v_params = self._direction(v_params, "v_params")
         R_x = None if v_x is None else as_float_array(v_x, "v_x", shape=cache.x[0].shape)
-        V, v_b = self.layer_views(v_params) if v_params is not None else (None, None)
+        V, v_b = self._layers(v_params) if v_params is not None else (None, None)
         R_xs, R_as = [R_x], []
         for l in range(self.n_layers):
             R_a = np.zeros_like(cache.a[l]) if R_x is None else R_x @ self.W[l].T  # B.12: W R{x}
@@ -371,7 +360,7 @@ class MLP:
             raise ValueError("d_a, R_d_a: expected both seeds at the same place (d_y with R_d_y, or d_a with R_d_a), "
                              f"received {'d_a with R_d_y' if R_d_a is None else 'd_y with R_d_a'}")
         R_d_params = np.zeros(self.n_params) if param_grads else None
-        R_dW, R_db = self.layer_views(R_d_params) if param_grads else (None, None)
+        R_dW, R_db = self._layers(R_d_params) if param_grads else (None, None)
         for l in reversed(range(self.n_layers)):
             a, x_out, x_in = cache.a[l], cache.x[l + 1], cache.x[l]
             if d_a is None:
@@ -397,9 +386,9 @@ class MLP:
 
         H is the joint Hessian of E (summed over the batch) with respect to the
         parameters and every input row; None stands for a zero part of v, and the
-        reduced forms (B.19-B.21) are used then. As in :meth:`gradient`, a fused
+        reduced forms (B.19-B.21) are used then. As in :meth:`grad`, a fused
         output form seeds the backward phase at a_L with dE/da_L and R{dE/da_L}.
-        Costs about two to three times one ``gradient`` call.
+        Costs about two to three times one ``grad`` call.
 
         Returns
         -------

@@ -88,6 +88,7 @@ from ._validation import (as_binary_batch, as_float_array, check_binary_dataset,
                           check_generator, check_in_range, check_permutation, check_positive_int,
                           check_training_options)
 from .optim import Adadelta, MinibatchDrawer, check_settings, train
+from .params import ParamLayout
 
 FILE_KIND = "kd_ref.NADE"
 FILE_VERSION = 1
@@ -242,6 +243,7 @@ class NADE:
     V : ndarray of shape (D, H)      view of params
     b : ndarray of shape (D,)        view of params
     c : ndarray of shape (H,)        view of params
+    layout : kd_ref.params.ParamLayout   the blocks W, V, b, c of params
     order : ndarray of shape (D,), int
     n_inputs, n_hidden, n_params : int
     """
@@ -257,8 +259,9 @@ class NADE:
         if rng is not None:
             check_generator(rng)
         self.nonlinearity = nonlinearity
-        self.n_params = 2 * D * H + D + H
-        self.params = np.zeros(self.n_params)
+        self.layout = ParamLayout([("W", (H, D)), ("V", (D, H)), ("b", (D,)), ("c", (H,))])
+        self.n_params = self.layout.size
+        self.params = self.layout.zeros()
         self.W, self.V, self.b, self.c = self.param_views(self.params)
         if rng is not None:
             self.W[...] = rng.normal(0.0, init_std, size=(H, D))
@@ -270,19 +273,7 @@ class NADE:
 
         Use it on gradients and directions: ``dW, dV, db, dc = nade.param_views(d_params)``.
         """
-        flat = np.asarray(flat)
-        if flat.shape != (self.n_params,):
-            raise ValueError(f"flat: expected shape ({self.n_params},), received shape {flat.shape}")
-        if flat.dtype.kind not in "biuf":           # views, not copies: a complex vector is refused, not cast
-            raise TypeError(f"flat: expected a real array, received dtype {flat.dtype}")
-        D, H = self.n_inputs, self.n_hidden
-        i = 0
-        views = []
-        for shape in ((H, D), (D, H), (D,), (H,)):
-            size = int(np.prod(shape))
-            views.append(flat[i:i + size].reshape(shape))
-            i += size
-        return tuple(views)
+        return self.layout.views(flat)
 
     def set_params(self, values):
         """Copy ``values`` (shape (P,), finite) into ``params`` in place (the views stay valid)."""

@@ -28,7 +28,7 @@ the softmax's max-shift a_j - a_m (B.36) is itself rounded once, which exp
 amplifies to |a_j - a_m| eps relative (the same sensitivity any float64 a_L,
 itself the rounded result of W x + b, brings in). The one exception is a value
 outside the float64 range: log Phi(a) ~ -a^2 / 2 is -inf for a < -1.9e154.
-``fused`` is None when the pair has no log to protect. ``MLP.gradient``, ``MLP.hvp`` and
+``fused`` is None when the pair has no log to protect. ``MLP.grad``, ``MLP.hvp`` and
 ``MLP.jacobian`` use it whenever it exists; the route through y stays as the
 textbook reference, and the tests hold the two together at moderate a.
 """

@@ -57,6 +57,8 @@ class ParamLayout:
         if not (isinstance(flat, np.ndarray) and flat.shape == (self.size,)):
             raise ValueError(f"flat: expected an ndarray of shape ({self.size},), received "
                              f"{type(flat).__name__} of shape {getattr(flat, 'shape', None)}")
+        if flat.dtype.kind not in "biuf":           # views, not copies: a complex vector is refused, not cast
+            raise TypeError(f"flat: expected a real array, received dtype {flat.dtype}")
         return flat
 
     def views(self, flat):

@@ -45,7 +45,7 @@ def saliency(diag, params):
 def mean_loss(net, x, output, scale=None, gradient=True):
     """L = scale * E and, when ``gradient``, dL/dtheta (S1.10); scale defaults to ``loss_scale``."""
     scale = loss_scale(output, x.shape[0]) if scale is None else scale
-    value, grad, _ = net.gradient(x, output, param_grads=gradient, input_grads=False)
+    value, grad, _ = net.grad(x, output, param_grads=gradient, input_grads=False)
     return (scale * value, scale * grad) if gradient else scale * value
 
 

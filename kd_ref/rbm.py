@@ -42,6 +42,7 @@ from ._validation import (as_batch, as_binary_batch, as_float_array, check_binar
 from .nonlinearities import logistic, logistic_slope, softplus
 from .optim import (SGD, CheckpointError, CtrlC, Interrupted, MinibatchDrawer, check_settings, check_state_keys,
                     generator_state, load_generator_state, state_count, train)
+from .params import ParamLayout
 from .progress import Progress
 
 FILE_KIND = "kd_ref.RBM"
@@ -74,6 +75,7 @@ class RBM:
     W : ndarray of shape (D, H)          view of params
     b_visible : ndarray of shape (D,)    view of params
     b_hidden : ndarray of shape (H,)     view of params
+    layout : kd_ref.params.ParamLayout   the blocks W, b_visible, b_hidden of params
     n_visible, n_hidden, n_params : int
 
     Examples
@@ -92,8 +94,9 @@ class RBM:
         if rng is not None:
             check_generator(rng)
         D, H = self.n_visible, self.n_hidden
-        self.n_params = D * H + D + H
-        self.params = np.zeros(self.n_params)
+        self.layout = ParamLayout([("W", (D, H)), ("b_visible", (D,)), ("b_hidden", (H,))])
+        self.n_params = self.layout.size
+        self.params = self.layout.zeros()
         self.W, self.b_visible, self.b_hidden = self.param_views(self.params)
         if rng is not None:
             self.W[...] = rng.normal(0.0, init_std, size=(D, H))
@@ -101,13 +104,7 @@ class RBM:
     # ----------------------------------------------------------------- parameters
     def param_views(self, flat):
         """Split a flat vector of length P into views (W (D, H), b_visible (D,), b_hidden (H,))."""
-        flat = np.asarray(flat)
-        if flat.shape != (self.n_params,):
-            raise ValueError(f"flat: expected shape ({self.n_params},), received shape {flat.shape}")
-        if flat.dtype.kind not in "biuf":           # views, not copies: a complex vector is refused, not cast
-            raise TypeError(f"flat: expected a real array, received dtype {flat.dtype}")
-        D, H = self.n_visible, self.n_hidden
-        return flat[:D * H].reshape(D, H), flat[D * H:D * H + D], flat[D * H + D:]
+        return self.layout.views(flat)
 
     def set_params(self, values):
         """Copy ``values`` (shape (P,), finite) into ``params`` in place."""

@@ -27,7 +27,7 @@ def mlp_stop(rng):
     net = MLP([2, 16, 3], ["relu", "log_softmax"], rng)
 
     def objective(idx):
-        value, d_p, _ = net.gradient(x[idx], DotProduct(onehot[idx]), input_grads=False)
+        value, d_p, _ = net.grad(x[idx], DotProduct(onehot[idx]), input_grads=False)
         return -value / len(idx), -d_p / len(idx)  # minimise the average negative log-likelihood
 
     result = train(net.params, objective, lambda: rng.integers(0, 600, size=20), Adadelta(), 1500, progress=False)
@@ -42,7 +42,7 @@ def mlp_stop(rng):
         saved = net.params.copy()
         net.set_params(p)
         try:
-            return net.gradient(x[:5], out, input_grads=False)[1]
+            return net.grad(x[:5], out, input_grads=False)[1]
         finally:
             net.set_params(saved)
 

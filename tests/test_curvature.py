@@ -114,7 +114,7 @@ def test_exact_equals_central_differences_of_the_gradient(problem):
 
     def grad(p):
         net.params[...] = p
-        return scale * net.gradient(x, out, input_grads=False)[1]
+        return scale * net.grad(x, out, input_grads=False)[1]
 
     fd = np.array([gradcheck.directional_difference(grad, p0, np.eye(net.n_params)[k])[k]
                    for k in range(net.n_params)])
@@ -191,7 +191,7 @@ def test_lecun_is_not_exact_with_two_hidden_layers():
     exact = hessian_diagonal(net, x, out, method="exact").diag
     assert np.max(np.abs(lecun - exact)) > 1e-6 * np.max(np.abs(exact))
     # the last layer sees a diagonal A_3 (linear, square error), so it agrees; A_2 = W_3^T A_3 W_3 is full
-    below = net.param_slice("b2").stop
+    below = net.layout.slice("b2").stop
     assert close(lecun[below:], exact[below:], 1e-12)
     assert not close(lecun[:below], exact[:below], 1e-6)
 

@@ -25,7 +25,7 @@ def _chapter_cases(rng):
     made = {"se": dict(c=-1.0)}                                          # chapter 4's square error takes c
     for chapter, module, student, teacher, x, p in (
             (2, compression, student2, teacher2, x2, student2.n_params),
-            (3, predictive, student3, teacher3, x3, student3.param_slice("W1").stop - student3.param_slice("W1").start),
+            (3, predictive, student3, teacher3, x3, student3.layout.slice("W1").stop - student3.layout.slice("W1").start),
             (4, generative, student4, rbm, x4, student4.n_params)):
         for name, cls in module.LOSSES.items():
             loss = cls(**(made.get(name, {}) if chapter == 4 else {}))
@@ -71,7 +71,7 @@ def test_distill_is_train_on_the_objective_bit_for_bit():
 def test_distill_with_a_params_view_changes_only_that_view():
     """Chapter 3's use: the loss returns the gradient of part of the parameters and only that part moves."""
     def first_layer(s, loss, inputs, teacher):
-        w1 = s.param_slice("W1")
+        w1 = s.layout.slice("W1")
 
         def loss_w1(student, x, targets):
             value, grad = loss(student, x, targets)
@@ -81,7 +81,7 @@ def test_distill_with_a_params_view_changes_only_that_view():
 
     start = MLP([3, 4, 3], ["logistic", "log_softmax"], np.random.default_rng(2))
     student, result = _chapter2_run(first_layer)
-    w1 = student.param_slice("W1")
+    w1 = student.layout.slice("W1")
     rest = np.ones(student.n_params, dtype=bool)
     rest[w1] = False
     assert result.steps == 20

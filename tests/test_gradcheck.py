@@ -46,7 +46,7 @@ def test_over_params_and_input_restores_the_model_and_checks_joint_derivatives(r
     x, out = rng.normal(size=(4, 3)), SquareError(np.zeros((4, 2)))
     before = net.params.copy()
     value, grad, hvp, z = gradcheck.over_params_and_input(
-        net, x, lambda xx: out.value(net.predict(xx)), lambda xx: net.gradient(xx, out)[1:],
+        net, x, lambda xx: out.value(net.predict(xx)), lambda xx: net.grad(xx, out)[1:],
         lambda xx, vp, vx: net.hvp(xx, out, vp, vx))
     np.testing.assert_array_equal(z, np.concatenate([before, x.ravel()]))
     assert gradcheck.check_gradient(value, grad, z).rel_error < 1e-9

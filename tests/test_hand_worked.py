@@ -25,7 +25,7 @@ def test_backprop_on_a_2_2_1_network_by_hand():
     # dW2 = delta2 x1^T = (0, -3);  db2 = -2;  dE/dx1 = W2^T delta2 = (-4, 2)
     # delta1 = dE/dx1 * relu'(a1) = (-4 * 0, 2 * 1) = (0, 2)
     # dW1 = delta1 x^T = [[0, 0], [2, 4]];  db1 = (0, 2);  dE/dx = W1^T delta1 = (0.5 * 2, 1 * 2) = (1, 2)
-    E, d_params, d_x = net.gradient(x, SquareError(t))
+    E, d_params, d_x = net.grad(x, SquareError(t))
     assert E == 2.0
     np.testing.assert_array_equal(d_params, [0.0, 0.0, 2.0, 4.0, 0.0, 2.0, 0.0, -3.0, -2.0])
     np.testing.assert_array_equal(d_x, [[1.0, 2.0]])

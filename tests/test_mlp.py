@@ -52,7 +52,7 @@ def problems(draw):
         assume(np.all((cache.y > 1e-4) & (cache.y < 1 - 1e-4)))
     # Differences of E carry rounding noise ~1e-12 |E|; a gradient far below that
     # (a saturated unit) cannot be resolved by any finite difference, so skip it.
-    _, d_p, d_x = net.gradient(x, out)
+    _, d_p, d_x = net.grad(x, out)
     assume(np.linalg.norm(np.concatenate([d_p, d_x.ravel()])) > 1e-5 * (1.0 + abs(out.value(cache.y))))
     return net, x, out, rng
 
@@ -60,7 +60,7 @@ def problems(draw):
 def joint(net, x, out):
     """Value, gradient and HVP as functions of z = (params, x) flattened, for gradcheck."""
     return gradcheck.over_params_and_input(net, x, lambda xx: out.value(net.forward(xx).y),
-                                           lambda xx: net.gradient(xx, out)[1:],
+                                           lambda xx: net.grad(xx, out)[1:],
                                            lambda xx, v_p, v_x: net.hvp(xx, out, v_p, v_x))
 
 
@@ -133,11 +133,11 @@ def test_reduced_forms_equal_the_full_form_with_zeros(problem):
 @given(problems())
 def test_input_only_backprop_matches_full_backprop(problem):
     net, x, out, _ = problem
-    _, d_p, d_x = net.gradient(x, out)
-    _, none, d_x_only = net.gradient(x, out, param_grads=False)
+    _, d_p, d_x = net.grad(x, out)
+    _, none, d_x_only = net.grad(x, out, param_grads=False)
     assert none is None and d_p.shape == (net.n_params,)
     np.testing.assert_array_equal(d_x_only, d_x)
-    _, d_p_only, none = net.gradient(x, out, input_grads=False)
+    _, d_p_only, none = net.grad(x, out, input_grads=False)
     assert none is None
     np.testing.assert_array_equal(d_p_only, d_p)
 
@@ -212,7 +212,7 @@ def test_softmax_family_at_huge_logits(name, rng):
         np.testing.assert_allclose(y[1], [-np.log(2), -np.log(2), -2e4 - np.log(2)], rtol=1e-12)
     t = np.tile([0.2, 0.3, 0.5], (4, 1))
     out = DotProduct(t)
-    _, d_p, d_x = net.gradient(x, out)
+    _, d_p, d_x = net.grad(x, out)
     Hv_p, Hv_x = net.hvp(x, out, rng.normal(size=net.n_params), rng.normal(size=x.shape))
     for arr in (d_p, d_x, Hv_p, Hv_x):
         assert np.all(np.isfinite(arr))
@@ -234,7 +234,7 @@ def test_logistic_and_probit_tails_keep_logs_finite(name, rng):
     assert np.isfinite(CrossEntropy(np.full_like(y, 0.3)).value(y))
     for t in (np.zeros_like(y), np.ones_like(y), np.full_like(y, 0.3)):
         out = BinaryCrossEntropy(t)
-        value, d_p, d_x = net.gradient(x, out)
+        value, d_p, d_x = net.grad(x, out)
         Hv_p, Hv_x = net.hvp(x, out, np.array([1.0, -1.0]), np.ones_like(x))
         for arr in (value, d_p, d_x, Hv_p, Hv_x):
             assert np.all(np.isfinite(arr))

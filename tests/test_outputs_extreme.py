@@ -178,8 +178,8 @@ def reference(net, x, pair, t, w, digits):
 def blocks(net, x, vec):
     """Split a (params, x) vector into W_l, b_l blocks and one block per input row."""
     out = {}
-    for name in net.named_params():
-        out[name] = vec[net.param_slice(name)]
+    for name in net.layout.names:
+        out[name] = vec[net.layout.slice(name)]
     rest = vec[net.n_params:]
     for n in range(x.shape[0]):
         out[f"x{n}"] = rest[n * x.shape[1]:(n + 1) * x.shape[1]]
@@ -253,7 +253,7 @@ def extreme_problems(draw):
 
 
 def kd_ref_results(net, x, out, w):
-    value, d_p, d_x = net.gradient(x, out)
+    value, d_p, d_x = net.grad(x, out)
     P = net.n_params
     Hv_p, Hv_x = net.hvp(x, out, w[:P], w[P:].reshape(x.shape))
     return value, np.concatenate([d_p, d_x.ravel()]), np.concatenate([Hv_p, Hv_x.ravel()])
@@ -374,7 +374,7 @@ def test_mlp_gradient_and_hvp_use_the_fused_form_and_backprop_keeps_the_textbook
     x, t = rng.normal(size=(5, 3)), rng.uniform(size=(5, 3))
     out = CrossEntropy(t)
     cache = net.forward(x)
-    value, d_p, d_x = net.gradient(x, out)
+    value, d_p, d_x = net.grad(x, out)
     plain_p, plain_x = net.backprop(cache, out.grad(cache.y))
     assert value == pytest.approx(out.value(cache.y), rel=1e-13)
     np.testing.assert_allclose(d_p, plain_p, rtol=1e-10, atol=1e-13)
@@ -499,7 +499,7 @@ def test_no_gradient_or_hvp_raises_or_overflows_on_a_finite_input(name, kind, rn
         y = net.predict(x)
         t = rng.uniform(size=y.shape)
         out = {"se": SquareError, "dot": DotProduct, "ce": CrossEntropy, "bce": BinaryCrossEntropy}[kind](t)
-        value, d_p, d_x = net.gradient(x, out)
+        value, d_p, d_x = net.grad(x, out)
         Hv_p, Hv_x = net.hvp(x, out, rng.normal(size=net.n_params), rng.normal(size=x.shape))
         for arr in (value, d_p, d_x, Hv_p, Hv_x):
             assert np.all(np.isfinite(arr)), (name, kind, scale)
@@ -580,8 +580,8 @@ def test_cross_entropy_loss_of_a_confident_student_matches_the_reference(last, r
         value, grad = CrossEntropyLoss()(student, x[n:n + 1], labels)
         ref_value, ref_grad, _ = reference(student, x[n:n + 1], pair, probs[n:n + 1], w, 450)
         assert relative_error([value], [-ref_value]) < TOL, (value, ref_value)
-        exact = named_blocks([(k, v.size) for k, v in student.named_params().items()], -ref_grad[:student.n_params])
-        mine = named_blocks([(k, v.size) for k, v in student.named_params().items()], grad)
+        sizes = [(k, v.size) for k, v in student.layout.named(student.params).items()]
+        exact, mine = named_blocks(sizes, -ref_grad[:student.n_params]), named_blocks(sizes, grad)
         for name in mine:
             assert relative_error(mine[name], exact[name]) < TOL, (name, mine[name], exact[name])
 

@@ -32,5 +32,9 @@ def test_bad_input_is_named():
     layout = ParamLayout([("W", (2, 3)), ("b", (2,))])
     with pytest.raises(ValueError, match=r"flat: expected an ndarray of shape \(8,\), received ndarray of shape \(7,\)"):
         layout.views(np.zeros(7))
+    with pytest.raises(ValueError, match=r"flat: expected an ndarray of shape \(8,\), received list of shape None"):
+        layout.views([0.0] * 8)
+    with pytest.raises(TypeError, match="flat: expected a real array, received dtype complex128"):
+        layout.views(np.zeros(8, dtype=complex))
     with pytest.raises(ValueError, match=r"name: expected one of \['W', 'b'\], received 'c'"):
         layout.slice("c")

@@ -101,7 +101,7 @@ def _case(seed, K, N, S, teacher_kind, scale):
 def test_theta_gradients_match_finite_differences(seed, K, N, S, teacher_kind, scale, loss):
     """Cross entropy (backprop) and derivative square error (R{backprop} along v = (0, d)) W1-gradients."""
     net, x, targets = _case(seed, K, N, S, teacher_kind, scale)
-    sl = net.param_slice("W1")
+    sl = net.layout.slice("W1")
     w0 = net.params[sl].copy()
 
     def f(w):

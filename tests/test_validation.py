@@ -92,7 +92,7 @@ def _mlp(rng, last="log_softmax"):
 def test_complex_input_is_refused_by_the_mlp(rng):
     net, x = _mlp(rng), rng.normal(size=(5, 3))
     out = DotProduct(np.ones((5, 2)))
-    calls = [lambda: net.forward(x + 0j), lambda: net.predict(x * 1j), lambda: net.gradient(x + 0j, out),
+    calls = [lambda: net.forward(x + 0j), lambda: net.predict(x * 1j), lambda: net.grad(x + 0j, out),
              lambda: net.hvp(x + 0j, out, v_params=np.ones(net.n_params)),
              lambda: net.hvp(x, out, v_params=np.ones(net.n_params) + 0j),
              lambda: net.jacobian(x + 0j), lambda: net.set_params(np.zeros(net.n_params) + 0j),

@@ -4,7 +4,7 @@ For 784-50-30-10 and 784-500-300-10 (ReLU, ReLU, log-softmax; the mean dot-produ
 loss on one-hot targets, i.e. the cross entropy of chapter 2) at ``--batch`` rows
 (default 1,000), the time of the exact diagonal (curvature backprop, S1.12), Becker &
 LeCun's recursion and its Gauss-Newton variant (S1.13), one Hutchinson probe (S1.14)
-and the brute force (S1.15), each divided by the time of one ``MLP.gradient`` on the
+and the brute force (S1.15), each divided by the time of one ``MLP.grad`` on the
 same net and batch (timed again before each method, the least time kept), measured
 in the same run and printed beside the multiply-add
 counts. Both nets exceed the brute force's 20,000-parameter limit, so its figure
@@ -71,7 +71,7 @@ def time_methods(sizes, n, rng):
     kept, so a burst of load from other processes moves the denominator less.
     """
     net, x, out = problem(sizes, n, rng)
-    gradient = lambda: best_time(lambda: net.gradient(x, out))                  # noqa: E731
+    gradient = lambda: best_time(lambda: net.grad(x, out))                      # noqa: E731
     grads, t = [], {}
     slow = counts(sizes)["exact"] * n > 5e8
     for method in ("exact", "lecun", "gauss_newton"):
@@ -90,7 +90,7 @@ def time_methods(sizes, n, rng):
 def brute_check(sizes, n, rng):
     """(measured brute-force seconds, P x one unit-vector HVP, gradient seconds) on a net brute force accepts."""
     net, x, out = problem(sizes, n, rng)
-    t_grad = best_time(lambda: net.gradient(x, out))
+    t_grad = best_time(lambda: net.grad(x, out))
     e = np.zeros(net.n_params)
     e[0] = 1.0
     t_hvp = best_time(lambda: net.hvp(x, out, v_params=e, input_grads=False))
@@ -112,7 +112,7 @@ def main(argv=None):
     rng, _ = start(args)
     n = args.batch
     print(f"ReLU nets, log-softmax output, mean cross entropy on one-hot targets, N = {n}, float64;")
-    print("each figure: time of the method / time of one MLP.gradient (with input gradients), "
+    print("each figure: time of the method / time of one MLP.grad (with input gradients), "
           "measured (multiply-add count)\n")
     print(f"{'net':>16} {'P':>8} {'gradient':>10} {'exact':>14} {'lecun':>12} {'gauss_newton':>14} "
           f"{'1 probe':>12} {'brute (P HVPs)':>20}")

@@ -30,7 +30,7 @@ def _torch_ratio(torch, net, x, t, v_p, ours_grad, ours_hvp):
     torch.set_default_dtype(torch.float64)
     Ws = [torch.tensor(W, requires_grad=True) for W in net.W]
     bs = [torch.tensor(b, requires_grad=True) for b in net.b]
-    vs = [torch.tensor(a) for pair in zip(*net.layer_views(v_p)) for a in pair]
+    vs = [torch.tensor(a) for a in net.param_views(v_p)]
     X, T = torch.tensor(x), torch.tensor(t)
     params = [p for pair in zip(Ws, bs) for p in pair]
 
@@ -68,8 +68,8 @@ def main(argv=None):
         out = DotProduct(t)
         v_p, v_x = rng.normal(size=net.n_params), rng.normal(size=x.shape)
         t_fwd = best_time(lambda: net.forward(x))
-        t_bp = backprop[n] = best_time(lambda: net.gradient(x, out))
-        t_in = best_time(lambda: net.gradient(x, out, param_grads=False))
+        t_bp = backprop[n] = best_time(lambda: net.grad(x, out))
+        t_in = best_time(lambda: net.grad(x, out, param_grads=False))
         t_r = best_time(lambda: net.hvp(x, out, v_p, v_x))
         t_rx = best_time(lambda: net.hvp(x, out, v_x=v_x))
         frac = 3 * _layer_flops(n) / t_bp / rate  # backprop = forward + two products per layer

@@ -322,7 +322,7 @@ def mc_predictor(samples):
 def compact_predictor(n_units, dim, rng, init_scale=None):
     """The compact model (3.44): K logistic units with trainable weights, output weights 1/K, no biases.
 
-    Only ``net.params[net.param_slice("W1")]`` is trained; W2 stays 1/K and the
+    Only ``net.params[net.layout.slice("W1")]`` is trained; W2 stays 1/K and the
     biases stay 0 (the class-0 identity of the module docstring relies on it).
 
     Parameters
@@ -489,7 +489,7 @@ class CrossEntropyLoss:
         -------
         value : float
         d_W1 : ndarray of shape (K * D,) or None
-            Gradient with respect to ``net.params[net.param_slice("W1")]``.
+            Gradient with respect to ``net.params[net.layout.slice("W1")]``.
         """
         _check_zero_bias(net)
         x = _minibatch(net, x)
@@ -502,7 +502,7 @@ class CrossEntropyLoss:
         if not grad:
             return value, None
         d_params, _ = net.backprop(cache, -out.grad(cache.y) / n, input_grads=False)
-        return value, d_params[net.param_slice("W1")]
+        return value, d_params[net.layout.slice("W1")]
 
 
 class DerivativeSquareErrorLoss:
@@ -546,7 +546,7 @@ class DerivativeSquareErrorLoss:
         rcache = net.r_forward(cache, v_params=None, v_x=v_u)
         R_d_params, _ = net.r_backprop(cache, rcache, out.grad(cache.y), out.r_grad(cache.y, rcache.R_y),
                                         input_grads=False)
-        return value, R_d_params[net.param_slice("W1")]
+        return value, R_d_params[net.layout.slice("W1")]
 
 
 #: The losses of section 3.3.4 by short name (the registry of every chapter has this shape; see kd_ref.distill).
@@ -624,7 +624,7 @@ def train_compact(net, loss, inputs, teacher, n_steps, *, eta0=1.0, progress=Fal
         loss = LOSSES[loss]()
     n_steps = check_positive_int(n_steps, "n_steps")
     eta0 = check_in_range(eta0, "eta0", 0.0, np.inf, low_open=True)
-    w1 = net.params[net.param_slice("W1")]       # a view: the optimiser updates the network in place
+    w1 = net.params[net.layout.slice("W1")]       # a view: the optimiser updates the network in place
     return distill(net, loss, inputs, teacher_targets(net, teacher, loss), SGD(LinearDecay(eta0, n_steps)), n_steps,
                    params=w1, progress=progress, label=label)
 

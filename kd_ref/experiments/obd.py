@@ -103,7 +103,7 @@ def train_net(settings, train, rng, out_dir):
 
 def estimator_table(net, x, output, settings, rng):
     """Each curvature method's relative error against the exact diagonal and its time per one gradient."""
-    grad_time = best_time(lambda: net.gradient(x, output, input_grads=False), repeats=3, min_seconds=0.3)
+    grad_time = best_time(lambda: net.grad(x, output, input_grads=False), repeats=3, min_seconds=0.3)
     results = {m: hessian_diagonal(net, x, output, method=m,
                                    **({"n_probes": settings["n_probes"], "rng": rng} if m == "hutchinson" else {}))
                for m in CURVATURE_METHODS + (("brute",) if settings["brute"] else ())}
