@@ -319,8 +319,22 @@ class Softmax:
         return np.maximum(special.softmax(a, axis=1), TINY)
 
     @staticmethod
-    def _jvp(x, v):
+    def _from_top(x, v):
+        """v - v_m per row, m the row's largest x.
+
+        Every formula below is unchanged when a constant is added to a row of v (the
+        x sum to one, so J 1 = 0 and sum_k d^2 x_k = 0). Measured from the top entry,
+        v_i - x . v loses no digits where x_m rounds to 1: the x_m term drops out
+        instead of cancelling against v_i (a saturated hidden softmax otherwise made
+        R{backprop} asymmetric by 1e-4 relative to the Hessian's entries).
+        """
+        m = np.argmax(x, axis=1)
+        return v - v[np.arange(v.shape[0]), m][:, None]
+
+    @classmethod
+    def _jvp(cls, x, v):
         # J v = x * v - x (x . v); J is symmetric, so this is also J^T v
+        v = cls._from_top(x, v)
         return x * (v - np.sum(x * v, axis=1, keepdims=True))
 
     def backward(self, a, x, d_x):
@@ -331,16 +345,20 @@ class Softmax:
 
     def r_backward(self, a, x, d_x, R_a, R_d_x):
         R_x = self._jvp(x, R_a)
-        # R{J} = diag(R_x) - R_x x^T - x R_x^T (symmetric), applied to d_x
-        R_J_d = (R_x * d_x - R_x * np.sum(x * d_x, axis=1, keepdims=True)
-                 - x * np.sum(R_x * d_x, axis=1, keepdims=True))
+        # R{J} = diag(R_x) - R_x x^T - x R_x^T (symmetric), applied to d_x (from the top entry, as in _jvp)
+        d = self._from_top(x, d_x)
+        R_J_d = (R_x * (d - np.sum(x * d, axis=1, keepdims=True))
+                 - x * np.sum(R_x * d, axis=1, keepdims=True))
         return self._jvp(x, R_d_x) + R_J_d
 
     def curvature(self, a, x, d_x):
         """sum_k (d_x)_k d^2 x_k / da da^T per row, shape (N, D, D) (S1.12):
 
             diag(x * (d - s)) - (x x^T) * (d 1^T + 1 d^T) + 2 s x x^T,   s = x . d
+
+        with d measured from its top entry (see :meth:`_from_top`).
         """
+        d_x = self._from_top(x, d_x)
         s = np.sum(x * d_x, axis=1)[:, None, None]
         xx = x[:, :, None] * x[:, None, :]
         out = 2.0 * s * xx - xx * (d_x[:, :, None] + d_x[:, None, :])
