@@ -24,7 +24,18 @@ actual increase agree up to about 30% deleted; after retraining the training MSE
 is almost unchanged up to about 60% deleted; magnitude worse, random far worse.
 
 ``--paper`` deletes 2% per round and retrains 20 passes, with 1,000 Hutchinson
-probes. (The paper's ten seeds and the pruned chapter-2 student are not run here.)
+probes, and adds the chapter-2 student (:func:`student_stage`, settings ``student``;
+``None`` in ``--quick``, which does not run it): on the 28 x 28 images of the same
+set sizes, an ensemble of 784-500-300-10 ReLU members (``kd-ref run compress``'s
+``train_members``, bootstrap resamples, 2.14-2.15) and the 784-50-30-10 student
+(41,090 parameters) distilled from it by cross entropy on the training images
+(``compress.train_student``, 2.17), which is then pruned by OBD (exact diagonal)
+twice from the same start: (a) saliencies and retraining under its distillation
+loss, the cross entropy against the ensemble's probabilities (``DotProduct`` of the
+teacher's probabilities on the log-softmax student, ``kd_ref.curvature``), and
+(b) under the true labels (one-hot targets). Both report test error and test
+log-probability against the share of parameters deleted (``student.md``,
+``student.csv``, ``fig3_student.png``). (The paper's ten seeds are not run.)
 """
 import json
 import os
@@ -36,13 +47,16 @@ from scipy import stats
 from .. import datasets, toydata
 from ..timing import best_time
 from ..curvature import hessian_diagonal
-from ..distill.compression import DatasetGenerator
+from ..distill.compression import DatasetGenerator, EnsembleTeacher, log_probs_of, supervised_objective
+from ..metrics import score
+from ..outputs import DotProduct
+from . import compress
 from ..mlp import MLP
 from ..optim import Adadelta
 from ..outputs import SquareError
 from ..prune import ParameterMask, deletion_curve, mean_loss, obd, retrain, saliency
 from ..cli import ArgumentParser, int_at_least, out_folder
-from ._report import StaleCache, check_cache, write_table, write_text_atomic
+from ._report import Run, StaleCache, check_cache, write_table, write_text_atomic
 
 NAME = "obd"
 CURVATURE_METHODS = ("exact", "lecun", "gauss_newton", "hutchinson")
@@ -50,8 +64,14 @@ SELECTIONS = ("saliency", "magnitude", "random")
 
 #: LeCun et al. 1989 §2.3 as far as it goes with the data we have.
 QUICK = dict(side=16, n_train=9300, n_test=3350, hidden=10, batch_size=100, train_passes=60, fraction=0.05,
-             rounds=45, retrain_passes=3, n_probes=100, curve_points=27, brute=False, progress=False)
-PAPER = dict(QUICK, fraction=0.02, rounds=140, retrain_passes=20, n_probes=1000, brute=True, progress=True)
+             rounds=45, retrain_passes=3, n_probes=100, curve_points=27, brute=False, progress=False, student=None)
+#: The chapter-2 student stage of ``--paper`` (:func:`student_stage`); our choices where the sources give none:
+#: LeCun's set sizes at 28 x 28, ten members with ``kd-ref run compress --thesis``'s member and student training.
+STUDENT = dict(n_train=9300, n_test=3350, members=10, member_hidden=(500, 300), member_passes=20.0,
+               hidden=(50, 30), student_passes=40.0, batch_size=20, fraction=0.02, rounds=140, retrain_passes=20)
+PAPER = dict(QUICK, fraction=0.02, rounds=140, retrain_passes=20, n_probes=1000, brute=True, progress=True,
+             student=STUDENT)
+STUDENT_TARGETS = ("distillation", "true labels")
 
 
 def load_data(settings, rng):
@@ -234,6 +254,99 @@ def plot_figures(out_dir, counts, curves, predicted, loops, start, P):
     return files
 
 
+# ------------------------------------------------------------- the chapter-2 student (--paper)
+def distil_student(st, out_dir, rng, progress):
+    """Ensemble and distilled student through ``kd-ref run compress``'s stages, cached under ``out_dir/student``.
+
+    Returns the student, the ensemble (mean probability, 2.15) and the 28 x 28 data.
+    """
+    cs = compress.Settings.quick(n_train=st["n_train"], n_test=st["n_test"], members=st["members"],
+                                 member_hidden=tuple(st["member_hidden"]), member_passes=st["member_passes"],
+                                 student_hidden=tuple(st["hidden"]), student_passes=st["student_passes"],
+                                 batch_size=st["batch_size"], fractions=("full",), generators=("dataset",),
+                                 losses=("ce",), figures=False, progress=progress).validate()
+    run = Run(os.path.join(out_dir, "student"), rng, compress._model_settings(cs))
+    data = compress.load_data(cs, run.rng(0))
+    members, _ = compress.train_members(data, cs, run)
+    teacher = EnsembleTeacher(members, combine="mean")
+    student, _ = compress.train_student("dataset", "ce", {"ce": teacher}, data.x_train, None, data, cs, run,
+                                        (0, 0, 0), "full_dataset_ce")
+    return student, teacher, data, run
+
+
+def student_stage(settings, out_dir, rng):
+    """OBD on the distilled student under (a) its distillation loss and (b) the true labels.
+
+    Both loops start from the same distilled student and use the exact diagonal. The
+    loss of (a) is L = -(1/N) sum_n sum_i p_ni log y_ni with p the ensemble's
+    probabilities on the N training images (the transfer set), held fixed: computed
+    once, it is the same cross entropy (2.17) the student was distilled by, and
+    ``supervised_objective`` on (x, p) retrains by it without asking the ensemble
+    again every minibatch. (b) has one-hot p. Each round records the test error (%)
+    and the mean test log-probability of the true class, and the train loss.
+
+    Returns
+    -------
+    dict with ``student`` (its parameters before pruning), ``start`` (its evaluation),
+    ``ensemble`` (the teacher's test scores), ``loops`` {target: list of OBDRound},
+    ``rows`` (one per round and target), ``n_params``, ``data`` (its name).
+    """
+    st = settings["student"]
+    student, teacher, data, run = distil_student(st, out_dir, rng, settings["progress"])
+    x, y = data.x_train, data.y_train
+    targets = {"distillation": teacher.label(x).probs, "true labels": np.eye(data.n_classes)[y]}
+    steps = compress._steps(st["retrain_passes"], x.shape[0], st["batch_size"])
+
+    def evaluate(net):
+        s = score(log_probs_of(net, data.x_test), data.y_test)
+        return dict(test_error=100.0 - s.accuracy, test_log_prob=s.log_prob,
+                    **{f"train_loss_{k.split()[0]}": mean_loss(net, x, DotProduct(p), gradient=False)
+                       for k, p in targets.items()})
+
+    saved = student.params.copy()
+    start = evaluate(student)
+    loops = {}
+    for k, (name, p) in enumerate(targets.items()):
+        student.params[...] = saved
+        draw = DatasetGenerator(x, st["batch_size"], run.rng(6, k), targets=p)
+
+        def retrain_fn(n, mask, draw=draw):
+            retrain(n.params, mask, supervised_objective(n), draw, Adadelta(), steps, progress=False)
+
+        began = time.perf_counter()
+        loops[name], _ = obd(student, x, DotProduct(p), rounds=st["rounds"], fraction=st["fraction"],
+                             retrain_fn=retrain_fn, evaluate=evaluate, rng=run.rng(7, k))
+        if settings["progress"]:
+            print(f"student, OBD under {name}: {len(loops[name])} rounds in {time.perf_counter() - began:.0f} s",
+                  flush=True)
+    student.params[...] = saved
+    P = student.n_params
+    rows = [dict(targets="(unpruned)", deleted_pct=0.0, remaining=P, predicted=0.0, actual=0.0, **start)]
+    rows += [dict(targets=name, deleted_pct=100.0 * (1 - r.remaining / P), remaining=r.remaining,
+                  predicted=r.predicted, actual=r.actual, **r.after) for name, table in loops.items() for r in table]
+    ens = score(log_probs_of(teacher, data.x_test), data.y_test)
+    return dict(student=saved, start=start, ensemble=dict(test_error=100.0 - ens.accuracy, test_log_prob=ens.log_prob),
+                loops=loops, rows=rows, n_params=P, data=data.name, sizes=student.sizes)
+
+
+def plot_student(out_dir, stage):
+    """Test error and test log-probability against the share deleted, (a) and (b) (after retraining)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    P = stage["n_params"]
+    for ax, key, label in zip(axes, ("test_error", "test_log_prob"), ("test error (%)", "test log-probability")):
+        for name, table in stage["loops"].items():
+            ax.plot([0.0] + [100.0 * (1 - r.remaining / P) for r in table],
+                    [stage["start"][key]] + [r.after[key] for r in table], "o-", ms=3,
+                    label=f"OBD under {name}")
+        ax.axhline(stage["ensemble"][key], color="k", lw=0.8, ls=":", label="ensemble (teacher)")
+        ax.set(xlabel="% of parameters deleted", ylabel=label,
+               title=f"distilled student {'-'.join(map(str, stage['sizes']))}, after retraining")
+    axes[0].legend(fontsize=8)
+    return _save(fig, out_dir, "fig3_student.png")
+
+
 def _save(fig, out_dir, name):
     import matplotlib.pyplot as plt
 
@@ -247,7 +360,9 @@ def run(settings, out_dir, rng):
     """Run the experiment; write tables and figures into ``out_dir``; return everything measured."""
     began = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    check_cache(out_dir, {k: v for k, v in settings.items() if k != "progress"})
+    # the student stage checks its own cache (out_dir/student/cache); its rng is spawned, so rng's stream is unchanged
+    check_cache(out_dir, {k: v for k, v in settings.items() if k not in ("progress", "student")})
+    student_rng = rng.spawn(1)[0] if settings["student"] else None
     train, test, data_name = load_data(settings, rng)
     net = train_net(settings, train, rng, out_dir)
     evaluate = evaluator(train, test)
@@ -279,10 +394,24 @@ def run(settings, out_dir, rng):
     write_text_atomic(os.path.join(out_dir, "tables.md"), tables)
     files += [os.path.join(out_dir, f) for f in ("tables.md", "estimators.csv", "deletion.csv", "summary.csv",
                                                  "rounds.csv")]
+    student = None
+    if settings["student"]:
+        student = student_stage(settings, out_dir, student_rng)
+        ens = student["ensemble"]
+        student_table = write_table(
+            student["rows"], stem + "student",
+            f"distilled student {'-'.join(map(str, student['sizes']))} ({student['n_params']} parameters, "
+            f"{student['data']}), OBD (exact diagonal) under its distillation loss and under the true labels, "
+            f"after retraining; ensemble: test error {ens['test_error']:.2f}%, test log-prob "
+            f"{ens['test_log_prob']:.4g}")
+        tables += "\n" + student_table
+        write_text_atomic(os.path.join(out_dir, "tables.md"), tables)
+        files += [plot_student(out_dir, student)] + [os.path.join(out_dir, f) for f in ("student.md", "student.csv")]
     seconds = time.perf_counter() - began
     write_text_atomic(os.path.join(out_dir, "run.json"), json.dumps(dict(seconds=seconds), indent=1))
     return dict(net=net, start=start, estimators=estimators, diags=diags, counts=counts, curves=curves,
-                predicted=predicted, loops=loops, summary=summary, tables=tables, files=files, seconds=seconds)
+                predicted=predicted, loops=loops, summary=summary, tables=tables, files=files, seconds=seconds,
+                student=student)
 
 
 def main(argv=None):
@@ -291,7 +420,8 @@ def main(argv=None):
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="5%% per round, 3 passes of retraining, 100 probes: a few minutes (default)")
     mode.add_argument("--paper", dest="mode", action="store_const", const="paper",
-                      help="LeCun et al.'s schedule: 2%% per round, 20 passes of retraining, 1,000 probes")
+                      help="LeCun et al.'s schedule: 2%% per round, 20 passes of retraining, 1,000 probes; and the "
+                           "distilled 784-50-30-10 student pruned under its distillation loss and true labels (hours)")
     parser.set_defaults(mode="quick")
     parser.add_argument("--out", type=out_folder, default=os.path.join(".", "kd_ref_runs", NAME), help="output folder")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the numpy Generator")
