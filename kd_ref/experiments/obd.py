@@ -49,11 +49,10 @@ from ..timing import best_time
 from ..curvature import hessian_diagonal
 from ..distill.compression import DatasetGenerator, EnsembleTeacher, log_probs_of, supervised_objective
 from ..metrics import score
-from ..outputs import DotProduct
 from . import compress
 from ..mlp import MLP
 from ..optim import Adadelta
-from ..outputs import SquareError
+from ..outputs import DotProduct, SquareError
 from ..prune import ParameterMask, deletion_curve, mean_loss, obd, retrain, saliency
 from ..cli import ArgumentParser, int_at_least, out_folder
 from ._report import Run, StaleCache, check_cache, write_table, write_text_atomic
@@ -258,7 +257,9 @@ def plot_figures(out_dir, counts, curves, predicted, loops, start, P):
 def distil_student(st, out_dir, rng, progress):
     """Ensemble and distilled student through ``kd-ref run compress``'s stages, cached under ``out_dir/student``.
 
-    Returns the student, the ensemble (mean probability, 2.15) and the 28 x 28 data.
+    Returns the student, the ensemble (mean probability, 2.15), the 28 x 28 data and the
+    :class:`~._report.Run` (its random streams). Each member and the student are cached
+    once trained, so an interrupted ``--paper`` run resumes after the last finished model.
     """
     cs = compress.Settings.quick(n_train=st["n_train"], n_test=st["n_test"], members=st["members"],
                                  member_hidden=tuple(st["member_hidden"]), member_passes=st["member_passes"],
