@@ -35,6 +35,7 @@ BENCHMARKS = {
     "logz": "logz",
     "ldl": "ldl",
     "curvature": "curvature",
+    "kd": "kd",
 }
 
 APPENDICES = ["a", "b", "c", "d"]

@@ -39,6 +39,15 @@ def test_bench_curvature_prints_ratios_beside_counts(capsys):
     assert "target (within 2x of the count)" in out
 
 
+def test_bench_kd_prints_each_step_as_a_ratio_to_cross_entropy(capsys):
+    assert cli.main(["bench", "kd", "--batch", "3", "--t", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "784-50-30-10" in out and "t = 2;" in out and "soft+hard" in out and "DSE@t" in out
+    (row,) = [line.split() for line in out.splitlines() if line.lstrip().startswith("3 ")]
+    ratios = [float(v) for v in row[2:6]]          # soft+hard, logit, DSE@t, DSE@1 over one CE step
+    assert all(r > 0 for r in ratios) and ratios[2] > ratios[0] and ratios[3] > ratios[1]
+
+
 def test_bench_curvature_counts_match_the_spec_and_the_net():
     from kd_ref.bench.curvature import counts
 
@@ -214,6 +223,9 @@ BENCH_OPTIONS = [
     (["logz", "--target", "0"], "--target: expected a half-width > 0 nats, received 0.0"),
     (["logz", "--max-n", "0"], "--max-n: expected an integer >= 1, received 0"),
     (["ldl", "--k", "784", "0"], "--k: expected an integer >= 1, received 0"),
+    (["kd", "--batch", "0"], "--batch: expected an integer >= 1, received 0"),
+    (["kd", "--t", "0"], "--t: expected a finite number > 0, received 0.0"),
+    (["kd", "--t", "nan"], "--t: expected a finite number > 0, received nan"),
     (["curvature", "--batch", "0"], "--batch: expected an integer >= 1, received 0"),
     (["curvature", "--brute-net", "784", "50", "10"], "--brute-net: expected a net of at most 20,000 parameters"),
     (["curvature", "--brute-net", "784"], "--brute-net: expected at least 2 widths"),
