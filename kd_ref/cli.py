@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "ldl": "ldl",
     "obd": "obd",
     "kd-temperature": "kd_temperature",
+    "kd-limits": "kd_limits",
 }
 
 BENCHMARKS = {
