@@ -39,7 +39,7 @@ BENCHMARKS = {
     "kd": "kd",
 }
 
-APPENDICES = ["a", "b", "c", "d"]
+APPENDICES = ["a", "b", "c", "d", "seeds"]
 
 
 # ------------------------------------------------------- shared by every command's parser
@@ -99,13 +99,15 @@ def settings_error(parser, err, options):
 
 def appendix_module(name):
     """The check of appendix ``name``: ``kd_ref.appendix_checks.appendix_<name>`` in an installed kd_ref,
-    ``appendix_checks.appendix_<name>`` when kd_ref is imported from a checkout (the folder sits beside it)."""
+    ``appendix_checks.appendix_<name>`` when kd_ref is imported from a checkout (the folder sits beside it);
+    ``seeds`` (the other seeds' limits, SPEC_seeds) is ``appendix_checks.seeds``."""
+    module = name if name == "seeds" else f"appendix_{name}"
     try:
-        return importlib.import_module(f"kd_ref.appendix_checks.appendix_{name}")
+        return importlib.import_module(f"kd_ref.appendix_checks.{module}")
     except ModuleNotFoundError as err:
         if err.name != "kd_ref.appendix_checks":
             raise
-        return importlib.import_module(f"appendix_checks.appendix_{name}")
+        return importlib.import_module(f"appendix_checks.{module}")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -188,7 +190,7 @@ def main(argv=None):
         return 2
     if not argv or argv[0] not in commands:
         print("usage: kd-ref {check | run NAME | bench NAME | where EQ | data COMMAND} [options]\n\n"
-              "  check        every appendix check (A-D) and a short tour of kd_ref\n"
+              "  check        every appendix check (A-D, seeds) and a short tour of kd_ref\n"
               f"  run NAME     an experiment: {', '.join(sorted(EXPERIMENTS)) or '(none yet)'}\n"
               f"  bench NAME   a benchmark: {', '.join(sorted(BENCHMARKS))}\n"
               "  where EQ     the lines of kd_ref that cite an equation (C.21, S3.6, ...) and its SPEC line\n"
