@@ -144,6 +144,10 @@ RUN_OPTIONS = [
     (["kd-temperature", "--passes", "0"], ["--passes: expected an integer >= 1, received 0"]),
     (["kd-temperature", "--n-train", "-1"], ["--n-train: expected an integer >= 0, received -1"]),
     (["kd-temperature", "--quick", "--paper"], ["argument --paper: not allowed with argument --quick"]),
+    (["kd-limits", "--draws", "0"], ["--draws: expected an integer >= 1, received 0"]),
+    (["kd-limits", "--classes", "1"], ["--classes: expected an integer >= 2, received 1"]),
+    (["kd-limits", "--seed", "-1"], ["--seed: expected an integer >= 0, received -1"]),
+    (["kd-limits", "--draws", "many"], ["--draws: expected an integer >= 1, received 'many'"]),
 ]
 
 
