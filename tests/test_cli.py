@@ -201,13 +201,13 @@ def test_run_refuses_an_out_folder_made_with_other_settings(tmp_path, capsys, no
 def test_run_refuses_a_damaged_checkpoint_naming_it(tmp_path, capsys, monkeypatch):
     """An interrupted run leaves a checkpoint; damaged afterwards, the next run names it instead of resuming."""
     from kd_ref.progress import Progress
-    from test_resume import _interrupting_progress, _tiny_rbm_nade
+    from test_resume import _raising_progress, _tiny_rbm_nade
 
     from kd_ref.experiments import rbm_nade
 
     monkeypatch.setattr(rbm_nade.Settings, "quick", classmethod(lambda cls, **o: _tiny_rbm_nade(**o)))
     plain = Progress.update
-    _interrupting_progress(monkeypatch, 70)
+    _raising_progress(monkeypatch, 60)           # the CD fit's progress line after step 10: a checkpoint is written
     argv = ["run", "rbm-nade", "--no-progress", "--out", str(tmp_path)]
     assert cli.main(argv) == 130
     monkeypatch.setattr(Progress, "update", plain)

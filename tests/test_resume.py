@@ -270,6 +270,25 @@ def _interrupting_progress(monkeypatch, at):
     monkeypatch.setattr(Progress, "update", update)
 
 
+def _raising_progress(monkeypatch, at):
+    """Make the n-th Progress.update raise KeyboardInterrupt, as an interrupt the loop did not defer would.
+
+    The experiment-level resume tests use this rather than a real SIGINT: twice in CI a real one
+    sent from a progress line was never heard by the run (not reproduced on demand; see the closing
+    note of issue 11), and these tests are about what a resumed run computes, not about signal
+    delivery, which test_optim, test_rbm and the real-process test below check with real signals.
+    """
+    calls = {"n": 0}
+    plain = Progress.update
+
+    def update(self, done, **values):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt
+        return plain(self, done, **values)
+    monkeypatch.setattr(Progress, "update", update)
+
+
 def _count_progress_updates(monkeypatch, run):
     calls = {"n": 0}
     plain = Progress.update
@@ -284,10 +303,10 @@ def _count_progress_updates(monkeypatch, run):
 
 
 def _run_with_interrupts(monkeypatch, run, total, rng, times=2):
-    """Run, pressing Ctrl-C at random points, and start again after each; returns the final results."""
+    """Run, interrupting it at random points, and start again after each; returns the final results."""
     plain = Progress.update
     for _ in range(times):
-        _interrupting_progress(monkeypatch, int(rng.integers(1, total)))
+        _raising_progress(monkeypatch, int(rng.integers(1, total)))
         with pytest.raises(KeyboardInterrupt):       # Interrupted inside train, a plain one elsewhere
             run()
         monkeypatch.setattr(Progress, "update", plain)
