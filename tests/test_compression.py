@@ -597,6 +597,27 @@ def test_quick_experiment_end_to_end(tmp_path):
         compress.run(replace(settings, members=2), tmp_path, np.random.default_rng(0), data=data)
 
 
+def test_munge_is_a_fourth_generator_whose_neighbours_are_cached(tmp_path):
+    """``generators=("munge",)`` trains MUNGE students (S1.8) only; the neighbour search runs once per training set."""
+    from dataclasses import replace
+
+    from kd_ref.distill import munge
+    from kd_ref.experiments import compress
+
+    data = _toy_images(np.random.default_rng(5), 200, 100)
+    settings = compress.Settings.quick(n_train=0, n_test=0, members=2, member_hidden=(8, 8), student_hidden=(4, 4),
+                                       member_passes=1, student_passes=1, generators=("munge",), curve_points=2,
+                                       curve_test=50, figures=False, progress=False)
+    assert compress.Settings.quick().generators == ("dataset", "nade", "noise")    # the thesis's three by default
+    results = compress.run(settings, tmp_path, np.random.default_rng(0), data=data)
+    assert set(results["students"]) == {f"{frac}/munge/{loss}" for frac in ("full", "small") for loss in ("ce", "dse")}
+    cached = np.load(tmp_path / "cache" / "munge_neighbours_full.npz")["neighbours"]
+    assert np.array_equal(cached, munge.reference_nearest_neighbours(data.x_train))
+    assert "| MUNGE |" in (tmp_path / "tables.md").read_text()
+    with pytest.raises(ValueError, match="munge_p"):
+        replace(settings, munge_p=1.5).validate()
+
+
 def test_thesis_settings_are_those_of_the_spec():
     """The --thesis preset pins SPEC.md chapter 2 (a changed number here changes what the thesis run means)."""
     from kd_ref.experiments import compress

@@ -10,6 +10,8 @@ Steps, all through :mod:`kd_ref.distill.compression`:
 3. train one student per {dataset, NADE, Gaussian noise} x {cross entropy,
    derivative square error}, the ensemble labelling every minibatch on the fly
    (mean probability for cross entropy, log-mean-exp for derivatives);
+   ``--generators ... munge`` adds MUNGE's pseudo-data (S1.8, not in the thesis)
+   as a fourth generator, its nearest neighbours searched once and cached;
 4. train the baseline, the student architecture on the true labels of the same
    images, with the ensemble members' settings;
 5. write tables (Markdown and CSV) of test accuracy and average test
@@ -34,6 +36,7 @@ import numpy as np
 from .. import datasets, npzfile, toydata
 from ..cli import ArgumentParser, int_at_least, out_folder
 from ..distill import objective
+from ..distill.munge import MungeGenerator, nearest_neighbours
 from ..distill.compression import (LOSSES as LOSS_CLASSES, DatasetGenerator, EnsembleTeacher, NADEGenerator,
                                    NoiseGenerator, log_probs_of, supervised_objective, teacher_targets)
 from ..metrics import mean_2se, paired_difference, score
@@ -43,12 +46,13 @@ from .._validation import check_in_range, check_positive_int
 from ..optim import Adadelta, check_state_keys, train
 from ._report import Run, image_grid, run_from_cli
 
-GENERATORS = ("dataset", "nade", "noise")
+GENERATORS = ("dataset", "nade", "noise", "munge")      # munge: S1.8, beside the thesis's three (2.21)
 LOSSES = ("ce", "dse")
 FRACTIONS = ("full", "small")
 LOSS_NAMES = {"ce": "cross entropy", "dse": "deriv. sq. error"}
-GENERATOR_NAMES = {"dataset": "dataset", "nade": "NADE", "noise": "Gaussian noise"}
+GENERATOR_NAMES = {"dataset": "dataset", "nade": "NADE", "noise": "Gaussian noise", "munge": "MUNGE"}
 CURVE_KIND = "kd_ref.compress.curve"
+NEIGHBOURS_KIND = "kd_ref.compress.munge_neighbours"
 
 
 @dataclass
@@ -84,7 +88,9 @@ class Settings:
     batch_size: int = 20
     nade_hidden: int = 100
     nade_passes: float = 20.0
-    generators: tuple = GENERATORS
+    generators: tuple = GENERATORS[:3]     # the thesis's; add "munge" to compare MUNGE's pseudo-data (S1.8)
+    munge_p: float = 0.5               # MUNGE swap probability and local-variance divisor (kd_ref's choice:
+    munge_s: float = 10.0              # the thesis does not run MUNGE)
     losses: tuple = LOSSES
     curve_points: int = 10
     curve_test: int = 1000             # test images used for the progress curves (0 = all)
@@ -112,6 +118,8 @@ class Settings:
         if self.data not in ("auto", "mnist", "synthetic"):
             raise ValueError(f"data: expected 'auto', 'mnist' or 'synthetic', received {self.data!r}")
         check_in_range(self.small_fraction, "small_fraction", 0, 1, low_open=True)
+        check_in_range(self.munge_p, "munge_p", 0.0, 1.0)
+        check_in_range(self.munge_s, "munge_s", 0.0, np.inf, low_open=True, high_open=True)
         for name in ("members", "batch_size", "nade_hidden", "curve_points"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.n_train, "n_train", minimum=0)   # 0 = all
@@ -204,7 +212,8 @@ class _Curve:
 
 def _model_settings(settings):
     """The settings that change what a trained model is (a checkpoint must have been made with them)."""
-    return {k: _settings_dict(settings)[k] for k in _MODEL_KEYS}
+    keys = _MODEL_KEYS + (("munge_p", "munge_s") if "munge" in settings.generators else ())
+    return {k: _settings_dict(settings)[k] for k in keys}
 
 
 def _fit(net, minibatch_objective, gen, n_steps, settings, cache_path, ckpt_path, curve_data, label):
@@ -300,6 +309,9 @@ def train_student(kind, loss_name, teachers, x_frac, nade, data, settings, run, 
         gen = DatasetGenerator(x_frac, settings.batch_size, rng)
     elif kind == "nade":
         gen = NADEGenerator(nade, settings.batch_size, rng)
+    elif kind == "munge":
+        gen = MungeGenerator(x_frac, settings.munge_p, settings.munge_s, settings.batch_size, rng,
+                             neighbours=munge_neighbours(x_frac, run, label.split("_")[0]))
     else:
         gen = NoiseGenerator(sizes[0], settings.batch_size, rng)
     loss = LOSS_CLASSES[loss_name]()
@@ -308,6 +320,16 @@ def train_student(kind, loss_name, teachers, x_frac, nade, data, settings, run, 
                  run.cache / f"student_{label}.npz", run.ckpt / f"student_{label}.npz", _curve_data(data, settings),
                  f"student {label}")
     return net, curve
+
+
+def munge_neighbours(x_frac, run, fraction):
+    """Each row's nearest neighbour in ``x_frac`` (S1.8), searched once per training set and cached."""
+    path = run.cache / f"munge_neighbours_{fraction}.npz"
+    if path.exists():
+        return npzfile.load(path, NEIGHBOURS_KIND, {1}, label="cache", required=("neighbours",))["neighbours"]
+    neighbours = nearest_neighbours(x_frac)
+    npzfile.save(path, NEIGHBOURS_KIND, 1, neighbours=neighbours)
+    return neighbours
 
 
 def train_baseline(x_frac, y_frac, data, settings, run, fraction_index, label):
@@ -463,7 +485,7 @@ def run(settings, out_dir, rng, data=None):
         accuracy, accuracy_2se, log_prob, log_prob_2se.
     """
     settings = settings.validate()
-    run = Run(out_dir, rng, {k: _settings_dict(settings)[k] for k in _MODEL_KEYS})
+    run = Run(out_dir, rng, _model_settings(settings))
     if data is None:
         data = load_data(settings, run.rng(0))
     elif settings.n_train or settings.n_test:
