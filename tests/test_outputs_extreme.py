@@ -709,3 +709,33 @@ def test_nade_hvp_keeps_the_curvature_of_units_saturated_at_one(part, rng):
         assert 0 < np.max(np.abs(mine["b"])) < 1e-15        # -sum R{y_d}: the saturated curvature, not flushed
     for name in mine:
         assert relative_error(mine[name], exact[name]) < TOL, (name, mine[name], exact[name])
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.floats(20.0, 700.0), st.integers(2, 6))
+def test_saturated_hidden_softmax_products_match_mpmath(seed, gap, width):
+    """A hidden softmax whose top entry rounds to 1: J^T v (B.33-B.35) and the curvature term
+    sum_k v_k d^2 x_k / da^2 (S1.12) entry by entry against mpmath, every entry to 1e-10 of itself.
+
+    The top entry of J^T v is -x_m sum_{j != m} x_j (v_j - v_m), of size e^-gap; formed as
+    x_m (v_m - x . v) it would be pure rounding error (x_m = 1 makes v_m - x . v cancel)."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(1, width))
+    a[0, rng.integers(width)] += gap
+    v = rng.normal(size=(1, width))
+    f = nl.Softmax()
+    x = f.forward(a)
+    with mp.workdps(int(gap / 2.3) + 40):        # the top entry is a difference of size e^-gap next to 1
+        e = [mp.exp(mp.mpf(float(ai))) for ai in a[0]]
+        xs = [ei / mp.fsum(e) for ei in e]
+        xv = mp.fsum(xi * mp.mpf(float(vi)) for xi, vi in zip(xs, v[0]))
+        jtv = [xi * (mp.mpf(float(vi)) - xv) for xi, vi in zip(xs, v[0])]
+        # d^2 x_k / da_i da_j summed against v: sum_k v_k x_k[(d_ki - x_i)(d_kj - x_j) - x_i (d_ij - x_j)]
+        curv = [[mp.fsum(mp.mpf(float(v[0, k])) * xs[k] * (((k == i) - xs[i]) * ((k == j) - xs[j])
+                                                           - xs[i] * ((i == j) - xs[j])) for k in range(width))
+                 for j in range(width)] for i in range(width)]
+    np.testing.assert_allclose(f.backward(a, x, v)[0], [float(t) for t in jtv], rtol=1e-10, atol=0)
+    c = f.curvature(a, x, v)[0]
+    for i in range(width):
+        for j in range(width):
+            assert abs(c[i, j] - float(curv[i][j])) <= 1e-10 * abs(float(curv[i][j])) + 1e-300, (i, j, c, curv)

@@ -384,7 +384,10 @@ class HintonLoss(_LogitLoss):
         _check_temperature_of(targets.soft, self.t, "soft targets")
         hard = as_float_array(targets.hard, "targets.hard", shape=(n, c))
         if np.any(hard < 0) or not np.allclose(hard.sum(axis=1), 1.0, atol=1e-12):
-            raise ValueError("targets.hard: expected one-hot (or probability) rows: entries >= 0 summing to 1")
+            sums = hard.sum(axis=1)
+            raise ValueError("targets.hard: expected one-hot (or probability) rows: entries >= 0 summing to 1, "
+                             f"received entries down to {hard.min():.3g} and row sums in [{sums.min():.6g}, "
+                             f"{sums.max():.6g}]")
         return cache
 
     def _seed(self, a_L, targets):
