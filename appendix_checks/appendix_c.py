@@ -71,8 +71,8 @@ def _random_case(rng, nonlinearity):
 def _joint(nade, x, w):
     """Value, gradient and HVP of E = sum_n w_n log q(x_n) over z = (params, x), restoring the parameters."""
     return gradcheck.over_params_and_input(nade, x, lambda xx: float(w @ nade.log_prob(xx, continuous=True)),
-                                           lambda xx: nade.grad(xx, w, continuous=True)[1:],
-                                           lambda xx, vp, vx: nade.hvp(xx, vp, vx, w, continuous=True))
+                                           lambda xx: nade.grad(xx, weights=w, continuous=True)[1:],
+                                           lambda xx, vp, vx: nade.hvp(xx, vp, vx, weights=w, continuous=True))
 
 
 def run(seed=0):
@@ -111,8 +111,8 @@ def run(seed=0):
             v_input = np.concatenate([np.zeros(P), v_x.ravel()])
             record("reduced", gradcheck.check_hvp(grad, hvp, z, v_theta).rel_error)
             record("reduced", gradcheck.check_hvp(grad, hvp, z, v_input).rel_error)
-            for (red_p, red_x), full in ((nade.hvp(x, None, v_x, w, continuous=True), hvp(z, v_input)),
-                                         (nade.hvp(x, v_p, None, w, continuous=True), hvp(z, v_theta))):
+            for (red_p, red_x), full in ((nade.hvp(x, None, v_x, weights=w, continuous=True), hvp(z, v_input)),
+                                         (nade.hvp(x, v_p, None, weights=w, continuous=True), hvp(z, v_theta))):
                 record("reduced_call", gradcheck.relative_error(np.concatenate([red_p, red_x.ravel()]), full))
 
             xs, ys = nade.sample(5, rng)

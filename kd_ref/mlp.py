@@ -22,7 +22,7 @@ import numpy as np
 
 from . import nonlinearities as nl
 from . import npzfile
-from ._validation import as_float_array, check_generator, check_indices, check_positive_int
+from ._validation import as_float_array, check_bool, check_generator, check_indices, check_positive_int
 from .outputs import CrossEntropy, DotProduct
 from .params import ParamLayout
 
@@ -72,15 +72,24 @@ class MLP:
     nonlinearities : sequence of str, length L
         Names from ``kd_ref.nonlinearities.NONLINEARITIES``: linear, relu, logistic,
         probit, softmax, log_softmax.
-    rng : numpy.random.Generator
+    rng : numpy.random.Generator or None
         Draws the initial weights, N(0, s^2 / D_{l-1}) with s = sqrt(2) before a ReLU
-        and 1 otherwise; biases start at zero.
+        and 1 otherwise; biases start at zero. ``None``: every parameter starts at 0
+        (for :meth:`load`, or to set them yourself). Required, as on every model.
 
     Attributes
     ----------
     params : ndarray of shape (P,)
     layout : kd_ref.params.ParamLayout     the blocks W1, b1, ..., WL, bL of params
     W, b : lists of L views of params      W[l] of shape (D_{l+1}, D_l), b[l] of shape (D_{l+1},)
+
+    Notes
+    -----
+    The model protocol (README, "Model protocol"): a conditional model, so the second
+    argument of :meth:`grad` and :meth:`hvp` is the output function E, which carries the
+    targets; ``grad(x, output, *, param_grads, input_grads) -> (E, d_params, d_x)`` and
+    ``hvp(x, output, v_params, v_x, *, param_grads, input_grads) -> (Hv_params, Hv_x)``
+    as on NADE and RBM, ``param_views``, ``save``, ``load``.
 
     Examples
     --------
@@ -99,13 +108,14 @@ class MLP:
             raise ValueError(f"nonlinearities: expected {len(sizes) - 1} names (one per layer), "
                              f"received {len(nonlinearities)}")
         self.f = [nl.get(name) for name in nonlinearities]
-        check_generator(rng)
+        if rng is not None:
+            check_generator(rng)
         self.sizes = sizes
         self.layout = ParamLayout([block for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1)
                                    for block in ((f"W{l}", (n_out, n_in)), (f"b{l}", (n_out,)))])
         self.params = self.layout.zeros()
         self.W, self.b = self._layers(self.params)
-        for W, f in zip(self.W, self.f):
+        for W, f in zip(self.W if rng is not None else (), self.f):
             gain = np.sqrt(2.0) if f.name == "relu" else 1.0
             W[...] = rng.normal(0.0, gain / np.sqrt(W.shape[1]), size=W.shape)
 
@@ -180,7 +190,7 @@ class MLP:
             return None, as_float_array(d_a, names[1], shape=cache.a[-1].shape)
         return as_float_array(d_y, names[0], shape=cache.y.shape), None
 
-    def backprop(self, cache, d_y=None, param_grads=True, input_grads=True, *, d_a=None):
+    def backprop(self, cache, d_y=None, *, param_grads=True, input_grads=True, d_a=None):
         """Backward pass (B.8-B.11) for an output-function seed d_y = dE/dy, or d_a = dE/da_L.
 
         Parameters
@@ -189,10 +199,10 @@ class MLP:
             From ``forward``.
         d_y : ndarray of shape (N, D_L)
             dE/dy; the recursion starts at y (B.8 through the last nonlinearity).
-        param_grads : bool
+        param_grads : bool, keyword only
             When False the weight gradients (B.9, the costly products) are skipped
             and ``d_params`` is None.
-        input_grads : bool
+        input_grads : bool, keyword only
             When False the last B.10 product, dE/dx_0 = dE/da_1 W_1, is skipped and
             ``d_x`` is None (training needs only the parameter part).
         d_a : ndarray of shape (N, D_L), keyword only
@@ -220,7 +230,7 @@ class MLP:
             d_a = None
         return d_params, d_x
 
-    def grad(self, x, output, param_grads=True, input_grads=True):
+    def grad(self, x, output, *, param_grads=True, input_grads=True):
         """Value and gradient of an output function at x.
 
         When the output function has a fused form for the last nonlinearity
@@ -234,7 +244,7 @@ class MLP:
         x : ndarray of shape (N, D_0)
         output : OutputFunction
             E.g. ``kd_ref.outputs.DotProduct(t)``.
-        param_grads, input_grads : bool
+        param_grads, input_grads : bool, keyword only
             Which parts of the gradient to compute (see :meth:`backprop`).
 
         Returns
@@ -244,13 +254,15 @@ class MLP:
         d_params : ndarray of shape (n_params,) or None
         d_x : ndarray of shape (N, D_0) or None
         """
+        parts = {"param_grads": check_bool(param_grads, "param_grads"),
+                 "input_grads": check_bool(input_grads, "input_grads")}
         cache = self.forward(x)
         fused = output.fused(self.f[-1])
         if fused is None:
-            d_params, d_x = self.backprop(cache, output.grad(cache.y), param_grads, input_grads)
+            d_params, d_x = self.backprop(cache, output.grad(cache.y), **parts)
             return output.value(cache.y), d_params, d_x
         a_L = cache.a[-1]
-        d_params, d_x = self.backprop(cache, None, param_grads, input_grads, d_a=fused.grad(a_L))
+        d_params, d_x = self.backprop(cache, d_a=fused.grad(a_L), **parts)
         return fused.value(a_L), d_params, d_x
 
     def jacobian(self, x, outputs=None, log=False):
@@ -324,7 +336,7 @@ class MLP:
             R_xs.append(R_x)
         return RCache(R_xs, R_as, V, v_b, v_params is not None)
 
-    def r_backprop(self, cache, rcache, d_y=None, R_d_y=None, param_grads=True, input_grads=True, *, d_a=None,
+    def r_backprop(self, cache, rcache, d_y=None, R_d_y=None, *, param_grads=True, input_grads=True, d_a=None,
                    R_d_a=None):
         """Backward phase of R{backprop} (B.15-B.18).
 
@@ -337,9 +349,9 @@ class MLP:
             dE/dy.
         R_d_y : ndarray of shape (N, D_L)
             R{dE/dy} = (d^2E/dy^2) R{y}; zero for an output function linear in y.
-        param_grads : bool
+        param_grads : bool, keyword only
             When False only the input part is returned (``R_d_params`` is None).
-        input_grads : bool
+        input_grads : bool, keyword only
             When False the input part (the last B.17 products) is skipped and
             ``R_d_x`` is None: derivative matching (2.9-2.13) reads only the parameter part.
         d_a, R_d_a : ndarray of shape (N, D_L), keyword only
@@ -381,14 +393,23 @@ class MLP:
             d_a = R_d_a = None
         return R_d_params, R_d_x
 
-    def hvp(self, x, output, v_params=None, v_x=None, param_grads=True, input_grads=True):
+    def hvp(self, x, output, v_params=None, v_x=None, *, param_grads=True, input_grads=True):
         """Hessian-vector product of E over (params, x) along v = (v_params, v_x).
 
         H is the joint Hessian of E (summed over the batch) with respect to the
         parameters and every input row; None stands for a zero part of v, and the
-        reduced forms (B.19-B.21) are used then. As in :meth:`grad`, a fused
-        output form seeds the backward phase at a_L with dE/da_L and R{dE/da_L}.
-        Costs about two to three times one ``grad`` call.
+        reduced forms (B.19-B.21) are used then (both None: zeros). As in
+        :meth:`grad`, a fused output form seeds the backward phase at a_L with
+        dE/da_L and R{dE/da_L}. Costs about two to three times one ``grad`` call.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, D_0)
+        output : OutputFunction
+        v_params : ndarray of shape (n_params,) or None
+        v_x : ndarray of shape (N, D_0) or None
+        param_grads, input_grads : bool, keyword only
+            Which parts of H v to return.
 
         Returns
         -------
@@ -396,17 +417,18 @@ class MLP:
         Hv_x : ndarray of shape (N, D_0) or None
             None when ``param_grads`` / ``input_grads`` is False.
         """
-        if v_params is None and v_x is None:
-            raise ValueError("v_params, v_x: expected at least one non-zero part of the direction, received None for both")
+        parts = {"param_grads": check_bool(param_grads, "param_grads"),
+                 "input_grads": check_bool(input_grads, "input_grads")}
         cache = self.forward(x)
+        if v_params is None and v_x is None:                                  # H 0 = 0, as on NADE and RBM
+            return (np.zeros(self.n_params) if parts["param_grads"] else None,
+                    np.zeros(cache.x[0].shape) if parts["input_grads"] else None)
         rcache = self.r_forward(cache, v_params, v_x)
         fused = output.fused(self.f[-1])
         if fused is None:
-            return self.r_backprop(cache, rcache, output.grad(cache.y), output.r_grad(cache.y, rcache.R_y),
-                                   param_grads, input_grads)
+            return self.r_backprop(cache, rcache, output.grad(cache.y), output.r_grad(cache.y, rcache.R_y), **parts)
         a_L, R_a_L = cache.a[-1], rcache.R_a[-1]
-        return self.r_backprop(cache, rcache, None, None, param_grads, input_grads, d_a=fused.grad(a_L),
-                               R_d_a=fused.r_grad(a_L, R_a_L))
+        return self.r_backprop(cache, rcache, d_a=fused.grad(a_L), R_d_a=fused.r_grad(a_L, R_a_L), **parts)
 
     # ------------------------------------------------------------ save/load
     def save(self, path):
@@ -426,7 +448,7 @@ class MLP:
     def load(cls, path):
         """A new network from a file written by ``save``; parameters round-trip bit for bit."""
         saved = cls._read(path)
-        net = cls(saved["sizes"].tolist(), saved["nonlinearities"].tolist(), np.random.default_rng(0))
+        net = cls(saved["sizes"].tolist(), saved["nonlinearities"].tolist(), None)
         net.set_params(saved["params"])
         return net
 

@@ -228,7 +228,8 @@ class NADE:
     rng : numpy.random.Generator or None
         Draws the initial W and V, i.i.d. N(0, init_std^2); b and c start at 0. With
         ``None`` every parameter starts at 0 (set them yourself; a NADE with W = V = 0
-        cannot break the symmetry between hidden units by training).
+        cannot break the symmetry between hidden units by training). Required, as on
+        every model.
     order : array_like of shape (D,), optional
         A permutation of 0..D-1: position d models input ``order[d]``. Default:
         the identity. :func:`raster_column_order` gives the thesis's MNIST order.
@@ -246,9 +247,17 @@ class NADE:
     layout : kd_ref.params.ParamLayout   the blocks W, V, b, c of params
     order : ndarray of shape (D,), int
     n_inputs, n_hidden, n_params : int
+
+    Notes
+    -----
+    The model protocol (README, "Model protocol"): a density model, so :meth:`grad` and
+    :meth:`hvp` take no output function, per-example weights are the keyword ``weights``
+    and the value returned is log q per row; ``grad(x, *, weights, param_grads,
+    input_grads, continuous) -> (log_q, d_params, d_x)``, ``hvp(x, v_params, v_x, *,
+    weights, ...) -> (Hv_params, Hv_x)``, ``param_views``, ``save``, ``load`` as on MLP and RBM.
     """
 
-    def __init__(self, n_inputs, n_hidden, rng=None, *, order=None, nonlinearity="logistic", init_std=0.01):
+    def __init__(self, n_inputs, n_hidden, rng, *, order=None, nonlinearity="logistic", init_std=0.01):
         self.n_inputs = check_positive_int(n_inputs, "n_inputs")
         self.n_hidden = check_positive_int(n_hidden, "n_hidden")
         D, H = self.n_inputs, self.n_hidden
@@ -363,13 +372,13 @@ class NADE:
         return out["z"], out["R_z"]
 
     # -------------------------------------------------------------------- backprop
-    def grad(self, x, weights=None, *, param_grads=True, input_grads=True, continuous=False):
+    def grad(self, x, *, weights=None, param_grads=True, input_grads=True, continuous=False):
         """Backprop (C.8-C.15): gradient of E = sum_n w_n log q(x_n) w.r.t. the parameters and x.
 
         Parameters
         ----------
         x : array_like of shape (N, D)
-        weights : array_like of shape (N,), optional
+        weights : array_like of shape (N,), optional, keyword only
             w_n (any real numbers; default 1). ``weights = 1 / N`` gives the mean.
         param_grads, input_grads : bool
             Skip the parameter part (C.11-C.13) or the input part (C.14) when not wanted.
@@ -393,7 +402,7 @@ class NADE:
         out = self._pass(x, w, "grad", param_grads=param_grads, input_grads=input_grads)
         return out["log_q"], out.get("d_params"), out.get("d_x")
 
-    def hvp(self, x, v_params=None, v_x=None, weights=None, *, param_grads=True, input_grads=True,
+    def hvp(self, x, v_params=None, v_x=None, *, weights=None, param_grads=True, input_grads=True,
             continuous=False):
         """R{backprop} (C.16-C.28): H v for E = sum_n w_n log q(x_n), H the Hessian over (theta, x).
 
@@ -404,7 +413,7 @@ class NADE:
             Parameter part of the direction; None means zero (reduced form C.28).
         v_x : array_like of shape (N, D) or None
             Input part of the direction; None means zero (reduced form C.28).
-        weights : array_like of shape (N,), optional
+        weights : array_like of shape (N,), optional, keyword only
         param_grads, input_grads : bool
             Which parts of H v to return (e.g. score matching needs only the
             parameter part of H (0, v_x)).
@@ -929,7 +938,7 @@ def log_likelihood_objective(nade):
 
     def objective(batch):
         n = batch.shape[0]
-        log_q, d_params, _ = nade.grad(batch, np.full(n, 1.0 / n), input_grads=False)
+        log_q, d_params, _ = nade.grad(batch, weights=np.full(n, 1.0 / n), input_grads=False)
         return -float(np.mean(log_q)), -d_params
     return objective
 

@@ -67,6 +67,7 @@ class RBM:
     n_visible, n_hidden : int
     rng : numpy.random.Generator or None
         Draws W i.i.d. N(0, init_std^2); biases start at 0. ``None``: all zeros.
+        Required, as on every model.
     init_std : float
 
     Attributes
@@ -78,6 +79,13 @@ class RBM:
     layout : kd_ref.params.ParamLayout   the blocks W, b_visible, b_hidden of params
     n_visible, n_hidden, n_params : int
 
+    Notes
+    -----
+    The model protocol (README, "Model protocol"): a density model like NADE, with
+    log phi in place of log q: ``grad(x, *, weights, param_grads, input_grads,
+    continuous) -> (log_phi, d_params, d_x)``, ``hvp(x, v_params, v_x, *, weights, ...)
+    -> (Hv_params, Hv_x)``, ``param_views``, ``save``, ``load`` as on MLP and NADE.
+
     Examples
     --------
     >>> import numpy as np
@@ -87,7 +95,7 @@ class RBM:
     True
     """
 
-    def __init__(self, n_visible, n_hidden, rng=None, *, init_std=0.01):
+    def __init__(self, n_visible, n_hidden, rng, *, init_std=0.01):
         self.n_visible = check_positive_int(n_visible, "n_visible")
         self.n_hidden = check_positive_int(n_hidden, "n_hidden")
         init_std = check_in_range(init_std, "init_std", 0.0, np.inf)
@@ -117,7 +125,7 @@ class RBM:
         D, H = W.shape
         b_visible = as_float_array(b_visible, "b_visible", shape=(D,))
         b_hidden = as_float_array(b_hidden, "b_hidden", shape=(H,))
-        rbm = cls(D, H)
+        rbm = cls(D, H, None)
         rbm.W[...], rbm.b_visible[...], rbm.b_hidden[...] = W, b_visible, b_hidden
         return rbm
 
@@ -190,12 +198,22 @@ class RBM:
         lp = self.log_phi(x)
         return lp - (self.log_z_exact() if log_z is None else log_z)
 
-    def grad(self, x, weights=None, *, param_grads=True, input_grads=True, continuous=False):
+    def grad(self, x, *, weights=None, param_grads=True, input_grads=True, continuous=False):
         """Gradient of E = sum_n w_n log phi(x_n) w.r.t. the parameters and x: (4.32) differentiated.
 
         The formulas are in the module notes (derived here; the thesis gives none).
         The x-part, w_n d log phi / dx_n with x treated as continuous, is the
         teacher's score that score matching compares with (4.28).
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+        weights : array_like of shape (N,), optional, keyword only
+            w_n (any real numbers; default 1).
+        param_grads, input_grads : bool, keyword only
+            Which parts of the gradient to compute.
+        continuous : bool, keyword only
+            Accept real-valued x (needed for finite differences in x).
 
         Returns
         -------
@@ -217,13 +235,20 @@ class RBM:
             d_x = (s @ self.W.T + self.b_visible) * w[:, None]
         return log_phi, d_params, d_x
 
-    def hvp(self, x, v_params=None, v_x=None, weights=None, *, param_grads=True, input_grads=True,
+    def hvp(self, x, v_params=None, v_x=None, *, weights=None, param_grads=True, input_grads=True,
             continuous=False):
         """H v for E = sum_n w_n log phi(x_n), H the joint Hessian over (params, x), by the R technique (appendix A).
 
         R applied to the gradient formulas of :meth:`grad`; the R-forms are in the module notes.
 
         ``None`` for a part of the direction means zero and drops its terms.
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+        v_params : array_like of shape (P,) or None
+        v_x : array_like of shape (N, D) or None
+        weights, param_grads, input_grads, continuous : keyword only, as in :meth:`grad`
 
         Returns
         -------
@@ -596,7 +621,7 @@ def cd_objective(rbm, k, rng):
         neg = chains.sweep(k)
         x = np.concatenate([neg, batch])
         w = np.concatenate([np.full(n, 1.0 / n), np.full(n, -1.0 / n)])
-        lp, d_params, _ = rbm.grad(x, w, input_grads=False)
+        lp, d_params, _ = rbm.grad(x, weights=w, input_grads=False)
         return float(w @ lp), d_params
     return objective
 

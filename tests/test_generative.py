@@ -258,14 +258,14 @@ def two_mode_rbm(d=12, c=4.0):
     either mode at equilibrium, and the model is symmetric under (x, h) -> (1 - x, 1 - h), so chains from
     uniform random starts end in each mode with probability exactly 1/2.
     """
-    rbm = RBM(d, 1)
+    rbm = RBM(d, 1, None)
     rbm.b_visible[...], rbm.W[...], rbm.b_hidden[...] = -c, 2.0 * c, -d * c
     return rbm
 
 
 def one_mode_nade(d=12, c=4.0):
     """q = the h = 0 mode of :func:`two_mode_rbm` exactly: independent pixels on with probability sigma(-c)."""
-    nade = NADE(d, 1)
+    nade = NADE(d, 1, None)
     nade.b[...] = -c
     return nade
 

@@ -57,8 +57,8 @@ def joint(nade, x, w):
     """Value, gradient, HVP of E = sum_n w_n log q(x_n) over z = (params, x); None for a zero part of v (C.28)."""
     return gradcheck.over_params_and_input(
         nade, x, lambda xx: float(w @ nade.log_prob(xx, continuous=True)),
-        lambda xx: nade.grad(xx, w, continuous=True)[1:],
-        lambda xx, vp, vx: nade.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, w, continuous=True))
+        lambda xx: nade.grad(xx, weights=w, continuous=True)[1:],
+        lambda xx, vp, vx: nade.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, weights=w, continuous=True))
 
 
 @contextlib.contextmanager
@@ -96,9 +96,9 @@ def test_gradient_matches_differences(D, H, N, seed, nonlinearity, plan):
     with maybe_block_plan(plan):
         value, grad, _, z = joint(nade, x, w)
         g, num = grad(z), gradcheck.numerical_gradient(value, z)
-        _, d_p, d_x = nade.grad(x, w, continuous=True)
-        _, only_p, none_x = nade.grad(x, w, input_grads=False, continuous=True)
-        _, none_p, only_x = nade.grad(x, w, param_grads=False, continuous=True)
+        _, d_p, d_x = nade.grad(x, weights=w, continuous=True)
+        _, only_p, none_x = nade.grad(x, weights=w, input_grads=False, continuous=True)
+        _, none_p, only_x = nade.grad(x, weights=w, param_grads=False, continuous=True)
     P = nade.n_params
     parts = dict(zip("WVbc", nade.param_views(np.arange(P))), x=np.arange(P, z.size))
     for name, idx in parts.items():                 # each block on its own, so none hides behind a larger one
@@ -125,9 +125,9 @@ def test_hvp_matches_differences_and_is_symmetric(D, H, N, seed, nonlinearity, p
     with maybe_block_plan(plan):
         res = gradcheck.check_hvp(grad, hvp, z, v)
         sym = gradcheck.check_symmetry(hvp, z, u, v)
-        Hv_p, Hv_x = nade.hvp(x, v_p, v_x, w, continuous=True)
-        only_p, none_x = nade.hvp(x, v_p, v_x, w, input_grads=False, continuous=True)
-        none_p, only_x = nade.hvp(x, v_p, v_x, w, param_grads=False, continuous=True)
+        Hv_p, Hv_x = nade.hvp(x, v_p, v_x, weights=w, continuous=True)
+        only_p, none_x = nade.hvp(x, v_p, v_x, weights=w, input_grads=False, continuous=True)
+        none_p, only_x = nade.hvp(x, v_p, v_x, weights=w, param_grads=False, continuous=True)
     assert res.passed(1e-5), str(res)
     assert sym.passed(1e-9), str(sym)
     assert none_x is None and none_p is None
@@ -181,7 +181,7 @@ def test_grad_equals_reference_backprop(D, H, N, seed, nonlinearity, binary, pla
     if binary:
         x = (x > 0).astype(float)
     with maybe_block_plan(plan):
-        log_q, d_p, d_x = nade.grad(x, w, continuous=True)
+        log_q, d_p, d_x = nade.grad(x, weights=w, continuous=True)
     ref_log_q, ref_d_p, ref_d_x = reference_backprop(nade, x, w)
     np.testing.assert_allclose(log_q, ref_log_q, rtol=1e-12, atol=1e-12 * np.abs(ref_log_q).max())
     assert_same_as_twin(parts(nade, d_p, d_x), parts(nade, ref_d_p, ref_d_x), "grad")
@@ -196,7 +196,7 @@ def test_hvp_equals_reference_r_backprop(D, H, N, seed, nonlinearity, binary, pa
     v_p = None if part == "x" else rng.normal(size=nade.n_params)
     v_x = None if part == "params" else rng.normal(size=x.shape)
     with maybe_block_plan(plan):
-        Hv_p, Hv_x = nade.hvp(x, v_p, v_x, w, continuous=True)
+        Hv_p, Hv_x = nade.hvp(x, v_p, v_x, weights=w, continuous=True)
     ref_p, ref_x = reference_r_backprop(nade, x, v_p, v_x, w)
     assert_same_as_twin(parts(nade, Hv_p, Hv_x), parts(nade, ref_p, ref_x), f"hvp ({part})")
     zeros_p = np.zeros(nade.n_params) if v_p is None else v_p          # an explicit zero part = a None part
@@ -256,8 +256,8 @@ def test_results_do_not_depend_on_the_block_plan():
     v_p, v_x = rng.normal(size=nade.n_params), rng.normal(size=x.shape)
 
     def everything():
-        return [nade.log_prob(xb), *nade.grad(x, w, continuous=True)[1:], *nade.hvp(x, v_p, v_x, w, continuous=True),
-                *nade.hvp(x, None, v_x, w, continuous=True), *nade.hvp(x, v_p, None, w, continuous=True),
+        return [nade.log_prob(xb), *nade.grad(x, weights=w, continuous=True)[1:], *nade.hvp(x, v_p, v_x, weights=w, continuous=True),
+                *nade.hvp(x, None, v_x, weights=w, continuous=True), *nade.hvp(x, v_p, None, weights=w, continuous=True),
                 nade.conditionals(xb)]
 
     base = everything()
@@ -270,11 +270,11 @@ def test_results_do_not_depend_on_the_block_plan():
 def test_parts_can_be_skipped_and_zero_direction_gives_zero():
     nade, x, w, rng = make_case(1, 5, 3, 4, "logistic")
     xb = (x > 0).astype(float)
-    log_q, d_p, d_x = nade.grad(xb, w, input_grads=False)
+    log_q, d_p, d_x = nade.grad(xb, weights=w, input_grads=False)
     assert d_x is None and d_p.shape == (nade.n_params,)
-    _, none_p, d_x2 = nade.grad(xb, w, param_grads=False)
+    _, none_p, d_x2 = nade.grad(xb, weights=w, param_grads=False)
     assert none_p is None and d_x2.shape == xb.shape
-    np.testing.assert_allclose(nade.grad(xb, w)[1], d_p, rtol=1e-13)
+    np.testing.assert_allclose(nade.grad(xb, weights=w)[1], d_p, rtol=1e-13)
     Hp, Hx = nade.hvp(xb, None, None)
     assert not Hp.any() and not Hx.any()
     np.testing.assert_allclose(log_q, nade.log_prob(xb), rtol=1e-13)
@@ -284,7 +284,7 @@ def test_weighted_gradient_is_the_weighted_sum_of_row_gradients():
     nade, x, w, _ = make_case(2, 6, 4, 3, "logistic")
     xb = (x > 0).astype(float)
     rows = [nade.grad(xb[n:n + 1])[1] for n in range(3)]
-    np.testing.assert_allclose(nade.grad(xb, w)[1], sum(wn * g for wn, g in zip(w, rows)), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(nade.grad(xb, weights=w)[1], sum(wn * g for wn, g in zip(w, rows)), rtol=1e-10, atol=1e-12)
 
 
 # ------------------------------------------------------------------------- forward

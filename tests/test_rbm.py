@@ -35,8 +35,8 @@ def joint(rbm, x, w):
     """Value, gradient, HVP of E = sum_n w_n log phi(x_n) over z = (params, x); None for a zero part of v."""
     return gradcheck.over_params_and_input(
         rbm, x, lambda xx: float(w @ rbm.log_phi(xx, continuous=True)),
-        lambda xx: rbm.grad(xx, w, continuous=True)[1:],
-        lambda xx, vp, vx: rbm.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, w, continuous=True))
+        lambda xx: rbm.grad(xx, weights=w, continuous=True)[1:],
+        lambda xx, vp, vx: rbm.hvp(xx, vp if np.any(vp) else None, vx if np.any(vx) else None, weights=w, continuous=True))
 
 
 sizes = dict(D=st.integers(1, 9), H=st.integers(1, 7), N=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
@@ -140,9 +140,9 @@ def test_exact_log_z_with_many_enumerated_states():
 def test_exact_log_z_refuses_large_models():
     with pytest.raises(ValueError, match=r"^max_units: expected min\(n_visible, n_hidden\) <= max_units=26, "
                                          r"received 27 \(D=30, H=27\)"):
-        RBM(30, 27).log_z_exact()
+        RBM(30, 27, None).log_z_exact()
     with pytest.raises(ValueError, match="^max_units: expected .*max_units=3, received 4"):
-        RBM(4, 5).log_z_exact(max_units=3)
+        RBM(4, 5, None).log_z_exact(max_units=3)
 
 
 # ---------------------------------------------------------------------- Gibbs chains
@@ -288,7 +288,7 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing():
     with pytest.raises(ValueError, match="n_steps: expected an integer >= 1, received 0"):
         fit_cd(rbm, np.zeros((5, 4)), rng, n_steps=0, progress=False)
     with pytest.raises(ValueError, match="max_units: expected .*max_units=26, received 27"):
-        RBM(27, 30).log_prob_exact(np.zeros((1, 27)))
+        RBM(27, 30, None).log_prob_exact(np.zeros((1, 27)))
     for bad in (np.nan, np.inf):
         with pytest.raises(ValueError, match=f"log_z: expected a finite real number, received {bad}"):
             rbm.log_prob_exact(np.zeros((1, 4)), log_z=bad)

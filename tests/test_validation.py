@@ -201,7 +201,7 @@ def test_rbm_samplers_and_hill_climbing_check_options_before_drawing():
     with pytest.raises(TypeError, match="progress: expected True or False"):
         chains.sample(2, burn_in=3, progress="no")
     with pytest.raises(TypeError, match="rbm: expected a kd_ref.rbm.RBM, received NADE"):
-        cd_objective(NADE(4, 3), 1, rng)
+        cd_objective(NADE(4, 3, None), 1, rng)
     with pytest.raises(TypeError, match="continuous: expected True or False, received 'yes'"):
         rbm.log_phi(np.zeros(4), continuous="yes")
     with pytest.raises(TypeError, match="param_grads: expected True or False, received None"):
@@ -250,7 +250,7 @@ def test_nade_fit_that_fails_after_setting_the_biases_leaves_them_as_they_were(t
 def test_nade_helpers_check_their_arguments():
     nade = NADE(4, 3, np.random.default_rng(0))
     with pytest.raises(TypeError, match="nade: expected a kd_ref.nade.NADE, received RBM"):
-        log_likelihood_objective(RBM(4, 3))
+        log_likelihood_objective(RBM(4, 3, None))
     with pytest.raises(TypeError, match=r"callback: expected a callable"):
         fit_nade(nade, lambda: np.zeros((2, 4)), 3, callback=True, progress=False)
     with pytest.raises(TypeError, match="input_grads: expected True or False, received 0"):
@@ -382,7 +382,7 @@ def test_mog_saves_to_a_bare_name_and_loads_back_bit_for_bit(tmp_path, rng):
 
 def test_save_and_load_name_a_path_that_is_not_one(rng):
     from kd_ref import gradcheck
-    for model, load in ((MLP([2, 2], ["softmax"], rng), MLP.load), (NADE(3, 2), NADE.load), (RBM(3, 2), RBM.load),
+    for model, load in ((MLP([2, 2], ["softmax"], rng), MLP.load), (NADE(3, 2, None), NADE.load), (RBM(3, 2, None), RBM.load),
                         (MoG([1.0], [[0.0]], [[[1.0]]]), MoG.load)):
         with pytest.raises(TypeError, match=r"path: expected a file path \(str or os.PathLike\), received None"):
             model.save(None)

@@ -134,7 +134,7 @@ class SquareErrorLoss:
         n = x.shape[0]
         log_q = nade.log_prob(x)
         r = log_q - log_phi + self.c
-        _, d_params, _ = nade.grad(x, 2.0 * r / n, input_grads=False)
+        _, d_params, _ = nade.grad(x, weights=2.0 * r / n, input_grads=False)
         return float(np.mean(r**2)), d_params
 
 
