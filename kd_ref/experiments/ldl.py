@@ -49,7 +49,7 @@ from ..metrics import mean_2se
 from ..mlp import MLP
 from ..optim import Adam, train
 from .._validation import check_in_range, check_positive_int
-from ._report import check_cache, run_from_cli, write_table, write_text_atomic
+from ._report import Run, run_from_cli, write_table, write_text_atomic
 from .compress import load_data
 
 CACHE_KIND = "kd_ref.ldl.trial"
@@ -150,8 +150,12 @@ def baseline(hidden, x, y, data, settings, rng):
     return _accuracy(np.argmax(log_probs_of(net, data.x_test), axis=1), data.y_test)
 
 
-def run_trial(data, settings, k, trial, shots, seed, iterative):
+def run_trial(data, settings, k, trial, run, iterative):
     """Accuracies of every method at each shot count (and Adam's lr sweep, per-epoch curves) for one trial.
+
+    Random streams of ``run`` (a :class:`._report.Run`): (1, k, trial, m) draws the m-shot training
+    set, the maps and every initialisation and minibatch of that shot count; (2, k, trial, j) and
+    (3, k, trial, j) the minibatches of the j-th Adam and SGD run of the learning-rate sweep.
 
     Returns a dict of arrays: ``acc.<method>`` (len(shots),) — NaN where a method was not run —,
     ``curve.o2md_adam`` (len(shots), adam_epochs), ``curve.bd`` (len(shots), bd_epochs),
@@ -176,7 +180,7 @@ def run_trial(data, settings, k, trial, shots, seed, iterative):
         return _accuracy(model.predict(x_curve), y_curve)
 
     for i, m in enumerate(settings.shots):
-        rng = np.random.default_rng([seed, k, trial, m])
+        rng = run.rng(1, k, trial, m)
         idx = datasets.few_shot_indices(data.y_train, m, rng, n_classes=c)
         x, y = data.x_train[idx], data.y_train[idx]
         o2md = O2MD(c, RandomLinearMap(d, k, rng, init=settings.init), rng, init=settings.init)
@@ -203,7 +207,7 @@ def run_trial(data, settings, k, trial, shots, seed, iterative):
             for n, (method, lr, accs, j) in enumerate(runs):
                 o2md.params[...] = start
                 o2md.fit(x, y, method=method, epochs=settings.adam_epochs, lr=lr,
-                         rng=np.random.default_rng([seed, j] if method == "adam" else [seed, j, 1]))
+                         rng=run.rng(2 if method == "adam" else 3, k, trial, j))
                 accs[j] = _accuracy(o2md.predict(data.x_test), data.y_test)
                 out["sweep_gap"][n] = np.linalg.norm(o2md.params - closed) / np.linalg.norm(start - closed)
         bd = BidirectionalDistillation(c, RandomLinearMap(d, k, rng, init="orthogonal"), rng, init="torch_default")
@@ -217,35 +221,29 @@ def run_trial(data, settings, k, trial, shots, seed, iterative):
 # ------------------------------------------------------------------------- the run
 def run(settings, out_dir, rng):
     """Run every trial (cached per trial under ``out_dir/cache``), then write the tables and the figure."""
-    began = time.perf_counter()
-    out_dir = Path(out_dir)
-    cache = out_dir / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    seed = int(rng.integers(2**31))
     wanted = {k: v for k, v in vars(settings).items() if k != "progress"}
-    check_cache(cache, {**wanted, "seed": seed})
-    data = load_data(SimpleNamespace(data=settings.data, n_train=settings.n_train, n_test=settings.n_test),
-                     np.random.default_rng([seed, 0]))
+    run = Run(out_dir, rng, wanted)
+    data = load_data(SimpleNamespace(data=settings.data, n_train=settings.n_train, n_test=settings.n_test), run.rng(0))
     results = {}
     n_iter = settings.n_iterative()
     for k in settings.ks:
         for t in range(settings.trials):
-            path = cache / f"k{k}_trial{t:03d}.npz"
+            path = run.cache / f"k{k}_trial{t:03d}.npz"
             if path.exists():
                 results[(k, t)] = npzfile.load(path, CACHE_KIND, {2})
                 continue
             tic = time.perf_counter()
-            res = run_trial(data, settings, k, t, settings.shots, seed, iterative=t < n_iter)
+            res = run_trial(data, settings, k, t, run, iterative=t < n_iter)
             npzfile.save(path, CACHE_KIND, 2, **res)
             results[(k, t)] = res
             if settings.progress:
                 print(f"K = {k}, trial {t + 1}/{settings.trials}: {time.perf_counter() - tic:.1f} s; o2md_cf "
                       + ", ".join(f"{m}-shot {a:.3f}" for m, a in zip(settings.shots, res["acc.o2md_cf"])),
                       flush=True)
-    tables, files = write_tables(results, settings, data, out_dir)
-    files["curves"] = str(plot_curves(results, settings, out_dir))
-    return {"results": results, "tables": tables, "files": files, "seconds": time.perf_counter() - began,
-            "data": data.name}
+    tables, files = write_tables(results, settings, data, run.out)
+    run.files.update(files, curves=str(plot_curves(results, settings, run.out)))
+    summary = run.finish({"settings": wanted, "data": data.name, "accuracy": summary_rows(results, settings)})
+    return {**summary, "results": results, "tables": tables}
 
 
 def _stack(results, k, key, trials):

@@ -37,9 +37,9 @@ teacher's probabilities on the log-softmax student, ``kd_ref.curvature``), and
 log-probability against the share of parameters deleted (``student.md``,
 ``student.csv``, ``fig3_student.png``). (The paper's ten seeds are not run.)
 """
-import json
 import os
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -55,27 +55,85 @@ from ..optim import Adadelta
 from ..outputs import DotProduct, SquareError
 from ..prune import ParameterMask, deletion_curve, mean_loss, obd, retrain, saliency
 from ..cli import ArgumentParser, int_at_least, out_folder
-from ._report import Run, StaleCache, check_cache, write_table, write_text_atomic
+from .._validation import check_in_range, check_positive_int
+from ._report import Run, run_from_cli, write_table, write_text_atomic
 
 NAME = "obd"
 CURVATURE_METHODS = ("exact", "lecun", "gauss_newton", "hutchinson")
 SELECTIONS = ("saliency", "magnitude", "random")
 
-#: LeCun et al. 1989 §2.3 as far as it goes with the data we have.
-QUICK = dict(side=16, n_train=9300, n_test=3350, hidden=10, batch_size=100, train_passes=60, fraction=0.05,
-             rounds=45, retrain_passes=3, n_probes=100, curve_points=27, brute=False, progress=False, student=None)
-#: The chapter-2 student stage of ``--paper`` (:func:`student_stage`); our choices where the sources give none:
-#: LeCun's set sizes at 28 x 28, ten members with ``kd-ref run compress --thesis``'s member and student training.
-STUDENT = dict(n_train=9300, n_test=3350, members=10, member_hidden=(500, 300), member_passes=20.0,
-               hidden=(50, 30), student_passes=40.0, batch_size=20, fraction=0.02, rounds=140, retrain_passes=20)
-PAPER = dict(QUICK, fraction=0.02, rounds=140, retrain_passes=20, n_probes=1000, brute=True, progress=True,
-             student=STUDENT)
 STUDENT_TARGETS = ("distillation", "true labels")
+
+
+@dataclass
+class StudentSettings:
+    """The chapter-2 student stage of ``--paper`` (:func:`student_stage`); our choices where the sources give
+    none: LeCun's set sizes at 28 x 28, ten members with ``kd-ref run compress --thesis``'s member and student
+    training."""
+
+    n_train: int = 9300
+    n_test: int = 3350
+    members: int = 10
+    member_hidden: tuple = (500, 300)
+    member_passes: float = 20.0
+    hidden: tuple = (50, 30)
+    student_passes: float = 40.0
+    batch_size: int = 20
+    fraction: float = 0.02
+    rounds: int = 140
+    retrain_passes: int = 20
+
+
+@dataclass
+class Settings:
+    """Everything that defines a run; ``quick()`` (LeCun et al. 1989 §2.3 as far as it goes with the data we
+    have) and ``paper()`` give the presets; ``student`` (a :class:`StudentSettings`) only in ``paper()``."""
+
+    mode: str = "quick"
+    side: int = 16
+    n_train: int = 9300
+    n_test: int = 3350
+    hidden: int = 10
+    batch_size: int = 100
+    train_passes: int = 60
+    fraction: float = 0.05
+    rounds: int = 45
+    retrain_passes: int = 3
+    n_probes: int = 100
+    curve_points: int = 27
+    brute: bool = False
+    progress: bool = False
+    student: StudentSettings = None
+
+    @classmethod
+    def quick(cls, **overrides):
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def paper(cls, **overrides):
+        base = cls(mode="paper", fraction=0.02, rounds=140, retrain_passes=20, n_probes=1000, brute=True,
+                   progress=True, student=StudentSettings())
+        return replace(base, **overrides)
+
+    def validate(self):
+        """Check every field (errors name it); return ``self``."""
+        for name in ("side", "n_train", "n_test", "hidden", "batch_size", "train_passes", "rounds", "retrain_passes",
+                     "n_probes"):
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.curve_points, "curve_points", minimum=2)
+        check_in_range(self.fraction, "fraction", 0, 1, low_open=True, high_open=True)
+        if self.student is not None and not isinstance(self.student, StudentSettings):
+            raise TypeError(f"student: expected a StudentSettings or None, received {type(self.student).__name__}")
+        return self
+
+    def record(self):
+        """The settings the cached net depends on (``progress`` does not; the student stage checks its own)."""
+        return {k: v for k, v in vars(self).items() if k not in ("progress", "student")}
 
 
 def load_data(settings, rng):
     """(x_train, t_train, y_train), (x_test, t_test, y_test), name: 16 x 16 images, one-hot t, labels y."""
-    n_train, n_test = settings["n_train"], settings["n_test"]
+    n_train, n_test = settings.n_train, settings.n_test
     if datasets.mnist_available():
         (x_tr, y_tr), (x_te, y_te) = datasets.load_mnist()
         name = "MNIST"
@@ -84,9 +142,9 @@ def load_data(settings, rng):
         name = "synthetic digits (kd_ref.toydata)"
     out = []
     for x, y, n in ((x_tr, y_tr, n_train), (x_te, y_te, n_test)):
-        x, y = datasets.downsample(x[:n], settings["side"]), y[:n]
+        x, y = datasets.downsample(x[:n], settings.side), y[:n]
         out.append((x, np.eye(10)[y], y))
-    return out[0], out[1], f"{name}, downsampled to {settings['side']}x{settings['side']}"
+    return out[0], out[1], f"{name}, downsampled to {settings.side}x{settings.side}"
 
 
 def evaluator(train, test):
@@ -104,18 +162,18 @@ def _objective(net):
     return lambda batch: mean_loss(net, batch[0], SquareError(batch[1]))
 
 
-def train_net(settings, train, rng, out_dir):
-    """The 256-10-10 net trained by ADADELTA (cached as ``net.npz``)."""
+def train_net(settings, train, rng, cache_dir):
+    """The 256-10-10 net trained by ADADELTA (cached as ``cache_dir/net.npz``)."""
     x, t, _ = train
-    net = MLP([x.shape[1], settings["hidden"], 10], ["logistic", "logistic"], rng)
-    path = os.path.join(out_dir, "net.npz")
+    net = MLP([x.shape[1], settings.hidden, 10], ["logistic", "logistic"], rng)
+    path = os.path.join(cache_dir, "net.npz")
     if os.path.exists(path):
         net.restore(path)
         return net
-    steps = settings["train_passes"] * x.shape[0] // settings["batch_size"]
-    draw = DatasetGenerator(x, settings["batch_size"], rng, targets=t)
+    steps = settings.train_passes * x.shape[0] // settings.batch_size
+    draw = DatasetGenerator(x, settings.batch_size, rng, targets=t)
     retrain(net.params, ParameterMask(net.n_params), _objective(net), draw, Adadelta(), steps,
-            progress=settings["progress"], label="train 256-10-10")
+            progress=settings.progress, label="train 256-10-10")
     net.save(path)
     return net
 
@@ -124,8 +182,8 @@ def estimator_table(net, x, output, settings, rng):
     """Each curvature method's relative error against the exact diagonal and its time per one gradient."""
     grad_time = best_time(lambda: net.grad(x, output, input_grads=False), repeats=3, min_seconds=0.3)
     results = {m: hessian_diagonal(net, x, output, method=m,
-                                   **({"n_probes": settings["n_probes"], "rng": rng} if m == "hutchinson" else {}))
-               for m in CURVATURE_METHODS + (("brute",) if settings["brute"] else ())}
+                                   **({"n_probes": settings.n_probes, "rng": rng} if m == "hutchinson" else {}))
+               for m in CURVATURE_METHODS + (("brute",) if settings.brute else ())}
     # brute force costs one HVP per parameter (5,000 gradients here, 5 minutes): --paper only
     brute = results.get("brute", results["exact"])
     exact = results["exact"].diag
@@ -154,24 +212,26 @@ def one_shot_curves(net, x, output, diags, counts, rng):
     return curves, predicted
 
 
-def pruning_loops(net, train, settings, evaluate, rng):
-    """The OBD loop (exact diagonal) and the magnitude and random controls, each from the trained net."""
+def pruning_loops(net, train, settings, evaluate, rngs):
+    """The OBD loop (exact diagonal) and the magnitude and random controls, each from the trained net;
+    ``rngs[select]`` draws that loop's minibatches (and random deletions)."""
     x, t, _ = train
     saved = net.params.copy()
     loops = {}
-    steps = settings["retrain_passes"] * x.shape[0] // settings["batch_size"]
+    steps = settings.retrain_passes * x.shape[0] // settings.batch_size
     for select in SELECTIONS:
         net.params[...] = saved
-        draw = DatasetGenerator(x, settings["batch_size"], rng, targets=t)
+        rng = rngs[select]
+        draw = DatasetGenerator(x, settings.batch_size, rng, targets=t)
 
         def retrain_fn(n, mask, draw=draw):
             retrain(n.params, mask, _objective(n), draw, Adadelta(), steps, progress=False)
 
         began = time.perf_counter()
-        table, _ = obd(net, x, SquareError(t), rounds=settings["rounds"], fraction=settings["fraction"],
+        table, _ = obd(net, x, SquareError(t), rounds=settings.rounds, fraction=settings.fraction,
                        select=select, retrain_fn=retrain_fn, evaluate=evaluate, rng=rng)
         loops[select] = table
-        if settings["progress"]:
+        if settings.progress:
             print(f"{select}: {len(table)} rounds in {time.perf_counter() - began:.0f} s", flush=True)
     net.params[...] = saved
     return loops
@@ -255,16 +315,17 @@ def plot_figures(out_dir, counts, curves, predicted, loops, start, P):
 
 # ------------------------------------------------------------- the chapter-2 student (--paper)
 def distil_student(st, out_dir, rng, progress):
-    """Ensemble and distilled student through ``kd-ref run compress``'s stages, cached under ``out_dir/student``.
+    """Ensemble and distilled student through ``kd-ref run compress``'s stages, cached under ``out_dir/student``
+    (``st``: a :class:`StudentSettings`).
 
     Returns the student, the ensemble (mean probability, 2.15), the 28 x 28 data and the
     :class:`~._report.Run` (its random streams). Each member and the student are cached
     once trained, so an interrupted ``--paper`` run resumes after the last finished model.
     """
-    cs = compress.Settings.quick(n_train=st["n_train"], n_test=st["n_test"], members=st["members"],
-                                 member_hidden=tuple(st["member_hidden"]), member_passes=st["member_passes"],
-                                 student_hidden=tuple(st["hidden"]), student_passes=st["student_passes"],
-                                 batch_size=st["batch_size"], fractions=("full",), generators=("dataset",),
+    cs = compress.Settings.quick(n_train=st.n_train, n_test=st.n_test, members=st.members,
+                                 member_hidden=tuple(st.member_hidden), member_passes=st.member_passes,
+                                 student_hidden=tuple(st.hidden), student_passes=st.student_passes,
+                                 batch_size=st.batch_size, fractions=("full",), generators=("dataset",),
                                  losses=("ce",), figures=False, progress=progress).validate()
     run = Run(os.path.join(out_dir, "student"), rng, compress._model_settings(cs))
     data = compress.load_data(cs, run.rng(0))
@@ -292,11 +353,11 @@ def student_stage(settings, out_dir, rng):
     ``ensemble`` (the teacher's test scores), ``loops`` {target: list of OBDRound},
     ``rows`` (one per round and target), ``n_params``, ``data`` (its name).
     """
-    st = settings["student"]
-    student, teacher, data, run = distil_student(st, out_dir, rng, settings["progress"])
+    st = settings.student
+    student, teacher, data, run = distil_student(st, out_dir, rng, settings.progress)
     x, y = data.x_train, data.y_train
     targets = {"distillation": teacher.label(x).probs, "true labels": np.eye(data.n_classes)[y]}
-    steps = compress._steps(st["retrain_passes"], x.shape[0], st["batch_size"])
+    steps = compress._steps(st.retrain_passes, x.shape[0], st.batch_size)
 
     def evaluate(net):
         s = score(log_probs_of(net, data.x_test), data.y_test)
@@ -309,15 +370,15 @@ def student_stage(settings, out_dir, rng):
     loops = {}
     for k, (name, p) in enumerate(targets.items()):
         student.params[...] = saved
-        draw = DatasetGenerator(x, st["batch_size"], run.rng(6, k), targets=p)
+        draw = DatasetGenerator(x, st.batch_size, run.rng(6, k), targets=p)
 
         def retrain_fn(n, mask, draw=draw):
             retrain(n.params, mask, supervised_objective(n), draw, Adadelta(), steps, progress=False)
 
         began = time.perf_counter()
-        loops[name], _ = obd(student, x, DotProduct(p), rounds=st["rounds"], fraction=st["fraction"],
+        loops[name], _ = obd(student, x, DotProduct(p), rounds=st.rounds, fraction=st.fraction,
                              retrain_fn=retrain_fn, evaluate=evaluate, rng=run.rng(7, k))
-        if settings["progress"]:
+        if settings.progress:
             print(f"student, OBD under {name}: {len(loops[name])} rounds in {time.perf_counter() - began:.0f} s",
                   flush=True)
     student.params[...] = saved
@@ -358,31 +419,34 @@ def _save(fig, out_dir, name):
 
 
 def run(settings, out_dir, rng):
-    """Run the experiment; write tables and figures into ``out_dir``; return everything measured."""
-    began = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
-    # the student stage checks its own cache (out_dir/student/cache); its rng is spawned, so rng's stream is unchanged
-    check_cache(out_dir, {k: v for k, v in settings.items() if k not in ("progress", "student")})
-    student_rng = rng.spawn(1)[0] if settings["student"] else None
-    train, test, data_name = load_data(settings, rng)
-    net = train_net(settings, train, rng, out_dir)
+    """Run the experiment; write tables and figures into ``out_dir``; return everything measured.
+
+    The components draw from their own streams of the run (:class:`._report.Run`): 0 the synthetic
+    digits (when MNIST is absent), 1 the net and its training, 2 Hutchinson's probes, 3 the random
+    order of the one-shot curves, (4, j) the j-th pruning loop, 5 the student stage (its own
+    :class:`~._report.Run` under ``out_dir/student``). The trained net is cached in ``out_dir/cache``.
+    """
+    settings = settings.validate()
+    run = Run(out_dir, rng, settings.record())
+    train, test, data_name = load_data(settings, run.rng(0))
+    net = train_net(settings, train, run.rng(1), run.cache)
     evaluate = evaluator(train, test)
     start = evaluate(net)
     x, t, _ = train
     output = SquareError(t)
     P = net.n_params
-    estimators, diags = estimator_table(net, x, output, settings, rng)
-    counts = [int(k) for k in np.linspace(0, P - 1, settings["curve_points"]).round()]
-    curves, predicted = one_shot_curves(net, x, output, diags, counts, rng)
-    loops = pruning_loops(net, train, settings, evaluate, rng)
+    estimators, diags = estimator_table(net, x, output, settings, run.rng(2))
+    counts = [int(k) for k in np.linspace(0, P - 1, settings.curve_points).round()]
+    curves, predicted = one_shot_curves(net, x, output, diags, counts, run.rng(3))
+    loops = pruning_loops(net, train, settings, evaluate, {s: run.rng(4, j) for j, s in enumerate(SELECTIONS)})
     summary = summary_rows(counts, curves, predicted, loops, start, P)
-    files = plot_figures(out_dir, counts, curves, predicted, loops, start, P)
+    figures = plot_figures(out_dir, counts, curves, predicted, loops, start, P)
     rounds = [dict(select=s, remaining=r.remaining, predicted=r.predicted, actual=r.actual,
                    **{f"before_{k}": v for k, v in r.before.items()}, **{f"after_{k}": v for k, v in r.after.items()})
               for s, table in loops.items() for r in table]
     stem = os.path.join(out_dir, "")
     tables = "\n".join([
-        f"data: {data_name}, {x.shape[0]} train / {test[0].shape[0]} test; net 256-{settings['hidden']}-10 "
+        f"data: {data_name}, {x.shape[0]} train / {test[0].shape[0]} test; net 256-{settings.hidden}-10 "
         f"logistic/logistic, square error, {P} parameters; trained: train MSE {start['train_mse']:.4g}, test error "
         f"{start['test_error']:.2f}%\n",
         write_table(estimators, stem + "estimators", "curvature estimators at the trained net (time in full-batch "
@@ -392,48 +456,44 @@ def run(settings, out_dir, rng):
                     stem + "deletion", "training MSE after one-shot deletion (Fig. 1a, 1b)"),
         write_table(summary, stem + "summary", "against LeCun et al. 1989")])
     write_table(rounds, stem + "rounds", "pruning loops: every round")
-    write_text_atomic(os.path.join(out_dir, "tables.md"), tables)
-    files += [os.path.join(out_dir, f) for f in ("tables.md", "estimators.csv", "deletion.csv", "summary.csv",
-                                                 "rounds.csv")]
+    run.files.update(zip(("fig1a", "fig1b", "fig2"), figures))
+    run.files.update({name: os.path.join(out_dir, f"{name}.csv") for name in ("estimators", "deletion", "summary",
+                                                                                "rounds")})
     student = None
-    if settings["student"]:
-        student = student_stage(settings, out_dir, student_rng)
+    if settings.student is not None:
+        student = student_stage(settings, out_dir, run.rng(5))
         ens = student["ensemble"]
-        student_table = write_table(
+        tables += "\n" + write_table(
             student["rows"], stem + "student",
             f"distilled student {'-'.join(map(str, student['sizes']))} ({student['n_params']} parameters, "
             f"{student['data']}), OBD (exact diagonal) under its distillation loss and under the true labels, "
             f"after retraining; ensemble: test error {ens['test_error']:.2f}%, test log-prob "
             f"{ens['test_log_prob']:.4g}")
-        tables += "\n" + student_table
-        write_text_atomic(os.path.join(out_dir, "tables.md"), tables)
-        files += [plot_student(out_dir, student)] + [os.path.join(out_dir, f) for f in ("student.md", "student.csv")]
-    seconds = time.perf_counter() - began
-    write_text_atomic(os.path.join(out_dir, "run.json"), json.dumps(dict(seconds=seconds), indent=1))
-    return dict(net=net, start=start, estimators=estimators, diags=diags, counts=counts, curves=curves,
-                predicted=predicted, loops=loops, summary=summary, tables=tables, files=files, seconds=seconds,
-                student=student)
+        run.files.update(fig3=plot_student(out_dir, student), student=os.path.join(out_dir, "student.csv"))
+    write_text_atomic(os.path.join(out_dir, "tables.md"), tables)
+    run.files["tables"] = os.path.join(out_dir, "tables.md")
+    results = run.finish(dict(data=data_name, start=start, estimators=estimators, counts=counts, summary=summary,
+                              student=None if student is None else student["rows"]))
+    return {**results, "net": net, "diags": diags, "curves": curves, "predicted": predicted, "loops": loops,
+            "tables": tables, "student": student}
+
+
+def check_data(settings):
+    """Read MNIST once when it is there (a damaged file ends the run before anything is written)."""
+    if datasets.mnist_available():
+        datasets.load_mnist()
 
 
 def main(argv=None):
     parser = ArgumentParser(prog="kd-ref run obd", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+    mode.add_argument("--quick", action="store_true",
                       help="5%% per round, 3 passes of retraining, 100 probes: a few minutes (default)")
-    mode.add_argument("--paper", dest="mode", action="store_const", const="paper",
+    mode.add_argument("--paper", action="store_true",
                       help="LeCun et al.'s schedule: 2%% per round, 20 passes of retraining, 1,000 probes; and the "
                            "distilled 784-50-30-10 student pruned under its distillation loss and true labels (hours)")
-    parser.set_defaults(mode="quick")
     parser.add_argument("--out", type=out_folder, default=os.path.join(".", "kd_ref_runs", NAME), help="output folder")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the numpy Generator")
     args = parser.parse_args(argv)
-    settings = PAPER if args.mode == "paper" else QUICK
-    print(f"kd-ref run obd: {args.mode} mode, output in {args.out}", flush=True)
-    try:
-        out = run(settings, args.out, np.random.default_rng(args.seed))
-    except StaleCache as err:
-        parser.error(str(err))
-    print(out["tables"])
-    print(f"files: {json.dumps(out['files'], indent=1)}")
-    print(f"total time {out['seconds']:.0f} s")
-    return 0
+    settings = Settings.paper() if args.paper else Settings.quick()
+    return run_from_cli(parser, settings, {}, check_data, run, args.out, args.seed)
