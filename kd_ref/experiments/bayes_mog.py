@@ -17,6 +17,16 @@ means (true values marked) and the true, Monte Carlo, batch and online densities
 than 1e-9 nats per iteration);
 ``memory.md/.csv`` with the bytes of samples each method holds and the
 tracemalloc peak of each method's distillation (see :func:`run_one`).
+
+Run it with ``kd-ref run bayes-mog [--quick | --thesis] [--out DIR] [--seed N]``.
+
+Why this experiment does not use :class:`._report.Run`: Run gives each component its own
+random stream and locks a cache of finished components to the settings and base seed.
+Here one generator is threaded through data, chains, EM and online EM in order, which is
+what makes chapter 3's published numbers reproducible from ``--seed``; per-component streams
+would change every one of them. And there is nothing to cache or resume (the quick run takes
+seconds, the thesis run minutes), so Run's folders and settings lock would guard nothing,
+while refusing a rerun with another ``--seed`` into the same folder.
 """
 import os
 import time

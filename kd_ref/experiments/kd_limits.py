@@ -15,9 +15,8 @@ Three measurements, each a few seconds, all from :mod:`kd_ref.distill.temperatur
 
 Each fitted slope of log(error) against log(t) (over t >= 10) is printed on its own line. Outputs
 (``--out``): ``s1_6.md/.csv``, ``s1_9.md/.csv``, ``convex.md/.csv``, ``limits.png`` (log-log plot with
-reference slopes -1 and -2), ``tables.md`` and ``results.json``. The values depend on the draw (S1.D
-quotes medians about 3.6, 0.34, 0.036, 3.6e-3, 3.6e-4 at t = 1 ... 10^4 for the value error), the slopes
-do not.
+reference slopes -1 and -2), ``tables.md`` and ``results.json``. Run it with ``kd-ref run kd-limits
+[--out DIR] [--seed N] [--draws N] [--classes C]``; README's Results give a run's figures.
 """
 import json
 import os

@@ -26,8 +26,8 @@ distance to the closed form),
 ``OUT/cache``, so an interrupted run started again with the same arguments continues.
 
 Modes: ``--quick`` (default; shots 1, 5, 10, 10 trials, the first 2,000 test images,
-K = 784; the per-example methods, about 0.5 s per Adam step at K = 784 on a 2-core machine,
-on the first ``iterative_trials`` trials only) and ``--paper`` (shots 1, 5, 10, 50, 100, 200,
+K = 784; the per-example methods, which take most of the time, on the first
+``iterative_trials`` trials only) and ``--paper`` (shots 1, 5, 10, 50, 100, 200,
 100 trials, all 10,000 test images, K = 784 and 2000, 10 Adam epochs; hours, the closed forms
 on all trials, the per-example methods on ``iterative_trials`` = 10 of them, since Adam on
 all 100 trials at 200 shots would take days). Without MNIST it runs on the built-in synthetic

@@ -19,9 +19,13 @@ At the trained net (S1.11-S1.16):
   ``retrain_passes`` passes, repeat), and magnitude and random deletion in the
   same loop as controls; train and test MSE before and after retraining.
 
-The closing summary sets the measured figures beside LeCun et al.'s: predicted and
-actual increase agree up to about 30% deleted; after retraining the training MSE
-is almost unchanged up to about 60% deleted; magnitude worse, random far worse.
+The closing summary (``summary.md``) sets the measured figures beside LeCun et
+al.'s reference points; README's Results discuss them. Outputs (``--out``):
+``estimators``, ``deletion``, ``summary`` and ``rounds`` (.md and .csv), the figures
+``fig1a_deletion.png``, ``fig1b_predicted.png``, ``fig2_retraining.png``, ``tables.md``
+and ``results.json``; the trained net is cached in ``OUT/cache``.
+
+Run it with ``kd-ref run obd [--quick | --paper] [--out DIR] [--seed N]``.
 
 ``--paper`` deletes 2% per round and retrains 20 passes, with 1,000 Hutchinson
 probes, and adds the chapter-2 student (:func:`student_stage`, settings ``student``;

@@ -8,7 +8,7 @@ Steps, all through :mod:`kd_ref.distill.generative` and :mod:`kd_ref.partition`:
    ``--thesis`` mode Salakhutdinov and Murray's CD25(500) RBM from ``KD_REF_DATA``;
 2. the baselines: annealed importance sampling (base model from the training pixels'
    marginals) and the trivial bound max log phi found by hill climbing, which is also the
-   constant c of the square-error loss (4.13; 436.49 for CD25(500));
+   constant c of the square-error loss (4.13);
 3. for every NADE size and loss (KL, square error; score matching on request), a NADE
    trained on the thesis's stream of Gibbs samples (section 4.2.3), monitoring the
    average log q of held-out images and the two KL bounds;
@@ -18,7 +18,7 @@ Steps, all through :mod:`kd_ref.distill.generative` and :mod:`kd_ref.partition`:
    own, started at random states (``upper_chains`` x ``upper_burn_in`` sweeps; the thesis
    10,000 x 2,000), drawn once and shared by every NADE; bridge sampling's chains start at
    the NADE's samples. The same average over those NADE-seeded chains is reported next to
-   the bound for comparison (it leans towards q and is no bound);
+   the bound for comparison (README, Experiments, says why it is no bound);
 5. tables (Markdown, CSV), figures (PNG): progress curves, per-image agreement of log q
    with the RBM's log p, samples of the RBM and of every NADE, and features.
 
