@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,23 @@ def check_cache(cache_dir, wanted):
                              "use another --out folder, or the same settings and --seed")
     else:
         write_text_atomic(path, json.dumps(wanted, indent=1))
+
+
+class Presets:
+    """Base of an experiment's settings dataclass: its presets are class methods.
+
+    ``quick(**overrides)`` is the dataclass's defaults; a longer preset (``paper()``,
+    ``thesis()``, ``medium()``) returns ``cls.preset(fields, **overrides)``: the defaults
+    with ``fields``, then with ``overrides``, replaced.
+    """
+
+    @classmethod
+    def quick(cls, **overrides):
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def preset(cls, fields, **overrides):
+        return replace(cls(**fields), **overrides)
 
 
 class Run:

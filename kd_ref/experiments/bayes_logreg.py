@@ -48,7 +48,7 @@ from ..distill.predictive import (INPUT_VAR, PRIOR_VAR, BayesianLogisticRegressi
 from ..ep import ep_logistic_regression
 from ..mcmc import SliceSampler
 from ..timing import best_time
-from ._report import write_table
+from ._report import Presets, write_table
 from .bayes_mog import make_parser
 
 NAME = "bayes_logreg"
@@ -56,7 +56,7 @@ LOSS_NAMES = ("ce", "dse")                  # keys of kd_ref.distill.predictive.
 SHORT = {"ce": "CE", "dse": "DSE"}
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Presets):
     """The experiment's settings; ``Settings.thesis()`` those of section 3.3.4.
 
     ``Settings.quick()`` (the defaults) has the same structure and runs in well under a minute:
@@ -80,14 +80,9 @@ class Settings:
     progress: bool = False
 
     @classmethod
-    def quick(cls, **overrides):
-        return replace(cls(), **overrides)
-
-    @classmethod
     def thesis(cls, **overrides):
-        base = cls(mode="thesis", n_samples=10_000, burn_in=1_000, n_steps=5_000, online_chains=1, grid_points=101,
-                   n_eval=10_000, progress=True)
-        return replace(base, **overrides)
+        return cls.preset(dict(mode="thesis", n_samples=10_000, burn_in=1_000, n_steps=5_000, online_chains=1,
+                               grid_points=101, n_eval=10_000, progress=True), **overrides)
 
 
 def _sampler(posterior, n_chains, burn_in, rng, progress=False):

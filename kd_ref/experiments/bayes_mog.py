@@ -42,12 +42,12 @@ from ..distill.predictive import (PRIOR_VAR, TRUE_MEANS, TRUE_VARIANCES, TRUE_WE
 from ..mcmc import SliceSampler
 from ..mog import MoG
 from ..progress import Progress
-from ._report import write_table
+from ._report import Presets, write_table
 
 NAME = "bayes_mog"
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Presets):
     """The experiment's settings; ``Settings.thesis()`` those of section 3.2.3.
 
     ``Settings.quick()`` (the defaults) runs in well under a minute on one core with the same
@@ -69,14 +69,10 @@ class Settings:
     progress: bool = False
 
     @classmethod
-    def quick(cls, **overrides):
-        return replace(cls(), **overrides)
-
-    @classmethod
     def thesis(cls, **overrides):
-        base = cls(mode="thesis", ns=(2, 5, 10, 20, 50, 100, 200, 500, 1000), n_samples=10_000, burn_in=1_000,
-                   em_restarts=5, grid_points=4001, online_chains=1, progress=True)
-        return replace(base, **overrides)
+        return cls.preset(dict(mode="thesis", ns=(2, 5, 10, 20, 50, 100, 200, 500, 1000), n_samples=10_000,
+                               burn_in=1_000, em_restarts=5, grid_points=4001, online_chains=1,
+                               progress=True), **overrides)
 
 
 # ------------------------------------------------------------------ shared helpers

@@ -35,7 +35,7 @@ digits.
 """
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,7 +49,7 @@ from ..metrics import mean_2se
 from ..mlp import MLP
 from ..optim import Adam, train
 from .._validation import check_in_range, check_positive_int
-from ._report import Run, run_from_cli, write_table, write_text_atomic
+from ._report import Presets, Run, run_from_cli, write_table, write_text_atomic
 from .compress import load_data
 
 CACHE_KIND = "kd_ref.ldl.trial"
@@ -66,7 +66,7 @@ PAPER = {"naive": {1: 0.127, 10: 0.777, 50: 0.903, 100: 0.898, 200: 0.942},
 
 
 @dataclass
-class Settings:
+class Settings(Presets):
     """Everything that defines a run; ``quick()`` and ``paper()`` give the presets (S2.C). ``n_test`` 0 = all."""
 
     mode: str = "quick"
@@ -94,14 +94,10 @@ class Settings:
     progress: bool = True
 
     @classmethod
-    def quick(cls, **overrides):
-        return replace(cls(), **overrides)
-
-    @classmethod
     def paper(cls, **overrides):
-        base = cls(mode="paper", data="mnist", shots=(1, 5, 10, 50, 100, 200), trials=100, iterative_trials=10,
-                   n_test=0, curve_test=2000, ks=(784, 2000), adam_epochs=10, sweep_shots=10)
-        return replace(base, **overrides)
+        return cls.preset(dict(mode="paper", data="mnist", shots=(1, 5, 10, 50, 100, 200), trials=100,
+                               iterative_trials=10, n_test=0, curve_test=2000, ks=(784, 2000), adam_epochs=10,
+                               sweep_shots=10), **overrides)
 
     def validate(self):
         """Check every field (errors name it); return ``self``."""

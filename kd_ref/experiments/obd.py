@@ -43,7 +43,7 @@ log-probability against the share of parameters deleted (``student.md``,
 """
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -60,7 +60,7 @@ from ..outputs import DotProduct, SquareError
 from ..prune import ParameterMask, deletion_curve, mean_loss, obd, retrain, saliency
 from ..cli import ArgumentParser, int_at_least, out_folder
 from .._validation import check_in_range, check_positive_int
-from ._report import Run, run_from_cli, write_table, write_text_atomic
+from ._report import Presets, Run, run_from_cli, write_table, write_text_atomic
 
 NAME = "obd"
 CURVATURE_METHODS = ("exact", "lecun", "gauss_newton", "hutchinson")
@@ -89,7 +89,7 @@ class StudentSettings:
 
 
 @dataclass
-class Settings:
+class Settings(Presets):
     """Everything that defines a run; ``quick()`` (LeCun et al. 1989 §2.3 as far as it goes with the data we
     have) and ``paper()`` give the presets; ``student`` (a :class:`StudentSettings`) only in ``paper()``."""
 
@@ -110,14 +110,9 @@ class Settings:
     student: StudentSettings = None
 
     @classmethod
-    def quick(cls, **overrides):
-        return replace(cls(), **overrides)
-
-    @classmethod
     def paper(cls, **overrides):
-        base = cls(mode="paper", fraction=0.02, rounds=140, retrain_passes=20, n_probes=1000, brute=True,
-                   progress=True, student=StudentSettings())
-        return replace(base, **overrides)
+        return cls.preset(dict(mode="paper", fraction=0.02, rounds=140, retrain_passes=20, n_probes=1000, brute=True,
+                               progress=True, student=StudentSettings()), **overrides)
 
     def validate(self):
         """Check every field (errors name it); return ``self``."""

@@ -43,7 +43,7 @@ from ..nade import NADE, raster_column_order
 from ..optim import SGD
 from ..partition import ais_rbm
 from ..rbm import RBM, fit_cd, hill_climb, random_chain_samples
-from ._report import Run, image_grid, run_from_cli, write_table
+from ._report import Presets, Run, image_grid, run_from_cli, write_table
 
 CURVE_KIND = "kd_ref.rbm_nade.curve"
 PUBLISHED_LOG_Z = 451.28   # Salakhutdinov and Murray (2008), AIS, CD25(500)
@@ -59,7 +59,7 @@ MAX_EXACT_UNITS = 22       # enumerate 2^22 states at most for the exact log Z
 
 
 @dataclass
-class Settings:
+class Settings(Presets):
     """Everything that defines a run; ``quick()``, ``medium()`` and ``thesis()`` are the presets."""
 
     mode: str = "quick"
@@ -92,23 +92,18 @@ class Settings:
     figures: bool = True
 
     @classmethod
-    def quick(cls, **overrides):
-        return replace(cls(), **overrides)
-
-    @classmethod
     def medium(cls, **overrides):
-        base = cls(mode="medium", data="mnist", rbm="cd25", n_test=10000, curve_test=1000, nade_hidden=(500,),
-                   n_steps=3000, burn_in=2000, n_samples=5000, sample_burn_in=2000, upper_chains=2000,
-                   upper_burn_in=2000, ais_temperatures=14500, ais_schedule="piecewise")
-        return replace(base, **overrides)
+        return cls.preset(dict(mode="medium", data="mnist", rbm="cd25", n_test=10000, curve_test=1000,
+                               nade_hidden=(500,), n_steps=3000, burn_in=2000, n_samples=5000, sample_burn_in=2000,
+                               upper_chains=2000, upper_burn_in=2000, ais_temperatures=14500,
+                               ais_schedule="piecewise"), **overrides)
 
     @classmethod
     def thesis(cls, **overrides):
-        base = cls(mode="thesis", data="mnist", rbm="cd25", n_test=10000, curve_test=1000,
-                   nade_hidden=(250, 500, 750, 1000), n_steps=30000, burn_in=2000, n_samples=10000,
-                   sample_burn_in=2000, upper_chains=10000, upper_burn_in=2000, ais_runs=1000,
-                   ais_temperatures=14500, ais_schedule="piecewise", curve_points=60)
-        return replace(base, **overrides)
+        return cls.preset(dict(mode="thesis", data="mnist", rbm="cd25", n_test=10000, curve_test=1000,
+                               nade_hidden=(250, 500, 750, 1000), n_steps=30000, burn_in=2000, n_samples=10000,
+                               sample_burn_in=2000, upper_chains=10000, upper_burn_in=2000, ais_runs=1000,
+                               ais_temperatures=14500, ais_schedule="piecewise", curve_points=60), **overrides)
 
     def validate(self):
         if self.data not in ("auto", "mnist", "synthetic"):
