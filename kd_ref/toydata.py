@@ -145,12 +145,23 @@ def synthetic_digits(n_train, n_test, rng, *, side=28):
     n_test = check_positive_int(n_test, "n_test")
     side = check_positive_int(side, "side", minimum=8)
     check_generator(rng)
-    out = []
-    for n in (n_train, n_test):
-        y = rng.integers(0, 10, size=n).astype(np.int64)
-        x = np.empty((n, side * side))
-        chunk = max(1, 200_000 // (side * side))
-        for s in range(0, n, chunk):
-            x[s:s + chunk] = _render_digits(y[s:s + chunk], rng, side)
-        out.append((x, y))
-    return tuple(out)
+    return tuple(seven_segment_digits(n, rng, side=side) for n in (n_train, n_test))
+
+
+def seven_segment_digits(n, rng, *, side=28):
+    """``n`` seven-segment digits with uniform labels 0-9: one set of :func:`synthetic_digits`.
+
+    Returns
+    -------
+    x : ndarray of shape (n, side^2), float64 in [0, 1]
+    y : ndarray of shape (n,), int64 labels 0..9
+    """
+    n = check_positive_int(n, "n")
+    side = check_positive_int(side, "side", minimum=8)
+    check_generator(rng)
+    y = rng.integers(0, 10, size=n).astype(np.int64)
+    x = np.empty((n, side * side))
+    chunk = max(1, 200_000 // (side * side))
+    for s in range(0, n, chunk):
+        x[s:s + chunk] = _render_digits(y[s:s + chunk], rng, side)
+    return x, y
