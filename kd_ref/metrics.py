@@ -198,7 +198,7 @@ def auroc(scores_in, scores_out):
     Parameters
     ----------
     scores_in, scores_out : array_like of shape (n_in,), (n_out,)
-        Uncertainty scores (TU or KU, S3.14) of the test and the OOD examples; +-inf allowed,
+        Uncertainty scores (total or knowledge uncertainty) of the test and the OOD examples; +-inf allowed,
         NaN refused.
 
     Returns

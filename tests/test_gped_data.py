@@ -108,7 +108,7 @@ def test_subsamples_are_distinct_aligned_nested_and_uniform():
     assert np.max(np.abs(hits / draws - 0.4)) < 4 * se
     with pytest.raises(ValueError, match=r"n: expected at most the 20 examples of x, received 21"):
         subsample(x, y, 21, rng)
-    with pytest.raises(ValueError, match=r"y: expected shape \(20,\) \(one label per row of x\), received shape \(19,\)"):
+    with pytest.raises(ValueError, match=r"y: expected shape \(20,\) \(one label per row of x\), .* \(19,\)"):
         subsample(x, y[:-1], 3, rng)
 
 
