@@ -1,4 +1,5 @@
-"""Pruning by second-order saliency: Optimal Brain Damage and Optimal Brain Surgeon (SPEC_seeds S1.10-S1.16).
+"""Pruning by second-order saliency: Optimal Brain Damage and Optimal Brain Surgeon (SPEC_seeds S1.10-S1.16);
+and whole hidden units by group l1/l2 regularisation (S3.19, at the end of the module).
 
 Around a trained minimum u of the minimised loss L, deleting parameters (setting
 δu_k = -u_k for the deleted k) changes L by (S1.10, LeCun, Denker & Solla 1989, eq. 1)
@@ -28,8 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
-from ._validation import as_float_array, check_generator, check_in_range, check_indices, check_positive_int
+from ._validation import (as_float_array, check_generator, check_in_range, check_indices, check_optimizer,
+                          check_positive_int)
 from .curvature import hessian_diagonal, loss_scale
+from .mlp import MLP
 from .optim import train
 
 SELECTIONS = ("saliency", "magnitude", "random")
@@ -314,3 +317,322 @@ def obs_step(hessian, params, mask=None):
     saliencies = np.full(P, np.inf)
     saliencies[alive] = L
     return OBSStep(int(alive[q]), float(L[q]), delta, saliencies)
+
+
+# --------------------------------------------- group l1/l2 over hidden units (S3.19)
+class UnitGroups:
+    """One group per hidden unit: its incoming weights W_l[i, :] and its bias b_l[i] (S3.19).
+
+    The regulariser is R(phi) = sum_k ||phi_{G_k}||_2 over these groups (GPED section 3.3; Wen
+    et al. 2016). Output units are not grouped: removing one would change what the network
+    predicts. GPED's released ``GroupLassoRegularizer`` groups differently (the weight rows of
+    every layer, output layer included, and each layer's whole bias vector as one group); kd_ref
+    follows the paper's wording, one group per unit.
+
+    Parameters
+    ----------
+    net : MLP with at least one hidden layer
+
+    Attributes
+    ----------
+    sizes : list of int, the architecture the groups were built for
+    index : list of L - 1 int arrays, ``index[l]`` of shape (D_{l+1}, D_l + 1)
+        Row i holds the flat-parameter positions of unit i of hidden layer l + 1: its
+        D_l incoming weights, then its bias.
+    """
+
+    def __init__(self, net):
+        if net.n_layers < 2:
+            raise ValueError(f"net: expected at least one hidden layer (units to group), received sizes {net.sizes}")
+        self.sizes = list(net.sizes)
+        self.index = []
+        for l in range(1, net.n_layers):
+            w, b = net.layout.slice(f"W{l}"), net.layout.slice(f"b{l}")
+            weights = np.arange(w.start, w.stop).reshape(net.sizes[l], net.sizes[l - 1])
+            self.index.append(np.hstack([weights, np.arange(b.start, b.stop)[:, None]]))
+        self.n_params = net.n_params
+
+    def check(self, net):
+        """Refuse groups built for another architecture: they would not cover ``net``'s hidden units."""
+        if list(net.sizes) != self.sizes:
+            raise ValueError(f"groups: expected one group per hidden unit of a network {list(net.sizes)}, received "
+                             f"groups built for {self.sizes}")
+        return self
+
+    def _params(self, params, name="params"):
+        if not (isinstance(params, np.ndarray) and params.shape == (self.n_params,)):
+            raise ValueError(f"{name}: expected an ndarray of shape ({self.n_params},), received "
+                             f"{type(params).__name__} of shape {getattr(params, 'shape', None)}")
+        return params
+
+    def norms(self, params):
+        """||phi_G||_2 of every group: a list of (D_l,) arrays, one per hidden layer."""
+        params = self._params(params)
+        return [np.sqrt(np.sum(params[idx] ** 2, axis=1)) for idx in self.index]
+
+    def value(self, params):
+        """R(phi) = sum over the groups of ||phi_G||_2 (S3.19)."""
+        return float(sum(n.sum() for n in self.norms(params)))
+
+    def subgradient(self, params):
+        """dR/dphi = phi_G / ||phi_G|| in every group, 0 where ||phi_G|| = 0 (GPED's choice of subgradient)
+        and on the parameters outside the groups (output layer). Shape (P,)."""
+        grad = np.zeros(self.n_params)
+        for idx, norm in zip(self.index, self.norms(params)):
+            alive = norm > 0
+            grad[idx[alive]] = params[idx[alive]] / norm[alive, None]
+        return grad
+
+    def prox(self, params, step):
+        """The proximal map of step * R, in place: group soft-thresholding (S3.19).
+
+        phi_G <- max(0, 1 - step / ||phi_G||) phi_G: groups of norm <= step become exactly 0,
+        the others shrink towards 0 by ``step`` in norm; ungrouped parameters are unchanged.
+        """
+        step = check_in_range(step, "step", 0.0, np.inf)
+        params = self._params(params)
+        for idx, norm in zip(self.index, self.norms(params)):
+            shrink = np.zeros_like(norm)
+            big = norm > step
+            shrink[big] = 1.0 - step / norm[big]
+            params[idx] *= shrink[:, None]         # exactly 0 where shrink is 0
+        return params
+
+
+class GroupProx:
+    """An optimiser step followed by the group-lasso proximal step, phi_G <- max(0, 1 - alpha_t lam / ||phi_G||) phi_G
+    (S3.19), alpha_t the step size the optimiser just used.
+
+    With ``SGD`` this is proximal gradient descent on loss + lam R. With ``Adam`` (GPED's
+    optimiser) it is the spec's rule with Adam's learning rate as alpha_s, a heuristic: Adam's
+    per-coordinate steps are not alpha_s. The prox is part of the step, so checkpoints of
+    ``kd_ref.optim.train`` hold the thresholded parameters and a resumed run matches.
+
+    Parameters
+    ----------
+    optimizer : an optimiser with a step-size ``schedule`` and a step counter ``t`` (SGD, Adam)
+    groups : UnitGroups
+    lam : float >= 0
+        The weight of R in the minimised minibatch-mean loss (GPED's student step: lam = lam_total / N').
+    """
+
+    def __init__(self, optimizer, groups, lam):
+        check_optimizer(optimizer)
+        if not callable(getattr(optimizer, "schedule", None)) or not isinstance(getattr(optimizer, "t", None), int):
+            raise TypeError(f"optimizer: expected an optimiser with a step-size schedule and a step counter t (SGD or "
+                            f"Adam), received {type(optimizer).__name__}")
+        if not isinstance(groups, UnitGroups):
+            raise TypeError(f"groups: expected UnitGroups(net), received {type(groups).__name__}")
+        self.optimizer, self.groups = optimizer, groups
+        self.lam = check_in_range(lam, "lam", 0.0, np.inf)
+
+    def step(self, params, grad):
+        alpha = self.optimizer.schedule(self.optimizer.t)          # the step size of this step
+        self.optimizer.step(params, grad)
+        self.groups.prox(params, alpha * self.lam)
+
+    def settings(self):
+        inner = getattr(self.optimizer, "settings", lambda: {"optimizer": type(self.optimizer).__name__})()
+        return {**inner, "group_prox_lam": self.lam}
+
+    def state(self):
+        return self.optimizer.state()
+
+    def load_state(self, state):
+        self.optimizer.load_state(state)
+
+
+GROUP_SOLVERS = ("subgradient", "proximal")
+
+
+def group_lasso_train(net, objective, draw, optimizer, n_steps, lam, *, solver="proximal", groups=None,
+                      **train_kwargs):
+    """Minimise loss + lam R(phi) over ``net.params`` in place (S3.19) with ``kd_ref.optim.train``.
+
+    Parameters
+    ----------
+    net : MLP
+    objective : callable batch -> (loss, grad)
+        The data loss (the minibatch mean, as GPED's student step) and its gradient over ``net.params``.
+    draw, optimizer, n_steps, **train_kwargs
+        As for ``kd_ref.optim.train``.
+    lam : float >= 0
+    solver : "subgradient" or "proximal"
+        ``"subgradient"``: GPED's rule, the gradient of the loss plus lam times
+        :meth:`UnitGroups.subgradient` (groups hover near 0 but rarely reach it, hence
+        the threshold of :func:`unit_keep`). ``"proximal"``: the loss gradient, then
+        the group prox of :class:`GroupProx` (exact zeros, no threshold).
+    groups : UnitGroups, optional (default ``UnitGroups(net)``)
+
+    Returns
+    -------
+    kd_ref.optim.TrainResult; its losses are loss + lam R at the parameters before each step.
+    """
+    if solver not in GROUP_SOLVERS:
+        raise ValueError(f"solver: expected one of {list(GROUP_SOLVERS)}, received {solver!r}")
+    groups = UnitGroups(net) if groups is None else groups
+    if not isinstance(groups, UnitGroups):
+        raise TypeError(f"groups: expected UnitGroups(net), received {type(groups).__name__}")
+    groups.check(net)
+    lam = check_in_range(lam, "lam", 0.0, np.inf)
+    params = net.params
+    if solver == "proximal":
+        optimizer = GroupProx(optimizer, groups, lam)
+
+    def penalised(batch):
+        loss, grad = objective(batch)
+        grad = np.array(grad, dtype=np.float64)
+        if solver == "subgradient":
+            grad += lam * groups.subgradient(params)
+        return loss + lam * groups.value(params), grad
+
+    return train(params, penalised, draw, optimizer, n_steps, **train_kwargs)
+
+
+def _check_keep(net, keep):
+    """``keep`` as a list of one boolean array per hidden layer, of that layer's width, each keeping a unit."""
+    widths = net.sizes[1:-1]
+    if isinstance(keep, np.ndarray) or not hasattr(keep, "__len__") or len(keep) != len(widths):
+        length = f" of length {len(keep)}" if hasattr(keep, "__len__") else ""
+        raise ValueError(f"keep: expected {len(widths)} boolean arrays (one per hidden layer, widths {widths}), "
+                         f"received {type(keep).__name__}{length}")
+    out = []
+    for l, (k, width) in enumerate(zip(keep, widths)):
+        k = np.asarray(k)
+        if k.dtype != bool or k.shape != (width,):
+            raise ValueError(f"keep[{l}]: expected a boolean array of shape ({width},), one entry per unit of hidden "
+                             f"layer {l + 1}, received {k.dtype} of shape {k.shape}")
+        if not k.any():
+            raise ValueError(f"keep[{l}]: expected at least one unit of hidden layer {l + 1} kept, received none")
+        out.append(k)
+    return out
+
+
+def unit_keep(net, eps=1e-3):
+    """Which hidden units survive: unit i of hidden layer l is removed when all its incoming weights are
+    below ``eps`` in magnitude (GPED's threshold, eps = 1e-3, S3.19), or, with eps = 0, exactly 0
+    (the proximal solver's zeros). The bias does not count. Returns a list of (D_l,) bool arrays.
+    """
+    eps = check_in_range(eps, "eps", 0.0, np.inf)
+    if net.n_layers < 2:
+        raise ValueError(f"net: expected at least one hidden layer, received sizes {net.sizes}")
+    biggest = [np.max(np.abs(W), axis=1) for W in net.W[:-1]]
+    return [m >= eps if eps > 0 else m > 0 for m in biggest]
+
+
+def unit_mask(net, keep):
+    """A :class:`ParameterMask` deleting the incoming weights of the removed hidden units (S3.19).
+
+    ``mask.apply(net.params)`` makes the *masked* network (biases stay: a removed unit then
+    outputs the constant f(b_i)); :func:`retrain` fine-tunes with the mask kept.
+    """
+    keep = _check_keep(net, keep)
+    mask = ParameterMask(net.n_params)
+    for l, k in enumerate(keep, start=1):
+        w = net.layout.slice(f"W{l}")
+        rows = np.arange(w.start, w.stop).reshape(net.sizes[l], net.sizes[l - 1])
+        mask.keep[rows[~k].ravel()] = False
+    return mask
+
+
+def prune_units(net, keep):
+    """The smaller network without the removed hidden units; it computes exactly what the masked one did (S3.19).
+
+    A removed unit i of hidden layer l has zero incoming weights, so its pre-activation is
+    its bias b_i and its output the constant f_l(b_i) for every input. The next layer's
+    pre-activation therefore gains W_{l+1}[:, i] f_l(b_i) for every input: that is folded
+    into the next bias, b_{l+1} <- b_{l+1} + W_{l+1}[:, removed] f_l(b_removed), and the
+    unit's row and column are dropped. Needs elementwise hidden nonlinearities (a softmax
+    layer couples its units).
+
+    Parameters
+    ----------
+    net : MLP; every removed unit must have all incoming weights exactly 0
+        (``unit_mask(net, keep).apply(net.params)`` makes them so). Not modified.
+    keep : list of L - 1 boolean arrays, ``keep[l]`` of shape (D_{l+1},), at least one True each
+
+    Returns
+    -------
+    MLP of sizes [D_0, sum keep[0], ..., D_L], same nonlinearities, new parameters.
+    """
+    keep = _check_keep(net, keep)
+    for l, f in enumerate(net.f[:-1]):
+        if not f.elementwise:
+            raise ValueError(f"net: expected elementwise hidden nonlinearities to remove units, received "
+                             f"{f.name!r} in hidden layer {l + 1}")
+    for l, k in enumerate(keep):
+        live = np.flatnonzero(np.any(net.W[l][~k] != 0, axis=1))
+        if live.size:
+            unit = int(np.flatnonzero(~k)[live[0]])
+            raise ValueError(f"keep[{l}]: expected removed units with zero incoming weights (mask them first with "
+                             f"unit_mask(net, keep).apply(net.params)), received unit {unit} of hidden layer "
+                             f"{l + 1} with non-zero weights")
+    rows = keep + [np.ones(net.sizes[-1], dtype=bool)]              # units kept in each layer's output
+    pruned = MLP([net.sizes[0]] + [int(k.sum()) for k in keep] + [net.sizes[-1]], net.nonlinearities,
+                 np.random.default_rng(0))                          # parameters all overwritten below
+    for l in range(net.n_layers):
+        cols = np.ones(net.sizes[0], dtype=bool) if l == 0 else rows[l - 1]
+        pruned.W[l][...] = net.W[l][np.ix_(rows[l], cols)]
+        bias = net.b[l][rows[l]].copy()
+        if l > 0 and not cols.all():
+            constant = net.f[l - 1].forward(net.b[l - 1][~cols][None, :])[0]    # f_l(b_i) of the removed units
+            bias += net.W[l][np.ix_(rows[l], ~cols)] @ constant
+        pruned.b[l][...] = bias
+    return pruned
+
+
+@dataclass
+class GroupPruneResult:
+    """Group l1/l2 pruning (S3.19): the pruned network and how it was reached.
+
+    pruned : MLP without the removed units (:func:`prune_units`)
+    keep : list of (D_l,) bool arrays, the surviving units of each hidden layer
+    train : TrainResult of the penalised training
+    fine_tune : TrainResult of the masked fine-tuning, or None
+    """
+
+    pruned: object
+    keep: list
+    train: object
+    fine_tune: object
+
+
+def group_lasso_prune(net, objective, draw, optimizer, n_steps, lam, *, solver="proximal", eps=None,
+                      fine_tune_optimizer=None, fine_tune_steps=0, **train_kwargs):
+    """Train with the group penalty, remove the dead units, fine-tune with the mask kept, prune (S3.19).
+
+    ``solver="subgradient"``: GPED's recipe, units whose incoming weights are all below
+    ``eps`` = 1e-3 are removed. ``solver="proximal"``: units whose weights the prox set to
+    exactly 0 are removed (``eps`` = 0). Then the removed units' incoming weights are zeroed,
+    optionally fine-tuned for ``fine_tune_steps`` with ``fine_tune_optimizer`` (GPED: the
+    learning rate / 10) on the data loss alone with the mask kept (:func:`retrain`), and the
+    network is pruned. ``net`` ends as the masked network; ``train_kwargs`` go to the
+    penalised training only.
+
+    Returns
+    -------
+    GroupPruneResult
+    """
+    if solver not in GROUP_SOLVERS:
+        raise ValueError(f"solver: expected one of {list(GROUP_SOLVERS)}, received {solver!r}")
+    eps = (1e-3 if solver == "subgradient" else 0.0) if eps is None else check_in_range(eps, "eps", 0.0, np.inf)
+    fine_tune_steps = check_positive_int(fine_tune_steps, "fine_tune_steps", minimum=0)
+    if fine_tune_steps:
+        check_optimizer(fine_tune_optimizer, "fine_tune_optimizer")
+    for l, f in enumerate(net.f[:-1]):
+        if not f.elementwise:
+            raise ValueError(f"net: expected elementwise hidden nonlinearities to remove units, received "
+                             f"{f.name!r} in hidden layer {l + 1}")
+    trained = group_lasso_train(net, objective, draw, optimizer, n_steps, lam, solver=solver, **train_kwargs)
+    keep = unit_keep(net, eps)
+    for l, k in enumerate(keep):
+        if not k.any():
+            raise ValueError(f"lam: expected a penalty that leaves hidden units alive, received lam = {lam}, which "
+                             f"removed every unit of hidden layer {l + 1} (net is left as trained)")
+    mask = unit_mask(net, keep)
+    mask.apply(net.params)
+    tuned = None
+    if fine_tune_steps:
+        tuned = retrain(net.params, mask, objective, draw, fine_tune_optimizer, fine_tune_steps,
+                        progress=train_kwargs.get("progress", True), label="fine-tune")
+    return GroupPruneResult(prune_units(net, keep), keep, trained, tuned)
