@@ -554,6 +554,20 @@ def prune_units(net, keep):
     Returns
     -------
     MLP of sizes [D_0, sum keep[0], ..., D_L], same nonlinearities, new parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = MLP([2, 3, 1], ["logistic", "linear"], np.random.default_rng(0))
+    >>> net.b[0][...] = [0.5, -1.0, 2.0]
+    >>> keep = [np.array([True, False, True])]
+    >>> unit_mask(net, keep).apply(net.params)             # the masked net: unit 1 outputs logistic(-1.0)
+    >>> small = prune_units(net, keep)
+    >>> small.sizes
+    [2, 2, 1]
+    >>> x = np.random.default_rng(1).normal(size=(4, 2))
+    >>> bool(np.max(np.abs(small.predict(x) - net.predict(x))) < 1e-12)
+    True
     """
     keep = _check_keep(net, keep)
     for l, f in enumerate(net.f[:-1]):
