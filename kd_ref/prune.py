@@ -508,6 +508,14 @@ def _check_keep(net, keep):
     return out
 
 
+def _check_elementwise(net):
+    """Removing a unit leaves the others unchanged only when the hidden nonlinearities act unit by unit."""
+    for l, f in enumerate(net.f[:-1]):
+        if not f.elementwise:
+            raise ValueError(f"net: expected elementwise hidden nonlinearities to remove units, received "
+                             f"{f.name!r} in hidden layer {l + 1}")
+
+
 def unit_keep(net, eps=1e-3):
     """Which hidden units survive: unit i of hidden layer l is removed when all its incoming weights are
     below ``eps`` in magnitude (GPED's threshold, eps = 1e-3, S3.19), or, with eps = 0, exactly 0
@@ -570,10 +578,7 @@ def prune_units(net, keep):
     True
     """
     keep = _check_keep(net, keep)
-    for l, f in enumerate(net.f[:-1]):
-        if not f.elementwise:
-            raise ValueError(f"net: expected elementwise hidden nonlinearities to remove units, received "
-                             f"{f.name!r} in hidden layer {l + 1}")
+    _check_elementwise(net)
     for l, k in enumerate(keep):
         live = np.flatnonzero(np.any(net.W[l][~k] != 0, axis=1))
         if live.size:
@@ -633,10 +638,7 @@ def group_lasso_prune(net, objective, draw, optimizer, n_steps, lam, *, solver="
     fine_tune_steps = check_positive_int(fine_tune_steps, "fine_tune_steps", minimum=0)
     if fine_tune_steps:
         check_optimizer(fine_tune_optimizer, "fine_tune_optimizer")
-    for l, f in enumerate(net.f[:-1]):
-        if not f.elementwise:
-            raise ValueError(f"net: expected elementwise hidden nonlinearities to remove units, received "
-                             f"{f.name!r} in hidden layer {l + 1}")
+    _check_elementwise(net)
     trained = group_lasso_train(net, objective, draw, optimizer, n_steps, lam, solver=solver, **train_kwargs)
     keep = unit_keep(net, eps)
     for l, k in enumerate(keep):
