@@ -587,8 +587,7 @@ def prune_units(net, keep):
                              f"unit_mask(net, keep).apply(net.params)), received unit {unit} of hidden layer "
                              f"{l + 1} with non-zero weights")
     rows = keep + [np.ones(net.sizes[-1], dtype=bool)]              # units kept in each layer's output
-    pruned = MLP([net.sizes[0]] + [int(k.sum()) for k in keep] + [net.sizes[-1]], net.nonlinearities,
-                 np.random.default_rng(0))                          # parameters all overwritten below
+    pruned = MLP([net.sizes[0]] + [int(k.sum()) for k in keep] + [net.sizes[-1]], net.nonlinearities, None)
     for l in range(net.n_layers):
         cols = np.ones(net.sizes[0], dtype=bool) if l == 0 else rows[l - 1]
         pruned.W[l][...] = net.W[l][np.ix_(rows[l], cols)]

@@ -128,7 +128,7 @@ def test_prune_units_computes_what_the_masked_network_did(net_rng, data):
     np.testing.assert_allclose(pruned.forward(x).a[-1], net.forward(x).a[-1], rtol=0, atol=1e-12)
     # control: without the folded biases, the first layer that receives a non-zero constant misses it exactly
     rows = keep + [np.ones(net.sizes[-1], dtype=bool)]
-    unfolded = MLP(pruned.sizes, pruned.nonlinearities, np.random.default_rng(0))
+    unfolded = MLP(pruned.sizes, pruned.nonlinearities, None)
     for l in range(net.n_layers):
         cols = np.ones(net.sizes[0], dtype=bool) if l == 0 else rows[l - 1]
         unfolded.W[l][...] = net.W[l][np.ix_(rows[l], cols)]
