@@ -109,7 +109,7 @@ def test_nll_gap_and_entropy_mae():
     gap, gap_2se = nll_gap(log_s, log_t, y)
     assert gap == pytest.approx(nll(log_s, y) - nll(log_t, y), abs=1e-14)
     assert gap_2se == mean_2se(log_t[np.arange(50), y] - log_s[np.arange(50), y])[1]
-    assert nll(np.log([[1.0, 0.0]]), [1]) == np.inf
+    assert nll([[0.0, -np.inf]], [1]) == np.inf                              # p(true class) = 0
     assert nll_gap(log_t, log_t, y) == (0.0, 0.0)
     assert entropy_mae([0.1, 0.5, 2.0], [0.2, 0.5, 1.0]) == pytest.approx((0.1 + 0 + 1.0) / 3, rel=1e-15)
     with pytest.raises(ValueError, match=r"student_entropy: expected shape \(3,\), received shape \(2,\)"):
