@@ -405,8 +405,14 @@ class GroupProx:
 
     With ``SGD`` this is proximal gradient descent on loss + lam R. With ``Adam`` (GPED's
     optimiser) it is the spec's rule with Adam's learning rate as alpha_s, a heuristic: Adam's
-    per-coordinate steps are not alpha_s. The prox is part of the step, so checkpoints of
-    ``kd_ref.optim.train`` hold the thresholded parameters and a resumed run matches.
+    per-coordinate steps are not alpha_s. So one lam means different strengths for the two
+    solvers: under Adam the subgradient's penalty term is normalised like the data gradient
+    (a step of about alpha per coordinate where it dominates), while the prox shrinks a group's
+    norm by only alpha lam per step. On MNIST (5,000 images, 784-100-100-10 ReLU, Adam 1e-3,
+    3,000 steps) the subgradient solver kept 54 and 86 hidden units at lam = 3e-3 and the
+    prox 41 and 17 at lam = 3, none removed up to lam = 0.3: tune lam per solver.
+    The prox is part of the step, so checkpoints of ``kd_ref.optim.train`` hold the
+    thresholded parameters and a resumed run matches.
 
     Parameters
     ----------
