@@ -10,7 +10,7 @@ from kd_ref import gradcheck
 from kd_ref.distill import objective
 from kd_ref.distill.compression import (CrossEntropyLoss, DerivativeSquareErrorLoss, EnsembleTeacher, Labels,
                                         MLPTeacher, WeightedLoss, supervised_objective, teacher_targets)
-from kd_ref.distill.temperature import (HintonLoss, KDTargets, LogitMatchingLoss, SoftCrossEntropyLoss,
+from kd_ref.distill.temperature import (HintonDSELoss, HintonLoss, KDTargets, LogitMatchingLoss, SoftCrossEntropyLoss,
                                         TemperedDerivativeSquareErrorLoss, TemperedEnsembleTeacher, TemperedLabels,
                                         TemperedTeacher, centre, fitted_slope, hinton_objective, hinton_weights,
                                         limit_errors, one_hot, tempered_log_softmax, tempered_softmax)
@@ -91,11 +91,15 @@ def _loss_and_targets(kind, student, teacher, t, x, y):
         return LogitMatchingLoss(), MLPTeacher(teacher).label(x)
     if kind == "logit":
         return LogitMatchingLoss(centred=False), TemperedTeacher(MLPTeacher(teacher), 1.0).label(x)
+    if kind == "hinton_dse":
+        soft = TemperedTeacher(MLPTeacher(teacher), t).label(x, derivatives=True)
+        return HintonDSELoss(t, 0.7, 0.4, 0.3), KDTargets(soft, one_hot(y, student.sizes[-1]))
     assert kind == "dse"
     return TemperedDerivativeSquareErrorLoss(t), TemperedTeacher(MLPTeacher(teacher), t).label(x, derivatives=True)
 
 
-LOSSES = ["soft", "kl", "hinton", "hinton_smoothed", "logit_centred", "logit", "dse"]
+LOSSES = ["soft", "kl", "hinton", "hinton_smoothed", "logit_centred", "logit", "dse", "hinton_dse"]
+NO_HVP = ("dse", "hinton_dse")   # the derivative losses give value and gradient only
 
 
 def _functions(loss, student, x, targets):
@@ -129,7 +133,7 @@ def test_loss_gradients_match_finite_differences(kind, problem):
     assert result.passed(1e-6), str(result)
 
 
-@pytest.mark.parametrize("kind", [k for k in LOSSES if k != "dse"])
+@pytest.mark.parametrize("kind", [k for k in LOSSES if k not in NO_HVP])
 @given(problem=problems())
 def test_loss_hvps_match_differences_of_the_gradient_and_are_symmetric(kind, problem):
     student, teacher, t, x, y, rng = problem
@@ -189,6 +193,29 @@ def test_fused_hinton_loss_equals_its_weighted_reference_twin(problem):
     vh, gh = hard(student, x, Labels.from_probs(targets.hard))
     assert fused[0] == pytest.approx(w_s * vs + w_h * vh, rel=1e-12, abs=1e-14)
     np.testing.assert_allclose(fused[1], w_s * gs + w_h * gh, rtol=1e-10, atol=1e-13)
+
+
+@given(problem=problems())
+def test_full_weighted_objective_is_hinton_plus_t2_tempered_dse(problem):
+    """HintonDSELoss (S1.3 + S1.9) = its three plain terms, each on its own targets; hinton_objective feeds it
+    the tempered teacher's derivatives."""
+    student, teacher, t, x, y, _ = problem
+    loss = HintonDSELoss(t, 0.6, 0.3, 0.2)
+    soft = TemperedTeacher(MLPTeacher(teacher), t).label(x, derivatives=True)
+    targets = KDTargets(soft, one_hot(y, student.sizes[-1]))
+    value, grad = loss(student, x, targets)
+    (w_s, soft_loss), (w_h, hard_loss), (w_d, dse_loss) = loss.terms()
+    assert w_d == pytest.approx(0.2 * t**2, rel=1e-15)
+    parts = [(w_s, soft_loss(student, x, soft)), (w_h, hard_loss(student, x, Labels.from_probs(targets.hard))),
+             (w_d, dse_loss(student, x, soft))]
+    assert value == pytest.approx(sum(w * v for w, (v, _) in parts), rel=1e-12, abs=1e-14)
+    np.testing.assert_allclose(grad, sum(w * g for w, (_, g) in parts), rtol=1e-10, atol=1e-13)
+    via = hinton_objective(student, MLPTeacher(teacher), loss)((x, y))
+    assert via[0] == value and np.array_equal(via[1], grad)
+    # w_dse = 0 is Hinton's objective
+    zero = HintonDSELoss(t, 0.6, 0.3, 0.0)(student, x, targets)
+    plain = HintonLoss(t, 0.6, 0.3)(student, x, targets)
+    assert zero[0] == plain[0] and np.array_equal(zero[1], plain[1])
 
 
 def test_hinton_weights_map_the_conventions():
@@ -372,6 +399,13 @@ def test_bad_weights_labels_temperatures_and_missing_derivatives(rng):
         hinton_objective(student, TemperedTeacher(teacher, 3.0), HintonLoss(2.0))
     with pytest.raises(TypeError, match="^targets: expected KDTargets"):
         HintonLoss(2.0)(student, x, teacher.label(x))
+    with pytest.raises(ValueError, match="^w_dse: "):
+        HintonDSELoss(2.0, w_dse=-1.0)
+    no_derivatives = KDTargets(TemperedTeacher(teacher, 2.0).label(x), one_hot(np.array([0, 1, 2, 0]), 3))
+    with pytest.raises(ValueError, match="^targets.soft: expected teacher input derivatives"):
+        HintonDSELoss(2.0)(student, x, no_derivatives)
+    with pytest.raises(ValueError, match="^teacher: expected a teacher with input derivatives"):
+        hinton_objective(student, TemperedEnsembleTeacher([teacher.net], 2.0), HintonDSELoss(2.0))
     with pytest.raises(ValueError, match="^derivatives: "):
         TemperedEnsembleTeacher([teacher.net], 2.0).label(x, derivatives=True)
     with pytest.raises(ValueError, match="^combine: "):

@@ -418,11 +418,13 @@ def hinton_objective(student, teacher, loss):
     ----------
     student : MLP
     teacher : MLPTeacher, EnsembleTeacher, TemperedTeacher, TemperedEnsembleTeacher or similar
-    loss : HintonLoss
+    loss : HintonLoss or HintonDSELoss
+        For a HintonDSELoss the teacher labels each minibatch with its tempered input derivatives, so it must
+        give them (an ``MLPTeacher``, an ``EnsembleTeacher``, a ``TemperedTeacher`` around one of them).
     """
     check_student(student)
-    if not isinstance(loss, HintonLoss):
-        raise TypeError(f"loss: expected a HintonLoss, received {type(loss).__name__}")
+    if not isinstance(loss, (HintonLoss, HintonDSELoss)):
+        raise TypeError(f"loss: expected a HintonLoss or HintonDSELoss, received {type(loss).__name__}")
     check_teacher(teacher)
     if (teacher.n_inputs, teacher.n_outputs) != (student.sizes[0], student.sizes[-1]):
         raise ValueError(f"teacher: expected {student.sizes[0]} inputs and {student.sizes[-1]} outputs like the "
@@ -432,6 +434,10 @@ def hinton_objective(student, teacher, loss):
     elif teacher.t != loss.t:
         raise ValueError(f"teacher: expected a teacher at the loss's temperature {loss.t:g} (or an untempered one), "
                          f"received a tempered teacher at t = {teacher.t:g}")
+    derivatives = loss.needs_derivatives
+    if derivatives and isinstance(teacher, TemperedEnsembleTeacher):
+        raise ValueError("teacher: expected a teacher with input derivatives for the DSE term (e.g. TemperedTeacher("
+                         "EnsembleTeacher(members, combine='log_mean_exp'), t)), received a TemperedEnsembleTeacher")
     c = student.sizes[-1]
 
     def objective(batch):
@@ -442,7 +448,7 @@ def hinton_objective(student, teacher, loss):
         x = check_batch(x, student.sizes[0])
         y = np.asarray(y)
         hard = one_hot(y, c) if y.ndim == 1 else as_float_array(y, "targets", shape=(x.shape[0], c))
-        return loss(student, x, KDTargets(teacher.label(x), hard))
+        return loss(student, x, KDTargets(teacher.label(x, derivatives=derivatives), hard))
 
     return objective
 
@@ -532,6 +538,48 @@ class TemperedDerivativeSquareErrorLoss:
         R_seed = -Softmax._jvp(q, R.R_a[-1]) / t**2
         grad, _ = student.r_backprop(tcache, R, input_grads=False, d_a=seed, R_d_a=R_seed)
         return float(np.sum(diff**2)) / n, grad / n
+
+
+class HintonDSELoss:
+    """The full weighted objective (S1.3 + S1.9): l = w_soft t^2 l_soft(t) + w_hard l_hard + w_dse t^2 l_dse(t).
+
+    Hinton's soft + hard objective (:class:`HintonLoss`) plus the thesis's derivative matching at the same
+    temperature (:class:`TemperedDerivativeSquareErrorLoss`), ``WeightedLoss([(w_soft t^2, CE@t),
+    (w_hard, CE-hard@1), (w_dse t^2, DSE@t)])`` of SPEC_seeds S1.9 with each term on its own targets: the
+    first two on :class:`KDTargets`, the third on ``targets.soft``, which must carry the tempered teacher's
+    input derivatives (``TemperedTeacher(teacher, t).label(x, derivatives=True)``; :func:`hinton_objective`
+    asks for them). The t^2 on the DSE term keeps it O(1) as t grows, like the soft term's (S1.9: t^2 l_dse
+    tends to centred logit-Jacobian matching). Value and gradient are the sums of the two losses'.
+
+    Parameters
+    ----------
+    t : float > 0
+    w_soft, w_hard, w_dse : float >= 0
+    """
+
+    needs_derivatives = True
+
+    def __init__(self, t, w_soft=1.0, w_hard=1.0, w_dse=1.0):
+        self.hinton = HintonLoss(t, w_soft, w_hard)
+        self.dse = TemperedDerivativeSquareErrorLoss(t)
+        self.w_dse = check_in_range(w_dse, "w_dse", 0.0, np.inf, high_open=True)
+        self.t = self.hinton.t
+        self.name = f"{self.hinton.name} + {self.w_dse:g} t^2 DSE"
+
+    def __call__(self, student, x, targets):
+        """Loss and theta-gradient for :class:`KDTargets` whose ``soft`` labels have ``d_log_probs``."""
+        if isinstance(targets, KDTargets) and getattr(targets.soft, "d_log_probs", None) is None:
+            raise ValueError("targets.soft: expected teacher input derivatives for the DSE term (label with "
+                             "TemperedTeacher(teacher, t).label(x, derivatives=True)), received None")
+        value, grad = self.hinton(student, x, targets)
+        dse_value, dse_grad = self.dse(student, x, targets.soft)
+        w = self.w_dse * self.t**2
+        return value + w * dse_value, grad + w * dse_grad
+
+    def terms(self):
+        """The three terms as plain losses with their weights (reference twin): :meth:`HintonLoss.terms` on
+        targets.soft and targets.hard, then (w_dse t^2, TemperedDerivativeSquareErrorLoss(t)) on targets.soft."""
+        return [*self.hinton.terms(), (self.w_dse * self.t**2, TemperedDerivativeSquareErrorLoss(self.t))]
 
 
 # --------------------------------------------------------------- the t -> infinity limit
