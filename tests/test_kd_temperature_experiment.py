@@ -17,13 +17,15 @@ def _tiny(**overrides):
 def test_tiny_run_writes_every_table_and_resumes_from_its_cache(tmp_path):
     settings = _tiny().validate()
     first = kt.run(settings, tmp_path, np.random.default_rng(0))
-    for name in ("errors", "paired", "omit3", "tables", "error_vs_t"):
+    for name in ("errors", "paired", "by_t", "omit3", "tables", "error_vs_t"):
         assert (tmp_path / first["files"][name].split("/")[-1]).exists()
     keys = {key for key, *_ in kt.student_plan(settings)}
-    assert keys == {"small/hard", "small/t=2/w_hard=0", "small/t=2/w_hard=0.5", "small/t=inf", "large/hard",
-                    "large/t=inf"}
+    assert keys == {"small/hard", "small/t=2/w_hard=0", "small/t=2/w_hard=0.5", "small/t=2/w_hard=0.1/w_dse=0.01",
+                    "small/t=inf", "large/hard", "large/t=inf"}
     assert set(first["scores"]) == keys | {"teacher"}
-    assert "small/t=2/w_hard=0.5 | small/hard" in first["tables"]
+    for key in ("small/t=2/w_hard=0.5", "small/t=2/w_hard=0.1/w_dse=0.01"):
+        assert f"{key} | small/hard" in first["tables"]                 # paired against the baseline
+    assert "| soft only | soft + 0.5 hard | soft + 0.1 hard + 0.01 DSE |" in first["tables"]
     stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").glob("*.npz")}
     assert len(stamps) == len(keys) + 2                                  # the students, the teacher, omit3
     again = kt.run(settings, tmp_path, np.random.default_rng(0))        # every network from the cache
@@ -56,3 +58,13 @@ def test_ctrl_c_anywhere_then_the_same_run_ends_with_the_numbers_of_an_uninterru
     assert cut["errors"] == whole["errors"] and cut["omit3"] == whole["omit3"]
     for key, s in whole["scores"].items():
         assert np.array_equal(s.log_p, cut["scores"][key].log_p), key
+
+
+def test_the_dse_family_draws_its_own_streams_and_leaves_the_other_students_unchanged(tmp_path):
+    with_dse = kt.run(_tiny(), tmp_path / "with", np.random.default_rng(0))
+    without = kt.run(_tiny(dse_weight=0.0), tmp_path / "without", np.random.default_rng(0))
+    dse_keys = {k for k in with_dse["scores"] if "w_dse" in k}
+    assert dse_keys == {"small/t=2/w_hard=0.1/w_dse=0.01"} and set(without["scores"]) == set(with_dse["scores"]) - dse_keys
+    for key, s in without["scores"].items():
+        assert np.array_equal(s.log_p, with_dse["scores"][key].log_p), key
+    assert "DSE" not in without["tables"].split("### test errors (of")[1].split("###")[0]

@@ -3,8 +3,10 @@
 A ReLU teacher is trained on the true labels; then students of each size are trained (i) on the true
 labels alone (the baseline), (ii) by Hinton's objective (S1.3) with only the soft term, t^2 times the
 soft cross entropy at t (S1.2), (iii) with the soft term plus ``w_hard`` times the hard-label cross
-entropy of the student at t = 1, and (iv) at t = infinity, by centred logit matching (S1.7), the
-limit the soft term reaches (S1.6). The transfer set is the training images. Finally the omitted-3s
+entropy of the student at t = 1, (iv) by the full weighted objective, soft + hard + ``w_dse`` t^2 times
+the derivative square error at temperature t (S1.9, :class:`~kd_ref.distill.temperature.HintonDSELoss`:
+the teacher labels every minibatch with its tempered input derivatives), and (v) at t = infinity, by
+centred logit matching (S1.7), the limit the soft term reaches (S1.6). The transfer set is the training images. Finally the omitted-3s
 experiment of Hinton §3: a student distilled at t = 20 on a transfer set with every 3 removed, then
 the bias of its class-3 logit raised by b over a grid (the paper tuned b on the test set, as here).
 
@@ -17,14 +19,17 @@ network is cached under ``OUT/cache`` (npz) and the one in training checkpointed
 resumes mid-network and ends with the numbers of an uninterrupted run; ``results.json`` holds them.
 
 Modes: ``--quick`` (default; the first 5,000 training / 2,000 test images, teacher 784-500-300-10,
-students 784-30-30-10 at every t with w_hard 0 and 0.1 and 784-300-300-10 at t = 4, 20 and infinity,
-ADADELTA, batch 100, 10 passes; a few minutes on one core; the built-in synthetic digits when MNIST is
-absent) and ``--paper`` (60,000 / 10,000, teacher 784-1200-1200-10, students 784-800-800-10 and
-784-30-30-10, soft term only, t in {1, 2, 2.5, 3, 4, 8, 20}; hours). Departures from the paper: the
+students 784-30-30-10 at every t with w_hard 0 and 0.1 and with w_hard 0.1 + w_dse 0.01 (finite t), and
+784-300-300-10 at t = 4, 20 and infinity the same way, ADADELTA, batch 100, 10 passes; about 10 minutes
+on one core; the built-in synthetic digits when MNIST is absent) and ``--paper`` (60,000 / 10,000, teacher 784-1200-1200-10, students 784-800-800-10 and
+784-30-30-10, soft term only (no DSE students: the teacher's input derivatives at every step would
+multiply the hours by ten), t in {1, 2, 2.5, 3, 4, 8, 20}; hours). Departures from the paper: the
 teacher has no dropout, max-norm constraint or jittered inputs (kd_ref's quick settings do without, and
 the paper does not give their values), so the teacher is weaker than the paper's 67 errors; the
-optimiser (not stated in the paper) is ADADELTA, as in the thesis; the tempered derivative matching of
-S1.9 is not part of this run (see ``kd_ref.distill.temperature``).
+optimiser (not stated in the paper) is ADADELTA, as in the thesis. The DSE weight w_dse = 0.01 makes the
+DSE term's gradient about as large as the soft term's at a hard-label-trained 784-30-30-10 student
+(measured on a minibatch of the quick run: |grad t^2 l_dse| is 20-80 times |grad t^2 l_soft| for
+t = 1 ... 20), so neither term drowns the other; it was not tuned on test errors.
 """
 import math
 import os
@@ -39,7 +44,7 @@ from .. import npzfile
 from ..cli import ArgumentParser, int_at_least, out_folder
 from ..distill import distill
 from ..distill.compression import DatasetGenerator, MLPTeacher, log_probs_of, supervised_objective, teacher_targets
-from ..distill.temperature import HintonLoss, LogitMatchingLoss, hinton_objective, one_hot
+from ..distill.temperature import HintonDSELoss, HintonLoss, LogitMatchingLoss, hinton_objective, one_hot
 from ..metrics import paired_difference, score
 from ..mlp import MLP
 from ..optim import Adadelta, train
@@ -71,6 +76,8 @@ class Settings:
     temperatures: tuple = (1.0, 2.0, 2.5, 4.0, 8.0, 20.0, INF)
     large_temperatures: tuple = (4.0, 20.0, INF)
     hard_weights: tuple = (0.0, 0.1)     # w_hard of the soft + hard students (0: soft only)
+    dse_weight: float = 0.01             # w_dse of the soft + hard + DSE students (S1.9; 0: none)
+    dse_hard_weight: float = 0.1         # their w_hard
     omit_t: float = 20.0
     bias_grid: tuple = (0.0, 1.0, 2.0, 3.0, 3.5, 4.0, 5.0, 6.0)
     passes: int = 10
@@ -85,7 +92,7 @@ class Settings:
     def paper(cls, **overrides):
         base = cls(mode="paper", data="mnist", n_train=0, n_test=0, teacher=(1200, 1200), small=(30, 30),
                    large=(800, 800), temperatures=(1.0, 2.0, 2.5, 3.0, 4.0, 8.0, 20.0),
-                   large_temperatures=(20.0,), hard_weights=(0.0,), passes=50)
+                   large_temperatures=(20.0,), hard_weights=(0.0,), dse_weight=0.0, passes=50)
         return replace(base, **overrides)
 
     def validate(self):
@@ -107,6 +114,8 @@ class Settings:
                     check_in_range(t, f"{name}[{i}]", 0, INF, low_open=True, high_open=True)
         for i, w in enumerate(self.hard_weights):
             check_in_range(w, f"hard_weights[{i}]", 0, INF, high_open=True)
+        for name in ("dse_weight", "dse_hard_weight"):
+            check_in_range(getattr(self, name), name, 0, INF, high_open=True)
         for i, b in enumerate(self.bias_grid):
             check_in_range(b, f"bias_grid[{i}]", -INF, INF, low_open=True, high_open=True)
         check_in_range(self.omit_t, "omit_t", 0, INF, low_open=True, high_open=True)
@@ -128,7 +137,8 @@ def _steps(settings, n):
 
 def train_student(kind, hidden, teacher, x, y, settings, rng, t=1.0, w_hard=0.0, checkpoint=None, record=None):
     """One network 784-hidden-10 trained on (x, y) by ``kind``: "hard" (true labels; also the teacher),
-    "kd" (Hinton's objective S1.3 at t with weights (1, w_hard)) or "logits" (centred logit matching S1.7).
+    "kd" (Hinton's objective S1.3 at t with weights (1, w_hard)), "kd_dse" (the full objective S1.3 + S1.9 with
+    weights (1, w_hard, settings.dse_weight)) or "logits" (centred logit matching S1.7).
 
     ``checkpoint`` (a path) and ``record`` (the settings it must match) go to :func:`kd_ref.optim.train`:
     an interrupted training resumes there, generator included."""
@@ -145,7 +155,7 @@ def train_student(kind, hidden, teacher, x, y, settings, rng, t=1.0, w_hard=0.0,
     if kind == "hard":
         objective, label = supervised_objective(net), "hard labels"
     else:
-        loss = HintonLoss(t, 1.0, w_hard)
+        loss = HintonLoss(t, 1.0, w_hard) if kind == "kd" else HintonDSELoss(t, 1.0, w_hard, settings.dse_weight)
         objective, label = hinton_objective(net, teacher, loss), loss.name
     train(net.params, objective, gen, Adadelta(), steps, stateful={"generator": gen}, label=label, **resume)
     return net
@@ -165,22 +175,37 @@ def _t_name(t):
     return "inf" if math.isinf(t) else f"{t:g}"
 
 
-def _key(size, t, w_hard):
-    return f"{size}/t=inf" if math.isinf(t) else f"{size}/t={_t_name(t)}/w_hard={w_hard:g}"
+def _key(size, t, w_hard, w_dse=0.0):
+    if math.isinf(t):
+        return f"{size}/t=inf"
+    return f"{size}/t={_t_name(t)}/w_hard={w_hard:g}" + (f"/w_dse={w_dse:g}" if w_dse else "")
 
 
 def student_plan(settings):
-    """(key, hidden, kind, t, w_hard) of every student, baselines first."""
-    plan = []
+    """(key, hidden, kind, t, w_hard, stream) of every student, baselines first, each size's students by t.
+
+    ``stream`` numbers the student's random stream: the soft and soft + hard students and the logit matchers
+    count from 10 in plan order, the DSE students from 1000, so adding or removing the DSE family leaves the
+    others' numbers unchanged."""
+    plan, count = [], {"other": 10, "kd_dse": 1000}
+
+    def add(key, hidden, kind, t, w):
+        group = "kd_dse" if kind == "kd_dse" else "other"
+        plan.append((key, hidden, kind, t, w, count[group]))
+        count[group] += 1
+
     for size, hidden, temps in (("small", settings.small, settings.temperatures),
                                 ("large", settings.large, settings.large_temperatures)):
-        plan.append((f"{size}/hard", hidden, "hard", 1.0, 0.0))
+        add(f"{size}/hard", hidden, "hard", 1.0, 0.0)
         for t in temps:
             if math.isinf(t):
-                plan.append((_key(size, t, 0.0), hidden, "logits", t, 0.0))
+                add(_key(size, t, 0.0), hidden, "logits", t, 0.0)
                 continue
             for w in settings.hard_weights:
-                plan.append((_key(size, t, w), hidden, "kd", t, w))
+                add(_key(size, t, w), hidden, "kd", t, w)
+            if settings.dse_weight > 0:
+                w = settings.dse_hard_weight
+                add(_key(size, t, w, settings.dse_weight), hidden, "kd_dse", t, w)
     return plan
 
 
@@ -214,8 +239,8 @@ def run(settings, out_dir, rng):
     teacher = MLPTeacher(teacher_net)
     scores = {"teacher": teacher_score}
     plan = student_plan(settings)
-    for i, (key, hidden, kind, t, w) in enumerate(plan):
-        scores[key] = fit(key, 10 + i, hidden, kind, teacher, x, y, t, w)[1]
+    for key, hidden, kind, t, w, stream in plan:
+        scores[key] = fit(key, stream, hidden, kind, teacher, x, y, t, w)[1]
     keep = y != 3
     omit_net, _ = fit("omit3", 2, settings.large, "kd", teacher, x[keep], y[keep], settings.omit_t, 0.0)
     omit = bias_sweep(omit_net, data, settings.bias_grid)
@@ -250,6 +275,32 @@ def _error_row(key, s, n):
     return dict(student=key, test_errors=int(round(err * n / 100)), error_pct=err, error_2se=s.accuracy_2se)
 
 
+def by_t_rows(scores, settings, n):
+    """One row per (size, t), one column per loss family: "errors (accuracy difference ± 2 SE)"."""
+    families = [(f"soft + {w:g} hard" if w else "soft only", lambda size, t, w=w: _key(size, t, w))
+                for w in settings.hard_weights]
+    if settings.dse_weight > 0:
+        w, b = settings.dse_hard_weight, settings.dse_weight
+        families.append((f"soft + {w:g} hard + {b:g} DSE", lambda size, t: _key(size, t, w, b)))
+    rows = []
+    for size, temps in (("small", settings.temperatures), ("large", settings.large_temperatures)):
+        base = scores[f"{size}/hard"]
+        rows.append({"student": size, "t": "hard labels", **{name: "" for name, _ in families}})
+        rows[-1][families[0][0]] = f"{_error_row('', base, n)['test_errors']}"
+        for t in temps:
+            row = {"student": size, "t": _t_name(t)}
+            for j, (name, key) in enumerate(families):
+                k = _key(size, t, 0.0) if math.isinf(t) else key(size, t)
+                if k not in scores or (math.isinf(t) and j):     # one logit-matching student at t = inf
+                    row[name] = ""
+                    continue
+                p = paired_difference(scores[k], base)
+                row[name] = (f"{_error_row(k, scores[k], n)['test_errors']} ({p['accuracy']:+.2f} ± "
+                             f"{p['accuracy_2se']:.2f})")
+            rows.append(row)
+    return rows
+
+
 def write_tables(scores, plan, omit, settings, data, out_dir):
     out_dir = Path(out_dir)
     n = data.x_test.shape[0]
@@ -270,6 +321,9 @@ def write_tables(scores, plan, omit, settings, data, out_dir):
     parts.append(write_table(paired, str(out_dir / "paired"),
                              "paired differences in test accuracy [points] against the same-size hard-label "
                              "baseline (positive: distillation helps)"))
+    parts.append(write_table(by_t_rows(scores, settings, n), str(out_dir / "by_t"),
+                             f"test errors (of {n}) by t and loss, with the paired difference in accuracy against "
+                             "the same-size hard-label baseline [points ± 2 SE]; t = inf: centred logit matching"))
     parts.append(write_table(omit, str(out_dir / "omit3"),
                              f"omitted 3s: large student distilled at t = {settings.omit_t:g} without any 3 in the "
                              f"transfer set, class-3 bias raised by b (tuned on the test set, as the paper did)",
@@ -277,7 +331,7 @@ def write_tables(scores, plan, omit, settings, data, out_dir):
     parts.append(PAPER + "\n")
     text = "\n".join(parts)
     write_text_atomic(out_dir / "tables.md", text)
-    files = {name: str(out_dir / f"{name}.md") for name in ("errors", "paired", "omit3", "tables")}
+    files = {name: str(out_dir / f"{name}.md") for name in ("errors", "paired", "by_t", "omit3", "tables")}
     return text, files
 
 
@@ -294,6 +348,12 @@ def plot_error_vs_t(scores, settings, out_dir):
             pts = [(t_inf if math.isinf(t) else t, 100 - scores[_key(size, t, w)].accuracy) for t in temps]
             if pts:
                 ax.plot(*zip(*pts), style, color=colour, ms=4, label=f"{size}, w_hard = {w:g}")
+        if settings.dse_weight > 0:      # finite t only: the DSE term has no t = infinity student here
+            w, b = settings.dse_hard_weight, settings.dse_weight
+            pts = [(t, 100 - scores[_key(size, t, w, b)].accuracy) for t in temps if not math.isinf(t)]
+            if pts:
+                ax.plot(*zip(*pts), "D-", color=colour, ms=4, mfc="none", lw=2, alpha=0.6,
+                        label=f"{size}, w_hard = {w:g} + w_dse = {b:g} (DSE)")
         ax.axhline(100 - scores[f"{size}/hard"].accuracy, color=colour, ls=":", lw=1)
     ax.axhline(100 - scores["teacher"].accuracy, color="k", ls="--", lw=1, label="teacher")
     ax.set_xscale("log")
@@ -308,7 +368,7 @@ def plot_error_vs_t(scores, settings, out_dir):
 
 # ------------------------------------------------------------------------- command line
 OPTIONS = {"data": "--data", "n_train": "--n-train", "n_test": "--n-test", "passes": "--passes",
-           "temperatures": "--t", "batch_size": "--batch-size"}
+           "temperatures": "--t", "batch_size": "--batch-size", "dse_weight": "--w-dse"}
 
 
 def main(argv=None):
@@ -324,6 +384,7 @@ def main(argv=None):
     parser.add_argument("--passes", type=int_at_least(1))
     parser.add_argument("--batch-size", type=int_at_least(1))
     parser.add_argument("--t", type=float, nargs="+", help="temperatures of the small student (inf allowed)")
+    parser.add_argument("--w-dse", type=float, help="w_dse of the soft + hard + DSE students (0: none)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     overrides = {"progress": not args.no_progress}
@@ -332,5 +393,7 @@ def main(argv=None):
             overrides[name] = getattr(args, name)
     if args.t:
         overrides["temperatures"] = tuple(args.t)
+    if args.w_dse is not None:
+        overrides["dse_weight"] = args.w_dse
     settings = (Settings.paper if args.paper else Settings.quick)(**overrides)
     return run_from_cli(parser, settings, OPTIONS, check_data, run, args.out, args.seed)
