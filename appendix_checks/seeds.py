@@ -11,21 +11,51 @@ slope from 0 (a limit that must *not* be reached):
   (S1.9)  control: the uncentred ||J_z - J_v||_F^2 is not the limit (slope 0)
   (S1.7)  a convex student fitted by t^2 KL and by centred logit matching: centred logits agree to O(1/t)
 
-Run with ``python -m appendix_checks.seeds``.
+then diagonal curvature and OBD (``kd_ref.curvature``, ``kd_ref.prune``) on small fixed nets, with
+relative errors against references computed another way:
+
+  (S1.12) the exact diagonal by curvature backprop against e_k^T H e_k by R{backprop} (S1.15), on nets
+          with a softmax hidden layer, log-softmax, softmax and linear outputs; and against central
+          differences of the gradient along e_k (independent of R{backprop})
+  (S1.11) at an exact least-squares minimum, deleting one weight raises L by exactly s_k = h_kk u_k^2 / 2
+  (S1.13) LeCun's diagonal recursion = the exact diagonal where it is exact (one hidden layer, square
+          error); Gauss-Newton = diag(J^T A_L J) built from J e_k by R-forward
+  (S1.14) Hutchinson's mean within a few exact standard errors (from sum_{j != i} H_ij^2) of the exact
+          diagonal, and its sample standard error close to the exact one
+
+and linear distillation (``kd_ref.distill.linear``, SPEC_seeds S2.A) on a tiny few-shot problem:
+
+  (S2.3)  batch-1 SGD at a stable step converges to the closed form Phi + (Theta^0 - Phi)(I - Pi_c), and
+          d_c(x) = 1/2 ||(Theta^0 - Phi)(I - Pi_c) x||^2 with Pi_c from an independent basis (scipy)
+  (S2.7)  the zero-target randomized-prior optimum as sigma -> 0 is the closed form row by row; the mean
+          of ||G_c(x)||^2 over Gaussian initialisations is K lambda ||(I - Pi_c) x||^2 (in standard
+          errors); and lambda ||(I - Pi_c) x||^2 is the sigma -> 0 posterior predictive variance
+
+Every row takes well under a second. Run with ``python -m appendix_checks.seeds``.
 """
 import sys
 
 import numpy as np
+import scipy.linalg
 
 from ._table import Row, print_table
+from kd_ref import curvature, gradcheck, prune
+from kd_ref.distill import linear
 from kd_ref.experiments.kd_limits import Settings, convex_rows, s1_6_rows, s1_9_rows, slopes
+from kd_ref.mlp import MLP
+from kd_ref.outputs import CrossEntropy, DotProduct, SquareError
 
 SLOPE_TOL = 0.1
 
 
 def run(seed=0):
-    """The rows of the table (seeded draws, the kd-limits run's settings)."""
+    """The rows of the table (seeded draws, the kd-limits run's settings, small curvature and LDL cases)."""
     rng = np.random.default_rng(seed)
+    return limit_rows(rng) + curvature_rows(rng) + linear_rows(rng)
+
+
+def limit_rows(rng):
+    """S1.6, S1.7, S1.9: fitted slopes of the t -> infinity limits (``kd-ref run kd-limits``)."""
     settings = Settings.quick()
     s16 = s1_6_rows(settings, rng)
     s19, _ = s1_9_rows(settings, rng)
@@ -45,10 +75,167 @@ def run(seed=0):
                 last["centred_logits"], 10.0 / last["t"])]
 
 
+# ------------------------------------------------------------------ diagonal curvature and OBD (S1.C)
+HUTCHINSON_PROBES = 2_000
+
+
+def _rel(a, b):
+    """max |a - b| / (|b| + max |b|): relative, floored at the scale of the whole reference."""
+    b = np.asarray(b, float)
+    return float(np.max(np.abs(a - b) / (np.abs(b) + np.max(np.abs(b)) + 1e-300)))
+
+
+def _curvature_nets(rng):
+    """Small fixed nets with every kind of layer the exact recursion treats: (net, x, output)."""
+    cases = []
+    for sizes, names, kind in (([3, 4, 3], ["logistic", "log_softmax"], "dot"),
+                               ([3, 4, 3, 2], ["logistic", "softmax", "linear"], "square"),
+                               ([2, 3, 3], ["probit", "softmax"], "cross_entropy")):
+        net = MLP(sizes, names, rng)
+        net.params[...] = rng.normal(0.0, 1.0, size=net.n_params)
+        n, c = 5, sizes[-1]
+        x = rng.normal(size=(n, sizes[0]))
+        out = {"dot": lambda: DotProduct(rng.dirichlet(np.ones(c), size=n)),
+               "square": lambda: SquareError(rng.normal(size=(n, c))),
+               "cross_entropy": lambda: CrossEntropy(rng.dirichlet(np.ones(c), size=n))}[kind]()
+        cases.append((net, x, out))
+    return cases
+
+
+def _gradient_differences(net, x, out):
+    """d/du_k of the k-th entry of dL/du by central differences (no R{backprop}), L the mean loss."""
+    p0 = net.params.copy()
+    scale = curvature.loss_scale(out, x.shape[0])
+
+    def grad(p):
+        net.params[...] = p
+        return scale * net.grad(x, out, input_grads=False)[1]
+
+    try:
+        return np.array([gradcheck.directional_difference(grad, p0, np.eye(net.n_params)[k])[k]
+                         for k in range(net.n_params)])
+    finally:
+        net.params[...] = p0
+
+
+def _least_squares_net(rng, n=30, d=3, c=2):
+    """A linear net at the exact least-squares minimum of its square error: L is quadratic in the parameters."""
+    x = rng.normal(size=(n, d))
+    t = x @ rng.normal(size=(d, c)) + rng.normal(size=(n, c))
+    net = MLP([d, c], ["linear"], rng)
+    coef = np.linalg.lstsq(np.hstack([x, np.ones((n, 1))]), t, rcond=None)[0]
+    net.W[0][...], net.b[0][...] = coef[:d].T, coef[d]
+    return net, x, SquareError(t)
+
+
+def curvature_rows(rng):
+    """S1.11-S1.14 on small fixed nets."""
+    nets = _curvature_nets(rng)
+    diag = {m: [curvature.hessian_diagonal(*case, method=m).diag for case in nets] for m in ("exact", "brute")}
+    exact_vs_brute = max(_rel(e, b) for e, b in zip(diag["exact"], diag["brute"]))
+    exact_vs_fd = max(_rel(e, _gradient_differences(*case)) for e, case in zip(diag["exact"], nets))
+
+    net, x, out = _least_squares_net(rng)                                    # OBD at a quadratic minimum
+    L0 = prune.mean_loss(net, x, out, gradient=False)
+    s = prune.saliency(curvature.hessian_diagonal(net, x, out).diag, net.params)
+    u, rises = net.params.copy(), []
+    for k in range(net.n_params):
+        net.params[k] = 0.0
+        rises.append(prune.mean_loss(net, x, out, gradient=False) - L0)
+        net.params[k] = u[k]
+    obd = _rel(np.array(rises), s)
+
+    lecun_net = MLP([3, 4, 2], ["logistic", "linear"], rng)                  # S1.13's exact case
+    lx = rng.normal(size=(10, 3))
+    lout = SquareError(rng.normal(size=(10, 2)))
+    lecun = _rel(curvature.hessian_diagonal(lecun_net, lx, lout, method="lecun").diag,
+                 curvature.hessian_diagonal(lecun_net, lx, lout, method="exact").diag)
+
+    gn = 0.0
+    for net, x, out in nets:
+        cache = net.forward(x)
+        _, A = curvature.output_curvature(net, cache, out, gauss_newton=True)
+        J = [net.r_forward(cache, np.eye(net.n_params)[k]).R_a[-1] for k in range(net.n_params)]   # J e_k
+        brute = curvature.loss_scale(out, x.shape[0]) * np.array([np.einsum("ni,nij,nj->", r, A, r) for r in J])
+        gn = max(gn, _rel(curvature.hessian_diagonal(net, x, out, method="gauss_newton").diag, brute))
+
+    net, x, out = nets[0]
+    est = curvature.hessian_diagonal(net, x, out, method="hutchinson", n_probes=HUTCHINSON_PROBES, rng=rng)
+    H = curvature.full_hessian(net, x, out)
+    se = np.sqrt(curvature.hutchinson_variance(H) / HUTCHINSON_PROBES)
+    z = float(np.max(np.abs(est.diag - np.diag(H)) / np.maximum(se, 1e-12 * np.max(np.abs(H)))))
+    se_ratio = float(np.max(np.abs(est.stderr / se - 1.0)))
+    # a sample SD is off by about sqrt((kurtosis - 1) / 4S) relative; one Rademacher probe's kurtosis is <= 3
+    se_tol = 4 * np.sqrt(2.0 / (4 * HUTCHINSON_PROBES))
+    return [Row("(S1.12)", "exact diagonal vs e_k^T H e_k by R{backprop} (S1.15)", exact_vs_brute, 1e-10),
+            Row("(S1.12)", "exact diagonal vs differences of the gradient along e_k", exact_vs_fd, 1e-6),
+            Row("(S1.11)", "OBD: L rise on deleting one weight vs s_k (quadratic L)", obd, 1e-10),
+            Row("(S1.13)", "LeCun's recursion vs exact, one hidden layer, square error", lecun, 1e-12),
+            Row("(S1.13)", "Gauss-Newton vs diag(J^T A_L J) from J e_k by R-forward", gn, 1e-10),
+            Row("(S1.14)", f"Hutchinson, {HUTCHINSON_PROBES} probes: max |mean - h_ii| / exact SE", z, 4.0),
+            Row("(S1.14)", "Hutchinson: max |sample SE / exact SE - 1|", se_ratio, se_tol)]
+
+
+# ------------------------------------------------------------------ linear distillation (S2.A)
+RPF_DRAWS = 400
+
+
+def _few_shot(rng, c=2, m=2, d=6, k=6):
+    x = rng.normal(size=(c * m, d))
+    y = np.repeat(np.arange(c), m)
+    return x, y, linear.RandomLinearMap(d, k, rng, init="gaussian")
+
+
+def linear_rows(rng):
+    """S2.3 and S2.7 on a tiny few-shot problem (2 classes, 2 examples each, D = K = 6)."""
+    x, y, target = _few_shot(rng)
+    model = linear.O2MD(2, target, rng, init="gaussian")
+    theta0 = model.params.copy()
+    model.fit(x, y)                                                           # closed form
+    closed = model.params.copy()
+    model.params[...] = theta0
+    # a relaxed Kaczmarz step per example: stable for lr (2/K) ||x||^2 < 2
+    lr = 0.5 * target.d_out / np.max(np.sum(x**2, axis=1))
+    model.fit(x, y, method="sgd", epochs=300, lr=lr, rng=rng)
+    sgd = float(np.max(np.abs(model.params - closed)) / np.max(np.abs(closed)))
+    model.params[...] = closed
+
+    test = rng.normal(size=(4, x.shape[1]))
+    g0 = theta0.reshape(model.theta.shape) - target.weight                    # Theta_c^0 - Phi
+    want = np.empty((4, 2))
+    for c in range(2):
+        q = scipy.linalg.orth(x[y == c].T)                                    # an independent basis of span(X_c)
+        want[:, c] = 0.5 * np.sum(((test - test @ q @ q.T) @ g0[c].T) ** 2, axis=1)
+    distances = _rel(model.distances(test), want)
+
+    # S2.7: each row of G_c = Theta_c - Phi is the sigma -> 0 zero-target regression started at its prior row
+    lam, noise = 2.0 / x.shape[1], 1e-12            # rows of Theta^0 - Phi: N(0, (2/D) I) for Gaussian inits
+    xc = x[y == 0]
+    rpf = max(_rel(linear.bayes_linear_posterior(xc, np.zeros(len(xc)), noise, g0[0][k], lam)[0],
+                   model.theta[0][k] - target.weight[k]) for k in range(target.d_out))
+
+    residual = np.sum((test - test @ linear.row_space(xc) @ linear.row_space(xc).T) ** 2, axis=1)
+    scores = np.empty((RPF_DRAWS, 4))
+    for r in range(RPF_DRAWS):
+        draw = linear.O2MD(1, linear.RandomLinearMap(x.shape[1], target.d_out, rng, init="gaussian"), rng,
+                           init="gaussian")
+        draw.fit(xc, np.zeros(len(xc), dtype=int))
+        scores[r] = 2.0 * draw.distances(test)[:, 0]                          # ||G_c(x)||^2
+    se = scores.std(axis=0, ddof=1) / np.sqrt(RPF_DRAWS)
+    mc = float(np.max(np.abs(scores.mean(axis=0) - target.d_out * lam * residual) / se))
+    _, cov = linear.bayes_linear_posterior(xc, np.zeros(len(xc)), noise, 0.0, lam)
+    variance = _rel(np.einsum("nd,de,ne->n", test, cov, test), lam * residual)
+    return [Row("(S2.3)", "batch-1 SGD limit vs closed form Phi + (Theta0 - Phi)(I - Pi_c)", sgd, 1e-8),
+            Row("(S2.3)", "d_c(x) vs 1/2 ||(Theta0 - Phi)(I - Pi_c) x||^2, scipy basis", distances, 1e-11),
+            Row("(S2.7)", "zero-target RPF optimum (sigma -> 0) vs the closed-form rows", rpf, 1e-6),
+            Row("(S2.7)", f"mean ||G_c(x)||^2 over {RPF_DRAWS} inits vs K lambda ||(I - Pi_c)x||^2 [SE]", mc, 4.0),
+            Row("(S2.7)", "lambda ||(I - Pi_c) x||^2 vs posterior variance at sigma -> 0", variance, 1e-6)]
+
+
 def main(seed=0):
     """Print the table; True when every row passes."""
-    return print_table("Seeds (SPEC_seeds): t -> infinity limits of temperature distillation (S1.6, S1.7, S1.9)",
-                       run(seed))
+    return print_table("Seeds (SPEC_seeds): t -> infinity limits (S1.6, S1.7, S1.9), diagonal curvature and OBD "
+                       "(S1.11-S1.14), linear distillation (S2.3, S2.7)", run(seed))
 
 
 if __name__ == "__main__":
