@@ -213,9 +213,17 @@ class SoftmaxCrossEntropy:
 
     def grad(self, a):
         top, _, rest, p = self._parts(a)
+        return self._grad(top, rest, p)
+
+    def _grad(self, top, rest, p):
         T = np.sum(self.t, axis=1, keepdims=True)
         t_rest = np.sum(self.t, axis=1, keepdims=True, where=~top)
         return np.where(top, T * (rest / (1.0 + rest)) - t_rest, self.t - T * p)
+
+    def value_and_grad(self, a):
+        """``(value(a), grad(a))`` from one max-shifted softmax of a: the same numbers, half the work."""
+        top, s, rest, p = self._parts(a)
+        return _weighted_sum(self.t, s - np.log1p(rest)), self._grad(top, rest, p)
 
     def r_grad(self, a, R_a):
         top, _, _, p = self._parts(a)

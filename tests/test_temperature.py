@@ -16,6 +16,7 @@ from kd_ref.distill.temperature import (HintonDSELoss, HintonLoss, KDTargets, Lo
                                         limit_errors, one_hot, tempered_log_softmax, tempered_softmax)
 from kd_ref.mlp import MLP
 from kd_ref.nonlinearities import LogSoftmax
+from kd_ref.outputs import SoftmaxCrossEntropy
 
 HIDDEN = ["logistic", "probit", "linear"]   # smooth: central differences need no kink margin
 TS = [1.0, 10.0, 1e2, 1e3, 1e4]
@@ -161,6 +162,16 @@ def test_soft_gradient_at_the_logits_is_q_minus_p_over_t(problem):
     result = gradcheck.check_gradient(f, lambda z: loss._seed(z.reshape(z0.shape), labels)[1].ravel(), z0.ravel())
     assert result.passed(1e-7), str(result)
     np.testing.assert_allclose(d_a, (tempered_softmax(z0, t) - labels.probs) / t, rtol=1e-12, atol=1e-15)
+
+
+@given(st.integers(0, 2**32 - 1), st.floats(1.0, 1e4), st.integers(2, 6))
+def test_value_and_grad_from_one_softmax_equal_value_and_grad_bit_for_bit(seed, scale, c):
+    """The fused path of HintonLoss (one softmax_parts per temperature) against the two separate calls."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-scale, scale, size=(4, c))
+    out = SoftmaxCrossEntropy(rng.dirichlet(np.ones(c), size=4) * rng.uniform(0.5, 2.0))
+    value, grad = out.value_and_grad(a)
+    assert value == out.value(a) and np.array_equal(grad, out.grad(a))
 
 
 def test_soft_loss_at_t_1_is_the_thesis_cross_entropy_and_hinton_reduces_at_the_ends(rng):

@@ -5,7 +5,8 @@ size, the time of one step (value and parameter gradient from an already labelle
 minibatch, as ``kd-ref bench dse``; teacher labelling is not timed) of
 
 - Hinton's objective w_soft t^2 soft + w_hard hard (S1.3, ``HintonLoss``): one forward and one
-  backprop seeded with both terms' logit derivatives, target <= 1.3 cross-entropy steps;
+  backprop seeded with both terms' logit derivatives, each term's value and derivative from one
+  max-shifted softmax (of a_L/t and of a_L; one for both at t = 1), target <= 1.3 cross-entropy steps;
 - centred logit matching (S1.7, ``LogitMatchingLoss``): one forward and one backprop seeded with
   P(z - v), target <= 1.2;
 - the derivative square error at temperature t (S1.9, ``TemperedDerivativeSquareErrorLoss``):

@@ -266,11 +266,11 @@ class _LogitLoss:
 def _soft_parts(a_L, p, t):
     """Soft cross entropy -sum p log q(a_L; t) summed over rows and its a_L-derivative (q - p) T_n / t (S1.2, S1.5).
 
-    Through the fused exact form of ``kd_ref.outputs.SoftmaxCrossEntropy`` on a = a_L/t (T_n = sum_i p_ni = 1).
+    Through the fused exact form of ``kd_ref.outputs.SoftmaxCrossEntropy`` on a = a_L/t (T_n = sum_i p_ni = 1),
+    value and derivative from one max-shifted softmax of a (``value_and_grad``).
     """
-    out = SoftmaxCrossEntropy(p)
-    a = a_L / t
-    return -out.value(a), -out.grad(a) / t, out
+    value, grad = SoftmaxCrossEntropy(p).value_and_grad(a_L / t)
+    return -value, -grad / t
 
 
 class SoftCrossEntropyLoss(_LogitLoss):
@@ -298,7 +298,7 @@ class SoftCrossEntropyLoss(_LogitLoss):
         _check_temperature_of(labels, self.t, "soft targets")
 
     def _seed(self, a_L, labels):
-        value, d_a, _ = _soft_parts(a_L, labels.probs, self.t)
+        value, d_a = _soft_parts(a_L, labels.probs, self.t)
         if self.kl:   # + sum p log p, with 0 log 0 = 0
             p, lp = labels.probs, labels.log_probs
             value += float(np.sum(np.multiply(p, lp, out=np.zeros_like(p), where=p > 0)))
@@ -383,17 +383,19 @@ class HintonLoss(_LogitLoss):
         check_teacher_labels(targets.soft, n, c)
         _check_temperature_of(targets.soft, self.t, "soft targets")
         hard = as_float_array(targets.hard, "targets.hard", shape=(n, c))
-        if np.any(hard < 0) or not np.allclose(hard.sum(axis=1), 1.0, atol=1e-12):
-            sums = hard.sum(axis=1)
+        sums = hard.sum(axis=1)
+        if hard.min() < 0 or np.max(np.abs(sums - 1.0)) > 1e-12:
             raise ValueError("targets.hard: expected one-hot (or probability) rows: entries >= 0 summing to 1, "
                              f"received entries down to {hard.min():.3g} and row sums in [{sums.min():.6g}, "
                              f"{sums.max():.6g}]")
         return cache
 
     def _seed(self, a_L, targets):
-        soft_value, soft_d, _ = _soft_parts(a_L, targets.soft.probs, self.t)
-        hard_value, hard_d, _ = _soft_parts(a_L, targets.hard, 1.0)
         w = self.w_soft * self.t**2
+        if self.t == 1.0:   # one temperature: the cross entropy is linear in its targets, one softmax serves both
+            return _soft_parts(a_L, w * targets.soft.probs + self.w_hard * targets.hard, 1.0)
+        soft_value, soft_d = _soft_parts(a_L, targets.soft.probs, self.t)     # softmax(a_L / t)
+        hard_value, hard_d = _soft_parts(a_L, targets.hard, 1.0)              # softmax(a_L)
         return w * soft_value + self.w_hard * hard_value, w * soft_d + self.w_hard * hard_d
 
     def _r_seed(self, a_L, targets, R_a):
