@@ -25,6 +25,7 @@ def test_tiny_run_writes_every_table_and_resumes_from_its_cache(tmp_path):
     assert set(first["scores"]) == keys | {"teacher"}
     for key in ("small/t=2/w_hard=0.5", "small/t=2/w_hard=0.1/w_dse=0.01"):
         assert f"{key} | small/hard" in first["tables"]                 # paired against the baseline
+    assert "small/t=2/w_hard=0.1/w_dse=0.01 | small/t=2/w_hard=0.1 |" not in first["tables"]   # no such twin here
     assert "| soft only | soft + 0.5 hard | soft + 0.1 hard + 0.01 DSE |" in first["tables"]
     stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").glob("*.npz")}
     assert len(stamps) == len(keys) + 2                                  # the students, the teacher, omit3
@@ -68,3 +69,5 @@ def test_the_dse_family_draws_its_own_streams_and_leaves_the_other_students_unch
     for key, s in without["scores"].items():
         assert np.array_equal(s.log_p, with_dse["scores"][key].log_p), key
     assert "DSE" not in without["tables"].split("### test errors (of")[1].split("###")[0]
+    twin = kt.run(_tiny(hard_weights=(0.0, 0.1)), tmp_path / "twin", np.random.default_rng(0))
+    assert "small/t=2/w_hard=0.1/w_dse=0.01 | small/t=2/w_hard=0.1 |" in twin["tables"]   # DSE vs its soft + hard

@@ -312,15 +312,18 @@ def write_tables(scores, plan, omit, settings, data, out_dir):
     parts.append(write_table(rows, str(out_dir / "errors"), f"test error [%] ± 2 SE ({n} test images)",
                              floatfmt="{:.2f}"))
     paired = []
-    for key, *_ in plan:
-        base = key.split("/")[0] + "/hard"
-        if key != base:
-            p = paired_difference(scores[key], scores[base])
-            paired.append(dict(student=key, minus=base, accuracy_diff=f"{p['accuracy']:+.2f}",
-                               accuracy_diff_2se=f"{p['accuracy_2se']:.2f}"))
+    for key, _, kind, t, w, _ in plan:
+        size = key.split("/")[0]
+        # against the same-size baseline; a DSE student also against the soft + hard student it extends
+        for base in [f"{size}/hard"] + ([_key(size, t, w)] if kind == "kd_dse" and _key(size, t, w) in scores else []):
+            if key != base:
+                p = paired_difference(scores[key], scores[base])
+                paired.append(dict(student=key, minus=base, accuracy_diff=f"{p['accuracy']:+.2f}",
+                                   accuracy_diff_2se=f"{p['accuracy_2se']:.2f}"))
     parts.append(write_table(paired, str(out_dir / "paired"),
                              "paired differences in test accuracy [points] against the same-size hard-label "
-                             "baseline (positive: distillation helps)"))
+                             "baseline, and of each DSE student against its soft + hard twin (positive: the first "
+                             "is better)"))
     parts.append(write_table(by_t_rows(scores, settings, n), str(out_dir / "by_t"),
                              f"test errors (of {n}) by t and loss, with the paired difference in accuracy against "
                              "the same-size hard-label baseline [points ± 2 SE]; t = inf: centred logit matching"))
@@ -339,7 +342,7 @@ def plot_error_vs_t(scores, settings, out_dir):
     """Test error against t (log axis; t = infinity drawn at the right edge) per student size and loss."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8.5, 4), layout="constrained")
     finite = [t for t in (*settings.temperatures, *settings.large_temperatures) if not math.isinf(t)]
     t_inf = 2.5 * max(finite) if finite else 100.0
     for size, temps, colour in (("small", settings.temperatures, "C0"), ("large", settings.large_temperatures, "C3")):
@@ -359,7 +362,7 @@ def plot_error_vs_t(scores, settings, out_dir):
     ax.set_xscale("log")
     ax.set(xlabel=f"temperature t (rightmost point: t = ∞, centred logit matching, drawn at {t_inf:g})",
            ylabel="test error [%]", title="distilled students (dotted: same size on hard labels)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))   # outside: the curves fill the axes
     path = Path(out_dir) / "error_vs_t.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
