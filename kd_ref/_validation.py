@@ -241,6 +241,17 @@ def check_bool(value, name):
     return bool(value)
 
 
+def check_float_dtype(dtype, name="dtype"):
+    """``dtype`` as numpy.float64 or numpy.float32 (the two precisions models compute in); anything else is refused."""
+    try:
+        dt = None if dtype is None else np.dtype(dtype)      # np.dtype(None) would be float64
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in ("float64", "float32"):
+        raise TypeError(f"{name}: expected numpy.float64 or numpy.float32, received {dtype!r}")
+    return dt
+
+
 def check_callable(value, name, what="a callable", optional=False):
     """Check that ``value`` is callable (or None when ``optional``); ``what`` describes the expected signature."""
     if value is None and optional:

@@ -85,7 +85,7 @@ from scipy import special
 
 from . import nonlinearities, npzfile
 from ._validation import (as_binary_batch, as_float_array, check_binary_dataset, check_bool, check_callable,
-                          check_generator, check_in_range, check_permutation, check_positive_int,
+                          check_float_dtype, check_generator, check_in_range, check_permutation, check_positive_int,
                           check_training_options)
 from .optim import Adadelta, MinibatchDrawer, check_settings, train
 from .params import ParamLayout
@@ -176,7 +176,7 @@ def _outer_pair(s1, s2, R2, out):
     goes through this pair form (with a zero second coefficient): 3-4 times faster
     than broadcasting on the machine we measured.
     """
-    coef = np.zeros(s1.shape + (2,))
+    coef = np.zeros(s1.shape + (2,), dtype=R2.dtype)
     coef[..., 0] = s1
     if s2 is not None:
         coef[..., 1] = s2
@@ -196,7 +196,7 @@ def _running_sum(first, sources, out):
     if k == 1:
         out[0] = first
     else:
-        mask = np.tri(k, k, -1)[:, None, :]
+        mask = np.tri(k, k, -1, dtype=out.dtype)[:, None, :]
         coef = np.concatenate([mask * s.T[None, :, :] for s, _ in sources], axis=2)
         rows = np.concatenate([r for _, r in sources], axis=0) if len(sources) > 1 else sources[0][1]
         np.matmul(coef, rows, out=out)
@@ -236,10 +236,16 @@ class NADE:
     nonlinearity : {"logistic", "relu"}
         Hidden-unit function f (C.4).
     init_std : float
+    dtype : {numpy.float64, numpy.float32}
+        Precision of the parameters and of every pass (log q, backprop, R{backprop},
+        sampling). float32 is the released code's choice for training and sampling, about
+        twice as fast; float64 (default) is what every derivative test uses. A float32
+        NADE drawn from ``rng`` holds the float64 draws rounded, so the two agree to
+        float32 precision (tests/test_nade.py).
 
     Attributes
     ----------
-    params : ndarray of shape (P,), P = 2 D H + D + H
+    params : ndarray of shape (P,), P = 2 D H + D + H, of ``dtype``
     W : ndarray of shape (H, D)      view of params
     V : ndarray of shape (D, H)      view of params
     b : ndarray of shape (D,)        view of params
@@ -257,7 +263,8 @@ class NADE:
     weights, ...) -> (Hv_params, Hv_x)``, ``param_views``, ``save``, ``load`` as on MLP and RBM.
     """
 
-    def __init__(self, n_inputs, n_hidden, rng, *, order=None, nonlinearity="logistic", init_std=0.01):
+    def __init__(self, n_inputs, n_hidden, rng, *, order=None, nonlinearity="logistic", init_std=0.01,
+                 dtype=np.float64):
         self.n_inputs = check_positive_int(n_inputs, "n_inputs")
         self.n_hidden = check_positive_int(n_hidden, "n_hidden")
         D, H = self.n_inputs, self.n_hidden
@@ -267,10 +274,11 @@ class NADE:
         init_std = check_in_range(init_std, "init_std", 0.0, np.inf)
         if rng is not None:
             check_generator(rng)
+        self.dtype = check_float_dtype(dtype)
         self.nonlinearity = nonlinearity
         self.layout = ParamLayout([("W", (H, D)), ("V", (D, H)), ("b", (D,)), ("c", (H,))])
         self.n_params = self.layout.size
-        self.params = self.layout.zeros()
+        self.params = np.zeros(self.n_params, dtype=self.dtype)
         self.W, self.V, self.b, self.c = self.param_views(self.params)
         if rng is not None:
             self.W[...] = rng.normal(0.0, init_std, size=(H, D))
@@ -283,6 +291,12 @@ class NADE:
         Use it on gradients and directions: ``dW, dV, db, dc = nade.param_views(d_params)``.
         """
         return self.layout.views(flat)
+
+    def astype(self, dtype):
+        """A copy of this NADE computing in ``dtype`` (its parameters rounded to it when narrower)."""
+        copy = NADE(self.n_inputs, self.n_hidden, None, order=self.order, nonlinearity=self.nonlinearity, dtype=dtype)
+        copy.params[...] = self.params
+        return copy
 
     def set_params(self, values):
         """Copy ``values`` (shape (P,), finite) into ``params`` in place (the views stay valid)."""
@@ -310,12 +324,13 @@ class NADE:
     def _ordered(self, flat=None):
         """(W, V, b, c) of ``flat`` (default: params) with inputs in position order: Wo (D, H), Vo (D, H)."""
         W, V, b, c = self.param_views(self.params if flat is None else flat)
-        o = self.order
-        return np.ascontiguousarray(W[:, o].T), np.ascontiguousarray(V[o]), b[o], c
+        o, dt = self.order, self.dtype
+        return (np.ascontiguousarray(W[:, o].T, dtype=dt), np.ascontiguousarray(V[o], dtype=dt), b[o].astype(dt),
+                c.astype(dt, copy=False))
 
     def _scatter(self, dWo, dVo, dbo, dc):
         """Flat gradient from position-ordered pieces (inverse of :meth:`_ordered`)."""
-        out = np.empty(self.n_params)
+        out = np.empty(self.n_params, dtype=self.dtype)
         dW, dV, db, dc_view = self.param_views(out)
         dW[:, self.order] = dWo.T
         dV[self.order] = dVo
@@ -367,7 +382,7 @@ class NADE:
         x = self._check_x(x, continuous)
         v = self._check_direction(x, v_params, v_x)
         if v["v_params"] is None and v["v_x"] is None:
-            return self._pass(x, None, "log_prob", keep_z=True)["z"], np.zeros(x.shape)
+            return self._pass(x, None, "log_prob", keep_z=True)["z"], np.zeros(x.shape, dtype=self.dtype)
         out = self._pass(x, None, "r_forward", v=v)
         return out["z"], out["R_z"]
 
@@ -431,8 +446,8 @@ class NADE:
         w = self._check_weights(weights, x.shape[0])
         param_grads, input_grads = check_bool(param_grads, "param_grads"), check_bool(input_grads, "input_grads")
         if v["v_params"] is None and v["v_x"] is None:
-            return (np.zeros(self.n_params) if param_grads else None,
-                    np.zeros(x.shape) if input_grads else None)
+            return (np.zeros(self.n_params, dtype=self.dtype) if param_grads else None,
+                    np.zeros(x.shape, dtype=self.dtype) if input_grads else None)
         out = self._pass(x, w, "hvp", v=v, param_grads=param_grads, input_grads=input_grads)
         return out.get("d_params"), out.get("d_x")
 
@@ -462,9 +477,10 @@ class NADE:
         f, f_slope = NONLINEARITIES[self.nonlinearity]
         logistic = self.nonlinearity == "logistic"
         D, H = self.n_inputs, self.n_hidden
-        N = x.shape[0]
+        N, dt = x.shape[0], self.dtype
         Wo, Vo, bo, c = self._ordered()
-        xo = x[:, self.order]
+        xo = x[:, self.order].astype(dt, copy=False)
+        w = None if w is None else w.astype(dt, copy=False)
         backprop = mode in ("grad", "hvp")
         r_mode = mode in ("r_forward", "hvp")
         has_vp = r_mode and v["v_params"] is not None
@@ -474,20 +490,20 @@ class NADE:
         want_p = backprop and param_grads
         want_x = backprop and input_grads
         if backprop:
-            V_and_v_V = np.zeros((D, 2, H))                             # rows V[o_d] and v_V[o_d]
+            V_and_v_V = np.zeros((D, 2, H), dtype=dt)                             # rows V[o_d] and v_V[o_d]
             V_and_v_V[:, 0] = Vo
             if has_vp:
                 V_and_v_V[:, 1] = v_Vo
 
-        out = {"log_q": np.zeros(N)}
-        z_all = np.empty((N, D)) if (keep_z or mode == "r_forward") else None
-        R_z_all = np.empty((N, D)) if mode == "r_forward" else None
+        out = {"log_q": np.zeros(N, dtype=dt)}
+        z_all = np.empty((N, D), dtype=dt) if (keep_z or mode == "r_forward") else None
+        R_z_all = np.empty((N, D), dtype=dt) if mode == "r_forward" else None
         # dE/dW[:, o_d] (as rows), dE/dV[o_d], dE/db_{o_d}, dE/dc, dE/dx_{o_d}, in position order;
         # in "hvp" mode they hold the R{...} of the same quantities
         if want_p:
-            d_Wo, d_Vo, d_bo, d_c = np.zeros((D, H)), np.zeros((D, H)), np.zeros(D), np.zeros(H)
+            d_Wo, d_Vo, d_bo, d_c = (np.zeros(shape, dtype=dt) for shape in ((D, H), (D, H), D, H))
         if want_x:
-            d_xo = np.empty((N, D))
+            d_xo = np.empty((N, D), dtype=dt)
 
         rows, K = _plan(N, H)
         K = min(K, D)
@@ -496,20 +512,20 @@ class NADE:
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
             n = r1 - r0
-            bufs = {name: np.empty((K, n, H)) for name in names}
+            bufs = {name: np.empty((K, n, H), dtype=dt) for name in names}
             xT = np.ascontiguousarray(xo[r0:r1].T)                      # (D, n), positions first
-            a_next = np.empty((n, H))                                   # a_d of the block's first position
+            a_next = np.empty((n, H), dtype=dt)                                 # a_d of the block's first position
             a_next[...] = c                                             # (C.2)
             if backprop:
                 w_r = w[r0:r1]
-                P_done = np.zeros((n, H))                               # P_{d0-1}: sum of da over the positions done
+                P_done = np.zeros((n, H), dtype=dt)                             # P_{d0-1}: sum of da over the positions done
             if r_mode:
-                R_a_next = np.zeros((n, H))
+                R_a_next = np.zeros((n, H), dtype=dt)
                 if has_vp:
                     R_a_next += v_c                                     # (C.16)
-                v_xT = np.ascontiguousarray(v["v_x"][r0:r1][:, self.order].T) if has_vx else None
+                v_xT = np.ascontiguousarray(v["v_x"][r0:r1][:, self.order].T, dtype=dt) if has_vx else None
             if mode == "hvp":
-                R_P_done = np.zeros((n, H))                             # R{P_{d0-1}}
+                R_P_done = np.zeros((n, H), dtype=dt)                           # R{P_{d0-1}}
             log_q = out["log_q"][r0:r1]
 
             for d0 in range(0, D, K):
@@ -520,7 +536,7 @@ class NADE:
                 # ---- forward (C.2-C.7)
                 _running_sum(a_next, [(x_blk, W_blk)], a)               # a[j] = a_{d0+j}      (C.3, C.15)
                 f(a, h)                                                 # h_d                  (C.4)
-                z = _dot_rows(h, V_blk, np.empty((k, n)))               # h_d . V[o_d]         (C.5)
+                z = _dot_rows(h, V_blk, np.empty((k, n), dtype=dt))               # h_d . V[o_d]         (C.5)
                 z += bo[d0:d1, None]
                 log_q += np.sum(x_blk * z - nonlinearities.softplus(z), axis=0)  # (C.7)
                 if z_all is not None:
@@ -536,9 +552,9 @@ class NADE:
                     sources = ([(x_blk, v_Wo[d0:d1])] if has_vp else []) + ([(v_xT[d0:d1], W_blk)] if has_vx else [])
                     _running_sum(R_a_next, sources, R_a)                # R{a_d}               (C.17)
                     np.multiply(f_prime, R_a, out=R_h)                  # R{h_d}               (C.18)
-                    R_z = _dot_rows(R_h, V_blk, np.empty((k, n)))       # R{z_d}               (C.19)
+                    R_z = _dot_rows(R_h, V_blk, np.empty((k, n), dtype=dt))       # R{z_d}               (C.19)
                     if has_vp:
-                        R_z += _dot_rows(h, v_Vo[d0:d1], np.empty((k, n)))
+                        R_z += _dot_rows(h, v_Vo[d0:d1], np.empty((k, n), dtype=dt))
                         R_z += v_bo[d0:d1, None]
                     if mode == "r_forward":
                         R_z_all[r0:r1, d0:d1] = R_z.T
@@ -564,7 +580,7 @@ class NADE:
                     if want_x:
                         # (C.14) w z_d + S_d . W[:, o_d] = w z_d - P_d . W[:, o_d] + S . W[:, o_d]: the first
                         # two terms here, the S part (S @ Wo.T) at the end of the chunk
-                        d_x_blk = _dot_rows(P, W_blk, np.empty((k, n)))
+                        d_x_blk = _dot_rows(P, W_blk, np.empty((k, n), dtype=dt))
                         np.subtract(z * w_r, d_x_blk, out=d_x_blk)
                         d_xo[r0:r1, d0:d1] = d_x_blk.T
                     continue
@@ -597,9 +613,9 @@ class NADE:
                 if want_x:
                     # (C.27) w R{z_d} + S_d . v_W[:, o_d] + R{S_d} . W[:, o_d], split the same way: the
                     # P parts here, the S parts (R{S} @ Wo.T, S @ v_Wo.T) at the end of the chunk
-                    d_x_blk = _dot_rows(R_P, W_blk, np.empty((k, n)))
+                    d_x_blk = _dot_rows(R_P, W_blk, np.empty((k, n), dtype=dt))
                     if has_vp:
-                        d_x_blk += _dot_rows(P, v_Wo[d0:d1], np.empty((k, n)))
+                        d_x_blk += _dot_rows(P, v_Wo[d0:d1], np.empty((k, n), dtype=dt))
                     np.subtract(R_z * w_r, d_x_blk, out=d_x_blk)
                     d_xo[r0:r1, d0:d1] = d_x_blk.T
 
@@ -662,18 +678,19 @@ class NADE:
         f = NONLINEARITIES[self.nonlinearity][0]
         Wo, Vo, bo, c = self._ordered()
         u = rng.random((n, D))                                           # one uniform per (sample, position)
-        xs, ys = np.empty((n, D)), np.empty((n, D))
+        dt = self.dtype
+        xs, ys = np.empty((n, D), dtype=dt), np.empty((n, D), dtype=dt)
         rows = max(1, min(n, 4 * _MAX_ROWS))
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
-            a = np.empty((r1 - r0, H))
+            a = np.empty((r1 - r0, H), dtype=dt)
             a[...] = c                                                   # (C.2)
             h = np.empty_like(a)
             for d in range(D):
                 f(a, h)                                                  # (C.4)
                 zd = h @ Vo[d] + bo[d]                                   # (C.5)
                 yd = nonlinearities.logistic(zd, zd)                     # (C.6)
-                xd = (u[r0:r1, d] < yd).astype(np.float64)
+                xd = (u[r0:r1, d] < yd).astype(dt)
                 xs[r0:r1, d], ys[r0:r1, d] = xd, yd
                 a += xd[:, None] * Wo[d]                                 # (C.3)
         inverse = np.argsort(self.order)
@@ -742,7 +759,7 @@ class NADE:
 
     # ------------------------------------------------------------------ save / load
     def save(self, path):
-        """Write the NADE to ``path`` (.npz, exactly this name); :meth:`load` restores it bit for bit."""
+        """Write the NADE to ``path`` (.npz, exactly this name); :meth:`load` restores it bit for bit, dtype included."""
         W, V, b, c = self.param_views(self.params)
         npzfile.save(path, FILE_KIND, FILE_VERSION, W=W, V=V, b=b, c=c, order=self.order.astype(np.int64),
                      nonlinearity=np.array(self.nonlinearity))
@@ -759,10 +776,12 @@ class NADE:
             if arrays[key].shape != shape:
                 raise ValueError(f"path: expected {key} of shape {shape} (W is {W.shape}), "
                                  f"received shape {arrays[key].shape}")
+        dtype = W.dtype
         for key in ("W", "V", "b", "c"):
-            if arrays[key].dtype != np.float64:
-                raise ValueError(f"path: expected {key} of dtype float64, received {arrays[key].dtype}")
-        nade = cls(D, H, None, order=arrays["order"], nonlinearity=str(arrays["nonlinearity"]))
+            if arrays[key].dtype != dtype or dtype not in (np.float64, np.float32):
+                raise ValueError(f"path: expected {key} of dtype float64 or float32, the dtype of W ({dtype}), "
+                                 f"received {arrays[key].dtype}")
+        nade = cls(D, H, None, order=arrays["order"], nonlinearity=str(arrays["nonlinearity"]), dtype=dtype)
         for key, view in zip(("W", "V", "b", "c"), (nade.W, nade.V, nade.b, nade.c)):
             view[...] = arrays[key]
         if not np.all(np.isfinite(nade.params)):
@@ -771,7 +790,8 @@ class NADE:
 
     def __repr__(self):
         return (f"NADE(n_inputs={self.n_inputs}, n_hidden={self.n_hidden}, nonlinearity={self.nonlinearity!r}, "
-                f"order={'identity' if np.array_equal(self.order, np.arange(self.n_inputs)) else 'custom'})")
+                f"order={'identity' if np.array_equal(self.order, np.arange(self.n_inputs)) else 'custom'}"
+                + (")" if self.dtype == np.float64 else f", dtype={self.dtype.name})"))
 
 
 # ---------------------------------------------------------------- reference twins

@@ -98,13 +98,14 @@ def state_count(value, name, minimum=0, maximum=None):
 
 
 def _state_array(value, name, shape):
-    """A finite float64 copy of a saved array of the given shape."""
+    """A finite copy of a saved array of the given shape: float32 stays float32 (a float32 model's optimiser state),
+    anything else becomes float64."""
     value = np.asarray(value)
     if value.shape != shape or not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
         raise ValueError(f"{name}: expected a real array of shape {shape}, received {value.dtype} of shape {value.shape}")
     if not np.all(np.isfinite(value)):
         raise ValueError(f"{name}: expected finite values, received NaN or infinite entries")
-    return np.array(value, dtype=np.float64)
+    return np.array(value, dtype=np.float32 if value.dtype == np.float32 else np.float64)
 
 
 class _GeneratorState:
@@ -179,8 +180,8 @@ def _scratch(buffers, params, n=None):
     if first is not None and first.shape == params.shape:
         return buffers
     if n is None:
-        return np.empty(params.shape)
-    return tuple(np.empty(params.shape) for _ in range(n))
+        return np.empty(params.shape, dtype=params.dtype)
+    return tuple(np.empty(params.shape, dtype=params.dtype) for _ in range(n))
 
 
 class SGD:
@@ -201,7 +202,7 @@ class SGD:
         Computes ``params -= eta_t * grad`` into a buffer kept between steps, so a
         step allocates nothing (same operations, same bits).
         """
-        grad = np.asarray(grad, dtype=np.float64)         # no copy for a float64 gradient
+        grad = np.asarray(grad, dtype=params.dtype)       # no copy for a gradient of the parameters' dtype
         self._scratch = _scratch(self._scratch, params)
         np.multiply(self.schedule(self.t), grad, out=self._scratch)
         params -= self._scratch
@@ -249,7 +250,7 @@ class Adadelta:
         if self.mean_sq_grad is None:
             self.mean_sq_grad = np.zeros_like(params)
             self.mean_sq_delta = np.zeros_like(params)
-        grad = np.asarray(grad, dtype=np.float64)         # no copy for a float64 gradient
+        grad = np.asarray(grad, dtype=params.dtype)       # no copy for a gradient of the parameters' dtype
         rho, eps = self.rho, self.eps
         self._scratch = _scratch(self._scratch, params, 2)
         a, b = self._scratch
@@ -338,7 +339,7 @@ class Adam:
         if self.m is None:
             self.m = np.zeros_like(params)
             self.v = np.zeros_like(params)
-        grad = np.asarray(grad, dtype=np.float64)
+        grad = np.asarray(grad, dtype=params.dtype)
         b1, b2 = self.beta1, self.beta2
         self._scratch = _scratch(self._scratch, params, 2)
         g, a = self._scratch
@@ -554,8 +555,9 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
 
     Parameters
     ----------
-    params : ndarray of shape (P,), float64
-        Flat parameter vector, updated in place (a model's ``params``).
+    params : ndarray of shape (P,), float64 or float32
+        Flat parameter vector, updated in place (a model's ``params``); the optimiser
+        computes in its dtype.
     objective : callable, batch -> (loss, grad)
         Minibatch loss to minimise and its gradient, an ndarray of shape (P,).
     draw : callable, () -> batch
@@ -626,8 +628,9 @@ def train(params, objective, draw, optimizer, n_steps, *, monitor=None, monitor_
     >>> float(np.max(np.abs(p - 1.0))) == 0.5 ** 20
     True
     """
-    if not (isinstance(params, np.ndarray) and params.ndim == 1 and params.dtype == np.float64):
-        raise TypeError(f"params: expected a 1-d float64 ndarray updated in place, received {type(params).__name__}"
+    if not (isinstance(params, np.ndarray) and params.ndim == 1 and params.dtype in (np.float64, np.float32)):
+        raise TypeError(f"params: expected a 1-d float64 ndarray (or a float32 one) updated in place, received "
+                        f"{type(params).__name__}"
                         f" {getattr(params, 'shape', '')} {getattr(params, 'dtype', '')}")
     if not np.all(np.isfinite(params)):
         raise ValueError(f"params: expected finite values, received {int(np.sum(~np.isfinite(params)))} NaN or "
@@ -882,8 +885,8 @@ def _resume(path, record, params, optimizer, objects, losses):
                               f"or delete the file to start this stage again")
     p, done_losses, hist, names = saved["params"], saved["losses"], saved["history"], saved["history_names"]
     problems = []
-    if p.shape != params.shape or p.dtype != np.float64 or not np.all(np.isfinite(p)):
-        problems.append(f"params: expected finite float64 of shape {params.shape}, received {p.dtype} of shape "
+    if p.shape != params.shape or p.dtype != params.dtype or not np.all(np.isfinite(p)):
+        problems.append(f"params: expected finite {params.dtype} of shape {params.shape}, received {p.dtype} of shape "
                         f"{p.shape}")
     if done_losses.ndim != 1 or done_losses.size > losses.size or not np.all(np.isfinite(done_losses)):
         problems.append(f"losses: expected at most {losses.size} finite values, received {done_losses.dtype} of "

@@ -40,19 +40,28 @@ teacher at a minibatch (its ``targets(teacher, x)``: nothing for KL, log phi for
 square error, d log phi/dx for score matching), and training is the loop of
 :mod:`kd_ref.distill` (which states the loss protocol) through :func:`distill_nade`.
 """
+import hashlib
+import json
+import os
 import time
 from dataclasses import replace
 
 import numpy as np
 from scipy.special import logsumexp
 
-from .._validation import check_binary_dataset, check_generator, check_in_range, check_positive_int
+from .. import npzfile
+from .._validation import (check_binary_dataset, check_bool, check_float_dtype, check_generator, check_in_range,
+                           check_path, check_positive_int)
 from ..nade import NADE, log_likelihood_objective
-from ..optim import Adadelta, check_state_keys, state_count
+from ..optim import Adadelta, CheckpointError, CtrlC, Interrupted, check_state_keys, state_count
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
 from ..rbm import RBM, GibbsSampler, binary_states, hill_climb, random_chain_samples
 from . import distill
+
+
+STREAM_KIND, STREAM_VERSION = "kd_ref.recorded_stream", 1
+STREAM_CKPT_KIND = "kd_ref.recorded_stream.checkpoint"
 
 
 # ------------------------------------------------------------------------------------ losses (4.20-4.28)
@@ -190,6 +199,8 @@ class ChainStream:
         Sweeps made before the first minibatch.
     progress : bool
         Show a progress line during burn-in.
+    dtype : {numpy.float64, numpy.float32}
+        Precision of the Gibbs sweeps (:class:`kd_ref.rbm.GibbsSampler`) and of the minibatches.
 
     Attributes
     ----------
@@ -197,10 +208,12 @@ class ChainStream:
         The chains (``sampler.x`` holds their states, shape (K, D)).
     dim : int
         D, for dimension checks against the student.
+    n_chains : int
+        K.
     examples_drawn : int
     """
 
-    def __init__(self, rbm, batch_size, rng, *, n_chains=None, burn_in=2000, progress=False):
+    def __init__(self, rbm, batch_size, rng, *, n_chains=None, burn_in=2000, progress=False, dtype=np.float64):
         if not isinstance(rbm, RBM):
             raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
         self.batch_size = check_positive_int(batch_size, "batch_size")
@@ -208,17 +221,21 @@ class ChainStream:
         if n_chains < self.batch_size:
             raise ValueError(f"n_chains: expected at least batch_size={self.batch_size} chains, received {n_chains}")
         burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
-        self.sampler = GibbsSampler(rbm, check_generator(rng), n_chains=n_chains)
+        self.sampler = GibbsSampler(rbm, check_generator(rng), n_chains=n_chains, dtype=dtype)
         if burn_in:
             self.sampler.burn_in(burn_in, progress=progress)
-        self.dim = rbm.n_visible
+        self.dim, self.n_chains = rbm.n_visible, n_chains
         self.examples_drawn = 0
 
     def __call__(self):
-        """The next minibatch, shape (batch_size, D), float64 in {0, 1}."""
+        """The next minibatch, shape (batch_size, D), 0/1 of ``dtype``."""
         batch = self.sampler.next_batch(self.batch_size)
         self.examples_drawn += self.batch_size
         return batch
+
+    def p_samples(self, n):
+        """n <= K current chain states (the first n chains), samples of p for the training monitor's bound (4.46)."""
+        return self.sampler.x[:n]
 
     def state(self):
         """The chains (:meth:`kd_ref.rbm.GibbsSampler.state`) and the examples drawn."""
@@ -229,6 +246,190 @@ class ChainStream:
         drawn = state_count(state["examples_drawn"], "examples_drawn")
         self.sampler.load_state({k: v for k, v in state.items() if k != "examples_drawn"})
         self.examples_drawn = drawn
+
+
+class RecordedStream:
+    """A :class:`ChainStream` played back from a file written by :func:`record_stream`: the same minibatches.
+
+    The chains of the thesis's training stream do not depend on the student, so a run
+    that distils several NADEs draws the stream once (bits packed, 1 bit per pixel:
+    30,000 steps x 20 images x 784 pixels is 59 MB) and every NADE reads it; a NADE
+    trained on the playback is bit for bit the NADE trained on the live stream.
+
+    Parameters
+    ----------
+    path : str or path
+        A file of :func:`record_stream`.
+    dtype : {numpy.float64, numpy.float32}
+        Precision of the minibatches handed out.
+
+    Attributes
+    ----------
+    batch_size, n_batches, dim, n_chains : int
+        B, the recorded minibatches, D, and K of the recorded chains.
+    position : int
+        Minibatches handed out so far (checkpointed through :meth:`state`).
+    seconds : float
+        CPU seconds the recording took (the chains' cost, shared by every reader).
+    """
+
+    def __init__(self, path, dtype=np.float64):
+        saved = npzfile.load(path, STREAM_KIND, {STREAM_VERSION}, required=("bits", "batch_size", "dim", "n_chains",
+                                                                           "seconds"))
+        self.dtype = check_float_dtype(dtype)
+        self.batch_size, self.dim = int(saved["batch_size"]), int(saved["dim"])
+        self.n_chains, self.seconds = int(saved["n_chains"]), float(saved["seconds"])
+        self.bits = saved["bits"]
+        if self.bits.dtype != np.uint8 or self.bits.ndim != 2 or self.bits.shape[0] % self.batch_size \
+                or self.bits.shape[1] != (self.dim + 7) // 8:
+            raise ValueError(f"path: expected packed bits of shape (n_batches * {self.batch_size}, "
+                             f"{(self.dim + 7) // 8}) as uint8 in {str(path)!r}, received {self.bits.dtype} of "
+                             f"shape {self.bits.shape}")
+        self.n_batches = self.bits.shape[0] // self.batch_size
+        self.position = 0
+
+    def _rows(self, start, stop):
+        return np.unpackbits(self.bits[start:stop], axis=1, count=self.dim).astype(self.dtype)
+
+    def __call__(self):
+        """The next recorded minibatch, shape (batch_size, D), 0/1 of ``dtype``."""
+        if self.position >= self.n_batches:
+            raise ValueError(f"stream: expected at most the {self.n_batches} recorded minibatches, received a "
+                             f"request for minibatch {self.position + 1}")
+        B = self.batch_size
+        self.position += 1
+        return self._rows((self.position - 1) * B, self.position * B)
+
+    def p_samples(self, n):
+        """n <= K recorded samples of p for the training monitor's bound (4.46): those handed out next (distinct
+        chains), or the last n recorded at the end of the stream."""
+        start = min(self.position * self.batch_size, self.bits.shape[0] - n)
+        return self._rows(start, start + n)
+
+    def state(self):
+        return {"position": np.array(self.position)}
+
+    def load_state(self, state):
+        check_state_keys(state, ("position",), "RecordedStream")
+        self.position = state_count(state["position"], "position", 0, self.n_batches)
+
+
+def record_stream(rbm, batch_size, n_batches, rng, path, *, n_chains=None, burn_in=2000, dtype=np.float64,
+                  checkpoint=None, checkpoint_every=1000, progress=False):
+    """Write the first ``n_batches`` minibatches of ``ChainStream(rbm, batch_size, rng, ...)`` to ``path``, bits packed.
+
+    The file (:mod:`kd_ref.npzfile`, written atomically) is read by :class:`RecordedStream`,
+    whose minibatches are exactly those of the live stream with the same arguments.
+    Resumable: the burn-in and the recording are checkpointed to ``checkpoint`` every
+    ``checkpoint_every`` sweeps, at the end and on Ctrl-C (the chains, their generator, the
+    bits so far and the CPU seconds); a call that finds the checkpoint resumes it, after
+    checking it was made with the same arguments and RBM (:class:`kd_ref.optim.CheckpointError`
+    otherwise), and writes the same bytes as an uninterrupted call.
+
+    Parameters
+    ----------
+    rbm : RBM
+    batch_size, n_batches : int
+    rng : numpy.random.Generator
+    path : str or path
+    n_chains, burn_in, dtype
+        As in :class:`ChainStream`.
+    checkpoint : str or path, optional
+    checkpoint_every : int
+    progress : bool
+
+    Returns
+    -------
+    float
+        CPU seconds of the recording, summed over every session of a resumed run.
+
+    Raises
+    ------
+    kd_ref.optim.Interrupted
+        On Ctrl-C, after the sweep under way has finished and the checkpoint (if any) is written.
+    """
+    began = time.process_time()
+    if not isinstance(rbm, RBM):
+        raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
+    check_generator(rng)
+    n_batches = check_positive_int(n_batches, "n_batches")
+    burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+    checkpoint = check_path(checkpoint, "checkpoint", optional=True)
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    path = check_path(path, "path")
+    stream = ChainStream(rbm, batch_size, rng, n_chains=n_chains, burn_in=0, dtype=dtype)
+    B, D = stream.batch_size, rbm.n_visible
+    record = json.dumps({"batch_size": B, "n_batches": n_batches, "n_chains": stream.n_chains, "burn_in": burn_in,
+                         "dtype": stream.sampler.dtype.name,
+                         "rbm": hashlib.sha256(rbm.params.tobytes()).hexdigest()}, sort_keys=True)
+    bits = np.zeros((n_batches * B, (D + 7) // 8), dtype=np.uint8)
+    before = 0.0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        before = _resume_recording(checkpoint, record, stream, bits)
+    done = stream.examples_drawn // B
+
+    def save():
+        npzfile.save(checkpoint, STREAM_CKPT_KIND, 1, settings=np.array(record), bits=bits[:done * B],
+                     seconds=np.array(before + time.process_time() - began),
+                     **{f"stream.{k}": v for k, v in stream.state().items()})
+
+    total = burn_in + n_batches
+    label = f"training stream ({stream.n_chains} chains, {burn_in} sweeps of burn-in, {n_batches} x {B} images)"
+    saved_at = stream.sampler.sweeps if checkpoint is not None and os.path.exists(checkpoint) else None
+    in_sweep = False
+    bar = Progress(total, label=label, enabled=check_bool(progress, "progress"), initial=stream.sampler.sweeps)
+    try:
+        with CtrlC() as ctrl_c:                  # the first Ctrl-C lets the sweep under way finish
+            try:
+                while stream.sampler.sweeps < total:
+                    in_sweep = True
+                    if stream.sampler.sweeps < burn_in:
+                        stream.sampler.sweep(1)                      # burn-in (4.33-4.34)
+                    else:                                            # one sweep, the next B chains in turn
+                        bits[done * B:(done + 1) * B] = np.packbits(stream().astype(np.uint8), axis=1)
+                        done += 1
+                    in_sweep = False
+                    bar.update(stream.sampler.sweeps)
+                    if checkpoint is not None and stream.sampler.sweeps % checkpoint_every == 0:
+                        save()
+                        saved_at = stream.sampler.sweeps
+                    if ctrl_c.pressed:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                if checkpoint is not None and not in_sweep:     # mid-sweep the generator is ahead of the chains
+                    save()
+                    saved_at = stream.sampler.sweeps
+                raise Interrupted(stream.sampler.sweeps, total, label, checkpoint, saved_at) from None
+    finally:
+        bar.close()
+    seconds = before + time.process_time() - began
+    npzfile.save(path, STREAM_KIND, STREAM_VERSION, bits=bits, batch_size=np.array(B), dim=np.array(D),
+                 n_chains=np.array(stream.n_chains), seconds=np.array(seconds))
+    return seconds
+
+
+def _resume_recording(path, record, stream, bits):
+    """Load a :func:`record_stream` checkpoint into ``stream`` and ``bits``; returns its CPU seconds."""
+    try:
+        saved = npzfile.load(path, STREAM_CKPT_KIND, {1}, label="checkpoint", required=("settings", "bits", "seconds"))
+    except ValueError as err:
+        raise CheckpointError(f"{err}; delete it to start the stream again") from None
+    if str(saved["settings"]) != record:
+        raise CheckpointError(f"checkpoint: {str(path)!r} was made with other settings ({str(saved['settings'])} "
+                              f"there, {record} now); use the same settings, or delete the file to start the "
+                              f"stream again")
+    try:
+        stream.load_state({k.split(".", 1)[1]: v for k, v in saved.items() if k.startswith("stream.")})
+        n = saved["bits"].shape[0]
+        if saved["bits"].shape[1:] != bits.shape[1:] or n != stream.examples_drawn or n > bits.shape[0]:
+            raise ValueError(f"bits: expected {stream.examples_drawn} rows of {bits.shape[1]} bytes, received "
+                             f"shape {saved['bits'].shape}")
+        bits[:n] = saved["bits"]
+        seconds = float(saved["seconds"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint: {str(path)!r} is damaged ({err}); delete it to start the stream "
+                              f"again") from None
+    return seconds
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -289,9 +490,9 @@ def distill_nade(nade, loss, stream, teacher, n_steps, *, optimizer=None, test=N
     monitor_every : int, optional
         Default: 20 evaluations per run.
     bound_samples : int
-        When the stream is a :class:`ChainStream` and ``rng`` is given, every evaluation
-        also estimates the KL upper bound on log Z from ``bound_samples`` of the current
-        chain states (4.46) and the lower bound from as many NADE samples (4.49); the
+        When the stream is a :class:`ChainStream` or a :class:`RecordedStream` and ``rng``
+        is given, every evaluation also estimates the KL upper bound on log Z from
+        ``bound_samples`` samples of p (its ``p_samples``, 4.46) and the lower bound from as many NADE samples (4.49); the
         gap between the two tells how close q is to p in both directions. At most K,
         the stream's number of chains.
     rng : numpy.random.Generator, optional
@@ -320,7 +521,7 @@ def distill_nade(nade, loss, stream, teacher, n_steps, *, optimizer=None, test=N
         test = check_binary_dataset(test, "test", nade.n_inputs)
     if rng is not None:
         check_generator(rng)
-    chains = stream.sampler if isinstance(stream, ChainStream) else None
+    chains = stream if callable(getattr(stream, "p_samples", None)) else None
     if chains is not None and rng is not None and bound_samples > chains.n_chains:
         raise ValueError(f"bound_samples: expected at most n_chains={chains.n_chains} (one sample per chain), "
                          f"received {bound_samples}")
@@ -330,7 +531,7 @@ def distill_nade(nade, loss, stream, teacher, n_steps, *, optimizer=None, test=N
         if test is not None:
             values["log_q_test"] = float(np.mean(nade.log_prob(test)))
         if chains is not None and rng is not None:
-            x_p = chains.x[:bound_samples]
+            x_p = chains.p_samples(bound_samples)
             values["upper"] = kl_upper_bound(teacher.log_phi(x_p), nade.log_prob(x_p)).log_z
             x_q, _ = nade.sample(bound_samples, rng)
             values["lower"] = kl_lower_bound(teacher.log_phi(x_q), nade.log_prob(x_q)).log_z
