@@ -11,7 +11,11 @@ Steps, all through :mod:`kd_ref.distill.generative` and :mod:`kd_ref.partition`:
    constant c of the square-error loss (4.13);
 3. for every NADE size and loss (KL, square error; score matching on request), a NADE
    trained on the thesis's stream of Gibbs samples (section 4.2.3), monitoring the
-   average log q of held-out images and the two KL bounds;
+   average log q of held-out images and the two KL bounds. The stream does not depend on
+   the student, so it is drawn once per run (``cache/stream.npz``, bits packed: 59 MB at
+   ``--thesis``, resumable while it is drawn) and every NADE reads the same minibatches;
+   ``--dtype float32`` draws it and trains the NADEs in single precision, as the released
+   code did (the NADEs are evaluated in float64);
 4. for every NADE: average test log-probability, the KL upper and lower bounds,
    importance sampling and bridge sampling with +-3 standard-error intervals and the CPU
    time of each (section 4.2.4). The upper bound's RBM samples come from chains of their
@@ -38,7 +42,8 @@ from .. import datasets, npzfile, toydata
 from ..cli import ArgumentParser, int_at_least, out_folder
 from .._validation import check_in_range, check_positive_int
 from ..metrics import mean_2se
-from ..distill.generative import LOSSES, ChainStream, SquareErrorLoss, distill_nade, estimate_log_z
+from ..distill.generative import (LOSSES, ChainStream, RecordedStream, SquareErrorLoss, distill_nade, estimate_log_z,
+                                  record_stream)
 from ..nade import NADE, raster_column_order
 from ..optim import SGD
 from ..partition import ais_rbm
@@ -88,6 +93,7 @@ class Settings(Presets):
     hill_restarts: int = 10
     bound_samples: int = 200
     curve_points: int = 20
+    dtype: str = "float64"             # precision of the training stream's sweeps and of NADE training
     progress: bool = True
     figures: bool = True
 
@@ -115,6 +121,8 @@ class Settings(Presets):
                              "received 'synthetic'")
         if not self.losses or any(loss not in LOSSES for loss in self.losses):
             raise ValueError(f"losses: expected a non-empty subset of {sorted(LOSSES)}, received {self.losses}")
+        if self.dtype not in ("float64", "float32"):
+            raise ValueError(f"dtype: expected 'float64' or 'float32', received {self.dtype!r}")
         if self.ais_schedule not in ("uniform", "piecewise"):
             raise ValueError(f"ais_schedule: expected 'uniform' or 'piecewise', received {self.ais_schedule!r}")
         minimum = {"burn_in": 0, "sample_burn_in": 0, "upper_burn_in": 0, "hill_restarts": 0,  # none is allowed
@@ -212,20 +220,40 @@ def make_loss(name, refs):
     return LOSSES[name]()
 
 
-def train_nade(rbm, loss_name, hidden, refs, x_test, settings, run, code):
-    """A NADE distilled from ``rbm`` (cached), and its progress curve: rows (examples, log q test, upper, lower)."""
+def training_stream(rbm, settings, run):
+    """The path of the run's training stream (section 4.2.3), drawn once for every NADE and cached.
+
+    ``n_chains`` chains from random states, ``burn_in`` sweeps, then ``n_steps`` minibatches
+    of ``batch_size`` (:func:`kd_ref.distill.generative.record_stream`, in ``settings.dtype``);
+    the drawing is checkpointed under ``OUT/ckpt``, so an interrupted run resumes it and writes
+    the same bytes.
+    """
+    path = run.cache / "stream.npz"
+    if not path.exists():
+        ckpt = run.ckpt / "stream.npz"
+        record_stream(rbm, settings.batch_size, settings.n_steps, run.rng(11), path, n_chains=settings.n_chains,
+                      burn_in=settings.burn_in, dtype=settings.dtype, checkpoint=ckpt, progress=settings.progress)
+        ckpt.unlink(missing_ok=True)
+    return path
+
+
+def train_nade(rbm, loss_name, hidden, refs, x_test, settings, run, code, stream_path):
+    """A NADE distilled from ``rbm`` on the recorded stream (cached), in float64, and its progress curve: rows
+    (examples, log q test, upper, lower). It is trained in ``settings.dtype`` (and cached so).
+
+    ``stream_path``: () -> the stream's file, e.g. :func:`training_stream` with its arguments bound
+    (called only when the NADE is not cached)."""
     key = f"nade_H{hidden}_{loss_name}"
     path, curve_path = run.cache / f"{key}.npz", run.cache / f"{key}.curve.npz"
     if path.exists():
         curve = npzfile.load(curve_path, CURVE_KIND, {1}, label="cache", required=("points",))["points"]
-        return NADE.load(path), curve
+        return NADE.load(path).astype(np.float64), curve
     rng = run.rng(10, *code)
     ckpt = run.ckpt / f"{key}.npz"
     side = int(round(np.sqrt(rbm.n_visible)))
     order = raster_column_order(side, side) if side * side == rbm.n_visible else None
-    nade = NADE(rbm.n_visible, hidden, rng, order=order)
-    stream = ChainStream(rbm, settings.batch_size, rng, n_chains=settings.n_chains, burn_in=settings.burn_in,
-                         progress=settings.progress)
+    nade = NADE(rbm.n_visible, hidden, rng, order=order, dtype=settings.dtype)
+    stream = RecordedStream(stream_path(), dtype=settings.dtype)
     result = distill_nade(nade, make_loss(loss_name, refs), stream, rbm, settings.n_steps,
                           test=x_test[:settings.curve_test],
                           monitor_every=max(1, settings.n_steps // settings.curve_points),
@@ -237,7 +265,7 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, run, code):
     npzfile.save(curve_path, CURVE_KIND, 1, points=curve)      # the curve first: a cached NADE always has its curve
     nade.save(path)
     ckpt.unlink(missing_ok=True)
-    return nade, curve
+    return nade.astype(np.float64), curve
 
 
 def upper_samples(rbm, settings, run):
@@ -437,10 +465,11 @@ def run(settings, out_dir, rng):
               ("RBM samples", ChainStream(rbm, 32, sample_rng, n_chains=32, burn_in=1000)())]
     features = [("RBM features", _features(rbm.W.T[:32]))]
     upper = functools.cache(lambda: upper_samples(rbm, settings, run))   # drawn once, when first needed
+    stream = functools.cache(lambda: training_stream(rbm, settings, run))
     for hidden in settings.nade_hidden:
         for loss in settings.losses:
             key, code = f"{hidden}/{loss}", (hidden, sorted(LOSSES).index(loss))
-            nade, curve = train_nade(rbm, loss, hidden, refs, x_test, settings, run, code)
+            nade, curve = train_nade(rbm, loss, hidden, refs, x_test, settings, run, code, stream)
             m = evaluate(rbm, nade, refs, x_test, settings, run, code, key.replace("/", "_"), upper)
             results["models"][key], results["curves"][key] = m, curve.tolist()
             results["agreement"]["nade"][key] = nade.log_prob(x_test[:100]).tolist()
@@ -475,7 +504,7 @@ def check_data(settings):
 
 #: Settings fields and the options that set them, for error messages.
 OPTIONS = {"data": "--data", "nade_hidden": "--nade-hidden", "losses": "--losses", "n_steps": "--steps",
-           "n_samples": "--samples"}
+           "n_samples": "--samples", "dtype": "--dtype"}
 
 
 def main(argv=None):
@@ -492,10 +521,12 @@ def main(argv=None):
     parser.add_argument("--losses", nargs="+", choices=sorted(LOSSES), help="kl, se (square error), sm (score matching)")
     parser.add_argument("--steps", type=int, dest="n_steps", help="training steps per NADE")
     parser.add_argument("--samples", type=int, dest="n_samples", help="samples per log Z estimate (at least 2)")
+    parser.add_argument("--dtype", choices=["float64", "float32"],
+                        help="precision of the training stream and of NADE training (default float64)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     preset = Settings.thesis if args.thesis else Settings.medium if args.medium else Settings.quick
-    overrides = {k: getattr(args, k) for k in ("data", "n_steps", "n_samples") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("data", "n_steps", "n_samples", "dtype") if getattr(args, k) is not None}
     if args.nade_hidden:
         overrides["nade_hidden"] = tuple(args.nade_hidden)
     if args.losses:
