@@ -77,7 +77,7 @@ def test_float32_nade_saves_loads_and_copies_its_dtype_exactly(tmp_path):
     assert n32.astype(np.float64).params.dtype == np.float64
     assert "float32" in repr(n32) and "float32" not in repr(n64)
     with pytest.raises(TypeError, match="dtype: expected numpy.float64 or numpy.float32, received"):
-        NADE(3, 2, dtype=np.float16)
+        NADE(3, 2, None, dtype=np.float16)
 
 
 def _fit(nade, data, steps, **kwargs):
