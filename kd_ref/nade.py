@@ -156,11 +156,31 @@ def _plan(n, h):
     return rows, int(np.clip(_BLOCK_NUMBERS // (rows * h), 2, _MAX_BLOCK))
 
 
-def _dot_rows(X, v, out):
-    """out[j] = X[j] @ v[j] for a block: X (k, n, H), v (k, H) -> out (k, n). One BLAS gemv per position."""
-    for j in range(X.shape[0]):
-        np.dot(X[j], v[j], out=out[j])
-    return out
+def _dot_rows(X, v):
+    """X[j] @ v[j] for a block: X (k, n, H), v (k, H) -> (k, n). One batched matmul (a BLAS gemv per position)."""
+    return np.matmul(X, v[:, :, None])[:, :, 0]
+
+
+def _logistic_from_negated(neg_a, h, slope, clamp):
+    """h = sigma(a) (C.4) into ``h`` from a block holding -a; with ``slope``, f'(a) replaces -a in that block.
+
+    One exponential serves both: e = exp(-a), h = 1 / (1 + e), f'(a) = sigma(a) sigma(-a) = e h^2,
+    accurate where a >> 0 (unlike h (1 - h), whose 1 - h is 0 for a > 37). Where a < -709,
+    e = inf and h = 0 correctly, but e h^2 would be inf * 0: ``clamp`` (set when the
+    activations can be that large) first caps -a at 700, where e h^2 is about 1e-304.
+    Returns the slope block (``neg_a`` itself) or None.
+    """
+    if clamp and slope:
+        np.minimum(neg_a, 700.0, out=neg_a)
+    with np.errstate(over="ignore"):
+        e = np.exp(neg_a, out=neg_a)
+    np.add(e, 1.0, out=h)
+    np.divide(1.0, h, out=h)
+    if not slope:
+        return None
+    e *= h
+    e *= h
+    return e
 
 
 def _weighted_rows(s, X):
@@ -199,7 +219,8 @@ def _running_sum(first, sources, out):
         mask = np.tri(k, k, -1, dtype=out.dtype)[:, None, :]
         coef = np.concatenate([mask * s.T[None, :, :] for s, _ in sources], axis=2)
         rows = np.concatenate([r for _, r in sources], axis=0) if len(sources) > 1 else sources[0][1]
-        np.matmul(coef, rows, out=out)
+        n, m = coef.shape[1:]
+        np.matmul(coef.reshape(k * n, m), rows, out=out.reshape(k * n, -1))   # one GEMM for the whole block
         out += first
     for s, r in sources:
         first += s.T @ r
@@ -481,6 +502,12 @@ class NADE:
         Wo, Vo, bo, c = self._ordered()
         xo = x[:, self.order].astype(dt, copy=False)
         w = None if w is None else w.astype(dt, copy=False)
+        # With logistic units the running sum is made of -W and -c, so that the block holds -a_d and
+        # exp(-a_d) needs no negation pass (see _logistic_from_negated); ReLU units take a_d itself.
+        sign = -1.0 if logistic else 1.0
+        W_run = -Wo if logistic else Wo
+        # can |a_d| exceed 700 (so that exp(-a_d) overflows)? |a_d| <= |c| + max|x| sum_i |W[:, i]|
+        clamp = logistic and bool(np.max(np.abs(c) + np.max(np.abs(xo), initial=0.0) * np.abs(Wo).sum(axis=0)) > 700)
         backprop = mode in ("grad", "hvp")
         r_mode = mode in ("r_forward", "hvp")
         has_vp = r_mode and v["v_params"] is not None
@@ -507,7 +534,10 @@ class NADE:
 
         rows, K = _plan(N, H)
         K = min(K, D)
-        names = ["a", "h"] + (["f_prime"] if backprop or r_mode else []) + (["d_h", "d_a"] if backprop else []) \
+        # block arrays; with logistic units f'(a_d) takes the place of -a_d in "a", and in "grad" mode
+        # dh_d and then da_d take the place of h_d's partner buffers (no separate d_a)
+        names = ["a", "h"] + (["f_prime"] if (backprop or r_mode) and not logistic else []) \
+            + (["d_h"] if backprop else []) + (["d_a"] if mode == "hvp" else []) \
             + (["R_a", "R_h"] if r_mode else []) + (["R_d_h", "R_d_a"] if mode == "hvp" else [])
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
@@ -515,7 +545,7 @@ class NADE:
             bufs = {name: np.empty((K, n, H), dtype=dt) for name in names}
             xT = np.ascontiguousarray(xo[r0:r1].T)                      # (D, n), positions first
             a_next = np.empty((n, H), dtype=dt)                                 # a_d of the block's first position
-            a_next[...] = c                                             # (C.2)
+            np.multiply(c, sign, out=a_next)                            # (C.2), negated for logistic units
             if backprop:
                 w_r = w[r0:r1]
                 P_done = np.zeros((n, H), dtype=dt)                             # P_{d0-1}: sum of da over the positions done
@@ -526,7 +556,7 @@ class NADE:
                 v_xT = np.ascontiguousarray(v["v_x"][r0:r1][:, self.order].T, dtype=dt) if has_vx else None
             if mode == "hvp":
                 R_P_done = np.zeros((n, H), dtype=dt)                           # R{P_{d0-1}}
-            log_q = out["log_q"][r0:r1]
+            zT = np.empty((D, n), dtype=dt)                             # z_d of the chunk, positions first
 
             for d0 in range(0, D, K):
                 d1 = min(D, d0 + K)
@@ -534,37 +564,37 @@ class NADE:
                 a, h = bufs["a"][:k], bufs["h"][:k]
                 x_blk, W_blk, V_blk = xT[d0:d1], Wo[d0:d1], Vo[d0:d1]
                 # ---- forward (C.2-C.7)
-                _running_sum(a_next, [(x_blk, W_blk)], a)               # a[j] = a_{d0+j}      (C.3, C.15)
-                f(a, h)                                                 # h_d                  (C.4)
-                z = _dot_rows(h, V_blk, np.empty((k, n), dtype=dt))               # h_d . V[o_d]         (C.5)
+                _running_sum(a_next, [(x_blk, W_run[d0:d1])], a)        # a[j] = +-a_{d0+j}    (C.3, C.15)
+                slope = backprop or r_mode
+                if logistic:                                            # h_d (C.4), f'(a_d) in place of -a_d
+                    f_prime = _logistic_from_negated(a, h, slope, clamp)
+                else:
+                    f(a, h)                                             # h_d                  (C.4)
+                    f_prime = f_slope(a, h, bufs["f_prime"][:k]) if slope else None
+                z = zT[d0:d1]
+                np.matmul(h, V_blk[:, :, None], out=z[:, :, None])      # h_d . V[o_d]         (C.5)
                 z += bo[d0:d1, None]
-                log_q += np.sum(x_blk * z - nonlinearities.softplus(z), axis=0)  # (C.7)
-                if z_all is not None:
-                    z_all[r0:r1, d0:d1] = z.T
                 if mode == "log_prob":
                     continue
-                if backprop or r_mode:
-                    f_prime = bufs["f_prime"][:k]
-                    f_slope(a, h, f_prime)                              # f'(a_d)
                 if r_mode:
                     # ---- R-forward (C.16-C.19)
                     R_a, R_h = bufs["R_a"][:k], bufs["R_h"][:k]
                     sources = ([(x_blk, v_Wo[d0:d1])] if has_vp else []) + ([(v_xT[d0:d1], W_blk)] if has_vx else [])
                     _running_sum(R_a_next, sources, R_a)                # R{a_d}               (C.17)
                     np.multiply(f_prime, R_a, out=R_h)                  # R{h_d}               (C.18)
-                    R_z = _dot_rows(R_h, V_blk, np.empty((k, n), dtype=dt))       # R{z_d}               (C.19)
+                    R_z = _dot_rows(R_h, V_blk)                         # R{z_d}               (C.19)
                     if has_vp:
-                        R_z += _dot_rows(h, v_Vo[d0:d1], np.empty((k, n), dtype=dt))
+                        R_z += _dot_rows(h, v_Vo[d0:d1])
                         R_z += v_bo[d0:d1, None]
                     if mode == "r_forward":
                         R_z_all[r0:r1, d0:d1] = R_z.T
                         continue
                 # ---- backprop (C.8-C.15)
-                d_h, d_a = bufs["d_h"][:k], bufs["d_a"][:k]
+                d_h = bufs["d_h"][:k]
+                d_a = bufs["d_a"][:k] if mode == "hvp" else d_h         # "grad": da_d overwrites dh_d
                 # sigma(-z_d) = 1 - y_d
                 one_minus_y = nonlinearities.logistic(-z, np.empty_like(z)) if mode == "hvp" else None
-                # y_d (C.6) overwrites z unless C.14 below still needs z
-                y = nonlinearities.logistic(z, z.copy() if (mode == "grad" and want_x) else z)
+                y = nonlinearities.logistic(z, np.empty_like(z))        # y_d                  (C.6)
                 d_z = x_blk - y                                         # (C.8)
                 d_z *= w_r
                 _outer_pair(d_z, None, V_and_v_V[d0:d1], d_h)           # dh_d = dz_d V[o_d]   (C.9)
@@ -580,7 +610,7 @@ class NADE:
                     if want_x:
                         # (C.14) w z_d + S_d . W[:, o_d] = w z_d - P_d . W[:, o_d] + S . W[:, o_d]: the first
                         # two terms here, the S part (S @ Wo.T) at the end of the chunk
-                        d_x_blk = _dot_rows(P, W_blk, np.empty((k, n), dtype=dt))
+                        d_x_blk = _dot_rows(P, W_blk)
                         np.subtract(z * w_r, d_x_blk, out=d_x_blk)
                         d_xo[r0:r1, d0:d1] = d_x_blk.T
                     continue
@@ -613,12 +643,15 @@ class NADE:
                 if want_x:
                     # (C.27) w R{z_d} + S_d . v_W[:, o_d] + R{S_d} . W[:, o_d], split the same way: the
                     # P parts here, the S parts (R{S} @ Wo.T, S @ v_Wo.T) at the end of the chunk
-                    d_x_blk = _dot_rows(R_P, W_blk, np.empty((k, n), dtype=dt))
+                    d_x_blk = _dot_rows(R_P, W_blk)
                     if has_vp:
-                        d_x_blk += _dot_rows(P, v_Wo[d0:d1], np.empty((k, n), dtype=dt))
+                        d_x_blk += _dot_rows(P, v_Wo[d0:d1])
                     np.subtract(R_z * w_r, d_x_blk, out=d_x_blk)
                     d_xo[r0:r1, d0:d1] = d_x_blk.T
 
+            out["log_q"][r0:r1] = np.sum(xT * zT - nonlinearities.softplus(zT), axis=0)   # (C.7), all positions
+            if z_all is not None:
+                z_all[r0:r1] = zT.T
             # ---- end of the chunk: P_done is now the total S = P_D (and R_P_done is R{S}), so the
             # S parts of the split sums above are added once, as matrix products over all positions
             if mode == "grad":
