@@ -15,12 +15,21 @@ dW C.12), backprop to the parameters and x 6 (+ dx C.14), full R{backprop} 15,
 reduced (0, v_x) with only the parameter part 10, sampling 2. A NADE also evaluates one exponential per
 (example, position, hidden unit), which no matrix product does, so the ratios
 stay well above 1 in NumPy; they let runs on different machines be compared.
+
+The exponential is the real floor, so each pass is also divided by the time of one
+``np.exp`` over the same number of (N x D x H) elements, measured in the same run on a
+cache-resident block of the size the pass works on (one block of positions x rows x
+hidden units, repeated): target <= 8 for log q + parameter gradient at N = 20, the
+training minibatch, in float64. ``--dtype float32`` also times that pass and the forward
+pass with a float32 copy of the NADE and prints the float64 / float32 time ratio at each
+batch size (target >= 1.8 for log q + gradient at N = 20 and 100).
 """
 import os
 
 import numpy as np
 
 from ..cli import ArgumentParser
+from .. import nade as nade_module
 from ..nade import NADE, raster_column_order
 from ..timing import best_time
 from ._timing import add_common_args, positive_int, start, try_torch
@@ -58,10 +67,26 @@ def _torch_ratio(torch, nade, x, ours):
     return ours / best_time(grad, repeats=2)
 
 
+def exp_time(n, h, total, reps):
+    """Seconds of one np.exp over ``total`` elements, as the NADE pass meets them: a cache-resident block of
+    (positions x rows x hidden units) as :func:`kd_ref.nade._plan` sizes it, repeated (best of ``reps``)."""
+    rows, k = nade_module._plan(n, h)
+    block = np.random.default_rng(0).normal(size=(k, rows, h))
+    out = np.empty_like(block)
+    count = max(1, int(round(total / block.size)))
+
+    def run():
+        for _ in range(count):
+            np.exp(block, out=out)
+    return best_time(run, repeats=reps) * total / (count * block.size)
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="kd-ref bench nade", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=positive_int, nargs="+", default=[100, 1000], help="batch sizes N")
+    parser.add_argument("--batch", type=positive_int, nargs="+", default=[20, 100, 1000], help="batch sizes N")
     parser.add_argument("--samples", type=positive_int, default=100, help="number of images to sample")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                        help="float32: also time a float32 copy and print the float64 / float32 ratios")
     args = add_common_args(parser).parse_args(argv)
     try:                                         # a damaged data file is the user's to fix: one line, status 2
         x_all, source = _inputs(max(args.batch), np.random.default_rng([args.seed, 1]))
@@ -69,9 +94,10 @@ def main(argv=None):
         parser.error(str(err))
     rng, rate = start(args)
     nade = NADE(D, H, rng, order=raster_column_order(28, 28), init_std=0.05)
+    single = nade.astype(np.float32) if args.dtype == "float32" else None
     print(f"NADE D={D}, H={H}, logistic hidden units, raster column-wise order, float64")
     print(f"inputs: {source}\n")
-    header = (f"{'N':>5} {'pass':<16} {'time':>10} {'/GEMM-bound':>12} {'ns per N*D*H':>13}")
+    header = (f"{'N':>5} {'pass':<16} {'time':>10} {'/GEMM-bound':>12} {'ns per N*D*H':>13} {'/np.exp':>8}")
     print(header)
     torch = try_torch()
     for n in args.batch:
@@ -85,9 +111,19 @@ def main(argv=None):
             "R{bp} full": best_time(lambda: nade.hvp(x, v_p, v_x), repeats=reps),
             "R{bp} (0,v_x)": best_time(lambda: nade.hvp(x, None, v_x, input_grads=False), repeats=reps),
         }
+        t_exp = exp_time(n, H, n * D * H, reps)
         for name, t in times.items():
             bound = UNITS[name] * 2.0 * n * D * H / rate
-            print(f"{n:>5} {name:<16} {t * 1e3:>8.1f}ms {t / bound:>12.1f} {t / (n * D * H) * 1e9:>13.2f}")
+            print(f"{n:>5} {name:<16} {t * 1e3:>8.1f}ms {t / bound:>12.1f} {t / (n * D * H) * 1e9:>13.2f} "
+                  f"{t / t_exp:>8.1f}")
+        print(f"{n:>5} one np.exp per N*D*H element: {t_exp / (n * D * H) * 1e9:.2f} ns; log q + parameter gradient / "
+              f"np.exp: {times['grad (params)'] / t_exp:.1f}" + (" (target <= 8 at N = 20)" if n == 20 else ""))
+        if single is not None:
+            t32 = {"forward": best_time(lambda: single.log_prob(x), repeats=reps),
+                   "grad (params)": best_time(lambda: single.grad(x, input_grads=False), repeats=reps)}
+            print(f"{n:>5} float64 / float32: log q + parameter gradient {times['grad (params)'] / t32['grad (params)']:.2f}"
+                  f" (target >= 1.8), log q {times['forward'] / t32['forward']:.2f}; float32 log q + gradient "
+                  f"{t32['grad (params)'] / (n * D * H) * 1e9:.2f} ns per N*D*H")
         print(f"{n:>5} ratios: R{{bp}} full / backprop {times['R{bp} full'] / times['backprop']:.2f} (target <= 2.0), "
               f"R{{bp}} (0,v_x) / backprop {times['R{bp} (0,v_x)'] / times['backprop']:.2f}, "
               f"backprop / forward {times['backprop'] / times['forward']:.2f}")
@@ -99,6 +135,9 @@ def main(argv=None):
     bound = UNITS["sample"] * 2.0 * m * D * H / rate
     print(f"\nsampling {m} images (ancestral, returns samples and conditionals): {t_s * 1e3:.1f}ms, "
           f"{t_s / bound:.1f} x GEMM-bound, {t_s / (m * D * H) * 1e9:.2f} ns per N*D*H")
+    if single is not None:
+        t_s32 = best_time(lambda: single.sample(m, np.random.default_rng(1)), repeats=3)
+        print(f"sampling, float64 / float32: {t_s / t_s32:.2f}")
     if torch is None:
         print("\n(PyTorch is not installed: the optional autograd comparison was skipped)")
     print("\ngrad (params) = log q and its parameter gradient (training); backprop = log q and gradients w.r.t.")
