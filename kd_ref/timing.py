@@ -35,6 +35,24 @@ def best_time(fn, repeats=5, min_seconds=0.2):
     return best
 
 
+def best_times(fns, rounds=3):
+    """Smallest wall-clock time of one call of each function in the dict ``fns``, measured interleaved.
+
+    Each round calls every function once in turn, so a ratio of two entries compares them under
+    the same machine load (on a shared machine, timing one after the other can differ by 30%
+    from load alone); the minimum over ``rounds`` rounds (after one warm-up round) is kept.
+    """
+    for fn in fns.values():
+        fn()
+    best = {name: np.inf for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            began = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - began)
+    return best
+
+
 def component_rng(base, *code):
     """A generator fixed by a run's base seed and a component code.
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..cli import ArgumentParser
 from .. import nade as nade_module
 from ..nade import NADE, raster_column_order
-from ..timing import best_time
+from ..timing import best_time, best_times
 from ._timing import add_common_args, positive_int, start, try_torch
 
 D, H = 784, 500
@@ -67,9 +67,10 @@ def _torch_ratio(torch, nade, x, ours):
     return ours / best_time(grad, repeats=2)
 
 
-def exp_time(n, h, total, reps):
-    """Seconds of one np.exp over ``total`` elements, as the NADE pass meets them: a cache-resident block of
-    (positions x rows x hidden units) as :func:`kd_ref.nade._plan` sizes it, repeated (best of ``reps``)."""
+def exp_call(n, h, total):
+    """(fn, scale): ``fn`` runs np.exp over about ``total`` elements as the NADE pass meets them, a cache-resident
+    block of (positions x rows x hidden units) as :func:`kd_ref.nade._plan` sizes it, repeated; its time times
+    ``scale`` is that of exactly ``total`` elements."""
     rows, k = nade_module._plan(n, h)
     block = np.random.default_rng(0).normal(size=(k, rows, h))
     out = np.empty_like(block)
@@ -78,7 +79,7 @@ def exp_time(n, h, total, reps):
     def run():
         for _ in range(count):
             np.exp(block, out=out)
-    return best_time(run, repeats=reps) * total / (count * block.size)
+    return run, total / (count * block.size)
 
 
 def main(argv=None):
@@ -103,15 +104,20 @@ def main(argv=None):
     for n in args.batch:
         x = x_all[:n]
         v_p, v_x = rng.normal(size=nade.n_params), rng.normal(size=x.shape)
-        reps = 3 if n <= 200 else 2
-        times = {
-            "forward": best_time(lambda: nade.log_prob(x), repeats=reps),
-            "grad (params)": best_time(lambda: nade.grad(x, input_grads=False), repeats=reps),
-            "backprop": best_time(lambda: nade.grad(x), repeats=reps),
-            "R{bp} full": best_time(lambda: nade.hvp(x, v_p, v_x), repeats=reps),
-            "R{bp} (0,v_x)": best_time(lambda: nade.hvp(x, None, v_x, input_grads=False), repeats=reps),
-        }
-        t_exp = exp_time(n, H, n * D * H, reps)
+        run_exp, scale = exp_call(n, H, n * D * H)
+        calls = {                           # timed interleaved, so that every ratio below is under one load
+            "forward": lambda: nade.log_prob(x),
+            "grad (params)": lambda: nade.grad(x, input_grads=False),
+            "backprop": lambda: nade.grad(x),
+            "R{bp} full": lambda: nade.hvp(x, v_p, v_x),
+            "R{bp} (0,v_x)": lambda: nade.hvp(x, None, v_x, input_grads=False),
+            "exp": run_exp}
+        if single is not None:
+            calls["forward f32"] = lambda: single.log_prob(x)
+            calls["grad (params) f32"] = lambda: single.grad(x, input_grads=False)
+        times = best_times(calls, rounds=5 if n <= 200 else 3)
+        t_exp = times.pop("exp") * scale
+        t32 = {name: times.pop(f"{name} f32") for name in ("forward", "grad (params)")} if single is not None else None
         for name, t in times.items():
             bound = UNITS[name] * 2.0 * n * D * H / rate
             print(f"{n:>5} {name:<16} {t * 1e3:>8.1f}ms {t / bound:>12.1f} {t / (n * D * H) * 1e9:>13.2f} "
@@ -119,8 +125,6 @@ def main(argv=None):
         print(f"{n:>5} one np.exp per N*D*H element: {t_exp / (n * D * H) * 1e9:.2f} ns; log q + parameter gradient / "
               f"np.exp: {times['grad (params)'] / t_exp:.1f}" + (" (target <= 8 at N = 20)" if n == 20 else ""))
         if single is not None:
-            t32 = {"forward": best_time(lambda: single.log_prob(x), repeats=reps),
-                   "grad (params)": best_time(lambda: single.grad(x, input_grads=False), repeats=reps)}
             print(f"{n:>5} float64 / float32: log q + parameter gradient {times['grad (params)'] / t32['grad (params)']:.2f}"
                   f" (target >= 1.8), log q {times['forward'] / t32['forward']:.2f}; float32 log q + gradient "
                   f"{t32['grad (params)'] / (n * D * H) * 1e9:.2f} ns per N*D*H")
@@ -131,13 +135,16 @@ def main(argv=None):
             ratio = _torch_ratio(torch, nade, x, times["grad (params)"])
             print(f"{n:>5} ours / torch autograd NADE (log q + parameter gradient): {ratio:.2f}")
     m = args.samples
-    t_s = best_time(lambda: nade.sample(m, np.random.default_rng(1)), repeats=3)
+    sampling = {"float64": lambda: nade.sample(m, np.random.default_rng(1))}
+    if single is not None:
+        sampling["float32"] = lambda: single.sample(m, np.random.default_rng(1))
+    t_sampling = best_times(sampling)
+    t_s = t_sampling["float64"]
     bound = UNITS["sample"] * 2.0 * m * D * H / rate
     print(f"\nsampling {m} images (ancestral, returns samples and conditionals): {t_s * 1e3:.1f}ms, "
           f"{t_s / bound:.1f} x GEMM-bound, {t_s / (m * D * H) * 1e9:.2f} ns per N*D*H")
     if single is not None:
-        t_s32 = best_time(lambda: single.sample(m, np.random.default_rng(1)), repeats=3)
-        print(f"sampling, float64 / float32: {t_s / t_s32:.2f}")
+        print(f"sampling, float64 / float32: {t_s / t_sampling['float32']:.2f}")
     if torch is None:
         print("\n(PyTorch is not installed: the optional autograd comparison was skipped)")
     print("\ngrad (params) = log q and its parameter gradient (training); backprop = log q and gradients w.r.t.")
