@@ -566,32 +566,51 @@ def random_chain_samples(rbm, rng, n_chains, burn_in, *, init_prob=0.5, checkpoi
                      seconds=np.array(before + time.process_time() - began),
                      **{f"chains.{k}": v for k, v in chains.state().items()})
 
+    checkpointed_sweeps(chains, burn_in, lambda: chains.sweep(1), save if checkpoint is not None else None, label,
+                        checkpoint, checkpoint_every, progress)        # (4.33-4.34), every chain at once
+    if checkpoint is not None:
+        save()
+    return chains.x, before + time.process_time() - began
+
+
+def checkpointed_sweeps(chains, total, sweep, save, label, checkpoint, checkpoint_every, progress):
+    """Call ``sweep()`` (one sweep of ``chains``, a GibbsSampler) until ``chains.sweeps`` reaches ``total``.
+
+    ``save()`` (None: no checkpoint) runs every ``checkpoint_every`` sweeps and on Ctrl-C; the
+    first Ctrl-C lets the sweep under way finish. Shared by :func:`random_chain_samples` and
+    :func:`kd_ref.distill.generative.record_stream`.
+
+    Raises
+    ------
+    kd_ref.optim.Interrupted
+        On Ctrl-C, after the checkpoint is written (not when the interrupt came in the middle
+        of a sweep: the generator is then ahead of the chains, and the last checkpoint stands).
+    """
     saved_sweeps = chains.sweeps if checkpoint is not None and os.path.exists(checkpoint) else None
     in_sweep = False
-    bar = Progress(burn_in, label=label, enabled=progress, initial=chains.sweeps)
+    bar = Progress(total, label=label, enabled=progress, initial=chains.sweeps)
     try:
-        with CtrlC() as ctrl_c:                  # the first Ctrl-C lets the sweep under way finish
+        with CtrlC() as ctrl_c:
             try:
-                while chains.sweeps < burn_in:
+                while chains.sweeps < total:
                     in_sweep = True
-                    chains.sweep(1)                                  # (4.33-4.34), every chain at once
+                    sweep()
                     in_sweep = False
                     bar.update(chains.sweeps)
-                    if checkpoint is not None and chains.sweeps % checkpoint_every == 0:
+                    if save is not None and chains.sweeps % checkpoint_every == 0:
                         save()
                         saved_sweeps = chains.sweeps
                     if ctrl_c.pressed:
                         raise KeyboardInterrupt
             except KeyboardInterrupt:
-                if checkpoint is not None and not in_sweep:     # mid-sweep the generator is ahead of the chains
+                if save is not None and not in_sweep:
                     save()
                     saved_sweeps = chains.sweeps
-                raise Interrupted(chains.sweeps, burn_in, label, checkpoint, saved_sweeps) from None
+                raise Interrupted(chains.sweeps, total, label, checkpoint, saved_sweeps) from None
     finally:
         bar.close()
-    if checkpoint is not None:
+    if save is not None:
         save()
-    return chains.x, before + time.process_time() - began
 
 
 def _resume_chains(path, record, rbm, rng, n_chains, burn_in):

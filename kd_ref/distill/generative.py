@@ -53,10 +53,10 @@ from .. import npzfile
 from .._validation import (check_binary_dataset, check_bool, check_float_dtype, check_generator, check_in_range,
                            check_path, check_positive_int)
 from ..nade import NADE, log_likelihood_objective
-from ..optim import Adadelta, CheckpointError, CtrlC, Interrupted, check_state_keys, state_count
+from ..optim import Adadelta, CheckpointError, check_state_keys, state_count
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
-from ..rbm import RBM, GibbsSampler, binary_states, hill_climb, random_chain_samples
+from ..rbm import RBM, GibbsSampler, binary_states, checkpointed_sweeps, hill_climb, random_chain_samples
 from . import distill
 
 
@@ -356,6 +356,7 @@ def record_stream(rbm, batch_size, n_batches, rng, path, *, n_chains=None, burn_
     burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
     checkpoint = check_path(checkpoint, "checkpoint", optional=True)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    progress = check_bool(progress, "progress")
     path = check_path(path, "path")
     stream = ChainStream(rbm, batch_size, rng, n_chains=n_chains, burn_in=0, dtype=dtype)
     B, D = stream.batch_size, rbm.n_visible
@@ -375,33 +376,16 @@ def record_stream(rbm, batch_size, n_batches, rng, path, *, n_chains=None, burn_
 
     total = burn_in + n_batches
     label = f"training stream ({stream.n_chains} chains, {burn_in} sweeps of burn-in, {n_batches} x {B} images)"
-    saved_at = stream.sampler.sweeps if checkpoint is not None and os.path.exists(checkpoint) else None
-    in_sweep = False
-    bar = Progress(total, label=label, enabled=check_bool(progress, "progress"), initial=stream.sampler.sweeps)
-    try:
-        with CtrlC() as ctrl_c:                  # the first Ctrl-C lets the sweep under way finish
-            try:
-                while stream.sampler.sweeps < total:
-                    in_sweep = True
-                    if stream.sampler.sweeps < burn_in:
-                        stream.sampler.sweep(1)                      # burn-in (4.33-4.34)
-                    else:                                            # one sweep, the next B chains in turn
-                        bits[done * B:(done + 1) * B] = np.packbits(stream().astype(np.uint8), axis=1)
-                        done += 1
-                    in_sweep = False
-                    bar.update(stream.sampler.sweeps)
-                    if checkpoint is not None and stream.sampler.sweeps % checkpoint_every == 0:
-                        save()
-                        saved_at = stream.sampler.sweeps
-                    if ctrl_c.pressed:
-                        raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                if checkpoint is not None and not in_sweep:     # mid-sweep the generator is ahead of the chains
-                    save()
-                    saved_at = stream.sampler.sweeps
-                raise Interrupted(stream.sampler.sweeps, total, label, checkpoint, saved_at) from None
-    finally:
-        bar.close()
+
+    def sweep():
+        nonlocal done
+        if stream.sampler.sweeps < burn_in:
+            stream.sampler.sweep(1)                                  # burn-in (4.33-4.34)
+        else:                                                        # one sweep, the next B chains in turn
+            bits[done * B:(done + 1) * B] = np.packbits(stream().astype(np.uint8), axis=1)
+            done += 1
+    checkpointed_sweeps(stream.sampler, total, sweep, save if checkpoint is not None else None, label, checkpoint,
+                        checkpoint_every, progress)
     seconds = before + time.process_time() - began
     npzfile.save(path, STREAM_KIND, STREAM_VERSION, bits=bits, batch_size=np.array(B), dim=np.array(D),
                  n_chains=np.array(stream.n_chains), seconds=np.array(seconds))
