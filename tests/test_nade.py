@@ -325,6 +325,22 @@ def test_extreme_parameters_give_finite_log_probabilities():
     assert np.all((y >= 0) & (y <= 1))
 
 
+def test_saturated_units_beyond_exp_range_match_the_reference():
+    """Hidden units with |a| > 700 (exp(-a) overflows for a < -709; the engine then caps -a, see
+    nade._logistic_from_negated) give the reference twins' log q, gradients and H v."""
+    rng = np.random.default_rng(0)
+    nade = NADE(6, 4, rng, init_std=1.0)
+    nade.c[...] = [-800.0, 30.0, 0.5, 750.0]
+    x = (rng.random((5, 6)) < 0.5).astype(np.float64)
+    log_q, d_p, d_x = nade.grad(x)
+    ref = reference_backprop(nade, x)
+    for got, want in zip((log_q, d_p, d_x), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    v_p, v_x = rng.normal(size=nade.n_params), rng.normal(size=x.shape)
+    for got, want in zip(nade.hvp(x, v_p, v_x), reference_r_backprop(nade, x, v_p, v_x)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
 def test_raster_column_order():
     order = raster_column_order(28, 28)
     np.testing.assert_array_equal(np.sort(order), np.arange(784))
