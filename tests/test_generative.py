@@ -15,6 +15,7 @@ from kd_ref.nade import NADE
 from kd_ref.partition import (bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound,
                               trivial_lower_bound)
 from kd_ref.rbm import RBM, GibbsSampler, random_chain_samples
+from _tolerance import passes
 
 STEP = gradcheck.DEFAULT_STEP
 
@@ -70,8 +71,9 @@ def _check_loss_gradient(loss, case, directions=None):
         return loss(nade, x, loss.targets(rbm, x))[1]
 
     result = gradcheck.check_gradient(value, grad, theta, directions=directions)
+    magnitude = value(theta)     # a large loss (square error with c = 13: ~170) rounds its differences
     nade.set_params(theta)
-    assert result.rel_error < 1e-6, str(result)
+    assert passes(result, 1e-6, magnitude), str(result)
 
 
 @given(loss_cases())
