@@ -431,6 +431,11 @@ class MLP:
         return self.r_backprop(cache, rcache, d_a=fused.grad(a_L), R_d_a=fused.r_grad(a_L, R_a_L), **parts)
 
     # ------------------------------------------------------------ save/load
+    def __reduce__(self):
+        # pickled as sizes, names and parameters (for kd_ref.jobs' worker processes): pickle's default would
+        # copy W and b apart from params, so that training params would no longer change the layers
+        return _mlp_from_params, (self.sizes, self.nonlinearities, self.params.copy())
+
     def save(self, path):
         """Write sizes, nonlinearity names and parameters to ``path`` (.npz at exactly that name, no pickle)."""
         npzfile.save(path, FILE_KIND, FILE_VERSION, sizes=np.array(self.sizes),
@@ -467,3 +472,9 @@ class MLP:
 
     def __repr__(self):
         return f"MLP(sizes={self.sizes}, nonlinearities={self.nonlinearities})"
+
+
+def _mlp_from_params(sizes, nonlinearities, params):
+    net = MLP(sizes, nonlinearities, np.random.default_rng(0))
+    net.set_params(params)
+    return net

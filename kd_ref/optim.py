@@ -521,6 +521,10 @@ class Interrupted(KeyboardInterrupt):
         self.step, self.n_steps, self.label = step, n_steps, label
         self.checkpoint, self.saved_step = checkpoint, saved_step
 
+    def __reduce__(self):
+        # pickled whole, so that an interrupt in a worker process (kd_ref.jobs) arrives with its attributes
+        return type(self), (self.step, self.n_steps, self.label, self.checkpoint, self.saved_step)
+
 
 class CtrlC:
     """While active, the first SIGINT only sets ``pressed`` (train stops at the end of the step); a second raises.

@@ -501,14 +501,16 @@ def test_a_crash_while_caching_a_net_leaves_no_net_without_its_curve(tmp_path, r
     """The curve is written before the net, so a cached net always comes with its curve."""
     from kd_ref.experiments import compress
 
+    from kd_ref.experiments._report import Run
+
     settings = compress.Settings.quick(curve_points=2, progress=False)
     x, y = rng.uniform(size=(10, 3)), rng.integers(0, 2, size=10)
-    path = tmp_path / "net.npz"
+    ctx = compress.Context(settings, Run(tmp_path, rng, {}), compress.Data("test", x, y, x, y, (1, 3), 2))
+    path = tmp_path / "cache" / "net.npz"
 
     def fit(net):
         gen = DatasetGenerator(x, 5, np.random.default_rng(0), targets=np.eye(2)[y])
-        return compress._fit(net, supervised_objective(net), gen, 4, settings, path, tmp_path / "ckpt.npz",
-                             (x, y), "test")
+        return compress._fit(ctx, "net", "test", net, supervised_objective(net), gen, 4)
 
     crashing = MLP([3, 4, 2], ["relu", "log_softmax"], np.random.default_rng(1))
 

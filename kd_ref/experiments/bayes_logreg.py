@@ -46,6 +46,7 @@ from ..cli import int_at_least, positive_float
 from ..distill.predictive import (INPUT_VAR, PRIOR_VAR, BayesianLogisticRegression, InputGenerator, bernoulli_kl,
                                   compact_predictor, mc_predictor, network_targets, toy_logistic_data, train_compact)
 from ..ep import ep_logistic_regression
+from ..jobs import run_tasks
 from ..mcmc import SliceSampler
 from ..timing import best_time
 from ._report import Presets, write_table
@@ -202,51 +203,58 @@ def run(settings, out_dir, rng):
                 posterior=posterior)
 
 
-def slope_sweep(settings, seeds, out_dir):
+def slope_sweep(settings, seeds, out_dir, jobs=1):
     """Batch CE against batch DSE on each seed, paired: same samples, starting weights and inputs.
 
     Returns the rows of ``sweep.md/.csv`` (in ``out_dir``): per seed the MCMC
     slope at the origin, and per loss the slope, the mean |p_model - p_MCMC| on
     the square |x_i| <= ``near_origin`` where the MCMC surface is steepest,
     KL(MCMC || model) averaged over x ~ N(0, 10 I) and the mean loss of the last
-    100 minibatches.
+    100 minibatches. The seeds run in ``jobs`` processes (:mod:`kd_ref.jobs`): each
+    has its generators of its own, so the rows do not depend on ``jobs``.
     """
     os.makedirs(out_dir, exist_ok=True)
-    axis = np.linspace(-settings.near_origin, settings.near_origin, 41)
-    near = np.stack(np.meshgrid(axis, axis, indexing="xy"), axis=-1).reshape(-1, 2)
-    rows = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        x, t = toy_logistic_data(rng, settings.n_per_class)
-        posterior = BayesianLogisticRegression(x, t, PRIOR_VAR)
-        samples = _sampler(posterior, 1, settings.burn_in, rng).sample(settings.n_samples)
-        teacher = mc_predictor(samples)
-        x_eval = np.sqrt(INPUT_VAR) * rng.standard_normal((settings.n_eval, posterior.dim))
-        mc_eval = network_targets(teacher, x_eval, chunk=500).log_p
-        start = compact_predictor(settings.n_units, posterior.dim, rng).W[0].copy()   # N(0, 1/(D + 1))
-        mc_near = teacher.predict(near)[:, 0]
-        row = dict(seed=seed, MCMC_slope=slope_at_origin(teacher))
-        for loss in LOSS_NAMES:
-            stream_rng = np.random.default_rng([seed, 1])   # the same input stream for both losses
-            net = compact_predictor(settings.n_units, posterior.dim, stream_rng)
-            net.W[0][...] = start
-            inputs = InputGenerator(posterior.dim, stream_rng, settings.batch_size, INPUT_VAR)
-            result = train_compact(net, loss, inputs, teacher, settings.n_steps,
-                                   eta0=settings.eta0[loss])
-            row[f"{SHORT[loss]}_slope"] = slope_at_origin(net)
-            row[f"{SHORT[loss]}_near_origin_diff"] = float(np.mean(np.abs(net.predict(near)[:, 0] - mc_near)))
-            row[f"{SHORT[loss]}_KL"] = float(np.mean(bernoulli_kl(mc_eval, network_targets(net, x_eval).log_p)))
-            row[f"{SHORT[loss]}_final_loss"] = float(np.mean(result.losses[-100:]))
-        row["DSE_minus_CE_slope"] = row["DSE_slope"] - row["CE_slope"]
-        rows.append(row)
+
+    def report(_index, row):
         if settings.progress:
-            print(f"seed {seed}: slope MCMC {row['MCMC_slope']:.3f}, CE {row['CE_slope']:.3f}, "
+            print(f"seed {row['seed']}: slope MCMC {row['MCMC_slope']:.3f}, CE {row['CE_slope']:.3f}, "
                   f"DSE {row['DSE_slope']:.3f}", flush=True)
+
+    rows = run_tasks(sweep_row, seeds, jobs, shared=settings, done=report)
     write_table(rows, os.path.join(out_dir, "sweep"),
                 "batch CE vs batch DSE from the same start and inputs: slope |dp/dx| at x = 0, mean |p - p_MCMC| "
                 f"for |x_i| <= {settings.near_origin:g}, KL(MCMC || model) over x ~ N(0, 10 I), "
                 "last 100 minibatch losses")
     return rows
+
+
+def sweep_row(settings, seed):
+    """One row of :func:`slope_sweep`: data, posterior samples and the two paired batch models of ``seed``."""
+    axis = np.linspace(-settings.near_origin, settings.near_origin, 41)
+    near = np.stack(np.meshgrid(axis, axis, indexing="xy"), axis=-1).reshape(-1, 2)
+    rng = np.random.default_rng(seed)
+    x, t = toy_logistic_data(rng, settings.n_per_class)
+    posterior = BayesianLogisticRegression(x, t, PRIOR_VAR)
+    samples = _sampler(posterior, 1, settings.burn_in, rng).sample(settings.n_samples)
+    teacher = mc_predictor(samples)
+    x_eval = np.sqrt(INPUT_VAR) * rng.standard_normal((settings.n_eval, posterior.dim))
+    mc_eval = network_targets(teacher, x_eval, chunk=500).log_p
+    start = compact_predictor(settings.n_units, posterior.dim, rng).W[0].copy()   # N(0, 1/(D + 1))
+    mc_near = teacher.predict(near)[:, 0]
+    row = dict(seed=seed, MCMC_slope=slope_at_origin(teacher))
+    for loss in LOSS_NAMES:
+        stream_rng = np.random.default_rng([seed, 1])   # the same input stream for both losses
+        net = compact_predictor(settings.n_units, posterior.dim, stream_rng)
+        net.W[0][...] = start
+        inputs = InputGenerator(posterior.dim, stream_rng, settings.batch_size, INPUT_VAR)
+        result = train_compact(net, loss, inputs, teacher, settings.n_steps,
+                               eta0=settings.eta0[loss])
+        row[f"{SHORT[loss]}_slope"] = slope_at_origin(net)
+        row[f"{SHORT[loss]}_near_origin_diff"] = float(np.mean(np.abs(net.predict(near)[:, 0] - mc_near)))
+        row[f"{SHORT[loss]}_KL"] = float(np.mean(bernoulli_kl(mc_eval, network_targets(net, x_eval).log_p)))
+        row[f"{SHORT[loss]}_final_loss"] = float(np.mean(result.losses[-100:]))
+    row["DSE_minus_CE_slope"] = row["DSE_slope"] - row["CE_slope"]
+    return row
 
 
 # ------------------------------------------------------------------------ figures
@@ -309,13 +317,18 @@ def main(argv=None):
     parser.add_argument("--sweep", type=int_at_least(1), metavar="N", help="instead of the experiment, compare batch CE and "
                         "batch DSE, paired, on seeds SEED ... SEED+N-1 and write sweep.md (about 2 min per seed "
                         "with --thesis)")
+    parser.add_argument("--jobs", type=int_at_least(1), default=1, help="processes for the seeds of --sweep "
+                        "(default 1; the rows do not depend on it)")
     args = parser.parse_args(argv)
+    if args.jobs > 1 and args.sweep is None:
+        parser.error(f"--jobs: expected 1 without --sweep (only the seeds of a sweep run in parallel), "
+                     f"received {args.jobs}")
     settings = Settings.thesis() if args.mode == "thesis" else Settings.quick()
     if args.dse_eta0 is not None:
         settings = replace(settings, eta0={**settings.eta0, "dse": args.dse_eta0})
     began = time.perf_counter()
     if args.sweep is not None:
-        slope_sweep(settings, range(args.seed, args.seed + args.sweep), args.out)
+        slope_sweep(settings, range(args.seed, args.seed + args.sweep), args.out, jobs=args.jobs)
         print((Path(args.out) / "sweep.md").read_text())
         print(f"{NAME} sweep ({args.mode}) done in {time.perf_counter() - began:.1f} s; wrote "
               f"{os.path.join(args.out, 'sweep.md')} and sweep.csv")

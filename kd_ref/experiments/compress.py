@@ -28,6 +28,7 @@ resumes where it stopped and ends with exactly the numbers of an uninterrupted r
 run a documented fraction of the thesis settings.
 """
 import csv
+import functools
 import os
 from dataclasses import asdict, dataclass, replace
 
@@ -39,6 +40,8 @@ from ..distill import objective
 from ..distill.munge import MungeGenerator, nearest_neighbours
 from ..distill.compression import (LOSSES as LOSS_CLASSES, DatasetGenerator, EnsembleTeacher, NADEGenerator,
                                    NoiseGenerator, log_probs_of, supervised_objective, teacher_targets)
+from ..distill.label_cache import LabelledDatasetGenerator, build_label_cache, labelled_objective
+from ..jobs import run_tasks
 from ..metrics import mean_2se, paired_difference, score
 from ..mlp import MLP
 from ..nade import NADE, raster_column_order
@@ -94,6 +97,7 @@ class Settings:
     losses: tuple = LOSSES
     curve_points: int = 10
     curve_test: int = 1000             # test images used for the progress curves (0 = all)
+    label_cache: bool = True           # the dataset generator's labels computed once (kd_ref.distill.label_cache)
     checkpoints: bool = False
     figures: bool = True
     progress: bool = True
@@ -118,6 +122,8 @@ class Settings:
         if self.data not in ("auto", "mnist", "synthetic"):
             raise ValueError(f"data: expected 'auto', 'mnist' or 'synthetic', received {self.data!r}")
         check_in_range(self.small_fraction, "small_fraction", 0, 1, low_open=True)
+        if not isinstance(self.label_cache, (bool, np.bool_)):
+            raise TypeError(f"label_cache: expected True or False, received {self.label_cache!r}")
         check_in_range(self.munge_p, "munge_p", 0.0, 1.0)
         check_in_range(self.munge_s, "munge_s", 0.0, np.inf, low_open=True, high_open=True)
         for name in ("members", "batch_size", "nade_hidden", "curve_points"):
@@ -216,18 +222,49 @@ def _model_settings(settings):
     return {k: _settings_dict(settings)[k] for k in keys}
 
 
-def _fit(net, minibatch_objective, gen, n_steps, settings, cache_path, ckpt_path, curve_data, label):
-    """Train ``net`` (or load it from ``cache_path``), returning its progress curve as (K, 3).
+@dataclass
+class Context:
+    """What every stage of a run reads, passed whole: the settings, the :class:`Run` (folders, random
+    streams), the images, the processes the stages may use (``jobs``) and, once the members are trained,
+    the ensemble ``teachers`` ({"ce": mean probability (2.15), "dse": log-mean-exp (2.18)})."""
 
-    With ``settings.checkpoints`` the run is checkpointed at ``ckpt_path``, generator
-    and progress curve included, so an interrupted run resumes to the same numbers.
+    settings: Settings
+    run: Run
+    data: Data
+    jobs: int = 1
+    teachers: dict = None
+
+    @property
+    def sizes(self):
+        """Training images per fraction: ``full`` all, ``small`` the first ``small_fraction`` of them."""
+        n = self.data.x_train.shape[0]
+        return {"full": n, "small": max(1, int(round(self.settings.small_fraction * n)))}
+
+    def train_images(self, fraction):
+        """(x, y): the first ``sizes[fraction]`` training images and their labels."""
+        n = self.sizes[fraction]
+        return self.data.x_train[:n], self.data.y_train[:n]
+
+    def curve_data(self):
+        """The test images (and labels) of the progress curves."""
+        m = self.settings.curve_test or self.data.x_test.shape[0]
+        return self.data.x_test[:m], self.data.y_test[:m]
+
+
+def _fit(ctx, name, label, net, minibatch_objective, gen, n_steps):
+    """Train ``net`` (or load it from ``cache/<name>.npz``), returning its progress curve as (K, 3).
+
+    With ``settings.checkpoints`` the run is checkpointed at ``ckpt/<name>.npz``,
+    generator and progress curve included, so an interrupted run resumes to the same numbers.
     """
+    settings = ctx.settings
+    cache_path = ctx.run.cache / f"{name}.npz"
     curve_file = str(cache_path) + ".curve.npz"
     if os.path.exists(cache_path):
         net.restore(cache_path)
         return npzfile.load(curve_file, CURVE_KIND, {1}, label="cache", required=("points",))["points"]
-    ckpt = str(ckpt_path) if settings.checkpoints else None
-    curve = _Curve(net, *curve_data)
+    ckpt = str(ctx.run.ckpt / f"{name}.npz") if settings.checkpoints else None
+    curve = _Curve(net, *ctx.curve_data())
     curve(0)                                   # replaced by the saved curve when the run resumes
     train(net.params, minibatch_objective, gen, Adadelta(), n_steps, monitor=lambda: curve(gen.examples_drawn),
           monitor_every=max(1, n_steps // settings.curve_points), progress=settings.progress, checkpoint=ckpt,
@@ -245,43 +282,47 @@ def _one_hot(y, c):
     return np.eye(c)[y]
 
 
+def _classifier(ctx, hidden, rng):
+    """A network of the members' form (ReLU, ReLU, log-softmax) with the given hidden sizes (2.22)."""
+    return MLP([ctx.data.x_train.shape[1], *hidden, ctx.data.n_classes], ["relu", "relu", "log_softmax"], rng)
+
+
 # --------------------------------------------------------------------- stages
-def train_members(data, settings, run):
-    """Ensemble members, each trained on a bootstrap resample of all training images (2.14)."""
-    sizes = [data.x_train.shape[1], *settings.member_hidden, data.n_classes]
+def train_member(ctx, k):
+    """Member ``k``, trained on a bootstrap resample of all training images (2.14); returns (net, curve)."""
+    s, data = ctx.settings, ctx.data
     n = data.x_train.shape[0]
-    members, curves = [], []
-    t = _one_hot(data.y_train, data.n_classes)
-    for k in range(settings.members):
-        rng = run.rng(1, k)
-        net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
-        boot = rng.integers(0, n, size=n)
-        gen = DatasetGenerator(data.x_train, settings.batch_size, rng, targets=t, rows=boot)
-        curves.append(_fit(net, supervised_objective(net), gen, _steps(settings.member_passes, n, settings.batch_size),
-                           settings, run.cache / f"member_{k}.npz", run.ckpt / f"member_{k}.npz",
-                           _curve_data(data, settings), f"member {k + 1}/{settings.members}"))
-        members.append(net)
-    return members, curves
+    rng = ctx.run.rng(1, k)
+    net = _classifier(ctx, s.member_hidden, rng)
+    boot = rng.integers(0, n, size=n)
+    gen = DatasetGenerator(data.x_train, s.batch_size, rng, targets=_one_hot(data.y_train, data.n_classes), rows=boot)
+    curve = _fit(ctx, f"member_{k}", f"member {k + 1}/{s.members}", net, supervised_objective(net), gen,
+                 _steps(s.member_passes, n, s.batch_size))
+    return net, curve
 
 
-def _curve_data(data, settings):
-    m = settings.curve_test or data.x_test.shape[0]
-    return data.x_test[:m], data.y_test[:m]
+def train_members(ctx):
+    """The ensemble members (in ``ctx.jobs`` processes) and their progress curves: (list of MLP, list of (K, 3))."""
+    ks = range(ctx.settings.members)
+    in_workers(ctx, [("member", k) for k in ks])
+    trained = [train_member(ctx, k) for k in ks]
+    return [net for net, _ in trained], [curve for _, curve in trained]
 
 
-def train_nade(x_binary, settings, run, fraction_index, label):
-    """NADE on binarised images, raster column-wise pixel order (section 2.2.3)."""
-    path = run.cache / f"nade_{label}.npz"
+def train_nade(ctx, fraction):
+    """NADE on the binarised images of ``fraction``, raster column-wise pixel order (section 2.2.3)."""
+    path = ctx.run.cache / f"nade_{fraction}.npz"
     if os.path.exists(path):
         return NADE.load(path)
-    rng = run.rng(2, fraction_index)
+    s = ctx.settings
+    x_binary = datasets.binarize(ctx.train_images(fraction)[0])
+    rng = ctx.run.rng(2, FRACTIONS.index(fraction))
     order = raster_column_order(*_image_shape(x_binary.shape[1]))
-    nade = NADE(x_binary.shape[1], settings.nade_hidden, rng, order=order)
-    n_steps = _steps(settings.nade_passes, x_binary.shape[0], settings.batch_size)
-    ckpt = str(run.ckpt / f"nade_{label}.npz") if settings.checkpoints else None
-    nade.fit(x_binary, rng, n_steps=n_steps, batch_size=settings.batch_size, optimizer=Adadelta(),
-             progress=settings.progress, checkpoint=ckpt, settings=_model_settings(settings),
-             label=f"NADE ({label})")
+    nade = NADE(x_binary.shape[1], s.nade_hidden, rng, order=order)
+    n_steps = _steps(s.nade_passes, x_binary.shape[0], s.batch_size)
+    ckpt = str(ctx.run.ckpt / f"nade_{fraction}.npz") if s.checkpoints else None
+    nade.fit(x_binary, rng, n_steps=n_steps, batch_size=s.batch_size, optimizer=Adadelta(),
+             progress=s.progress, checkpoint=ckpt, settings=_model_settings(s), label=f"NADE ({fraction})")
     nade.save(path)
     if ckpt is not None and os.path.exists(ckpt):
         os.remove(ckpt)
@@ -293,60 +334,95 @@ def _image_shape(d):
     return (side, side) if side * side == d else (1, d)
 
 
-def train_student(kind, loss_name, teachers, x_frac, nade, data, settings, run, code, label):
+def train_student(ctx, fraction, kind, loss_name):
     """One student (2.22: the members' architecture with the student's hidden sizes) and its progress curve.
 
     It minimises the average loss (2.3) over inputs from generator ``kind`` by the
     minibatch steps (2.7), the ensemble labelling each minibatch: mean probability
     (2.15) with cross entropy (2.17), log-mean-exp with derivative square error (2.18).
-    Passes count ``x_frac`` images, whatever the generator. ``teachers`` maps each
-    loss to its ensemble teacher; ``code`` names the student's random stream.
+    On the dataset generator with ``settings.label_cache`` the labels of the
+    training images are computed once and read from the cache (:func:`label_cache`).
+    Passes count the fraction's images, whatever the generator.
     """
-    sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
-    rng = run.rng(4, *code)
-    net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
-    if kind == "dataset":
-        gen = DatasetGenerator(x_frac, settings.batch_size, rng)
-    elif kind == "nade":
-        gen = NADEGenerator(nade, settings.batch_size, rng)
-    elif kind == "munge":
-        gen = MungeGenerator(x_frac, settings.munge_p, settings.munge_s, settings.batch_size, rng,
-                             neighbours=munge_neighbours(x_frac, run, label.split("_")[0]))
-    else:
-        gen = NoiseGenerator(sizes[0], settings.batch_size, rng)
+    s = ctx.settings
+    x_frac = ctx.train_images(fraction)[0]
+    code = (FRACTIONS.index(fraction), GENERATORS.index(kind), LOSSES.index(loss_name))
+    name = f"{fraction}_{kind}_{loss_name}"
+    rng = ctx.run.rng(4, *code)
+    net = _classifier(ctx, s.student_hidden, rng)
     loss = LOSS_CLASSES[loss_name]()
-    n_steps = _steps(settings.student_passes, x_frac.shape[0], settings.batch_size)
-    curve = _fit(net, objective(net, loss, teacher_targets(net, teachers[loss_name], loss)), gen, n_steps, settings,
-                 run.cache / f"student_{label}.npz", run.ckpt / f"student_{label}.npz", _curve_data(data, settings),
-                 f"student {label}")
+    objective_ = objective(net, loss, teacher_targets(net, ctx.teachers[loss_name], loss))
+    if kind == "dataset" and s.label_cache:
+        gen = LabelledDatasetGenerator(x_frac, label_cache(ctx, fraction, loss_name), s.batch_size, rng)
+        objective_ = labelled_objective(net, loss)
+    elif kind == "dataset":
+        gen = DatasetGenerator(x_frac, s.batch_size, rng)
+    elif kind == "nade":
+        gen = NADEGenerator(train_nade(ctx, fraction), s.batch_size, rng)
+    elif kind == "munge":
+        gen = MungeGenerator(x_frac, s.munge_p, s.munge_s, s.batch_size, rng,
+                             neighbours=munge_neighbours(ctx, fraction))
+    else:
+        gen = NoiseGenerator(x_frac.shape[1], s.batch_size, rng)
+    curve = _fit(ctx, f"student_{name}", f"student {name}", net, objective_, gen,
+                 _steps(s.student_passes, x_frac.shape[0], s.batch_size))
     return net, curve
 
 
-def munge_neighbours(x_frac, run, fraction):
-    """Each row's nearest neighbour in ``x_frac`` (S1.8), searched once per training set and cached."""
-    path = run.cache / f"munge_neighbours_{fraction}.npz"
+def label_cache(ctx, fraction, loss_name):
+    """The ensemble's labels of the fraction's training images for ``loss_name``, computed once (cached).
+
+    Cross entropy reads the mean probabilities (2.15); derivative square error the
+    log-mean-exp teacher's input derivatives of the log-probabilities (2.18) too
+    (:mod:`kd_ref.distill.label_cache`: float32, memory-mapped, resumable).
+    """
+    needs = LOSS_CLASSES[loss_name].needs_derivatives
+    return build_label_cache(ctx.run.cache / f"labels_{fraction}_{loss_name}", ctx.teachers[loss_name],
+                             ctx.train_images(fraction)[0], needs, jobs=ctx.jobs, progress=ctx.settings.progress,
+                             label=f"labels {fraction} ({LOSS_NAMES[loss_name]})")
+
+
+def munge_neighbours(ctx, fraction):
+    """Each row's nearest neighbour among the fraction's training images (S1.8), searched once and cached."""
+    path = ctx.run.cache / f"munge_neighbours_{fraction}.npz"
     if path.exists():
         return npzfile.load(path, NEIGHBOURS_KIND, {1}, label="cache", required=("neighbours",))["neighbours"]
-    neighbours = nearest_neighbours(x_frac)
+    neighbours = nearest_neighbours(ctx.train_images(fraction)[0])
     npzfile.save(path, NEIGHBOURS_KIND, 1, neighbours=neighbours)
     return neighbours
 
 
-def train_baseline(x_frac, y_frac, data, settings, run, fraction_index, label):
-    """The student architecture (2.22) trained on the true labels of ``x_frac``, and its progress curve.
+def train_baseline(ctx, fraction):
+    """The student architecture (2.22) trained on the fraction's true labels, and its progress curve.
 
     Cross entropy with one-hot targets (2.5, 2.17) on the dataset generator (2.21), for
     ``baseline_passes`` (default: ``member_passes``) passes: the yardstick each student is compared with.
     """
-    sizes = [data.x_train.shape[1], *settings.student_hidden, data.n_classes]
-    rng = run.rng(3, fraction_index)
-    net = MLP(sizes, ["relu", "relu", "log_softmax"], rng)
-    gen = DatasetGenerator(x_frac, settings.batch_size, rng, targets=_one_hot(y_frac, data.n_classes))
-    passes = settings.baseline_passes if settings.baseline_passes is not None else settings.member_passes
-    curve = _fit(net, supervised_objective(net), gen, _steps(passes, x_frac.shape[0], settings.batch_size), settings,
-                 run.cache / f"baseline_{label}.npz", run.ckpt / f"baseline_{label}.npz",
-                 _curve_data(data, settings), f"baseline {label}")
+    s, data = ctx.settings, ctx.data
+    x_frac, y_frac = ctx.train_images(fraction)
+    rng = ctx.run.rng(3, FRACTIONS.index(fraction))
+    net = _classifier(ctx, s.student_hidden, rng)
+    gen = DatasetGenerator(x_frac, s.batch_size, rng, targets=_one_hot(y_frac, data.n_classes))
+    passes = s.baseline_passes if s.baseline_passes is not None else s.member_passes
+    curve = _fit(ctx, f"baseline_{fraction}", f"baseline {fraction}", net, supervised_objective(net), gen,
+                 _steps(passes, x_frac.shape[0], s.batch_size))
     return net, curve
+
+
+#: The stages a worker process runs, by the first entry of a task: ("member", k), ("nade", fraction),
+#: ("baseline", fraction), ("student", fraction, generator, loss).
+STAGES = {"member": train_member, "nade": train_nade, "baseline": train_baseline, "student": train_student}
+
+
+def in_workers(ctx, tasks):
+    """With ``ctx.jobs`` > 1, run the stages ``tasks`` in that many processes, each stage caching what it trains
+    (the caller then reads every result from the cache); with one job, nothing (the caller trains in order)."""
+    if ctx.jobs > 1:
+        run_tasks(_stage_task, tasks, ctx.jobs, shared=replace(ctx, jobs=1))
+
+
+def _stage_task(ctx, task):
+    STAGES[task[0]](ctx, *task[1:])
 
 
 # --------------------------------------------------------------------- outputs
@@ -460,7 +536,7 @@ def plot_samples(panels, shape, path):
 
 
 # ------------------------------------------------------------------------- run
-def run(settings, out_dir, rng, data=None):
+def run(settings, out_dir, rng, data=None, jobs=1):
     """Run the experiment; returns a results dict (also written to ``OUT/results.json``).
 
     Parameters
@@ -473,6 +549,10 @@ def run(settings, out_dir, rng, data=None):
     data : Data, optional
         Images to use instead of :func:`load_data` (grey levels in [0, 1], rows
         raster row-major); ``n_train``/``n_test`` still cut them.
+    jobs : int
+        Processes for the parts that do not depend on one another (the members; the
+        NADEs and baselines; the students; the chunks of the label caches); the
+        results do not depend on it (:mod:`kd_ref.jobs`).
 
     Returns
     -------
@@ -485,6 +565,7 @@ def run(settings, out_dir, rng, data=None):
         accuracy, accuracy_2se, log_prob, log_prob_2se.
     """
     settings = settings.validate()
+    jobs = check_positive_int(jobs, "jobs")
     run = Run(out_dir, rng, _model_settings(settings))
     if data is None:
         data = load_data(settings, run.rng(0))
@@ -492,17 +573,20 @@ def run(settings, out_dir, rng, data=None):
         n_tr, n_te = settings.n_train or len(data.y_train), settings.n_test or len(data.y_test)
         data = replace(data, x_train=data.x_train[:n_tr], y_train=data.y_train[:n_tr], x_test=data.x_test[:n_te],
                        y_test=data.y_test[:n_te])
-    n_full = data.x_train.shape[0]
-    n_small = max(1, int(round(settings.small_fraction * n_full)))
-    sizes = {"full": n_full, "small": n_small}
+    ctx = Context(settings, run, data, jobs)
+    sizes = ctx.sizes
+    fractions = [f for f in FRACTIONS if f in settings.fractions]
+    students = [(f, g, l) for f in fractions for g in GENERATORS if g in settings.generators
+                for l in LOSSES if l in settings.losses]
 
-    members, member_curves = train_members(data, settings, run)
+    members, member_curves = train_members(ctx)
     member_scores = [score(log_probs_of(m, data.x_test), data.y_test) for m in members]
     # mean probability (2.15) for cross entropy, log-mean-exp (2.18) for derivative square error: the same mean
     # probability, but its log formed by log-sum-exp, with no log 0 = -inf when every member gives the true class a
     # probability that underflows
-    teachers = {"ce": EnsembleTeacher(members, combine="mean"), "dse": EnsembleTeacher(members, combine="log_mean_exp")}
-    ens = score(log_probs_of(teachers["dse"], data.x_test), data.y_test)
+    ctx.teachers = {"ce": EnsembleTeacher(members, combine="mean"),
+                    "dse": EnsembleTeacher(members, combine="log_mean_exp")}
+    ens = score(log_probs_of(ctx.teachers["dse"], data.x_test), data.y_test)
     acc_m, acc_se = mean_2se([s.accuracy for s in member_scores])
     lp_m, lp_se = mean_2se([s.log_prob for s in member_scores])
     results = {"settings": _settings_dict(settings), "data": data.name, "ensemble": _score_dict(ens),
@@ -511,36 +595,38 @@ def run(settings, out_dir, rng, data=None):
                "baselines": {}, "students": {}, "paired": {}, "curves": {}, "train_sizes": sizes}
     print(f"ensemble of {len(members)}: {ens.summary()}  (members' mean accuracy {acc_m:.2f} %)", flush=True)
 
+    # what the students share, made once here; then the parts in ctx.jobs processes (nothing with one job)
+    for fraction, kind, loss in students:
+        if kind == "dataset" and settings.label_cache:
+            label_cache(ctx, fraction, loss)
+        elif kind == "munge":
+            munge_neighbours(ctx, fraction)
+    in_workers(ctx, [("nade", f) for f in fractions if "nade" in settings.generators]
+               + [("baseline", f) for f in fractions])
+    in_workers(ctx, [("student", *key) for key in sorted(students, key=_student_cost, reverse=True)])
+
     panels = [("training images", data.x_train[:36]),
               ("binarised (> 0.5)", datasets.binarize(data.x_train[:36]))]
-    for fi, frac in enumerate(FRACTIONS):
-        if frac not in settings.fractions:
-            continue
-        x_frac, y_frac = data.x_train[:sizes[frac]], data.y_train[:sizes[frac]]
-        nade = None
+    for fraction in fractions:
+        fi = FRACTIONS.index(fraction)
         if "nade" in settings.generators:
-            nade = train_nade(datasets.binarize(x_frac), settings, run, fi, frac)
-            xs, ys = nade.sample(36, run.rng(5, fi))
-            panels += [(f"NADE ({frac}) samples", xs), (f"NADE ({frac}) conditional probs", ys)]
-        base_net, base_curve = train_baseline(x_frac, y_frac, data, settings, run, fi, frac)
+            xs, ys = train_nade(ctx, fraction).sample(36, run.rng(5, fi))
+            panels += [(f"NADE ({fraction}) samples", xs), (f"NADE ({fraction}) conditional probs", ys)]
+        base_net, base_curve = train_baseline(ctx, fraction)
         base_score = score(log_probs_of(base_net, data.x_test), data.y_test)
-        results["baselines"][frac] = _score_dict(base_score)
-        results["curves"][f"{frac}/baseline"] = base_curve
-        print(f"baseline ({frac}, {sizes[frac]} images): {base_score.summary()}", flush=True)
-        for gi, gen in enumerate(GENERATORS):
-            if gen not in settings.generators:
+        results["baselines"][fraction] = _score_dict(base_score)
+        results["curves"][f"{fraction}/baseline"] = base_curve
+        print(f"baseline ({fraction}, {sizes[fraction]} images): {base_score.summary()}", flush=True)
+        for key in students:
+            if key[0] != fraction:
                 continue
-            for li, loss in enumerate(LOSSES):
-                if loss not in settings.losses:
-                    continue
-                key = f"{frac}/{gen}/{loss}"
-                net, curve = train_student(gen, loss, teachers, x_frac, nade, data, settings, run, (fi, gi, li),
-                                           key.replace("/", "_"))
-                s = score(log_probs_of(net, data.x_test), data.y_test)
-                results["students"][key] = _score_dict(s)
-                results["paired"][key] = paired_difference(s, base_score)
-                results["curves"][key] = curve
-                print(f"student {key}: {s.summary()}", flush=True)
+            net, curve = train_student(ctx, *key)
+            s = score(log_probs_of(net, data.x_test), data.y_test)
+            name = "/".join(key)
+            results["students"][name] = _score_dict(s)
+            results["paired"][name] = paired_difference(s, base_score)
+            results["curves"][name] = curve
+            print(f"student {name}: {s.summary()}", flush=True)
 
     run.files["tables_md"] = str(run.out / "tables.md")
     run.files["tables_csv"] = str(run.out / "tables.csv")
@@ -552,13 +638,21 @@ def run(settings, out_dir, rng, data=None):
     return run.finish(results)
 
 
+def _student_cost(key):
+    """Rough order of a student's training time, for starting the longest first: derivative matching costs
+    about 2C backprops a step, the teacher's labels (not cached but for the dataset generator) more still."""
+    fraction, kind, loss = key
+    return (fraction == "full", loss == "dse", kind != "dataset")
+
+
 def _settings_dict(settings):
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
 
 
 # settings that change what a cached model is; the others (which parts to run, figures) may differ between runs
 _MODEL_KEYS = ("data", "n_train", "n_test", "small_fraction", "members", "member_hidden", "member_passes",
-               "student_hidden", "student_passes", "baseline_passes", "batch_size", "nade_hidden", "nade_passes")
+               "student_hidden", "student_passes", "baseline_passes", "batch_size", "nade_hidden", "nade_passes",
+               "label_cache")
 
 
 # ------------------------------------------------------------------------- CLI
@@ -600,6 +694,12 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int, help="test images (0 = all, else at least 2)")
     parser.add_argument("--generators", nargs="+", choices=GENERATORS)
     parser.add_argument("--losses", nargs="+", choices=LOSSES)
+    parser.add_argument("--no-label-cache", action="store_true",
+                        help="let the ensemble label every minibatch of the dataset generator afresh (slower; the "
+                             "labels are then float64, not float32)")
+    parser.add_argument("--jobs", type=int_at_least(1), default=1,
+                        help="processes for the independent parts: members, NADEs and baselines, students "
+                             "(default 1; results do not depend on it)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     overrides = {"fractions": FRACTIONS if args.fraction == "both" else (args.fraction,)}
@@ -612,5 +712,7 @@ def main(argv=None):
     if args.losses:
         overrides["losses"] = tuple(args.losses)
     overrides["progress"] = not args.no_progress
+    overrides["label_cache"] = not args.no_label_cache
     settings = (Settings.thesis if args.thesis else Settings.quick)(**overrides)
-    return run_from_cli(parser, settings, OPTIONS, check_data, run, args.out, args.seed)
+    return run_from_cli(parser, settings, OPTIONS, check_data, functools.partial(run, jobs=args.jobs), args.out,
+                        args.seed)
