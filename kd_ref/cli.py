@@ -37,6 +37,7 @@ BENCHMARKS = {
     "ldl": "ldl",
     "curvature": "curvature",
     "kd": "kd",
+    "jobs": "jobs",
 }
 
 APPENDICES = ["a", "b", "c", "d", "seeds"]

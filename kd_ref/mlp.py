@@ -475,6 +475,6 @@ class MLP:
 
 
 def _mlp_from_params(sizes, nonlinearities, params):
-    net = MLP(sizes, nonlinearities, np.random.default_rng(0))
+    net = MLP(sizes, nonlinearities, None)
     net.set_params(params)
     return net

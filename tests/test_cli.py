@@ -128,6 +128,8 @@ RUN_OPTIONS = [
     (["compress", "--seed", "-1"], ["--seed: expected an integer >= 0, received -1"]),
     (["compress", "--members", "two"], ["--members: invalid int value: 'two'"]),
     (["compress", "--fraction", "half"], ["--fraction: invalid choice: 'half'"]),
+    (["compress", "--jobs", "0"], ["--jobs: expected an integer >= 1, received 0"]),
+    (["compress", "--jobs", "two"], ["--jobs: expected an integer >= 1, received 'two'"]),
     (["rbm-nade", "--steps", "0"], ["--steps: expected an integer >= 1, received 0"]),
     (["rbm-nade", "--samples", "1"], ["--samples: expected an integer >= 2, received 1"]),
     (["rbm-nade", "--nade-hidden", "100", "0"], ["--nade-hidden[1]: expected an integer >= 1, received 0"]),
@@ -135,6 +137,9 @@ RUN_OPTIONS = [
     (["bayes-mog", "--seed", "-3"], ["--seed: expected an integer >= 0, received -3"]),
     (["bayes-logreg", "--sweep", "0"], ["--sweep: expected an integer >= 1, received 0"]),
     (["bayes-logreg", "--dse-eta0", "0"], ["--dse-eta0: expected a finite number > 0, received 0.0"]),
+    (["bayes-logreg", "--sweep", "2", "--jobs", "0"], ["--jobs: expected an integer >= 1, received 0"]),
+    (["bayes-logreg", "--jobs", "2"], ["--jobs: expected 1 without --sweep (only the seeds of a sweep run in "
+                                       "parallel), received 2"]),
     (["ldl", "--trials", "1"], ["--trials: expected an integer >= 2, received 1"]),
     (["ldl", "--shots", "5", "0"], ["--shots: expected an integer >= 1, received 0"]),
     (["ldl", "--quick", "--paper"], ["argument --paper: not allowed with argument --quick"]),

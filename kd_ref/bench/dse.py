@@ -9,11 +9,20 @@ backprop. The derivative square error is timed both ways ``DerivativeSquareError
 offers: all classes on a class-stacked minibatch (the default) and one class at a
 time. Also times the teacher: an ensemble of 30 networks 784-500-300-10
 labelling minibatches with input derivatives (one forward and C input-only
-backprops per member), in examples per second.
+backprops per member), in examples per second, against the dataset generator's
+label cache (:mod:`kd_ref.distill.label_cache`): the rate at which minibatches'
+labels are read from its float32 memory maps, the one-off rate of building it
+(chunks of 500 images), and the rate both give together over a student's
+``--passes`` passes.
 """
+import tempfile
+from pathlib import Path
+
+import numpy as np
 
 from ..cli import ArgumentParser
 from ..distill.compression import CrossEntropyLoss, DerivativeSquareErrorLoss, EnsembleTeacher
+from ..distill.label_cache import CHUNK, DTYPE, LabelCache
 from ..mlp import MLP
 from ..timing import best_time
 from ._timing import add_common_args, positive_int, start
@@ -45,11 +54,29 @@ def teacher_rate(n_members, batch, rng, derivatives=True, repeats=3):
     return batch / best_time(lambda: teacher.label(x, derivatives=derivatives), repeats, min_seconds=0.5)
 
 
+def cache_rate(n_rows, batch, rng, c=10, d=784, repeats=3):
+    """Examples per second whose labels (probabilities and input derivatives) a LabelCache of ``n_rows`` float32
+    rows on disk gives, minibatches of ``batch`` random rows."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, shape in (("probs", (n_rows, c)), ("d_log_probs", (n_rows, c, d))):
+            out = np.lib.format.open_memmap(Path(folder) / f"{name}.npy", mode="w+", dtype=DTYPE, shape=shape)
+            for start in range(0, n_rows, CHUNK):
+                out[start:start + CHUNK] = rng.uniform(size=(min(CHUNK, n_rows - start), *shape[1:]))
+            out.flush()
+            del out
+        cache = LabelCache.open(folder)
+        return batch / best_time(lambda: cache[rng.integers(0, n_rows, size=batch)], repeats, min_seconds=0.5)
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="kd-ref bench dse", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=positive_int, nargs="+", default=[20, 100], help="student minibatch sizes")
     parser.add_argument("--members", type=positive_int, default=30, help="ensemble size for the teacher timing")
     parser.add_argument("--teacher-batch", type=positive_int, default=20, help="minibatch of the teacher timing")
+    parser.add_argument("--cache-rows", type=positive_int, default=6000, help="images in the timed label cache "
+                        "(default 6,000, the thesis's 10%%: 188 MB)")
+    parser.add_argument("--passes", type=positive_int, default=40, help="passes a student makes over the cached "
+                        "images (default 40, the thesis's)")
     args = add_common_args(parser).parse_args(argv)
     rng, _ = start(args)
     c = STUDENT[-1]
@@ -68,4 +95,12 @@ def main(argv=None):
     print(f"teacher: ensemble of {args.members} x {'-'.join(map(str, MEMBER))}, minibatch {args.teacher_batch}")
     print(f"  probabilities only:              {without:>9.1f} examples/s")
     print(f"  with input derivatives (C = {c}): {with_d:>9.1f} examples/s  ({without / with_d:.1f}x slower)")
+    built = teacher_rate(args.members, CHUNK, rng, derivatives=True, repeats=1)
+    read = cache_rate(args.cache_rows, args.teacher_batch, rng)
+    both = 1.0 / (1.0 / read + 1.0 / (built * args.passes))
+    print(f"label cache of {args.cache_rows} images (float32 memory maps), minibatch {args.teacher_batch}:")
+    print(f"  building it, chunks of {CHUNK} (once):  {built:>9.1f} examples/s")
+    print(f"  reading labels from it:              {read:>9.1f} examples/s  ({read / with_d:.0f}x the teacher's)")
+    print(f"  over {args.passes} passes, building included: {both:>9.1f} examples/s  "
+          f"({both / with_d:.1f}x labelling every minibatch)")
     return 0

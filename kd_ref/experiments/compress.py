@@ -30,6 +30,7 @@ run a documented fraction of the thesis settings.
 import csv
 import functools
 import os
+import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -40,7 +41,8 @@ from ..distill import objective
 from ..distill.munge import MungeGenerator, nearest_neighbours
 from ..distill.compression import (LOSSES as LOSS_CLASSES, DatasetGenerator, EnsembleTeacher, NADEGenerator,
                                    NoiseGenerator, log_probs_of, supervised_objective, teacher_targets)
-from ..distill.label_cache import LabelledDatasetGenerator, build_label_cache, labelled_objective
+from ..distill.label_cache import (LabelCache, LabelledDatasetGenerator, build_label_cache, label_chunk,
+                                   labelled_objective)
 from ..jobs import run_tasks
 from ..metrics import mean_2se, paired_difference, score
 from ..mlp import MLP
@@ -425,6 +427,138 @@ def _stage_task(ctx, task):
     STAGES[task[0]](ctx, *task[1:])
 
 
+# -------------------------------------------------------------------- wall time
+PROBE_STEPS = 3
+
+
+def _seconds_per_step(draw, step, n=PROBE_STEPS):
+    """Wall seconds of one training step (a draw and a ``step(batch)``): the median of ``n`` after one warm-up."""
+    step(draw())
+    times = []
+    for _ in range(n):
+        began = time.perf_counter()
+        step(draw())
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
+
+
+def estimate_seconds(ctx, students):
+    """Wall seconds each component still to train will take on one process, from a short timed probe.
+
+    Times a few steps of each kind of training with networks of the run's sizes
+    (random weights: a step costs the same) and one progress-curve evaluation, and
+    multiplies by the steps the settings ask for; components already in the cache
+    count 0, those with a checkpoint count whole. Returns {component name: seconds}.
+    """
+    s, data, cache = ctx.settings, ctx.data, ctx.run.cache
+    rng = np.random.default_rng(0)                   # the probe's own: no stream of the run is touched
+    x, c, batch = data.x_train, data.n_classes, s.batch_size
+    probe = x[:max(2 * batch, 100)]
+    t_one_hot = _one_hot(data.y_train[:probe.shape[0]], c)
+
+    out = {}
+    members = [_classifier(ctx, s.member_hidden, rng) for _ in range(s.members)]
+    n_member = _steps(s.member_passes, x.shape[0], batch)
+    todo = [k for k in range(s.members) if not (cache / f"member_{k}.npz").exists()]
+    if todo:
+        per, curve = _network_step(ctx, members[0], DatasetGenerator(probe, batch, rng, targets=t_one_hot),
+                                  supervised_objective(members[0]))
+        out.update({f"member_{k}": per * n_member + curve for k in todo})
+    teachers = {"ce": EnsembleTeacher(members, combine="mean"), "dse": EnsembleTeacher(members, combine="log_mean_exp")}
+    labels, labelling, per_step = {}, {}, {}
+    if "dataset" in s.generators and s.label_cache:
+        for loss_name in s.losses:                     # seconds per image of a label cache
+            began = time.perf_counter()
+            labels[loss_name] = label_chunk(teachers[loss_name], probe, LOSS_CLASSES[loss_name].needs_derivatives)
+            labelling[loss_name] = (time.perf_counter() - began) / probe.shape[0]
+    for fraction in [f for f in FRACTIONS if f in s.fractions]:
+        n = ctx.sizes[fraction]
+        if "nade" in s.generators and not (cache / f"nade_{fraction}.npz").exists():
+            nade = NADE(x.shape[1], s.nade_hidden, rng)
+            binary = DatasetGenerator(datasets.binarize(probe), batch, rng)
+            out[f"nade_{fraction}"] = _seconds_per_step(
+                binary, lambda b: nade.grad(b, weights=np.full(len(b), 1.0 / len(b)), input_grads=False)) \
+                * _steps(s.nade_passes, n, batch)
+        if not (cache / f"baseline_{fraction}.npz").exists():
+            net = _classifier(ctx, s.student_hidden, rng)
+            per, curve = _network_step(ctx, net, DatasetGenerator(probe, batch, rng, targets=t_one_hot),
+                                      supervised_objective(net))
+            passes = s.baseline_passes if s.baseline_passes is not None else s.member_passes
+            out[f"baseline_{fraction}"] = per * _steps(passes, n, batch) + curve
+        for f, kind, loss_name in students:
+            name = f"{f}_{kind}_{loss_name}"
+            if f != fraction or (cache / f"student_{name}.npz").exists():
+                continue
+            cached = kind == "dataset" and s.label_cache
+            if cached and not (cache / f"labels_{fraction}_{loss_name}").exists():
+                out[f"labels_{fraction}_{loss_name}"] = labelling[loss_name] * n
+            if (kind, loss_name) not in per_step:     # the same for both fractions: probed once
+                per_step[kind, loss_name] = _student_step(ctx, kind, loss_name, teachers, probe, labels, rng)
+            per, curve = per_step[kind, loss_name]
+            out[f"student_{name}"] = per * _steps(s.student_passes, n, batch) + curve
+    return out
+
+
+def _network_step(ctx, net, gen, objective_):
+    """(seconds per ADADELTA step of ``net`` on ``gen``'s minibatches, seconds of its progress curve)."""
+    opt = Adadelta()
+
+    def step(batch):
+        opt.step(net.params, objective_(batch)[1])
+
+    began = time.perf_counter()
+    log_probs_of(net, ctx.curve_data()[0])
+    curve = (time.perf_counter() - began) * (ctx.settings.curve_points + 1)
+    return _seconds_per_step(gen, step), curve
+
+
+def _student_step(ctx, kind, loss_name, teachers, probe, labels, rng):
+    """:func:`_network_step` of a student of generator ``kind``, labelled as :func:`train_student` labels it."""
+    s = ctx.settings
+    net, loss = _classifier(ctx, s.student_hidden, rng), LOSS_CLASSES[loss_name]()
+    objective_ = objective(net, loss, teacher_targets(net, teachers[loss_name], loss))
+    if kind == "dataset" and s.label_cache:
+        gen = LabelledDatasetGenerator(probe, LabelCache(*labels[loss_name]), s.batch_size, rng)
+        objective_ = labelled_objective(net, loss)
+    elif kind == "nade":
+        gen = NADEGenerator(NADE(probe.shape[1], s.nade_hidden, rng), s.batch_size, rng)
+    elif kind == "noise":
+        gen = NoiseGenerator(probe.shape[1], s.batch_size, rng)
+    else:                                            # dataset without the label cache; MUNGE's draws cost alike
+        gen = DatasetGenerator(probe, s.batch_size, rng)
+    return _network_step(ctx, net, gen, objective_)
+
+
+def print_estimate(ctx, students):
+    """Probe (:func:`estimate_seconds`) and print the wall time the run still needs; returns the estimate."""
+    began = time.perf_counter()
+    parts = estimate_seconds(ctx, students)
+    total = sum(parts.values())
+    groups = {}
+    for name, seconds in parts.items():
+        group = _GROUPS[name.split("_")[0]]
+        groups[group] = groups.get(group, 0.0) + seconds
+    print(f"estimated wall time still needed on one process (a {time.perf_counter() - began:.0f} s probe; "
+          f"other work on the machine slows it): {_hours(total)}"
+          + (" = " + ", ".join(f"{g} {_hours(t)}" for g, t in groups.items()) if parts else ""), flush=True)
+    if parts:
+        longest = sorted(parts.items(), key=lambda kv: -kv[1])[:4]
+        print("  longest: " + ", ".join(f"{n} {_hours(t)}" for n, t in longest)
+              + (f"; with --jobs {ctx.jobs} at best about {_hours(total / ctx.jobs)}" if ctx.jobs > 1 else ""),
+              flush=True)
+    return parts
+
+
+_GROUPS = {"member": "members", "nade": "NADEs", "baseline": "baselines", "labels": "label caches",
+           "student": "students"}
+
+
+def _hours(seconds):
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 # --------------------------------------------------------------------- outputs
 def _pm(value, se, digits):
     return f"{value:.{digits}f} ± {se:.{digits}f}"
@@ -579,6 +713,8 @@ def run(settings, out_dir, rng, data=None, jobs=1):
     students = [(f, g, l) for f in fractions for g in GENERATORS if g in settings.generators
                 for l in LOSSES if l in settings.losses]
 
+    if settings.mode == "thesis":
+        print_estimate(ctx, students)
     members, member_curves = train_members(ctx)
     member_scores = [score(log_probs_of(m, data.x_test), data.y_test) for m in members]
     # mean probability (2.15) for cross entropy, log-mean-exp (2.18) for derivative square error: the same mean
