@@ -96,7 +96,7 @@ def run_tasks(fn, tasks, jobs=1, shared=None, done=None):
                     if done is not None:
                         done(index, results[index])
         except BaseException as err:
-            raise _stopped(err, running) from None
+            raise _stopped(err, running)        # a task's own error keeps the worker's traceback as its cause
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return results

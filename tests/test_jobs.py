@@ -167,3 +167,13 @@ def test_bayes_logreg_sweep_gives_the_same_rows_with_two_jobs(tmp_path):
     two = bayes_logreg.slope_sweep(settings, [4, 5], str(tmp_path / "2"), jobs=2)
     assert one == two and [r["seed"] for r in two] == [4, 5]
     assert (tmp_path / "2" / "sweep.md").read_text() == (tmp_path / "1" / "sweep.md").read_text()
+
+
+def _bug(_shared, _task):
+    return {}["missing"]
+
+
+def test_a_programming_error_in_a_worker_keeps_the_workers_traceback():
+    with pytest.raises(KeyError) as info:
+        run_tasks(_bug, range(2), 2)
+    assert "in _bug" in str(info.value.__cause__)          # concurrent.futures' _RemoteTraceback
