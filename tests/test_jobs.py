@@ -129,22 +129,9 @@ def test_ctrl_c_stops_every_worker_with_its_checkpoint_and_no_hang(tmp_path, who
 
 
 # ------------------------------------------------------------------ experiments with --jobs
-def _toy_data():
-    from kd_ref.experiments.compress import Data
-
-    rng = np.random.default_rng(11)
-    protos = (rng.uniform(size=(3, 36)) < 0.3).astype(float)
-
-    def draw(n):
-        y = rng.integers(0, 3, size=n)
-        return np.clip(protos[y] + rng.uniform(0, 0.3, size=(n, 36)), 0, 1), y
-
-    (x_train, y_train), (x_test, y_test) = draw(60), draw(30)
-    return Data("toy", x_train, y_train, x_test, y_test, (6, 6), 3)
-
-
 def test_compress_gives_the_same_results_with_two_jobs(tmp_path):
     from kd_ref.experiments import compress
+    from test_resume import _toy_data
 
     settings = compress.Settings.quick(n_train=0, n_test=0, members=3, member_hidden=(6, 5), student_hidden=(4, 4),
                                        member_passes=3, student_passes=3, nade_hidden=4, nade_passes=3,
