@@ -164,3 +164,13 @@ def test_a_programming_error_in_a_worker_keeps_the_workers_traceback():
     with pytest.raises(KeyError) as info:
         run_tasks(_bug, range(2), 2)
     assert "in _bug" in str(info.value.__cause__)          # concurrent.futures' _RemoteTraceback
+
+
+def test_rbm_nade_gives_the_same_results_with_two_jobs(tmp_path):
+    from kd_ref.experiments import rbm_nade
+    from test_resume import _tiny_rbm_nade, _without_timings
+
+    settings = _tiny_rbm_nade()
+    one, two = (rbm_nade.run(settings, tmp_path / str(jobs), np.random.default_rng(0), jobs=jobs) for jobs in (1, 2))
+    for key in ("models", "curves", "agreement", "references"):
+        assert _without_timings(two[key]) == _without_timings(one[key]), key

@@ -48,6 +48,7 @@ from ..nade import NADE, raster_column_order
 from ..optim import SGD
 from ..partition import ais_rbm
 from ..rbm import RBM, fit_cd, hill_climb, random_chain_samples
+from ..jobs import run_tasks
 from ._report import Presets, Run, image_grid, run_from_cli, write_table
 
 CURVE_KIND = "kd_ref.rbm_nade.curve"
@@ -431,8 +432,22 @@ def _features(weights):
 
 
 # --------------------------------------------------------------------------------------------- run
-def run(settings, out_dir, rng):
+def _train_nade_task(shared, task):
+    """:func:`train_nade` in a worker process (:mod:`kd_ref.jobs`): it caches the NADE, which the run then reads.
+
+    The RBM is read as the run made it before starting the workers (the cached small one,
+    or CD25(500) from its file), so no training images are needed here."""
+    settings, run, refs, x_test = shared
+    hidden, loss = task
+    rbm = teacher(settings, None, run)
+    train_nade(rbm, loss, hidden, refs, x_test, settings, run, (hidden, sorted(LOSSES).index(loss)),
+               lambda: training_stream(rbm, settings, run))
+
+
+def run(settings, out_dir, rng, jobs=1):
     """Run the experiment; returns a results dict (also written to ``OUT/results.json``).
+
+    ``jobs`` processes train the NADEs (:mod:`kd_ref.jobs`; the results do not depend on it).
 
     Returns
     -------
@@ -443,6 +458,7 @@ def run(settings, out_dir, rng):
         ``tables`` (Markdown), ``files``, ``seconds``.
     """
     settings = settings.validate()
+    jobs = check_positive_int(jobs, "jobs")
     run = Run(out_dir, rng, _model_settings(settings))
     x_train, x_test, data_name = load_data(settings, run.rng(0))
     marginals = (x_train.sum(axis=0) + 1.0) / (x_train.shape[0] + 2.0)   # AIS base model: pixel on-frequencies
@@ -466,6 +482,11 @@ def run(settings, out_dir, rng):
     features = [("RBM features", _features(rbm.W.T[:32]))]
     upper = functools.cache(lambda: upper_samples(rbm, settings, run))   # drawn once, when first needed
     stream = functools.cache(lambda: training_stream(rbm, settings, run))
+    untrained = [(h, loss) for h in settings.nade_hidden for loss in settings.losses
+                 if not (run.cache / f"nade_H{h}_{loss}.npz").exists()]
+    if jobs > 1 and len(untrained) > 1:
+        stream()                                    # drawn once here, read by every worker
+        run_tasks(_train_nade_task, untrained, jobs, shared=(settings, run, refs, x_test))
     for hidden in settings.nade_hidden:
         for loss in settings.losses:
             key, code = f"{hidden}/{loss}", (hidden, sorted(LOSSES).index(loss))
@@ -523,6 +544,8 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, dest="n_samples", help="samples per log Z estimate (at least 2)")
     parser.add_argument("--dtype", choices=["float64", "float32"],
                         help="precision of the training stream and of NADE training (default float64)")
+    parser.add_argument("--jobs", type=int_at_least(1), default=1,
+                        help="processes training the NADEs (default 1; results do not depend on it)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     preset = Settings.thesis if args.thesis else Settings.medium if args.medium else Settings.quick
@@ -533,4 +556,4 @@ def main(argv=None):
         overrides["losses"] = tuple(args.losses)
     settings = preset(progress=not args.no_progress, **overrides)
     out = args.out or os.path.join(".", "kd_ref_runs", f"rbm_nade_{settings.mode}")
-    return run_from_cli(parser, settings, OPTIONS, check_data, run, out, args.seed)
+    return run_from_cli(parser, settings, OPTIONS, check_data, functools.partial(run, jobs=args.jobs), out, args.seed)
