@@ -47,6 +47,7 @@ GRACE_SECONDS = 5.0        # workers that heard the Ctrl-C themselves stop withi
 KILL_SECONDS = 60.0        # after SIGINT: a step, a monitor evaluation and a checkpoint write
 
 _shared = None             # the worker's copy of ``shared`` (set once per worker by _start_worker)
+_stop = None               # the worker's view of the pool's stop event: set once a task has failed or Ctrl-C came
 
 
 def run_tasks(fn, tasks, jobs=1, shared=None, done=None):
@@ -79,8 +80,10 @@ def run_tasks(fn, tasks, jobs=1, shared=None, done=None):
         return results
     results = [None] * len(tasks)
     with one_blas_thread():
-        pool = ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=_context(),
-                                   initializer=_start_worker, initargs=(shared,))
+        context = _context()
+        stop = context.Event()
+        pool = ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=context,
+                                   initializer=_start_worker, initargs=(shared, stop))
         running, todo = {}, list(enumerate(tasks))[::-1]
         try:
             # at most one task per worker: nothing waits in the pool's queue, so after an error or a
@@ -96,7 +99,7 @@ def run_tasks(fn, tasks, jobs=1, shared=None, done=None):
                     if done is not None:
                         done(index, results[index])
         except BaseException as err:
-            raise _stopped(err, running)        # a task's own error keeps the worker's traceback as its cause
+            raise _stopped(err, running, stop)        # a task's own error keeps the worker's traceback as its cause
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return results
@@ -113,8 +116,9 @@ def _context():
     return context
 
 
-def _stopped(err, running):
+def _stopped(err, running, stop):
     """Stop the tasks still ``running`` after ``err``; return the exception to raise."""
+    stop.set()              # before the signal: a task whose worker has not yet listened for it sees this instead
     try:
         if isinstance(err, KeyboardInterrupt):
             wait(running, timeout=GRACE_SECONDS)                 # each worker heard the Ctrl-C itself
@@ -177,9 +181,9 @@ class _WholeLines:
         return False
 
 
-def _start_worker(shared):
-    global _shared
-    _shared = shared
+def _start_worker(shared, stop):
+    global _shared, _stop
+    _shared, _stop = shared, stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)                 # idle: a Ctrl-C concerns the task, if any
     sys.stderr = _WholeLines(sys.stderr)
     try:
@@ -192,6 +196,10 @@ def _start_worker(shared):
 def _run_task(fn, task):
     signal.signal(signal.SIGINT, signal.default_int_handler)     # so that train's Ctrl-C handling takes over
     try:
+        # the parent sets the event, then signals: a SIGINT sent before the line above was ignored, but then
+        # the event is already set here (a task handed to a worker just as another one failed)
+        if _stop.is_set():
+            raise KeyboardInterrupt
         return fn(_shared, task)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -101,7 +101,12 @@ def test_exact_equals_brute_force(problem):
     net, x, out = problem
     exact = hessian_diagonal(net, x, out, method="exact").diag
     brute = hessian_diagonal(net, x, out, method="brute").diag
-    assert close(exact, brute, 1e-10), np.max(np.abs(exact - brute))
+    # the two sum the same products in different orders: where they cancel to far below the diagonal's own
+    # scale (saturated units), rounding is set by the size of the products, bounded by the whole Hessian's
+    whole = full_hessian(net, x, out)
+    rounding = 1e3 * np.finfo(float).eps * np.max(np.abs(whole))
+    assert np.all(np.abs(exact - brute) <= 1e-10 * (np.abs(brute) + np.max(np.abs(brute))) + rounding), \
+        np.max(np.abs(exact - brute))
 
 
 @given(problems(max_layers=2))

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from kd_ref.jobs import BLAS_THREAD_VARIABLES, run_tasks
+from kd_ref.jobs import BLAS_THREAD_VARIABLES, KILL_SECONDS, run_tasks
 from kd_ref.mlp import MLP
 from kd_ref.optim import Adadelta, Interrupted, train
 from kd_ref.timing import component_rng
@@ -31,10 +31,11 @@ def _fit(shared, k):
     return net.params.copy(), {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
 
 
-def _fail_or_sleep(_shared, k):
+def _fail_or_sleep(folder, k):
+    open(os.path.join(folder, f"began_{k}"), "w").close()
     if k == 1:
         raise ValueError("task 1: expected good input, received bad")
-    time.sleep(60)                      # interrupted by the pool, long before the minute is over
+    time.sleep(600)                     # interrupted by the pool, long before the sleep is over
     return k
 
 
@@ -51,11 +52,13 @@ def test_two_processes_give_bit_identical_results_in_task_order_with_blas_on_one
     assert one[0][1]["OPENBLAS_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "4"    # the parent's kept
 
 
-def test_a_failing_task_stops_the_others_and_its_error_arrives_unchanged():
+def test_a_failing_task_stops_the_others_and_its_error_arrives_unchanged(tmp_path):
     began = time.perf_counter()
     with pytest.raises(ValueError, match="task 1: expected good input, received bad"):
-        run_tasks(_fail_or_sleep, range(4), 2)
-    assert time.perf_counter() - began < 30                  # task 0 was interrupted, tasks 2 and 3 never began
+        run_tasks(_fail_or_sleep, range(4), 2, shared=str(tmp_path))
+    # stopped by the pool's signal or stop event, not by the terminate that follows KILL_SECONDS without them
+    assert time.perf_counter() - began < KILL_SECONDS
+    assert not any((tmp_path / f"began_{k}").exists() for k in (2, 3))      # tasks 2 and 3 never began
 
 
 def test_bad_jobs_are_named():

@@ -325,14 +325,13 @@ def distil_student(st, out_dir, rng, progress):
                                  member_hidden=tuple(st.member_hidden), member_passes=st.member_passes,
                                  student_hidden=tuple(st.hidden), student_passes=st.student_passes,
                                  batch_size=st.batch_size, fractions=("full",), generators=("dataset",),
-                                 losses=("ce",), figures=False, progress=progress).validate()
+                                 losses=("ce",), label_cache=False, figures=False, progress=progress).validate()
     run = Run(os.path.join(out_dir, "student"), rng, compress._model_settings(cs))
-    data = compress.load_data(cs, run.rng(0))
-    members, _ = compress.train_members(data, cs, run)
-    teacher = EnsembleTeacher(members, combine="mean")
-    student, _ = compress.train_student("dataset", "ce", {"ce": teacher}, data.x_train, None, data, cs, run,
-                                        (0, 0, 0), "full_dataset_ce")
-    return student, teacher, data, run
+    ctx = compress.Context(cs, run, compress.load_data(cs, run.rng(0)))
+    members, _ = compress.train_members(ctx)
+    ctx.teachers = {"ce": EnsembleTeacher(members, combine="mean")}
+    student, _ = compress.train_student(ctx, "full", "dataset", "ce")
+    return student, ctx.teachers["ce"], ctx.data, run
 
 
 def student_stage(settings, out_dir, rng):
