@@ -26,11 +26,17 @@ cost of a sweep over C chains is a handful of vectorised calls rather than C
 separate ones. :func:`reference_slice_step` is the same step written plainly for
 one point, as in Neal's paper, to read against the vectorised code.
 """
+import math
 import numbers
 
 import numpy as np
+from scipy import linalg
 
-from ._validation import as_float_array, check_bool, check_generator, check_positive_int
+from ._validation import (as_float_array, check_bool, check_callable, check_generator, check_in_range, check_labels,
+                          check_positive_int)
+from .optim import (ConstantSchedule, MinibatchDrawer, check_state_keys, generator_state, load_generator_state,
+                    state_count)
+from .outputs import DotProduct
 from .progress import Progress
 
 # Safety limits: a bracket that keeps growing means the density does not decay
@@ -446,3 +452,400 @@ def reference_slice_step(log_density, x, i, width, rng, *, max_steps_out=None):
         else:
             R = z
     return x.copy(), log_f_x0                             # the bracket collapsed onto x0: stay
+
+
+# ====================================================================== SGLD
+class SGLDState:
+    """Where an :class:`SGLD` chain is.
+
+    Attributes
+    ----------
+    theta : ndarray of shape (D,)
+        A copy of the current state.
+    steps : int
+        Updates done so far (burn-in included).
+    kept : int
+        States handed out by ``next_batch`` so far.
+    eta : float
+        The step size of the next update, eta_steps.
+    """
+
+    __slots__ = ("theta", "steps", "kept", "eta")
+
+    def __init__(self, theta, steps, kept, eta):
+        self.theta, self.steps, self.kept, self.eta = theta, steps, kept, eta
+
+    def __repr__(self):
+        return f"SGLDState(dim={self.theta.size}, steps={self.steps}, kept={self.kept}, eta={self.eta:.3g})"
+
+
+class SGLD:
+    """Stochastic gradient Langevin dynamics (Welling & Teh, 2011), resumable (S3.1-S3.3; GPED (7)).
+
+    One update with step size eta_t:
+
+        theta <- theta + (eta_t / 2) grad_log_posterior(theta) + z,   z ~ N(0, eta_t I)      (S3.1)
+
+    where ``grad_log_posterior`` is an unbiased estimate of the gradient of
+    log p(theta | D), usually the N/M-scaled minibatch sum of
+    :func:`mlp_log_posterior_gradient`. There is no Metropolis correction: with a
+    constant step the chain's stationary law is biased by O(eta)
+    (:func:`ula_stationary_covariance` gives it exactly for a Gaussian target);
+    a schedule with eta_t -> 0 (S3.2, e.g. ``PowerDecay``) removes the bias.
+
+    Parameters
+    ----------
+    grad_log_posterior : callable, ndarray of shape (D,) -> ndarray of shape (D,)
+        Receives the live state (it must not modify it). When it has ``state()`` and
+        ``load_state()`` (a minibatch drawer's position, say), they are part of this
+        sampler's :meth:`state`, so a resumed chain draws the same minibatches.
+    theta0 : ndarray of shape (D,), float64
+        The starting point, updated *in place*: pass ``net.params`` to move a network.
+    rng : numpy.random.Generator
+        Draws the injected noise z.
+    schedule : float or callable t -> eta_t
+        A positive constant or a schedule of ``kd_ref.optim`` (``ConstantSchedule``,
+        ``PowerDecay(t0=b, kappa=gamma, scale=a)`` for a (b + t)^-gamma, S3.2). A step
+        size that is not a finite positive number raises ValueError before the update.
+    burn_in : int
+        Updates whose states are never handed out.
+    thin : int
+        After burn-in, one state in ``thin`` is kept by ``next_batch``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = SGLD(lambda th: -th, np.zeros(2), np.random.default_rng(0), 0.1, burn_in=100)
+    >>> s.next_batch(5).shape
+    (5, 2)
+    """
+
+    def __init__(self, grad_log_posterior, theta0, rng, schedule, *, burn_in=0, thin=1):
+        self.grad_fn = check_callable(grad_log_posterior, "grad_log_posterior",
+                                      "a callable theta (D,) -> gradient of log p(theta | D) (D,)")
+        if not (isinstance(theta0, np.ndarray) and theta0.dtype == np.float64 and theta0.ndim == 1
+                and theta0.size > 0 and theta0.flags.writeable):
+            raise TypeError(f"theta0: expected a writeable float64 ndarray of shape (D,), D >= 1 (it is updated in "
+                            f"place, e.g. net.params), received {_describe(theta0)}")
+        if not np.all(np.isfinite(theta0)):
+            raise ValueError("theta0: expected finite values, received NaN or infinite entries")
+        self.rng = check_generator(rng)
+        if isinstance(schedule, numbers.Real) and not isinstance(schedule, (bool, np.bool_)):
+            schedule = ConstantSchedule(schedule)
+        self.schedule = check_callable(schedule, "schedule", "a positive number or a callable t -> step size")
+        self.burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+        self.thin = check_positive_int(thin, "thin")
+        self._stateful_gradient = callable(getattr(self.grad_fn, "state", None)) and \
+            callable(getattr(self.grad_fn, "load_state", None))
+        self.theta = theta0
+        self.steps = 0
+        self.kept = 0
+        self._step_size(0)                     # a schedule that starts non-positive is refused at once
+        self._noise = np.empty(theta0.shape)   # work buffers kept between steps (a step allocates no vector)
+        self._move = np.empty(theta0.shape)
+
+    @property
+    def n_dim(self):
+        return self.theta.size
+
+    @property
+    def summary(self):
+        """A copy of the current :class:`SGLDState`."""
+        return SGLDState(self.theta.copy(), self.steps, self.kept, self._step_size(self.steps))
+
+    def _step_size(self, t):
+        eta = self.schedule(t)
+        if type(eta) is float and 0.0 < eta < math.inf:    # the usual case, checked cheaply
+            return eta
+        if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, numbers.Real) or not (np.isfinite(eta) and eta > 0):
+            raise ValueError(f"schedule: expected a finite positive step size at step {t}, received {eta!r} "
+                             f"(SGLD's noise has variance eta_t)")
+        return float(eta)
+
+    def _gradient(self):
+        g = self.grad_fn(self.theta)
+        if not isinstance(g, np.ndarray) or g.shape != self.theta.shape:
+            raise ValueError(f"grad_log_posterior: expected an ndarray of shape {self.theta.shape}, received "
+                             f"{_describe(g)}")
+        if not np.isfinite(g).all():
+            raise ValueError(f"grad_log_posterior: expected finite values, received NaN or infinite entries at "
+                             f"step {self.steps} (a step size too large for the target diverges)")
+        return g
+
+    def step(self):
+        """One update (S3.1) of ``theta`` in place.
+
+        The step size and the gradient are checked before anything changes, so a
+        refused step leaves the state, the counters and the generator as they were.
+        """
+        eta = self._step_size(self.steps)
+        stateful = self._stateful_gradient
+        before = self.grad_fn.state() if stateful else None
+        try:
+            g = self._gradient()
+        except Exception:
+            if stateful:                                    # e.g. a minibatch drawn for a gradient that was refused
+                self.grad_fn.load_state(before)
+            raise
+        self.rng.standard_normal(out=self._noise)
+        np.multiply(0.5 * eta, g, out=self._move)          # (eta/2) grad log p
+        self._noise *= math.sqrt(eta)                         # z ~ N(0, eta I)
+        self._move += self._noise
+        self.theta += self._move
+        self.steps += 1
+
+    def _kept_now(self):
+        return self.steps > self.burn_in and (self.steps - self.burn_in) % self.thin == 0
+
+    def next_batch(self, batch_size):
+        """The next ``batch_size`` kept states as rows: the :meth:`SliceSampler.next_batch` interface,
+        so chapter 3's online distillation (3.36-3.39, ``predictive.train_compact``) runs on SGLD unchanged.
+
+        Returns
+        -------
+        ndarray of shape (batch_size, D)
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        saved = self.state()
+        out = np.empty((batch_size, self.n_dim))
+        try:
+            for i in range(batch_size):
+                self.step()
+                while not self._kept_now():
+                    self.step()
+                out[i] = self.theta
+                self.kept += 1
+        except Exception:
+            self.load_state(saved)          # a step refused midway: the chain is left as it was before the call
+            raise
+        return out
+
+    # ------------------------------------------------------------ run state
+    def state(self):
+        """Everything the rest of the chain depends on (the ``kd_ref.optim`` state protocol).
+
+        The generator, theta, the counters and, when ``grad_log_posterior`` has a
+        state, its entries under ``gradient/``. The schedule is a function of the
+        step count, so it needs nothing saved.
+        """
+        state = {"rng": generator_state(self.rng), "theta": self.theta.copy(), "steps": np.array(self.steps),
+                 "kept": np.array(self.kept)}
+        if self._stateful_gradient:
+            state.update({f"gradient/{k}": v for k, v in self.grad_fn.state().items()})
+        return state
+
+    def load_state(self, state):
+        """Restore a :meth:`state` (theta is copied into the live array); checks everything first."""
+        check_state_keys(state, ("rng", "theta", "steps", "kept"), "SGLD")
+        theta = np.asarray(state["theta"])
+        if theta.shape != self.theta.shape or not np.issubdtype(theta.dtype, np.floating) \
+                or not np.all(np.isfinite(theta)):
+            raise ValueError(f"theta: expected finite floats of shape {self.theta.shape}, received {theta.dtype} of "
+                             f"shape {theta.shape}")
+        steps = state_count(state["steps"], "steps")
+        kept = state_count(state["kept"], "kept")
+        load_generator_state(np.random.Generator(type(self.rng.bit_generator)()), state["rng"])   # check only
+        inner = {k[len("gradient/"):]: v for k, v in state.items() if k.startswith("gradient/")}
+        if inner and not self._stateful_gradient:
+            raise ValueError(f"SGLD: expected no gradient/ entries for a {type(self.grad_fn).__name__} (it has no "
+                             f"state), received {sorted(inner)}")
+        if self._stateful_gradient:
+            self.grad_fn.load_state(inner)          # checks its own entries before changing anything
+        load_generator_state(self.rng, state["rng"])
+        self.theta[...] = theta
+        self.steps, self.kept = steps, kept
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__
+
+
+def ula_stationary_covariance(precision, eta, noise_covariance=None):
+    """Stationary covariance of constant-step SGLD on a Gaussian target (S3.3, derived).
+
+    For log p(theta) = -1/2 (theta - mu)^T Lambda (theta - mu) the update is linear,
+    theta - mu <- A (theta - mu) + noise with A = I - (eta/2) Lambda, so the chain's
+    stationary law is N(mu, C) with C the solution of the discrete Lyapunov equation
+
+        C = A C A^T + Q,   Q = eta I + (eta^2 / 4) V,
+
+    V the covariance of the stochastic gradient's error (0 for exact gradients;
+    valid when minibatches are drawn independently at every step). For a scalar
+    precision lambda and V = 0: C = 1 / (lambda (1 - eta lambda / 4)).
+
+    Parameters
+    ----------
+    precision : float or ndarray of shape (D, D)
+        Lambda, symmetric positive definite.
+    eta : float
+        The constant step size; the chain is stable only for eta * max eig(Lambda) < 4.
+    noise_covariance : None, float or ndarray of shape (D, D)
+        V.
+
+    Returns
+    -------
+    ndarray of shape (D, D)
+    """
+    lam = np.atleast_2d(as_float_array(precision, "precision"))
+    d = lam.shape[0]
+    if lam.shape != (d, d) or not np.allclose(lam, lam.T, rtol=1e-12, atol=0.0):
+        raise ValueError(f"precision: expected a symmetric (D, D) matrix or a number, received shape {lam.shape}")
+    eig = np.linalg.eigvalsh(lam)
+    if eig[0] <= 0:
+        raise ValueError(f"precision: expected a positive definite matrix, received smallest eigenvalue {eig[0]:.3g}")
+    eta = check_in_range(eta, "eta", 0.0, np.inf, low_open=True)
+    if eta * eig[-1] >= 4.0:
+        raise ValueError(f"eta: expected eta * max eig(precision) < 4 (otherwise the chain diverges), received "
+                         f"eta = {eta} with max eigenvalue {eig[-1]:.6g}")
+    v = np.zeros((d, d)) if noise_covariance is None else np.atleast_2d(as_float_array(noise_covariance,
+                                                                                       "noise_covariance"))
+    if v.shape != (d, d) or not np.allclose(v, v.T, rtol=1e-12, atol=0.0) or np.linalg.eigvalsh(v)[0] < -1e-12 * max(
+            1.0, np.abs(v).max()):
+        raise ValueError(f"noise_covariance: expected a symmetric positive semi-definite ({d}, {d}) matrix, "
+                         f"received shape {v.shape}")
+    a = np.eye(d) - 0.5 * eta * lam
+    q = eta * np.eye(d) + 0.25 * eta**2 * v
+    c = linalg.solve_discrete_lyapunov(a, q)           # A C A^T - C + Q = 0
+    return 0.5 * (c + c.T)
+
+
+def batch_means_se(values, n_batches=50):
+    """Standard error of the mean of a correlated chain by non-overlapping batch means.
+
+    The chain (n,) is cut into ``n_batches`` equal batches (a remainder at the start
+    is dropped); the SE is the standard deviation of the batch means over
+    sqrt(n_batches). Valid when each batch is much longer than the chain's
+    autocorrelation time.
+
+    Returns
+    -------
+    mean, se : float
+    """
+    values = as_float_array(values, "values", ndim=1)
+    n_batches = check_positive_int(n_batches, "n_batches", minimum=2)
+    size = values.size // n_batches
+    if size < 1:
+        raise ValueError(f"values: expected at least n_batches = {n_batches} values, received {values.size}")
+    means = values[values.size - size * n_batches:].reshape(n_batches, size).mean(axis=1)
+    return float(values.mean()), float(means.std(ddof=1) / np.sqrt(n_batches))
+
+
+class MLPLogPosteriorGradient:
+    """Stochastic gradient of log p(theta | D) for an MLP classifier with a Gaussian prior (S3.1).
+
+        grad = -tau theta + (N / M) sum_{i in S} d log p(y_i | x_i, theta) / d theta
+
+    S a minibatch of M of the N examples, the prior N(0, tau^-1 I). The sum is one
+    ``MLP.grad`` with a ``DotProduct`` of one-hot labels on the log-softmax output
+    (sum_i log p(y_i | x_i), by the fused, saturation-safe form). Minibatches come
+    from a ``kd_ref.optim.MinibatchDrawer`` (without replacement within a pass, as
+    GPED's DataLoader) or, with ``replace=True``, M independent uniform indices per
+    step (the MXNet BDK example; the sampling under which S3.3's minibatch-noise
+    formula holds). Made by :func:`mlp_log_posterior_gradient`.
+    """
+
+    def __init__(self, net, x, labels, prior_precision, batch_size, rng, replace):
+        from .mlp import MLP
+        if not isinstance(net, MLP):
+            raise TypeError(f"net: expected a kd_ref.mlp.MLP, received {type(net).__name__}")
+        if net.nonlinearities[-1] != "log_softmax":
+            raise ValueError(f"net: expected a log_softmax output layer (a classifier), received "
+                             f"{net.nonlinearities[-1]!r}")
+        self.net = net
+        self.x = as_float_array(x, "x", shape=(None, net.sizes[0]))
+        n, n_classes = self.x.shape[0], net.sizes[-1]
+        if n == 0:
+            raise ValueError("x: expected at least one example, received none")
+        self.labels = check_labels(labels, "labels", n_classes, n=n)
+        self.prior_precision = check_in_range(prior_precision, "prior_precision", 0.0, np.inf, low_open=True)
+        self.one_hot = np.eye(n_classes)[self.labels]
+        self.replace = check_bool(replace, "replace")
+        self.batch_size = n if batch_size is None else check_positive_int(batch_size, "batch_size")
+        if self.batch_size > n and not self.replace:
+            raise ValueError(f"batch_size: expected at most N = {n} without replacement, received {self.batch_size}")
+        self.drawer = None
+        self.rng = None
+        if self.batch_size < n or self.replace:
+            self.rng = check_generator(rng)
+            if not self.replace:
+                self.drawer = MinibatchDrawer(self.x, self.batch_size, self.rng)
+
+    @property
+    def n_data(self):
+        return self.x.shape[0]
+
+    def _set(self, theta):
+        if theta is not self.net.params:
+            self.net.set_params(theta)
+
+    def next_indices(self):
+        """The next minibatch's row indices, shape (M,) (all rows, in order, when M = N without replacement)."""
+        if self.replace:
+            return self.rng.integers(0, self.n_data, size=self.batch_size)
+        if self.drawer is None:
+            return np.arange(self.n_data)
+        return self.drawer.next_indices()
+
+    def gradient(self, theta, indices):
+        """The N/M-scaled estimate on the given rows (M = len(indices)), shape (P,)."""
+        self._set(theta)
+        _, d_params, _ = self.net.grad(self.x[indices], DotProduct(self.one_hot[indices]), input_grads=False)
+        d_params *= self.n_data / len(indices)
+        d_params -= self.prior_precision * self.net.params
+        return d_params
+
+    def __call__(self, theta):
+        return self.gradient(theta, self.next_indices())
+
+    def log_posterior(self, theta):
+        """Unnormalised log p(theta | D) = sum_n log p(y_n | x_n, theta) - tau |theta|^2 / 2 on all N examples."""
+        self._set(theta)
+        value = DotProduct(self.one_hot).fused(self.net.f[-1]).value(self.net.forward(self.x).a[-1])
+        return value - 0.5 * self.prior_precision * float(self.net.params @ self.net.params)
+
+    def full_gradient(self, theta):
+        """The exact gradient of :meth:`log_posterior`, shape (P,)."""
+        return self.gradient(theta, np.arange(self.n_data))
+
+    def state(self):
+        if self.drawer is not None:
+            return self.drawer.state()
+        return {"rng": generator_state(self.rng)} if self.rng is not None else {}
+
+    def load_state(self, state):
+        if self.drawer is not None:
+            self.drawer.load_state(state)
+        elif self.rng is not None:
+            check_state_keys(state, ("rng",), "MLPLogPosteriorGradient")
+            load_generator_state(self.rng, state["rng"])
+        elif state:
+            raise ValueError(f"MLPLogPosteriorGradient: expected an empty state (full-batch gradients), received "
+                             f"{sorted(state)}")
+
+
+def mlp_log_posterior_gradient(net, x, labels, prior_precision, *, batch_size=None, rng=None, replace=False):
+    """The minibatch log-posterior gradient of an MLP classifier for :class:`SGLD` (S3.1).
+
+    Parameters
+    ----------
+    net : kd_ref.mlp.MLP
+        A classifier with a log_softmax output layer; its ``params`` are theta.
+    x : ndarray of shape (N, D_0)
+    labels : int ndarray of shape (N,)
+    prior_precision : float
+        tau > 0 of the prior N(0, tau^-1 I) (GPED's ``teacher_wd``).
+    batch_size : int or None
+        M; None uses all N examples at every step (exact gradients).
+    rng : numpy.random.Generator
+        Draws the minibatches (needed when M < N or ``replace``).
+    replace : bool
+        Draw M indices with replacement at every step instead of passes without replacement.
+
+    Returns
+    -------
+    MLPLogPosteriorGradient
+        Callable theta -> gradient (P,), with ``log_posterior``, ``full_gradient`` and ``state``.
+    """
+    return MLPLogPosteriorGradient(net, x, labels, prior_precision, batch_size, rng, replace)
