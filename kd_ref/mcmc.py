@@ -531,7 +531,7 @@ class SGLD:
             raise ValueError("theta0: expected finite values, received NaN or infinite entries")
         self.rng = check_generator(rng)
         if isinstance(schedule, numbers.Real) and not isinstance(schedule, (bool, np.bool_)):
-            schedule = ConstantSchedule(schedule)
+            schedule = ConstantSchedule(check_in_range(schedule, "schedule", 0.0, np.inf, low_open=True))
         self.schedule = check_callable(schedule, "schedule", "a positive number or a callable t -> step size")
         self.burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
         self.thin = check_positive_int(thin, "thin")
