@@ -1,7 +1,18 @@
-"""Slice sampling (Neal, 2003) for any log-density known up to an additive constant.
+"""Slice sampling (Neal, 2003) for any log-density known up to an additive constant, and stochastic
+gradient Langevin dynamics (Welling & Teh, 2011) for posteriors known through minibatch gradients.
 
-Used in chapter 3 to draw posterior samples for the Bayesian mixture of
-Gaussians (section 3.2.3) and Bayesian logistic regression (section 3.3.4).
+Slice sampling is used in chapter 3 to draw posterior samples for the Bayesian
+mixture of Gaussians (section 3.2.3) and Bayesian logistic regression (section
+3.3.4), and as the ground truth of every posterior test. :class:`SGLD` (S3.1-S3.3)
+is the teacher of generalized posterior expectation distillation; it has the slice
+sampler's ``next_batch`` and the ``state()``/``load_state()`` protocol of
+:mod:`kd_ref.optim`. :func:`mlp_log_posterior_gradient` gives it the N/M-scaled
+minibatch gradient of an MLP classifier with a Gaussian prior, and
+:func:`ula_stationary_covariance` the exact stationary law of constant-step SGLD on
+a Gaussian target (the finite-step bias the tests pin).
+
+Slice sampling
+--------------
 
 One *sweep* updates every coordinate once, in a fresh random order, by a
 univariate slice-sampling step:

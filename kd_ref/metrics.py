@@ -1,6 +1,7 @@
 """Scoring a classifier on a test set: accuracy and log-probability of the true class, each with
 twice its standard error, and paired differences between two classifiers on the same examples;
-GPED's NLL, NLL gap, entropy MAE, OOD AUROC and ranking nDCG (SPEC_seeds S3.16-S3.17).
+GPED's NLL, NLL gap, entropy MAE, OOD AUROC and ranking nDCG (SPEC_seeds S3.16-S3.17); the entropy of
+predictive distributions given as log-probabilities (SPEC_seeds 0.2; S3.4, S3.14).
 
 Used by every experiment that reports a table (chapters 2-4 and the other sources' studies).
 """
@@ -279,3 +280,40 @@ def ndcg_trials(relevance, scores, rng, *, k=20, subset=100, trials=500):
         idx = rng.choice(relevance.size, size=subset, replace=False)
         out[t] = ndcg_at_k(relevance[idx], scores[idx], k)
     return out
+def _log_probability_rows(log_p, name):
+    log_p = as_float_array(log_p, name, finite=False)
+    if log_p.ndim < 1 or log_p.shape[-1] == 0:
+        raise ValueError(f"{name}: expected log-probabilities with classes on the last axis, received shape "
+                         f"{log_p.shape}")
+    if np.any(np.isnan(log_p)) or np.any(log_p == np.inf):
+        raise ValueError(f"{name}: expected log-probabilities (finite or -inf), received NaN or +inf entries")
+    return log_p
+
+
+def entropy(log_p):
+    """H[p] = -sum_c p_c log p_c from log-probabilities, over the last axis, with 0 log 0 = 0.
+
+    Computed from l = log p directly (-sum exp(l) l): no epsilon is added inside the
+    log (the GPED code's log(p + 1e-7) is off by up to C eps (1 + ln(1/eps)) and is
+    not 0 at a one-hot row; this is exactly 0 there). Rows need not be normalised
+    exactly; the caller's log-softmax output is used as it is.
+
+    Parameters
+    ----------
+    log_p : ndarray of shape (..., C)
+        Finite or -inf (a zero probability).
+
+    Returns
+    -------
+    ndarray of shape (...,), >= 0 for normalised rows
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(entropy(np.log([0.5, 0.5])) - np.log(2)), float(entropy(np.array([0.0, -np.inf])))
+    (0.0, 0.0)
+    """
+    log_p = _log_probability_rows(log_p, "log_p")
+    finite = np.isfinite(log_p)
+    safe = np.where(finite, log_p, 0.0)
+    return 0.0 - np.sum(np.where(finite, np.exp(safe) * safe, 0.0), axis=-1)      # 0.0 - 0.0: +0 at one-hot rows
