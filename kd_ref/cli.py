@@ -38,6 +38,7 @@ BENCHMARKS = {
     "curvature": "curvature",
     "kd": "kd",
     "jobs": "jobs",
+    "sgld": "sgld",
 }
 
 APPENDICES = ["a", "b", "c", "d", "seeds"]
