@@ -33,6 +33,19 @@ def gemm_rate(n=1000, k=784, m=500, rng=None):
     return 2.0 * n * k * m / best_time(lambda: a @ b)
 
 
+def interleaved_best_times(steps, rounds=3):
+    """{name: seconds} for a dict of callables: each timed in turn, ``rounds`` times, keeping its best.
+
+    Load on a shared machine drifts over seconds; interleaving lets every ratio of the
+    figures see the same conditions.
+    """
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(rounds):
+        for name, step in steps.items():
+            best[name] = min(best[name], best_time(step, repeats=3))
+    return best
+
+
 def try_torch():
     """The ``torch`` module when it is installed, else None (every torch comparison is optional)."""
     try:

@@ -23,8 +23,7 @@ import numpy as np
 from ..cli import ArgumentParser
 from ..mcmc import SGLD, mlp_log_posterior_gradient
 from ..mlp import MLP
-from ..timing import best_time
-from ._timing import add_common_args, positive_int, start
+from ._timing import add_common_args, interleaved_best_times, positive_int, start
 
 SIZES = [784, 400, 400, 10]
 NAMES = ["relu", "relu", "log_softmax"]
@@ -48,11 +47,7 @@ def step_times(batch_sizes, rng, n_data=10_000, rounds=3):
 
         steps = {"gradient": lambda: post(net.params), "sgd": sgd_step, "sgld": sgld.step,
                  "noise": lambda: sgld.rng.standard_normal(out=noise)}
-        row = dict.fromkeys(steps, float("inf"))
-        for _ in range(rounds):
-            for name, step in steps.items():
-                row[name] = min(row[name], best_time(step, repeats=3))
-        rows.append({"M": m, **row})
+        rows.append({"M": m, **interleaved_best_times(steps, rounds)})
     return rows
 
 
