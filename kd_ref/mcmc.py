@@ -562,7 +562,7 @@ class SGLD:
     @property
     def summary(self):
         """A copy of the current :class:`SGLDState`."""
-        return SGLDState(self.theta.copy(), self.steps, self.kept, self._step_size(self.steps))
+        return SGLDState(self.theta.copy(), self.steps, self.kept, float(self.schedule(self.steps)))
 
     def _step_size(self, t):
         eta = self.schedule(t)

@@ -170,6 +170,15 @@ class OnlineAverage:
         g_hat (0 for rows never visited).
     counts : ndarray of shape (n_rows,)
         m_i.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> u = OnlineAverage(3, 1)
+    >>> u.update(np.array([0, 2, 0]), np.array([[1.0], [5.0], [2.0]])).ravel().tolist()   # row 0 visited twice
+    [1.5, 5.0, 1.5]
+    >>> u.counts.tolist()
+    [2, 0, 1]
     """
 
     name = "U_o"
@@ -249,6 +258,15 @@ class EnsembleAccumulator:
         N_test.
     n_classes : int
         C.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> acc = EnsembleAccumulator(1, 2)
+    >>> acc.add(np.log([[0.9, 0.1]])); acc.add(np.log([[0.1, 0.9]]))   # two confident members that disagree
+    >>> u = acc.uncertainty()
+    >>> round(float(u.total[0]), 4), round(float(u.data[0]), 4), round(float(u.knowledge[0]), 4)
+    (0.6931, 0.3251, 0.3681)
     """
 
     def __init__(self, n_inputs, n_classes):

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from kd_ref import ep, gradcheck, mcmc, metrics, mlp, mog, nade, optim, partition, rbm
+from kd_ref import ep, gradcheck, mcmc, metrics, mlp, mog, nade, optim, partition, posterior, rbm
 
 ROOT = Path(__file__).resolve().parents[1]
 
 WITH_EXAMPLES = [
     mlp.MLP, nade.NADE, rbm.RBM, rbm.GibbsSampler, mog.MoG, mog.fit_em, mog.OnlineEM, mcmc.SliceSampler,
     ep.ep_logistic_regression, partition.importance_sampling, partition.bridge_sampling, partition.ais_rbm,
-    optim.train, gradcheck.check_gradient, metrics.score,
+    optim.train, gradcheck.check_gradient, metrics.score, mcmc.SGLD, posterior.OnlineAverage,
+    posterior.EnsembleAccumulator, metrics.entropy,
 ]
 
 
