@@ -466,6 +466,9 @@ def reference_slice_step(log_density, x, i, width, rng, *, max_steps_out=None):
 
 
 # ====================================================================== SGLD
+_GRADIENT_KEY = "gradient__"      # prefix of the gradient's own state entries in SGLD.state()
+
+
 class SGLDState:
     """Where an :class:`SGLD` chain is.
 
@@ -636,13 +639,14 @@ class SGLD:
         """Everything the rest of the chain depends on (the ``kd_ref.optim`` state protocol).
 
         The generator, theta, the counters and, when ``grad_log_posterior`` has a
-        state, its entries under ``gradient/``. The schedule is a function of the
+        state, its entries prefixed ``gradient__`` (identifiers, so ``kd_ref.optim.train`` can
+        checkpoint an SGLD chain directly). The schedule is a function of the
         step count, so it needs nothing saved.
         """
         state = {"rng": generator_state(self.rng), "theta": self.theta.copy(), "steps": np.array(self.steps),
                  "kept": np.array(self.kept)}
         if self._stateful_gradient:
-            state.update({f"gradient/{k}": v for k, v in self.grad_fn.state().items()})
+            state.update({f"{_GRADIENT_KEY}{k}": v for k, v in self.grad_fn.state().items()})
         return state
 
     def load_state(self, state):
@@ -656,9 +660,11 @@ class SGLD:
         steps = state_count(state["steps"], "steps")
         kept = state_count(state["kept"], "kept")
         load_generator_state(np.random.Generator(type(self.rng.bit_generator)()), state["rng"])   # check only
-        inner = {k[len("gradient/"):]: v for k, v in state.items() if k.startswith("gradient/")}
+        # the gradient's entries ("gradient/..." too: the form a '/'-for-'__' key adapter gives back on load)
+        inner = {k.split(prefix, 1)[1]: v for k, v in state.items() for prefix in (_GRADIENT_KEY, "gradient/")
+                 if k.startswith(prefix)}
         if inner and not self._stateful_gradient:
-            raise ValueError(f"SGLD: expected no gradient/ entries for a {type(self.grad_fn).__name__} (it has no "
+            raise ValueError(f"SGLD: expected no {_GRADIENT_KEY} entries for a {type(self.grad_fn).__name__} (it has no "
                              f"state), received {sorted(inner)}")
         if self._stateful_gradient:
             self.grad_fn.load_state(inner)          # checks its own entries before changing anything

@@ -192,6 +192,7 @@ def test_resume_from_state_is_bit_identical(replace, tmp_path):
     net, first = chain()
     head = first.next_batch(17)
     first.step()                                              # a step between kept states
+    assert all(k.isidentifier() for k in first.state())          # optim.train's checkpoints take it as it is
     npzfile.save(tmp_path / "sgld.npz", "test", 1, **first.state())
     net2, resumed = chain()
     resumed.load_state(npzfile.load(tmp_path / "sgld.npz", "test", (1,)))
@@ -275,5 +276,5 @@ def test_bad_input_is_refused_before_any_state_changes():
     with pytest.raises(ValueError, match="theta"):
         sgld.load_state({**saved, "theta": np.zeros(3)})
     with pytest.raises(ValueError, match="perm"):
-        sgld.load_state({**saved, "gradient/perm": np.zeros(6, dtype=int)})
+        sgld.load_state({**saved, "gradient__perm": np.zeros(6, dtype=int)})
     np.testing.assert_array_equal(sgld.state()["theta"], saved["theta"])
