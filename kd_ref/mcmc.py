@@ -754,7 +754,9 @@ class MLPLogPosteriorGradient:
 
         grad = -tau theta + (N / M) sum_{i in S} d log p(y_i | x_i, theta) / d theta
 
-    S a minibatch of M of the N examples, the prior N(0, tau^-1 I). The sum is one
+    S a minibatch of M of the N examples, the prior N(0, tau^-1 I). With :class:`SGLD` this is
+    the update of the GPED code, theta -= (eta/2)(N grad mean-NLL + tau theta) plus noise of
+    standard deviation sqrt(eta): its ``teacher_lr`` is eta and ``teacher_wd`` is tau. The sum is one
     ``MLP.grad`` with a ``DotProduct`` of one-hot labels on the log-softmax output
     (sum_i log p(y_i | x_i), by the fused, saturation-safe form). Minibatches come
     from a ``kd_ref.optim.MinibatchDrawer`` (without replacement within a pass, as
