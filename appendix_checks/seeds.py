@@ -31,6 +31,14 @@ and linear distillation (``kd_ref.distill.linear``, SPEC_seeds S2.A) on a tiny f
           of ||G_c(x)||^2 over Gaussian initialisations is K lambda ||(I - Pi_c) x||^2 (in standard
           errors); and lambda ||(I - Pi_c) x||^2 is the sigma -> 0 posterior predictive variance
 
+and SGLD and the online average of GPED (``kd_ref.mcmc``, ``kd_ref.posterior``, SPEC_seeds S3.A-S3.B):
+
+  (S3.3)  constant-step SGLD at eta = 0.5 on N(0.3, 1) has stationary variance 1 / (1 - eta/4) = 1.1429, not
+          1 (in exact standard errors over independent copies); the Lyapunov solution for a correlated 2-D
+          Gaussian equals the fixed point of its recursion
+  (S3.6)  U_o's targets after random visit patterns (repeats inside a minibatch) equal the plain Monte
+          Carlo average of every value given for each row
+
 Every row takes well under a second. Run with ``python -m appendix_checks.seeds``.
 """
 import sys
@@ -39,7 +47,7 @@ import numpy as np
 import scipy.linalg
 
 from ._table import Row, print_table
-from kd_ref import curvature, gradcheck, prune
+from kd_ref import curvature, gradcheck, mcmc, posterior, prune
 from kd_ref.distill import linear
 from kd_ref.experiments.kd_limits import Settings, convex_rows, s1_6_rows, s1_9_rows, slopes
 from kd_ref.mlp import MLP
@@ -51,7 +59,7 @@ SLOPE_TOL = 0.1
 def run(seed=0):
     """The rows of the table (seeded draws, the kd-limits run's settings, small curvature and LDL cases)."""
     rng = np.random.default_rng(seed)
-    return limit_rows(rng) + curvature_rows(rng) + linear_rows(rng)
+    return limit_rows(rng) + curvature_rows(rng) + linear_rows(rng) + posterior_rows(rng)
 
 
 def limit_rows(rng):
@@ -232,10 +240,46 @@ def linear_rows(rng):
             Row("(S2.7)", "lambda ||(I - Pi_c) x||^2 vs posterior variance at sigma -> 0", variance, 1e-6)]
 
 
+SGLD_COPIES, SGLD_STEPS = 1000, 2000
+
+
+def posterior_rows(rng):
+    """S3.3: constant-step SGLD's stationary law on Gaussians; S3.6: U_o is the Monte Carlo average over visits."""
+    # (S3.3) eta = 0.5 on N(0.3, 1), whose stationary variance is 1 / (1 - eta / 4) = 1.1429: SGLD_COPIES independent
+    # chains run as one SGLD, so the standard error of the time-averaged variance comes from the spread over copies
+    mu, eta = 0.3, 0.5
+    chains = mcmc.SGLD(lambda th: -(th - mu), np.full(SGLD_COPIES, mu), rng, eta, burn_in=100).next_batch(SGLD_STEPS)
+    per_copy = ((chains - mu) ** 2).mean(axis=0)
+    sgld_z = abs(per_copy.mean() - mcmc.ula_stationary_covariance(1.0, eta)[0, 0]) / (
+        per_copy.std(ddof=1) / np.sqrt(SGLD_COPIES))
+    # (S3.3) correlated 2-D: the Lyapunov solution against the recursion C <- A C A^T + eta I run to its fixed point
+    lam = np.linalg.inv(np.array([[1.0, 0.8], [0.8, 1.0]]))
+    a = np.eye(2) - 0.15 * lam
+    iterate = np.zeros((2, 2))
+    for _ in range(3000):
+        iterate = a @ iterate @ a.T + 0.3 * np.eye(2)
+    lyapunov = _rel(mcmc.ula_stationary_covariance(lam, 0.3), iterate)
+    # (S3.6) U_o after random visits with repeats inside minibatches vs the plain average of every value given
+    errors = []
+    for _ in range(20):
+        n_rows, width = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        u_o, visits = posterior.OnlineAverage(n_rows, width), [[] for _ in range(n_rows)]
+        for _ in range(int(rng.integers(1, 10))):
+            idx = rng.integers(0, n_rows, size=int(rng.integers(1, 8)))
+            values = rng.normal(size=(idx.size, width))
+            targets = u_o.update(idx, values)
+            for i, v in zip(idx, values):
+                visits[i].append(v)
+            errors.append(_rel(targets, np.array([np.mean(visits[i], axis=0) for i in idx])))
+    return [Row("(S3.3)", f"SGLD eta = 0.5 on N(0.3, 1): variance vs 1/(1 - eta/4) = 1.1429 [SE]", sgld_z, 4.0),
+            Row("(S3.3)", "Lyapunov C = A C A^T + eta I vs the recursion's fixed point, 2-D", lyapunov, 1e-10),
+            Row("(S3.6)", "U_o vs the Monte Carlo average over visits (repeats in a batch)", max(errors), 1e-12)]
+
+
 def main(seed=0):
     """Print the table; True when every row passes."""
     return print_table("Seeds (SPEC_seeds): t -> infinity limits (S1.6, S1.7, S1.9), diagonal curvature and OBD "
-                       "(S1.11-S1.14), linear distillation (S2.3, S2.7)", run(seed))
+                       "(S1.11-S1.14), linear distillation (S2.3, S2.7), SGLD and U_o (S3.3, S3.6)", run(seed))
 
 
 if __name__ == "__main__":
