@@ -170,7 +170,27 @@ class PowerDecay:
         return f"PowerDecay(t0={self.t0!r}, kappa={self.kappa!r}, scale={self.scale!r})"
 
 
-SCHEDULES = (ConstantSchedule, LinearDecay, PowerDecay)
+class StepDecay:
+    """eta_t = eta0 * gamma^floor(t / step): the step size is multiplied by gamma every ``step`` steps.
+
+    The ``StepLR`` schedule the GPED code uses for its student (SPEC_seeds 0.2). Like the other
+    schedules it is a pure function of t (no state of its own: the optimiser's step count is what
+    a checkpoint keeps), so a resumed run continues on the same steps.
+    """
+
+    def __init__(self, eta0, step, gamma=0.5):
+        self.eta0 = check_in_range(eta0, "eta0", 0.0, np.inf, low_open=True, high_open=True)
+        self.step = check_positive_int(step, "step")
+        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_open=True)
+
+    def __call__(self, t):
+        return self.eta0 * self.gamma ** (t // self.step)
+
+    def __repr__(self):
+        return f"StepDecay(eta0={self.eta0!r}, step={self.step}, gamma={self.gamma!r})"
+
+
+SCHEDULES = (ConstantSchedule, LinearDecay, PowerDecay, StepDecay)
 
 
 # -------------------------------------------------------------------- optimisers

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from kd_ref import npzfile
 from kd_ref.optim import (CHECKPOINT_KIND, SGD, Adadelta, Adam, CheckpointError, ConstantSchedule, Interrupted,
-                          LinearDecay, MinibatchDrawer, PowerDecay, generator_state, load_generator_state, train)
+                          LinearDecay, MinibatchDrawer, PowerDecay, StepDecay, generator_state, load_generator_state, train)
 
 
 def test_adadelta_matches_a_hand_computed_sequence():
@@ -38,6 +38,21 @@ def test_schedules_hit_their_end_values():
     assert power(14) == pytest.approx(3.0 * 16.0**-0.75)
     assert power(10**12) < 1e-8
     assert ConstantSchedule(0.1)(12345) == 0.1
+
+
+def test_step_decay_halves_every_step_steps():
+    """eta_t = eta0 gamma^floor(t / step) (SPEC_seeds 0.2, torch's StepLR): constant within a block of
+    ``step`` steps, exactly gamma times smaller in the next one."""
+    sched = StepDecay(1e-3, 200, 0.5)
+    assert [sched(t) for t in (0, 199, 200, 399, 400, 1000)] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 1e-3 * 0.5**5]
+    assert StepDecay(0.1, 1, 1.0)(10**9) == 0.1                         # gamma = 1: a constant schedule
+    assert repr(StepDecay(0.1, 3, 0.25)) == "StepDecay(eta0=0.1, step=3, gamma=0.25)"
+    with pytest.raises(ValueError, match=r"gamma: expected a value in \(0.0, 1.0\], received 0.0"):
+        StepDecay(0.1, 3, 0.0)
+    with pytest.raises(ValueError, match=r"step: expected an integer >= 1, received 0"):
+        StepDecay(0.1, 0)
+    with pytest.raises(ValueError, match=r"eta0: expected a value in \(0.0, inf\), received inf"):
+        StepDecay(np.inf, 3)
 
 
 def test_sgd_follows_its_schedule():
@@ -341,7 +356,8 @@ def _assert_same(a, b):
 
 
 OPTIMISERS = {"adadelta": lambda: Adadelta(), "sgd": lambda: SGD(LinearDecay(0.1, 40)),
-              "adam": lambda: Adam(LinearDecay(0.05, 40), weight_decay=1e-3)}
+              "adam": lambda: Adam(LinearDecay(0.05, 40), weight_decay=1e-3),
+              "adam_step": lambda: Adam(StepDecay(0.05, 7, 0.5))}
 
 
 @settings(max_examples=15)
