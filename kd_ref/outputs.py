@@ -33,6 +33,7 @@ outside the float64 range: log Phi(a) ~ -a^2 / 2 is -inf for a < -1.9e154.
 textbook reference, and the tests hold the two together at moderate a.
 """
 import numpy as np
+from scipy import special
 
 from ._validation import as_float_array
 from .nonlinearities import EPS_HALF, SymmetricCDF, softmax_parts
@@ -290,3 +291,167 @@ def _diagonal_rows(d):
     idx = np.arange(d.shape[1])
     out[:, idx, idx] = d
     return out
+
+
+# ------------------------------------------------------- output functions of GPED (S3)
+def hess_from_r_grad(r_grad, y):
+    """d^2E/dy dy^T per row from R{dE/dy} along each unit vector e_j: shape (N, C, C) (S1.12).
+
+    C R-products of cost O(N C) each; the GPED heads have C <= 11 outputs, so this is cheap and
+    keeps the Hessian identical to the R-form the HVPs use.
+    """
+    cols = []
+    for j in range(y.shape[1]):
+        e_j = np.zeros_like(y)
+        e_j[:, j] = 1.0
+        cols.append(r_grad(y, e_j))
+    return np.stack(cols, axis=2)
+
+
+class AbsoluteError(OutputFunction):
+    """E = sum_n sum_i |y_ni - t_ni|, a *minimised* loss like SquareError (SPEC_seeds 0.2; the L1 / MAE of S3.10).
+
+    dE/dy = sign(y - t), 0 at a tie (a subgradient); R{dE/dy} = 0 and the Hessian is 0 away
+    from the kinks y = t, where E is not differentiable (check derivatives away from them).
+    """
+
+    def value(self, y):
+        return float(np.sum(np.abs(self._check(y) - self.t)))
+
+    def grad(self, y):
+        return np.sign(self._check(y) - self.t)
+
+    def r_grad(self, y, R_y):
+        return np.zeros_like(R_y)
+
+    def hess(self, y):
+        """Zero, shape (N, C, C) (S1.12), away from the kinks."""
+        return np.zeros(self._check(y).shape + y.shape[-1:])
+
+
+class DirichletLogLikelihood(OutputFunction):
+    """E = sum_n log Dir(pi_n; alpha_n) with alpha = exp(y): a *log-likelihood* (maximised; EnD^2's loss is -E) (S3.13).
+
+    y (N, C) are log-concentrations z (the student's last layer is linear), t = pi (N, C) the
+    observed probability vectors, each entry > 0 (EnD^2 smooths them first, see
+    :class:`kd_ref.distill.gped.DirichletLoss`). With alpha_0 = sum_k alpha_k, psi the digamma and
+    psi' the trigamma function,
+
+        E                = ln Gamma(alpha_0) - sum_k ln Gamma(alpha_k) + sum_k (alpha_k - 1) ln pi_k
+        dE/dz_k          = -alpha_k (psi(alpha_k) - psi(alpha_0) - ln pi_k)
+        d^2E/dz_k dz_j   = -delta_kj [alpha_k (psi(alpha_k) - psi(alpha_0) - ln pi_k) + alpha_k^2 psi'(alpha_k)]
+                           + alpha_k alpha_j psi'(alpha_0)
+
+    (S3.13 with the sign of a log-likelihood). scipy's gammaln, digamma and polygamma keep every
+    term finite from alpha ~ 1e-300 to alpha ~ 1e300.
+    """
+
+    def __init__(self, t):
+        super().__init__(t)
+        if np.any(self.t <= 0):
+            raise ValueError(f"t: expected probabilities > 0 (smooth them first, S3.13), received a minimum of "
+                             f"{float(self.t.min())!r}")
+        self.log_t = np.log(self.t)
+
+    def _parts(self, y):
+        alpha = np.exp(self._check(y))
+        alpha_0 = np.sum(alpha, axis=1, keepdims=True)
+        return alpha, alpha_0
+
+    def value(self, y):
+        alpha, alpha_0 = self._parts(y)
+        return float(np.sum(special.gammaln(alpha_0)) - np.sum(special.gammaln(alpha))
+                     + np.sum((alpha - 1.0) * self.log_t))
+
+    def grad(self, y):
+        alpha, alpha_0 = self._parts(y)
+        return -alpha * (special.digamma(alpha) - special.digamma(alpha_0) - self.log_t)
+
+    def r_grad(self, y, R_y):
+        alpha, alpha_0 = self._parts(y)
+        diag = alpha * (special.digamma(alpha) - special.digamma(alpha_0) - self.log_t) \
+            + alpha**2 * special.polygamma(1, alpha)
+        return -diag * R_y + alpha * special.polygamma(1, alpha_0) * np.sum(alpha * R_y, axis=1, keepdims=True)
+
+    def hess(self, y):
+        """d^2E/dz dz^T per row, shape (N, C, C) (S1.12)."""
+        return hess_from_r_grad(self.r_grad, self._check(y))
+
+
+class PredictiveEntropyOutput:
+    """The split output of the GPED student (S3.9): C class logits and one log-entropy, E *minimised*.
+
+    y (N, C + 1): the student's last layer is linear; y[:, :C] are logits of f(. | x) = softmax, and
+    y[:, C] = log h(x), so the predicted entropy h = exp(y[:, C]) is >= 0. With ``predictive`` an
+    output function of the C logits that is minimised (a loss of S3.10 built with its targets, e.g.
+    :class:`kd_ref.distill.gped.ProbabilityLoss`) and ``h`` the entropy targets,
+
+        E = predictive(y[:, :C]) + weight sum_n |exp(y_nC) - h_n|                      (S3.10: l_pred + l_H)
+        dE/dy_nC = weight sign(exp(y_nC) - h_n) exp(y_nC),   R{.} = (dE/dy_nC) R{y_nC} (away from the kink)
+
+    Either part may be None (predictive only: the entropy column gets no gradient; entropy only,
+    the GPED Experiment 4 split). Not a subclass of OutputFunction: it has two targets.
+    """
+
+    def __init__(self, predictive, h, weight=1.0):
+        if predictive is None and h is None:
+            raise ValueError("predictive, h: expected at least one of the two parts, received None for both")
+        if predictive is not None and not all(callable(getattr(predictive, m, None)) for m in ("value", "grad", "r_grad")):
+            raise TypeError(f"predictive: expected an output function of the logits (value, grad, r_grad), received "
+                            f"{type(predictive).__name__}")
+        self.predictive = predictive
+        self.h = None if h is None else as_float_array(h, "h", ndim=1)
+        self.weight = float(weight)
+        if not (np.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"weight: expected a finite value >= 0, received {weight!r}")
+        n_pred = None if predictive is None else predictive.t.shape
+        if n_pred is not None and self.h is not None and self.h.shape[0] != n_pred[0]:
+            raise ValueError(f"h: expected {n_pred[0]} entropy targets (one per row of the predictive targets), "
+                             f"received shape {self.h.shape}")
+
+    def _split(self, y):
+        y = as_float_array(y, "y", ndim=2)
+        n = self.h.shape[0] if self.predictive is None else self.predictive.t.shape[0]
+        if y.shape[0] != n or y.shape[1] < 2 or (self.predictive is not None and
+                                                  y.shape[1] != self.predictive.t.shape[1] + 1):
+            c = "C" if self.predictive is None else self.predictive.t.shape[1]
+            raise ValueError(f"y: expected shape ({n}, {c} + 1) (C logits and one log-entropy), received {y.shape}")
+        return y[:, :-1], y[:, -1]
+
+    def value(self, y):
+        logits, log_h = self._split(y)
+        out = 0.0 if self.predictive is None else self.predictive.value(logits)
+        if self.h is not None:
+            out += self.weight * float(np.sum(np.abs(np.exp(log_h) - self.h)))
+        return out
+
+    def _d_log_h(self, log_h):
+        h_hat = np.exp(log_h)
+        return self.weight * np.sign(h_hat - self.h) * h_hat
+
+    def grad(self, y):
+        logits, log_h = self._split(y)
+        out = np.zeros_like(y)
+        if self.predictive is not None:
+            out[:, :-1] = self.predictive.grad(logits)
+        if self.h is not None:
+            out[:, -1] = self._d_log_h(log_h)
+        return out
+
+    def r_grad(self, y, R_y):
+        logits, log_h = self._split(y)
+        R_y = as_float_array(R_y, "R_y", shape=y.shape)
+        out = np.zeros_like(y)
+        if self.predictive is not None:
+            out[:, :-1] = self.predictive.r_grad(logits, R_y[:, :-1])
+        if self.h is not None:
+            out[:, -1] = self._d_log_h(log_h) * R_y[:, -1]
+        return out
+
+    def hess(self, y):
+        """d^2E/dy dy^T per row, shape (N, C + 1, C + 1) (S1.12), away from the kink exp(y_C) = h."""
+        return hess_from_r_grad(self.r_grad, as_float_array(y, "y", ndim=2))
+
+    def fused(self, f):
+        """No fused form: the student's last layer is linear, so y already is the pre-activation."""
+        return None

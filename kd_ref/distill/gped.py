@@ -1,0 +1,421 @@
+"""Generalized posterior expectation distillation (GPED; Vadera, Jalaian & Marlin 2020): students, losses, the algorithm.
+
+A Bayesian teacher p(y | x, theta), theta ~ p(theta | D) sampled by a Markov chain (SGLD in
+GPED, any sampler with ``next_batch(k)`` here), defines posterior expectations
+E_theta[g(y, x, theta)] (S3.4): the predictive distribution, the expected entropy, ... A
+student f(x; phi) is trained online to output them: after every kept teacher state theta_t, a
+minibatch of inputs x~_i of an unlabelled set D' gets targets g_hat_i from an estimator U
+(S3.5 U_s: the current g; S3.6 U_o: the running average over visits), and phi takes one
+optimiser step on a loss l(g_hat, f) (S3.8, S3.10). Bayesian Dark Knowledge is the case
+(predictive, cross entropy, U_s) (S3.12), which is the thesis's online distillation (3.36-3.39);
+EnD^2 fits a Dirichlet over the teacher's predictive distributions instead (S3.13).
+
+Students (S3.9)
+---------------
+One :class:`kd_ref.mlp.MLP` with the teacher's hidden layers and a *linear* last layer:
+
+* ``C`` outputs: class logits (predictive losses) or EnD^2's log-concentrations z, alpha = exp(z);
+* ``C + 1`` outputs: the logits and one log-entropy, the GPED entropy head h(x) = exp(y_C) >= 0,
+  a one-unit linear head on the last hidden layer (:class:`kd_ref.outputs.PredictiveEntropyOutput`).
+
+Losses (S3.10, S3.13), minimised and averaged over the minibatch (the protocol of
+:mod:`kd_ref.distill`): ``loss(student, x, targets) -> (value, grad)`` and
+``loss.hvp(student, x, targets, v)``, all through the student's backprop and R{backprop}
+(B.8-B.18) seeded by an output function of the last layer (:class:`ProbabilityLoss`,
+:class:`~kd_ref.outputs.PredictiveEntropyOutput`, :class:`~kd_ref.outputs.DirichletLogLikelihood`).
+
+Departures from the released GPED code (meetvadera/GPED), each deliberate (S3.9): the entropy head
+is a head of its own (the code's computes the class logits ``fc3(x)`` again instead of ``fc4``);
+the entropy term is trained (the code's is commented out); no dropout at test time; the
+regulariser multiplies only itself (the code's multiplies the whole accumulated loss); the
+student step uses the minibatch mean (S3.8), so a total-loss lambda becomes lambda / N'.
+"""
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from scipy import special
+
+from .._validation import as_float_array, check_bool, check_generator, check_in_range, check_positive_int
+from ..mlp import MLP
+from ..nonlinearities import softmax_parts
+from ..optim import Adam, StepDecay, train
+from ..outputs import (DirichletLogLikelihood, OutputFunction, PredictiveEntropyOutput, SoftmaxCrossEntropy,
+                       hess_from_r_grad)
+
+#: Central smoothing of EnD^2's observed probabilities (S3.13; KaosEngineer/PriorNetworks' default).
+DIRICHLET_SMOOTHING = 1e-7
+#: Tolerance on the row sums of predictive targets (averages of probability vectors round).
+_ROW_SUM_TOL = 1e-8
+
+
+# ------------------------------------------------------------------ predictive losses at the logits
+def _shifted_jt(p, top, u):
+    """J^T u = p * (u - p . u) for the softmax Jacobian J = diag p - p p^T, without rounding 1 - p_m.
+
+    u is measured from its top entry first (u' = u - u_m): p . u' has no p_m term, so the top
+    entry -sum_{j != m} p_j u'_j is a sum of small terms, not a difference of two near-equal ones.
+    """
+    u_shift = u - u[top][:, None]
+    return p * (u_shift - np.sum(p * u_shift, axis=1, keepdims=True))
+
+
+def _r_p(p, top, R_y):
+    """R{p} = p * (R_y - p . R_y) (B.34), with R_y measured from its top entry (as SoftmaxCrossEntropy)."""
+    return _shifted_jt(p, top, R_y)
+
+
+class ProbabilityLoss(OutputFunction):
+    """A predictive loss of S3.10 at the student's logits y (N, C), f = softmax(y), target g_hat = ``t`` (N, C); minimised.
+
+    ``kind`` (per example, summed over classes and over the rows of the batch):
+
+    ========  ==========================================================  ===============================
+    ``ce``    -sum_y g log f                           (BDK)             u = -g / f (not formed: fused)
+    ``kl``    KL(g || f) = ce + sum g log g                               as ce
+    ``rkl``   KL(f || g) = sum f (log f - log g)       (needs g > 0)      u = log f - log g (+ 1)
+    ``sym``   (kl + rkl) / 2
+    ``l1``    sum |f - g|                              (a kink at f = g)  u = sign(f - g)
+    ``se``    sum (f - g)^2                            (2.4, no 1/2)      u = 2 (f - g)
+    ========  ==========================================================  ===============================
+
+    ce and kl go through the exact fused softmax cross entropy of :mod:`kd_ref.outputs`
+    (dl/dy = T f - g, T = sum g). The others are functions phi(f) of the probabilities with
+    u = dphi/df; their gradient is J^T u = f * (u - f . u) and their R-form (B.15 seeded at y)
+
+        R{dl/dy} = R{f} * (u - f . u) + f * (R{u} - R{f} . u - f . R{u}),   R{f} = f * (R_y - f . R_y)
+
+    with R{u} = R{log f} = R_y - f . R_y (rkl), 0 (l1), 2 R{f} (se); every product with u is
+    taken from the top entry (:func:`_shifted_jt`), so logit gaps of 1e3 stay exact.
+    """
+
+    KINDS = ("ce", "kl", "rkl", "sym", "l1", "se")
+
+    def __init__(self, t, kind="ce"):
+        super().__init__(t)
+        if kind not in self.KINDS:
+            raise ValueError(f"kind: expected one of {list(self.KINDS)}, received {kind!r}")
+        self.kind = kind
+        self._ce = SoftmaxCrossEntropy(self.t)
+        if kind in ("rkl", "sym"):
+            if np.any(self.t <= 0):
+                raise ValueError(f"t: expected targets > 0 for the reverse KL (it takes log g), received a minimum "
+                                 f"of {float(self.t.min())!r}")
+            self.log_t = np.log(self.t)
+
+    def _parts(self, y):
+        top, s, rest = softmax_parts(self._check(y))
+        return top, s - np.log1p(rest), np.exp(s) / (1.0 + rest)     # top, log f, f (B.36-B.39)
+
+    def _u(self, log_f, f):
+        """u = dphi/df of the probability-space part (for rkl without its +1, which J^T removes)."""
+        if self.kind in ("rkl", "sym"):
+            return log_f - self.log_t
+        if self.kind == "l1":
+            return np.sign(f - self.t)
+        return 2.0 * (f - self.t)
+
+    def value(self, y):
+        top, log_f, f = self._parts(y)
+        if self.kind == "l1":
+            return float(np.sum(np.abs(f - self.t)))
+        if self.kind == "se":
+            return float(np.sum((f - self.t) ** 2))
+        kl = -self._ce.value(y)
+        if self.kind != "ce":
+            kl += float(np.sum(np.multiply(self.t, np.log(self.t, where=self.t > 0, out=np.zeros_like(self.t)),
+                                           out=np.zeros_like(self.t), where=self.t > 0)))
+        if self.kind in ("ce", "kl"):
+            return kl
+        rkl = float(np.sum(f * (log_f - self.log_t)))
+        return rkl if self.kind == "rkl" else 0.5 * (kl + rkl)
+
+    def grad(self, y):
+        if self.kind in ("ce", "kl"):
+            return -self._ce.grad(self._check(y))
+        top, log_f, f = self._parts(y)
+        d = _shifted_jt(f, top, self._u(log_f, f))
+        return 0.5 * (d - self._ce.grad(y)) if self.kind == "sym" else d
+
+    def r_grad(self, y, R_y):
+        if self.kind in ("ce", "kl"):
+            return -self._ce.r_grad(self._check(y), R_y)
+        top, log_f, f = self._parts(y)
+        u = self._u(log_f, f)
+        R_f = _r_p(f, top, R_y)
+        if self.kind in ("rkl", "sym"):
+            R_u = R_y - R_y[top][:, None]
+            R_u = R_u - np.sum(f * R_u, axis=1, keepdims=True)          # R{log f} = R_y - f . R_y
+        else:
+            R_u = 0.0 * R_y if self.kind == "l1" else 2.0 * R_f
+        u_shift = u - u[top][:, None]
+        w = u_shift - np.sum(f * u_shift, axis=1, keepdims=True)        # u - f . u
+        out = R_f * w + _shifted_jt(f, top, R_u) - f * np.sum(R_f * u_shift, axis=1, keepdims=True)
+        return 0.5 * (out - self._ce.r_grad(y, R_y)) if self.kind == "sym" else out
+
+    def hess(self, y):
+        """d^2l/dy dy^T per row, shape (N, C, C) (S1.12), from the R-form along each unit vector."""
+        return hess_from_r_grad(self.r_grad, self._check(y))
+
+
+# --------------------------------------------------------------------- the loss protocol
+def _check_student(student, n_out, what):
+    """A student MLP whose last layer is linear with one of the widths ``n_out`` (None: any width >= 3)."""
+    if not isinstance(student, MLP):
+        raise TypeError(f"student: expected a kd_ref.mlp.MLP (see gped_student), received {type(student).__name__}")
+    fits = student.sizes[-1] >= 3 if n_out is None else student.sizes[-1] in n_out
+    if student.nonlinearities[-1] != "linear" or not fits:
+        widths = "C + 1 >= 3" if n_out is None else " or ".join(map(str, n_out))
+        raise ValueError(f"student: expected a linear last layer of {widths} outputs ({what}), received {student!r}")
+
+
+def check_predictive_targets(g, name="targets", n=None):
+    """Predictive targets (N, C): finite entries in [0, 1], each row summing to 1 (to 1e-8)."""
+    g = as_float_array(g, name, ndim=2)
+    if n is not None and g.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} rows (one per input), received shape {g.shape}")
+    sums = g.sum(axis=1)
+    if np.any(g < 0) or np.any(g > 1) or np.any(np.abs(sums - 1.0) > _ROW_SUM_TOL * g.shape[1]):
+        raise ValueError(f"{name}: expected class probabilities (entries in [0, 1], rows summing to 1), received "
+                         f"entries in [{float(g.min())!r}, {float(g.max())!r}] and row sums in "
+                         f"[{float(sums.min())!r}, {float(sums.max())!r}]")
+    return g
+
+
+def _check_entropy_targets(h, name, n):
+    h = as_float_array(h, name, ndim=1)
+    if h.shape[0] != n or np.any(h < 0):
+        raise ValueError(f"{name}: expected {n} entropies >= 0, received shape {h.shape} with minimum "
+                         f"{float(h.min()) if h.size else None!r}")
+    return h
+
+
+class _HeadLoss:
+    """Shared driver: ``_output(targets, n_out) -> (output function of the student's y, sign)`` given by each loss.
+
+    value = sign E / N, its theta-gradient by backprop (B.8-B.11) and its Hessian-vector product by
+    R{backprop} (B.12-B.18), both seeded at the linear last layer (y = a_L).
+    """
+
+    what = ""
+    needs_members = False
+
+    def _prepare(self, student, x, targets):
+        _check_student(student, self._widths(targets), self.what)
+        x = as_float_array(x, "x", shape=(None, student.sizes[0]))
+        if x.shape[0] == 0:
+            raise ValueError(f"x: expected a non-empty minibatch of shape (N, {student.sizes[0]}), received {x.shape}")
+        targets = as_float_array(targets, "targets", ndim=2)
+        if targets.shape[0] != x.shape[0]:
+            raise ValueError(f"targets: expected {x.shape[0]} rows (one per input), received shape {targets.shape}")
+        out, sign = self._output(targets, student.sizes[-1])
+        return x, out, sign
+
+    def __call__(self, student, x, targets):
+        """Minibatch loss and theta-gradient.
+
+        Parameters
+        ----------
+        student : kd_ref.mlp.MLP with a linear last layer (:func:`gped_student`)
+        x : ndarray of shape (N, D)
+        targets : ndarray of shape (N, G)
+            The estimator's g_hat at x (G as the loss's docstring says).
+
+        Returns
+        -------
+        value : float
+        grad : ndarray of shape (student.n_params,)
+        """
+        x, out, sign = self._prepare(student, x, targets)
+        n = x.shape[0]
+        value, d_params, _ = student.grad(x, out, input_grads=False)
+        return sign * value / n, sign * d_params / n
+
+    def hvp(self, student, x, targets, v):
+        """H v for the theta-Hessian of the loss at fixed targets, v of shape (n_params,), by R{backprop}."""
+        x, out, sign = self._prepare(student, x, targets)
+        Hv, _ = student.hvp(x, out, v_params=v, input_grads=False)
+        return sign * Hv / x.shape[0]
+
+
+class PredictiveLoss(_HeadLoss):
+    """A predictive loss of S3.10 (``kind`` of :class:`ProbabilityLoss`), targets g_hat (N, C).
+
+    The student has C outputs (logits) or C + 1 (an entropy head, which this loss leaves untrained).
+    """
+
+    what = "C logits, or C logits and a log-entropy"
+
+    def __init__(self, kind="ce"):
+        if kind not in ProbabilityLoss.KINDS:
+            raise ValueError(f"kind: expected one of {list(ProbabilityLoss.KINDS)}, received {kind!r}")
+        self.kind = kind
+        self.name = f"GPED predictive {kind}"
+
+    def _widths(self, targets):
+        return targets.shape[1], targets.shape[1] + 1
+
+    def _output(self, targets, n_out):
+        pred = ProbabilityLoss(check_predictive_targets(targets), self.kind)
+        return (pred, 1.0) if n_out == targets.shape[1] else (PredictiveEntropyOutput(pred, None), 1.0)
+
+
+class EntropyLoss(_HeadLoss):
+    """The entropy MAE |h(x) - g_hat_H| of S3.10 alone, targets (N, 1); the student has C + 1 outputs."""
+
+    what = "C logits and a log-entropy"
+    name = "GPED entropy MAE"
+
+    def _widths(self, targets):
+        return None                                    # C + 1 for any C >= 2
+
+    def _output(self, targets, n_out):
+        if targets.shape[1] != 1:
+            raise ValueError(f"targets: expected one entropy per row, shape (N, 1), received {targets.shape}")
+        return PredictiveEntropyOutput(None, _check_entropy_targets(targets[:, 0], "targets", targets.shape[0])), 1.0
+
+
+class JointLoss(_HeadLoss):
+    """l_pred + weight * l_H (S3.10, GPED Experiment 4): targets (N, C + 1) = [g_hat predictive, g_hat entropy]."""
+
+    what = "C logits and a log-entropy"
+
+    def __init__(self, kind="ce", weight=1.0):
+        if kind not in ProbabilityLoss.KINDS:
+            raise ValueError(f"kind: expected one of {list(ProbabilityLoss.KINDS)}, received {kind!r}")
+        self.kind, self.weight = kind, check_in_range(weight, "weight", 0.0, np.inf, high_open=True)
+        self.name = f"GPED {kind} + entropy MAE"
+
+    def _widths(self, targets):
+        return (targets.shape[1],)
+
+    def _output(self, targets, n_out):
+        if targets.shape[1] < 3:
+            raise ValueError(f"targets: expected C >= 2 class probabilities and one entropy, shape (N, C + 1), "
+                             f"received {targets.shape}")
+        pred = ProbabilityLoss(check_predictive_targets(targets[:, :-1]), self.kind)
+        h = _check_entropy_targets(targets[:, -1], "targets[:, -1]", targets.shape[0])
+        return PredictiveEntropyOutput(pred, h, self.weight), 1.0
+
+
+def smooth_probabilities(p, eps=DIRICHLET_SMOOTHING):
+    """Central smoothing p <- (1 - eps)(p - 1/C) + 1/C (S3.13): every entry >= eps / C > 0, rows still sum to 1."""
+    c = p.shape[1]
+    return (1.0 - eps) * (p - 1.0 / c) + 1.0 / c
+
+
+class DirichletLoss(_HeadLoss):
+    """EnD^2's Dirichlet negative log-likelihood (S3.13) of the teacher's current predictive distribution.
+
+    Targets pi (N, C), one teacher state's probabilities p(. | x, theta_t), centrally smoothed by
+    ``smoothing`` (:func:`smooth_probabilities`); the student's C outputs are log-concentrations.
+    Value -log Dir(pi; exp(z)) averaged over the minibatch, derivatives those of
+    :class:`kd_ref.outputs.DirichletLogLikelihood` negated. Each step must see individual teacher
+    members, so an averaging estimator (U_o) is refused by :func:`gped_distill` (``needs_members``).
+    """
+
+    what = "C log-concentrations"
+    needs_members = True
+    name = "EnD^2 Dirichlet NLL"
+
+    def __init__(self, smoothing=DIRICHLET_SMOOTHING):
+        self.smoothing = check_in_range(smoothing, "smoothing", 0.0, 1.0, low_open=True)
+
+    def _widths(self, targets):
+        return (targets.shape[1],)
+
+    def _output(self, targets, n_out):
+        return DirichletLogLikelihood(smooth_probabilities(check_predictive_targets(targets), self.smoothing)), -1.0
+
+
+#: The GPED losses by the target they distil (the registry shape of every chapter, see kd_ref.distill).
+LOSSES = {"predictive": PredictiveLoss, "entropy": EntropyLoss, "both": JointLoss, "dirichlet": DirichletLoss}
+
+
+# ------------------------------------------------------------------------------ students
+def gped_student(teacher, rng, *, head="entropy", hidden=None):
+    """A GPED student (S3.9): the teacher's hidden layers (fresh weights) and a linear last layer.
+
+    Parameters
+    ----------
+    teacher : kd_ref.mlp.MLP
+        A classifier [D, H_1, ..., H_k, C]; its hidden widths and nonlinearities are copied.
+    rng : numpy.random.Generator
+    head : "predictive", "entropy" or "dirichlet"
+        C logits; C logits and a log-entropy (C + 1 outputs); C log-concentrations (EnD^2).
+    hidden : sequence of int, optional
+        Other hidden widths (same number of layers; the width search of S3.18).
+
+    Returns
+    -------
+    kd_ref.mlp.MLP
+    """
+    if not isinstance(teacher, MLP) or teacher.n_layers < 2:
+        raise TypeError(f"teacher: expected a kd_ref.mlp.MLP with at least one hidden layer, received {teacher!r}")
+    heads = {"predictive": 0, "entropy": 1, "dirichlet": 0}
+    if head not in heads:
+        raise ValueError(f"head: expected one of {list(heads)}, received {head!r}")
+    widths = teacher.sizes[1:-1] if hidden is None else [check_positive_int(h, "hidden") for h in hidden]
+    if len(widths) != teacher.n_layers - 1:
+        raise ValueError(f"hidden: expected {teacher.n_layers - 1} widths (the teacher's hidden layers), received "
+                         f"{list(widths)}")
+    sizes = [teacher.sizes[0], *widths, teacher.sizes[-1] + heads[head]]
+    return MLP(sizes, teacher.nonlinearities[:-1] + ["linear"], check_generator(rng))
+
+
+def student_log_probs(student, x, head="entropy"):
+    """The student's class log-probabilities (N, C): log-softmax of the logits, or of EnD^2's z (the mean alpha / alpha_0)."""
+    y = as_float_array(student.predict(x), "y")
+    logits = y[:, :-1] if head == "entropy" else y
+    return logits - special.logsumexp(logits, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- uncertainty
+def entropy_of(log_p):
+    """H = -sum_y p log p from log-probabilities (N, C) -> (N,), with 0 log 0 = 0 and no epsilon added."""
+    log_p = as_float_array(log_p, "log_p", ndim=2, finite=False)
+    p = np.exp(log_p)
+    return -np.sum(np.multiply(p, log_p, out=np.zeros_like(p), where=p > 0), axis=1)
+
+
+@dataclass
+class Uncertainty:
+    """The decomposition of S3.14 (GPED (3)) at N inputs, each an ndarray of shape (N,), in nats.
+
+    total = H[E_theta p(. | x, theta)], data = E_theta H[p(. | x, theta)] (expected data uncertainty),
+    knowledge = total - data (the mutual information; >= 0 for an ensemble, any sign for a student).
+    """
+
+    total: np.ndarray
+    data: np.ndarray
+    knowledge: np.ndarray
+
+
+def gped_uncertainty(student, x):
+    """TU = H[f(. | x)], EU = h(x) = exp(y_C), KU = TU - EU of a student with an entropy head (S3.14); KU never clipped."""
+    _check_student(student, None, "C logits and a log-entropy")
+    y = student.predict(x)
+    logits = y[:, :-1]
+    total = entropy_of(logits - special.logsumexp(logits, axis=1, keepdims=True))
+    data = np.exp(y[:, -1])
+    return Uncertainty(total, data, total - data)
+
+
+def dirichlet_uncertainty(z):
+    """TU, EU, KU of Dir(alpha = exp(z)) for log-concentrations z (N, C) (S3.14).
+
+    TU = H[alpha / alpha_0] (from log(alpha / alpha_0) = z - logsumexp z), EU = E_{pi ~ Dir(alpha)} H[pi]
+    = psi(alpha_0 + 1) - sum_k (alpha_k / alpha_0) psi(alpha_k + 1), KU = TU - EU.
+    """
+    z = as_float_array(z, "z", ndim=2)
+    log_mean = z - special.logsumexp(z, axis=1, keepdims=True)
+    alpha = np.exp(z)
+    alpha_0 = alpha.sum(axis=1)
+    total = entropy_of(log_mean)
+    data = special.digamma(alpha_0 + 1.0) - np.sum(np.exp(log_mean) * special.digamma(alpha + 1.0), axis=1)
+    return Uncertainty(total, data, total - data)
+
+
+def end2_uncertainty(student, x):
+    """:func:`dirichlet_uncertainty` of an EnD^2 student's log-concentrations at x (S3.14)."""
+    _check_student(student, (student.sizes[-1],), "C log-concentrations")
+    return dirichlet_uncertainty(student.predict(x))
