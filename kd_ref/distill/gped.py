@@ -419,3 +419,313 @@ def end2_uncertainty(student, x):
     """:func:`dirichlet_uncertainty` of an EnD^2 student's log-concentrations at x (S3.14)."""
     _check_student(student, (student.sizes[-1],), "C log-concentrations")
     return dirichlet_uncertainty(student.predict(x))
+
+
+# ------------------------------------------------------------------------------- settings
+ESTIMATORS = ("stochastic", "online")
+
+
+@dataclass(frozen=True)
+class GPEDSettings:
+    """The numbers of Algorithm 1 (S3.11) that are not objects; JSON-able, stored in checkpoints.
+
+    Attributes
+    ----------
+    n_steps : int
+        Distillation steps: one per kept teacher state (the sampler's burn-in B and thinning H
+        decide which states are kept, so T = B + n_steps H SGLD updates in all).
+    batch_size : int
+        M', inputs of D' drawn with replacement at every step (as the GPED code).
+    input_noise : float
+        sigma_p: x~ = x + N(0, sigma_p^2 I), fresh at every step (GPED code: 0.001).
+    clip : (float, float) or None
+        Clip x~ to this range (the CNN script's [0, 1]); None leaves it.
+    lr, lr_step, lr_gamma, weight_decay
+        The student's Adam: step size lr, times lr_gamma every lr_step distillation steps
+        (:class:`kd_ref.optim.StepDecay`; None keeps it constant), L2 weight decay lambda on the
+        *mean* loss (S3.8: lambda_mean = lambda_total / N').
+    target, loss, estimator
+        What the presets distil, with which loss and estimator: target "predictive" | "entropy" |
+        "both" | "dirichlet" (a key of :data:`LOSSES`), loss a ``ProbabilityLoss`` kind (for the
+        predictive part), estimator "stochastic" (U_s, S3.5) or "online" (U_o, S3.6).
+    entropy_weight : float
+        Weight of the entropy MAE in the joint loss.
+    smoothing : float
+        EnD^2's central smoothing epsilon (S3.13).
+    burn_in, thin : int
+        B and H for the teacher's sampler (``SGLD(..., burn_in=B, thin=H)``); recorded here so a
+        preset states the whole configuration, and checked against the sampler when it has them.
+    """
+
+    n_steps: int = 1000
+    batch_size: int = 100
+    input_noise: float = 1e-3
+    clip: tuple = None
+    lr: float = 1e-3
+    lr_step: int = None
+    lr_gamma: float = 0.5
+    weight_decay: float = 0.0
+    target: str = "predictive"
+    loss: str = "ce"
+    estimator: str = "online"
+    entropy_weight: float = 1.0
+    smoothing: float = DIRICHLET_SMOOTHING
+    burn_in: int = 1000
+    thin: int = 100
+
+    def __post_init__(self):
+        check_positive_int(self.n_steps, "n_steps")
+        check_positive_int(self.batch_size, "batch_size")
+        check_in_range(self.input_noise, "input_noise", 0.0, np.inf, high_open=True)
+        if self.clip is not None:
+            clip = tuple(self.clip) if isinstance(self.clip, (tuple, list)) else None
+            if clip is None or len(clip) != 2 or not all(np.isfinite(c) for c in clip) or not clip[0] < clip[1]:
+                raise ValueError(f"clip: expected None or (low, high) with low < high, received {self.clip!r}")
+            object.__setattr__(self, "clip", (float(clip[0]), float(clip[1])))
+        check_in_range(self.lr, "lr", 0.0, np.inf, high_open=True)      # 0 allowed: the frozen-student control
+        if self.lr_step is not None:
+            check_positive_int(self.lr_step, "lr_step")
+        check_in_range(self.lr_gamma, "lr_gamma", 0.0, 1.0, low_open=True)
+        check_in_range(self.weight_decay, "weight_decay", 0.0, np.inf, high_open=True)
+        if self.target not in LOSSES:
+            raise ValueError(f"target: expected one of {list(LOSSES)}, received {self.target!r}")
+        if self.loss not in ProbabilityLoss.KINDS + ("mae", "dirichlet"):
+            raise ValueError(f"loss: expected one of {list(ProbabilityLoss.KINDS) + ['mae', 'dirichlet']}, "
+                             f"received {self.loss!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator: expected one of {list(ESTIMATORS)}, received {self.estimator!r}")
+        if (self.target == "dirichlet") != (self.loss == "dirichlet") or (self.target == "entropy") != \
+                (self.loss == "mae"):
+            raise ValueError(f"loss: expected 'dirichlet' exactly for target 'dirichlet' and 'mae' exactly for target "
+                             f"'entropy', received loss {self.loss!r} for target {self.target!r}")
+        if self.target == "dirichlet" and self.estimator == "online":
+            raise ValueError(_DIRICHLET_NEEDS_MEMBERS)
+        check_in_range(self.entropy_weight, "entropy_weight", 0.0, np.inf, high_open=True)
+        check_in_range(self.smoothing, "smoothing", 0.0, 1.0, low_open=True)
+        check_positive_int(self.burn_in, "burn_in", minimum=0)
+        check_positive_int(self.thin, "thin")
+
+    def as_dict(self):
+        """The settings as a JSON-able dict (the clip as a list, as it comes back from a checkpoint)."""
+        out = asdict(self)
+        out["clip"] = None if self.clip is None else list(self.clip)
+        return out
+
+    def make_loss(self):
+        """The loss of this configuration (:data:`LOSSES`)."""
+        if self.target == "predictive":
+            return PredictiveLoss(self.loss)
+        if self.target == "entropy":
+            return EntropyLoss()
+        if self.target == "both":
+            return JointLoss(self.loss, self.entropy_weight)
+        return DirichletLoss(self.smoothing)
+
+    def make_optimizer(self):
+        """The student's Adam with a constant or step-decayed step size (SPEC_seeds 0.2)."""
+        if self.lr == 0:
+            return Adam(no_step, weight_decay=self.weight_decay)
+        schedule = self.lr if self.lr_step is None else StepDecay(self.lr, self.lr_step, self.lr_gamma)
+        return Adam(schedule, weight_decay=self.weight_decay)
+
+
+def no_step(t):
+    """The step size 0 at every step: a student that never moves (the control of the end-to-end tests)."""
+    return 0.0
+
+
+_DIRICHLET_NEEDS_MEMBERS = (
+    "estimator: expected the stochastic estimator U_s for the EnD^2 Dirichlet loss, received the online average "
+    "U_o; the Dirichlet likelihood is fitted to individual teacher members p(. | x, theta_t) (S3.13), and U_o "
+    "replaces them by their running mean, whose Dirichlet fit has no knowledge uncertainty to learn")
+
+
+def _preset(base, overrides):
+    try:
+        return replace(base, **overrides)
+    except TypeError as err:
+        raise TypeError(f"overrides: expected fields of GPEDSettings ({', '.join(GPEDSettings.__dataclass_fields__)})"
+                        f", received {sorted(overrides)}: {err}") from None
+
+
+def bdk_settings(**overrides):
+    """Bayesian Dark Knowledge (S3.12): g = predictive, cross entropy, U_s, D' = D with fresh Gaussian noise.
+
+    Numbers of the MXNet BDK example (apache/mxnet ``example/bayesian-methods``): student Adam 1e-4,
+    input perturbation sigma = 0.1 (>= 10,000 training images), M' = 100, burn-in 1,000,
+    thinning 100. ``overrides`` replace any field.
+    """
+    return _preset(GPEDSettings(target="predictive", loss="ce", estimator="stochastic", input_noise=0.1, lr=1e-4,
+                                batch_size=100, burn_in=1000, thin=100), overrides)
+
+
+def gped_settings(target="predictive", **overrides):
+    """GPED's configuration (S3.11, the GPED code and the reproduction scripts of S3.A): U_o, Adam 1e-3,
+    sigma_p = 0.001, M' = 100, H = 100, B = 1,000; target "predictive" (cross entropy), "entropy"
+    (MAE) or "both" (their sum, GPED Experiment 4)."""
+    losses = {"predictive": "ce", "entropy": "mae", "both": "ce"}
+    if target not in losses:
+        raise ValueError(f"target: expected one of {list(losses)}, received {target!r}")
+    return _preset(GPEDSettings(target=target, loss=losses[target], estimator="online", input_noise=1e-3, lr=1e-3,
+                                batch_size=100, burn_in=1000, thin=100), overrides)
+
+
+def end2_settings(**overrides):
+    """EnD^2 adapted to a chain (S3.13): the Dirichlet NLL of each step's teacher member (U_s only), smoothing 1e-7,
+    no temperature annealing; the other numbers as :func:`gped_settings`."""
+    return _preset(GPEDSettings(target="dirichlet", loss="dirichlet", estimator="stochastic", input_noise=1e-3,
+                                lr=1e-3, batch_size=100, burn_in=1000, thin=100), overrides)
+
+
+# ------------------------------------------------------------------------------ the algorithm
+@dataclass
+class GPEDResult:
+    """What :func:`gped_distill` returns.
+
+    Attributes
+    ----------
+    student : kd_ref.mlp.MLP             trained in place (the same object that was passed)
+    history : kd_ref.optim.TrainResult   per-step losses, monitor values, steps, time
+    estimator : object                   the estimator, holding its final targets (and visit counts for U_o)
+    """
+
+    student: MLP
+    history: object
+    estimator: object
+
+
+def _teacher_log_probs(teacher):
+    """theta, x -> log p(. | x, theta) (N, C) from a classifier MLP (its params set to theta) or a callable."""
+    if isinstance(teacher, MLP):
+        last = teacher.nonlinearities[-1]
+        if last not in ("log_softmax", "softmax"):
+            raise ValueError(f"teacher: expected a classifier whose last nonlinearity is log_softmax or softmax, "
+                             f"received {last!r}")
+
+        def log_probs(theta, x):
+            teacher.set_params(theta)
+            a_L = teacher.forward(x).a[-1]
+            return a_L - special.logsumexp(a_L, axis=1, keepdims=True)
+
+        return log_probs, teacher.n_params
+    if callable(teacher):
+        return teacher, None
+    raise TypeError(f"teacher: expected a kd_ref.mlp.MLP classifier or a callable (theta, x) -> log-probabilities, "
+                    f"received {type(teacher).__name__}")
+
+
+def _averages(estimator):
+    """True for an estimator that averages over visits (U_o keeps visit counts), False for U_s."""
+    return getattr(estimator, "counts", None) is not None or getattr(estimator, "visits", None) is not None
+
+
+def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, settings, rng, *, monitor=None,
+                 monitor_every=None, callback=None, checkpoint=None, checkpoint_every=500, progress=False,
+                 label="gped"):
+    """Algorithm 1 of GPED (S3.11): distil a posterior expectation E_theta[g] from a chain into ``student``.
+
+    Every step k = 1 .. ``settings.n_steps``:
+
+    1. theta_k = ``sampler.next_batch(1)[0]``, the next kept teacher state (SGLD after B + k H updates,
+       or any sampler with the slice sampler's interface);
+    2. i_1..i_M' uniform on D' with replacement; x~ = D'[i] + N(0, sigma_p^2 I) (clipped if asked);
+    3. g_hat_i = ``estimator.update(i, g(log p(. | x~_i, theta_k)))`` (U_s: S3.5, U_o: S3.6);
+    4. one Adam step on ``loss(student, x~, g_hat)`` (S3.8: the minibatch mean, + lambda ||phi||^2 / 2).
+
+    The run goes through :func:`kd_ref.optim.train`: with a ``checkpoint`` the student, Adam, the
+    sampler (theta and its generator), the estimator and ``rng`` are saved, and a stopped run resumes
+    to exactly the numbers of an uninterrupted one.
+
+    Parameters
+    ----------
+    teacher : kd_ref.mlp.MLP or callable (theta, x) -> ndarray of shape (N, C)
+        A classifier whose params are theta (SGLD on ``teacher.params``; its params hold the last
+        sample afterwards), or the teacher's log-probabilities as a function.
+    sampler : object with ``next_batch(k)`` -> (k, P)
+        ``kd_ref.mcmc.SGLD`` or ``SliceSampler``; resumable when it has ``state()``/``load_state()``.
+    student : kd_ref.mlp.MLP
+        From :func:`gped_student`; trained in place.
+    g : callable, log-probabilities (N, C) -> (N, G)
+        The posterior expectation's integrand (S3.4).
+    estimator : object with ``update(indices, values) -> targets``
+        U_s or U_o over the rows of D' (S3.5-S3.6), with ``state()``/``load_state()`` for checkpoints.
+    loss : a loss of :data:`LOSSES` (or any loss of the protocol of :mod:`kd_ref.distill`)
+    d_prime : ndarray of shape (N', D)
+        The distillation inputs D'.
+    settings : GPEDSettings
+    rng : numpy.random.Generator
+        Draws the indices and the input noise.
+    monitor, monitor_every, callback, checkpoint, checkpoint_every, progress, label
+        As :func:`kd_ref.optim.train`.
+
+    Returns
+    -------
+    GPEDResult
+
+    Raises
+    ------
+    ValueError
+        Before any state changes: an averaging estimator (U_o) with the Dirichlet loss (S3.13), a sampler
+        whose burn-in or thinning differ from ``settings``, D' of the wrong width, a checkpoint with a
+        sampler or estimator that cannot save its state.
+    """
+    if not isinstance(settings, GPEDSettings):
+        raise TypeError(f"settings: expected a GPEDSettings (bdk_settings(), gped_settings(), end2_settings()), "
+                        f"received {type(settings).__name__}")
+    log_probs, n_theta = _teacher_log_probs(teacher)
+    if not callable(getattr(sampler, "next_batch", None)):
+        raise TypeError(f"sampler: expected a sampler with next_batch(k) (kd_ref.mcmc.SGLD or SliceSampler), "
+                        f"received {type(sampler).__name__}")
+    if n_theta is not None and getattr(sampler, "n_dim", n_theta) != n_theta:
+        raise ValueError(f"sampler: expected states of the teacher's {n_theta} parameters, received a sampler of "
+                         f"dimension {sampler.n_dim}")
+    if isinstance(getattr(sampler, "burn_in", None), int):          # SGLD (a slice sampler burns in by a call)
+        for name in ("burn_in", "thin"):
+            if getattr(sampler, name) != getattr(settings, name):
+                raise ValueError(f"sampler: expected {name} = {getattr(settings, name)} as in the settings, received "
+                                 f"a sampler with {name} = {getattr(sampler, name)}")
+    if not isinstance(student, MLP):
+        raise TypeError(f"student: expected a kd_ref.mlp.MLP (see gped_student), received {type(student).__name__}")
+    if not callable(g):
+        raise TypeError(f"g: expected a callable log-probabilities (N, C) -> (N, G), received {g!r}")
+    if not callable(getattr(estimator, "update", None)):
+        raise TypeError(f"estimator: expected an estimator with update(indices, values) (U_s or U_o), received "
+                        f"{type(estimator).__name__}")
+    if not callable(loss):
+        raise TypeError(f"loss: expected a loss(student, x, targets) -> (value, grad), received {loss!r}")
+    if getattr(loss, "needs_members", False) and _averages(estimator):
+        raise ValueError(_DIRICHLET_NEEDS_MEMBERS)
+    d_prime = as_float_array(d_prime, "d_prime", shape=(None, student.sizes[0]))
+    if d_prime.shape[0] == 0:
+        raise ValueError(f"d_prime: expected at least one input row, received shape {d_prime.shape}")
+    check_generator(rng)
+    stateful = {"estimator": estimator, "rng": rng}
+    if callable(getattr(sampler, "state", None)) and callable(getattr(sampler, "load_state", None)):
+        stateful["sampler"] = sampler
+    elif checkpoint is not None:
+        raise ValueError(f"checkpoint: expected a sampler with state() and load_state() to checkpoint (SGLD), "
+                         f"received a {type(sampler).__name__} without them; run without a checkpoint")
+    if checkpoint is not None and not (callable(getattr(estimator, "state", None)) and
+                                       callable(getattr(estimator, "load_state", None))):
+        raise ValueError(f"checkpoint: expected an estimator with state() and load_state(), received a "
+                         f"{type(estimator).__name__} without them")
+    n_rows, sigma, clip, m = d_prime.shape[0], settings.input_noise, settings.clip, settings.batch_size
+
+    def draw():
+        theta = sampler.next_batch(1)[0]
+        idx = rng.integers(0, n_rows, size=m)
+        x = d_prime[idx] + sigma * rng.standard_normal((m, d_prime.shape[1])) if sigma > 0 else d_prime[idx]
+        if clip is not None:
+            x = np.clip(x, *clip)
+        values = as_float_array(g(log_probs(theta, x)), "g(log_probs)", ndim=2)
+        if values.shape[0] != m:
+            raise ValueError(f"g: expected one row of values per input, shape ({m}, G), received {values.shape}")
+        return x, estimator.update(idx, values)
+
+    def objective(batch):
+        return loss(student, *batch)
+
+    history = train(student.params, objective, draw, settings.make_optimizer(), settings.n_steps, monitor=monitor,
+                    monitor_every=monitor_every, callback=callback, progress=progress, checkpoint=checkpoint,
+                    checkpoint_every=checkpoint_every, stateful=stateful, settings=settings.as_dict(), label=label)
+    return GPEDResult(student, history, estimator)
