@@ -2,10 +2,10 @@
 
 A Bayesian teacher p(y | x, theta), theta ~ p(theta | D) sampled by a Markov chain (SGLD in
 GPED, any sampler with ``next_batch(k)`` here), defines posterior expectations
-E_theta[g(y, x, theta)] (S3.4): the predictive distribution, the expected entropy, ... A
+E_theta[g(y, x, theta)] (SPEC_seeds §S3.B): the predictive distribution, the expected entropy, ... A
 student f(x; phi) is trained online to output them: after every kept teacher state theta_t, a
 minibatch of inputs x~_i of an unlabelled set D' gets targets g_hat_i from an estimator U
-(S3.5 U_s: the current g; S3.6 U_o: the running average over visits), and phi takes one
+(U_s: the current g; U_o: the running average over visits; §S3.B), and phi takes one
 optimiser step on a loss l(g_hat, f) (S3.8, S3.10). Bayesian Dark Knowledge is the case
 (predictive, cross entropy, U_s) (S3.12), which is the thesis's online distillation (3.36-3.39);
 EnD^2 fits a Dirichlet over the teacher's predictive distributions instead (S3.13).
@@ -343,7 +343,7 @@ def gped_student(teacher, rng, *, head="entropy", hidden=None):
     head : "predictive", "entropy" or "dirichlet"
         C logits; C logits and a log-entropy (C + 1 outputs); C log-concentrations (EnD^2).
     hidden : sequence of int, optional
-        Other hidden widths (same number of layers; the width search of S3.18).
+        Other hidden widths (same number of layers; GPED's width search).
 
     Returns
     -------
@@ -447,7 +447,7 @@ class GPEDSettings:
     target, loss, estimator
         What the presets distil, with which loss and estimator: target "predictive" | "entropy" |
         "both" | "dirichlet" (a key of :data:`LOSSES`), loss a ``ProbabilityLoss`` kind (for the
-        predictive part), estimator "stochastic" (U_s, S3.5) or "online" (U_o, S3.6).
+        predictive part), estimator "stochastic" (U_s) or "online" (U_o), §S3.B.
     entropy_weight : float
         Weight of the entropy MAE in the joint loss.
     smoothing : float
@@ -629,7 +629,7 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
     1. theta_k = ``sampler.next_batch(1)[0]``, the next kept teacher state (SGLD after B + k H updates,
        or any sampler with the slice sampler's interface);
     2. i_1..i_M' uniform on D' with replacement; x~ = D'[i] + N(0, sigma_p^2 I) (clipped if asked);
-    3. g_hat_i = ``estimator.update(i, g(log p(. | x~_i, theta_k)))`` (U_s: S3.5, U_o: S3.6);
+    3. g_hat_i = ``estimator.update(i, g(log p(. | x~_i, theta_k)))`` (U_s or U_o, §S3.B);
     4. one Adam step on ``loss(student, x~, g_hat)`` (S3.8: the minibatch mean, + lambda ||phi||^2 / 2).
 
     The run goes through :func:`kd_ref.optim.train`: with a ``checkpoint`` the student, Adam, the
@@ -646,9 +646,9 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
     student : kd_ref.mlp.MLP
         From :func:`gped_student`; trained in place.
     g : callable, log-probabilities (N, C) -> (N, G)
-        The posterior expectation's integrand (S3.4).
+        The posterior expectation's integrand (§S3.B).
     estimator : object with ``update(indices, values) -> targets``
-        U_s or U_o over the rows of D' (S3.5-S3.6), with ``state()``/``load_state()`` for checkpoints.
+        U_s or U_o over the rows of D' (§S3.B), with ``state()``/``load_state()`` for checkpoints.
     loss : a loss of :data:`LOSSES` (or any loss of the protocol of :mod:`kd_ref.distill`)
     d_prime : ndarray of shape (N', D)
         The distillation inputs D'.
