@@ -57,6 +57,18 @@ def _output_functions(kind, y, g, rng):
     return out, margin
 
 
+def _check_all_three(value, grad, hvp, z0, rng, rtols):
+    """check_gradient, check_hvp (random direction v) and check_symmetry at z0; returns v."""
+    result = gradcheck.check_gradient(value, grad, z0)
+    assert passes(result, rtols[0], value(z0)), str(result)
+    u, v = rng.normal(size=(2, z0.size))
+    result = gradcheck.check_hvp(grad, hvp, z0, v)
+    assert passes(result, rtols[1], grad(z0)), str(result)
+    sym = gradcheck.check_symmetry(hvp, z0, u, v)
+    assert sym.passed(1e-12), str(sym)
+    return v
+
+
 HEADS = KINDS + ["dirichlet", "abs"] + [f"split:{k}" for k in KINDS]
 
 
@@ -74,13 +86,7 @@ def test_output_function_gradient_r_form_and_hessian_match_differences(kind, cas
     grad = lambda z: out.grad(z.reshape(shape)).ravel()                     # noqa: E731
     hvp = lambda z, v: out.r_grad(z.reshape(shape), v.reshape(shape)).ravel()   # noqa: E731
     z0 = y.ravel()
-    result = gradcheck.check_gradient(value, grad, z0)
-    assert passes(result, 1e-8, value(z0)), str(result)
-    u, v = rng.normal(size=(2, z0.size))
-    result = gradcheck.check_hvp(grad, hvp, z0, v)
-    assert passes(result, 1e-7, grad(z0)), str(result)
-    sym = gradcheck.check_symmetry(hvp, z0, u, v)
-    assert sym.passed(1e-12), str(sym)
+    v = _check_all_three(value, grad, hvp, z0, rng, (1e-8, 1e-7))
     H = out.hess(y)
     np.testing.assert_allclose(np.einsum("nij,nj->ni", H, v.reshape(shape)), hvp(z0, v).reshape(shape),
                                rtol=1e-12, atol=1e-14 * (1 + np.abs(H).max()))
@@ -229,13 +235,7 @@ def test_loss_protocol_gradient_and_hvp_match_differences(which, case):
     value = lambda p: at(p, loss, student, x, targets)[0]                  # noqa: E731
     grad = lambda p: at(p, loss, student, x, targets)[1]                   # noqa: E731
     hvp = lambda p, v: at(p, loss.hvp, student, x, targets, v)             # noqa: E731
-    result = gradcheck.check_gradient(value, grad, p0)
-    assert passes(result, 1e-7, value(p0)), str(result)
-    u, v = rng.normal(size=(2, p0.size))
-    result = gradcheck.check_hvp(grad, hvp, p0, v)
-    assert passes(result, 1e-6, grad(p0)), str(result)
-    sym = gradcheck.check_symmetry(hvp, p0, u, v)
-    assert sym.passed(1e-12), str(sym)
+    _check_all_three(value, grad, hvp, p0, rng, (1e-7, 1e-6))
     student.params[...] = p0
     # the minibatch mean: the loss of N rows is the average of the N one-row losses
     singles = [loss(student, x[i:i + 1], targets[i:i + 1])[0] for i in range(x.shape[0])]
