@@ -55,6 +55,23 @@ class RunningMean:
         self.mean[...], self.counts[...] = state["mean"], state["counts"]
 
 
+class Sums:
+    """The ensemble accumulator written plainly: the sum of the members' probabilities at the test inputs."""
+
+    def __init__(self, n, c):
+        self.p_sum, self.n_members = np.zeros((n, c)), 0
+
+    def add(self, log_p):
+        self.p_sum += np.exp(log_p)
+        self.n_members += 1
+
+    def state(self):
+        return {"p_sum": self.p_sum.copy(), "n_members": np.array(self.n_members)}
+
+    def load_state(self, state):
+        self.p_sum[...], self.n_members = state["p_sum"], int(state["n_members"])
+
+
 class Langevin:
     """A resumable unadjusted Langevin chain with the sampler interface (next_batch, state, load_state)."""
 
@@ -123,8 +140,12 @@ def test_bdk_step_is_the_thesis_online_cross_entropy_step():
     # the whole online run: the same chain stream, the same inputs (indices then noise from one generator)
     d_prime = np.random.default_rng(3).uniform(-6, 6, size=(200, 2))
     settings = bdk_settings(n_steps=60, batch_size=9, input_noise=0.1, lr=1e-2, burn_in=0, thin=1)
-    gped_distill(_teacher, _slice(blr, 4), gped, _predictive, Current(), PredictiveLoss("ce"), d_prime, settings,
-                 np.random.default_rng(5))
+    x_test = rng.uniform(-6, 6, size=(5, 2))
+    result = gped_distill(_teacher, _slice(blr, 4), gped, _predictive, Current(), PredictiveLoss("ce"), d_prime,
+                          settings, np.random.default_rng(5), accumulator=Sums(5, 2), test_inputs=x_test)
+    chain_states = _slice(blr, 4).next_batch(60)                      # the teacher states the run used, in order
+    np.testing.assert_allclose(result.teacher_accumulator.p_sum,
+                               sum(np.exp(_teacher(w, x_test)) for w in chain_states), rtol=1e-13)
     chain, inputs_rng = _slice(blr, 4), np.random.default_rng(5)
     held = {}
 
@@ -203,7 +224,7 @@ def test_a_run_interrupted_and_resumed_equals_the_uninterrupted_run_bit_for_bit(
         chain = Langevin(lambda w: _grad_log_posterior(blr, w), np.zeros(2), np.random.default_rng(1), 0.05)
         est = RunningMean(40, 3)
         result = gped_distill(_teacher, chain, student, g, est, JointLoss("ce"), d_prime, settings,
-                              np.random.default_rng(3), **kwargs)
+                              np.random.default_rng(3), accumulator=Sums(6, 2), test_inputs=d_prime[:6], **kwargs)
         return student, chain, est, result
 
     whole_student, whole_chain, whole_est, whole = run()
@@ -222,6 +243,8 @@ def test_a_run_interrupted_and_resumed_equals_the_uninterrupted_run_bit_for_bit(
     np.testing.assert_array_equal(est.mean, whole_est.mean)
     np.testing.assert_array_equal(est.counts, whole_est.counts)
     np.testing.assert_array_equal(resumed.history.losses, whole.history.losses)
+    np.testing.assert_array_equal(resumed.teacher_accumulator.p_sum, whole.teacher_accumulator.p_sum)
+    assert resumed.teacher_accumulator.n_members == 30
     assert np.any(est.counts > 1)                   # rows revisited: the estimator's saved state mattered
     with pytest.raises(CheckpointError, match="settings.lr"):                  # other settings: refused, not mixed
         run(checkpoint=path, settings=replace(settings, lr=2e-2))

@@ -587,11 +587,14 @@ class GPEDResult:
     student : kd_ref.mlp.MLP             trained in place (the same object that was passed)
     history : kd_ref.optim.TrainResult   per-step losses, monitor values, steps, time
     estimator : object                   the estimator, holding its final targets (and visit counts for U_o)
+    teacher_accumulator : object or None the ``accumulator`` given, holding every kept teacher state's
+                                         log-probabilities at the test inputs (S3.14)
     """
 
     student: MLP
     history: object
     estimator: object
+    teacher_accumulator: object = None
 
 
 def _teacher_log_probs(teacher):
@@ -619,9 +622,9 @@ def _averages(estimator):
     return getattr(estimator, "counts", None) is not None or getattr(estimator, "visits", None) is not None
 
 
-def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, settings, rng, *, monitor=None,
-                 monitor_every=None, callback=None, checkpoint=None, checkpoint_every=500, progress=False,
-                 label="gped"):
+def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, settings, rng, *, accumulator=None,
+                 test_inputs=None, monitor=None, monitor_every=None, callback=None, checkpoint=None,
+                 checkpoint_every=500, progress=False, label="gped"):
     """Algorithm 1 of GPED (S3.11): distil a posterior expectation E_theta[g] from a chain into ``student``.
 
     Every step k = 1 .. ``settings.n_steps``:
@@ -630,7 +633,9 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
        or any sampler with the slice sampler's interface);
     2. i_1..i_M' uniform on D' with replacement; x~ = D'[i] + N(0, sigma_p^2 I) (clipped if asked);
     3. g_hat_i = ``estimator.update(i, g(log p(. | x~_i, theta_k)))`` (U_s or U_o, §S3.B);
-    4. one Adam step on ``loss(student, x~, g_hat)`` (S3.8: the minibatch mean, + lambda ||phi||^2 / 2).
+    4. one Adam step on ``loss(student, x~, g_hat)`` (S3.8: the minibatch mean, + lambda ||phi||^2 / 2);
+    5. with an ``accumulator``, the teacher's log-probabilities at ``test_inputs`` are added to it (the
+       ensemble's running TU / EU / KU of S3.14, no sample stored).
 
     The run goes through :func:`kd_ref.optim.train`: with a ``checkpoint`` the student, Adam, the
     sampler (theta and its generator), the estimator and ``rng`` are saved, and a stopped run resumes
@@ -655,6 +660,9 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
     settings : GPEDSettings
     rng : numpy.random.Generator
         Draws the indices and the input noise.
+    accumulator : object with ``add(log_p)``, optional
+        E.g. ``kd_ref.posterior.EnsembleAccumulator(len(test_inputs), C)``; checkpointed when it has
+        ``state()`` / ``load_state()``. Needs ``test_inputs``, ndarray of shape (N_test, D).
     monitor, monitor_every, callback, checkpoint, checkpoint_every, progress, label
         As :func:`kd_ref.optim.train`.
 
@@ -709,6 +717,19 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
                                        callable(getattr(estimator, "load_state", None))):
         raise ValueError(f"checkpoint: expected an estimator with state() and load_state(), received a "
                          f"{type(estimator).__name__} without them")
+    if (accumulator is None) != (test_inputs is None):
+        raise ValueError(f"accumulator, test_inputs: expected both or neither, received "
+                         f"{'only the accumulator' if test_inputs is None else 'only test_inputs'}")
+    if accumulator is not None:
+        if not callable(getattr(accumulator, "add", None)):
+            raise TypeError(f"accumulator: expected an object with add(log_p) (kd_ref.posterior.EnsembleAccumulator), "
+                            f"received {type(accumulator).__name__}")
+        test_inputs = as_float_array(test_inputs, "test_inputs", shape=(None, student.sizes[0]))
+        if callable(getattr(accumulator, "state", None)) and callable(getattr(accumulator, "load_state", None)):
+            stateful["accumulator"] = accumulator
+        elif checkpoint is not None:
+            raise ValueError(f"checkpoint: expected an accumulator with state() and load_state(), received a "
+                             f"{type(accumulator).__name__} without them")
     n_rows, sigma, clip, m = d_prime.shape[0], settings.input_noise, settings.clip, settings.batch_size
 
     def draw():
@@ -720,7 +741,10 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
         values = as_float_array(g(log_probs(theta, x)), "g(log_probs)", ndim=2)
         if values.shape[0] != m:
             raise ValueError(f"g: expected one row of values per input, shape ({m}, G), received {values.shape}")
-        return x, estimator.update(idx, values)
+        targets = estimator.update(idx, values)
+        if accumulator is not None:
+            accumulator.add(log_probs(theta, test_inputs))
+        return x, targets
 
     def objective(batch):
         return loss(student, *batch)
@@ -728,4 +752,4 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
     history = train(student.params, objective, draw, settings.make_optimizer(), settings.n_steps, monitor=monitor,
                     monitor_every=monitor_every, callback=callback, progress=progress, checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every, stateful=stateful, settings=settings.as_dict(), label=label)
-    return GPEDResult(student, history, estimator)
+    return GPEDResult(student, history, estimator, accumulator)
