@@ -617,6 +617,23 @@ def _teacher_log_probs(teacher):
                     f"received {type(teacher).__name__}")
 
 
+class _IdentifierKeys:
+    """A stateful object whose state() keys are made identifiers for :func:`kd_ref.optim.train` ('/' -> '__').
+
+    SGLD nests its gradient's state under ``gradient/...`` keys, which train's checkpoint protocol
+    (identifier keys) refuses; the renaming is undone on load, so the object sees its own keys.
+    """
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def state(self):
+        return {k.replace("/", "__"): v for k, v in self.obj.state().items()}
+
+    def load_state(self, state):
+        self.obj.load_state({k.replace("__", "/"): v for k, v in state.items()})
+
+
 def _averages(estimator):
     """True for an estimator that averages over visits (U_o keeps visit counts), False for U_s."""
     return getattr(estimator, "counts", None) is not None or getattr(estimator, "visits", None) is not None
@@ -709,7 +726,7 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
     check_generator(rng)
     stateful = {"estimator": estimator, "rng": rng}
     if callable(getattr(sampler, "state", None)) and callable(getattr(sampler, "load_state", None)):
-        stateful["sampler"] = sampler
+        stateful["sampler"] = sampler if all(k.isidentifier() for k in sampler.state()) else _IdentifierKeys(sampler)
     elif checkpoint is not None:
         raise ValueError(f"checkpoint: expected a sampler with state() and load_state() to checkpoint (SGLD), "
                          f"received a {type(sampler).__name__} without them; run without a checkpoint")
