@@ -137,7 +137,10 @@ def _check_method_options(method, n_probes, rng, probe, chunk):
 
 
 def _rows_of(output, rows):
-    """The output function restricted to a slice of rows (same class, targets sliced)."""
+    """The output function restricted to a slice of rows (same class, targets sliced; its own ``rows`` if it has one,
+    as the GPED heads, which carry more than one target or a kind)."""
+    if callable(getattr(output, "rows", None)):
+        return output.rows(rows)
     return type(output)(output.t[rows])
 
 

@@ -393,7 +393,7 @@ class PredictiveEntropyOutput:
     the GPED Experiment 4 split). Not a subclass of OutputFunction: it has two targets.
     """
 
-    def __init__(self, predictive, h, weight=1.0):
+    def __init__(self, predictive, h, weight=1.0, n_classes=None):
         if predictive is None and h is None:
             raise ValueError("predictive, h: expected at least one of the two parts, received None for both")
         if predictive is not None and not all(callable(getattr(predictive, m, None)) for m in ("value", "grad", "r_grad")):
@@ -408,14 +408,34 @@ class PredictiveEntropyOutput:
         if n_pred is not None and self.h is not None and self.h.shape[0] != n_pred[0]:
             raise ValueError(f"h: expected {n_pred[0]} entropy targets (one per row of the predictive targets), "
                              f"received shape {self.h.shape}")
+        if predictive is None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1):
+            raise ValueError(f"n_classes: expected the number of logits C >= 1 for an entropy-only output, received "
+                             f"{n_classes!r}")
+        self.n_classes = n_pred[1] if n_pred is not None else n_classes
+
+    @property
+    def t(self):
+        """The targets as one (N, C + 1) array [predictive targets, h] (zeros for a part that is None)."""
+        n = self.h.shape[0] if self.predictive is None else self.predictive.t.shape[0]
+        out = np.zeros((n, self.n_classes + 1))
+        if self.predictive is not None:
+            out[:, :-1] = self.predictive.t
+        if self.h is not None:
+            out[:, -1] = self.h
+        return out
+
+    def rows(self, rows):
+        """The same output restricted to the batch rows ``rows`` (a slice or index array)."""
+        p = self.predictive
+        pred = None if p is None else p.rows(rows) if callable(getattr(p, "rows", None)) else type(p)(p.t[rows])
+        return PredictiveEntropyOutput(pred, None if self.h is None else self.h[rows], self.weight, self.n_classes)
 
     def _split(self, y):
         y = as_float_array(y, "y", ndim=2)
         n = self.h.shape[0] if self.predictive is None else self.predictive.t.shape[0]
-        if y.shape[0] != n or y.shape[1] < 2 or (self.predictive is not None and
-                                                  y.shape[1] != self.predictive.t.shape[1] + 1):
-            c = "C" if self.predictive is None else self.predictive.t.shape[1]
-            raise ValueError(f"y: expected shape ({n}, {c} + 1) (C logits and one log-entropy), received {y.shape}")
+        if y.shape != (n, self.n_classes + 1):
+            raise ValueError(f"y: expected shape ({n}, {self.n_classes} + 1) (C logits and one log-entropy), received "
+                             f"{y.shape}")
         return y[:, :-1], y[:, -1]
 
     def value(self, y):

@@ -152,6 +152,10 @@ class ProbabilityLoss(OutputFunction):
         out = R_f * w + _shifted_jt(f, top, R_u) - f * np.sum(R_f * u_shift, axis=1, keepdims=True)
         return 0.5 * (out - self._ce.r_grad(y, R_y)) if self.kind == "sym" else out
 
+    def rows(self, rows):
+        """The same loss restricted to the batch rows ``rows`` (for the chunks of kd_ref.curvature)."""
+        return ProbabilityLoss(self.t[rows], self.kind)
+
     def hess(self, y):
         """d^2l/dy dy^T per row, shape (N, C, C) (S1.12), from the R-form along each unit vector."""
         return hess_from_r_grad(self.r_grad, self._check(y))
@@ -271,7 +275,8 @@ class EntropyLoss(_HeadLoss):
     def _output(self, targets, n_out):
         if targets.shape[1] != 1:
             raise ValueError(f"targets: expected one entropy per row, shape (N, 1), received {targets.shape}")
-        return PredictiveEntropyOutput(None, _check_entropy_targets(targets[:, 0], "targets", targets.shape[0])), 1.0
+        h = _check_entropy_targets(targets[:, 0], "targets", targets.shape[0])
+        return PredictiveEntropyOutput(None, h, n_classes=n_out - 1), 1.0
 
 
 class JointLoss(_HeadLoss):
