@@ -59,11 +59,6 @@ def _shifted_jt(p, top, u):
     return p * (u_shift - np.sum(p * u_shift, axis=1, keepdims=True))
 
 
-def _r_p(p, top, R_y):
-    """R{p} = p * (R_y - p . R_y) (B.34), with R_y measured from its top entry (as SoftmaxCrossEntropy)."""
-    return _shifted_jt(p, top, R_y)
-
-
 class ProbabilityLoss(OutputFunction):
     """A predictive loss of S3.10 at the student's logits y (N, C), f = softmax(y), target g_hat = ``t`` (N, C); minimised.
 
@@ -141,12 +136,12 @@ class ProbabilityLoss(OutputFunction):
             return -self._ce.r_grad(self._check(y), R_y)
         top, log_f, f = self._parts(y)
         u = self._u(log_f, f)
-        R_f = _r_p(f, top, R_y)
+        R_f = _shifted_jt(f, top, R_y)                                  # R{f} = f * (R_y - f . R_y) (B.34)
         if self.kind in ("rkl", "sym"):
             R_u = R_y - R_y[top][:, None]
             R_u = R_u - np.sum(f * R_u, axis=1, keepdims=True)          # R{log f} = R_y - f . R_y
         else:
-            R_u = 0.0 * R_y if self.kind == "l1" else 2.0 * R_f
+            R_u = np.zeros_like(R_y) if self.kind == "l1" else 2.0 * R_f
         u_shift = u - u[top][:, None]
         w = u_shift - np.sum(f * u_shift, axis=1, keepdims=True)        # u - f . u
         out = R_f * w + _shifted_jt(f, top, R_u) - f * np.sum(R_f * u_shift, axis=1, keepdims=True)
@@ -172,11 +167,9 @@ def _check_student(student, n_out, what):
         raise ValueError(f"student: expected a linear last layer of {widths} outputs ({what}), received {student!r}")
 
 
-def check_predictive_targets(g, name="targets", n=None):
-    """Predictive targets (N, C): finite entries in [0, 1], each row summing to 1 (to 1e-8)."""
+def check_predictive_targets(g, name="targets"):
+    """Predictive targets (N, C): finite entries in [0, 1], each row summing to 1 (to C 1e-8)."""
     g = as_float_array(g, name, ndim=2)
-    if n is not None and g.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} rows (one per input), received shape {g.shape}")
     sums = g.sum(axis=1)
     if np.any(g < 0) or np.any(g > 1) or np.any(np.abs(sums - 1.0) > _ROW_SUM_TOL * g.shape[1]):
         raise ValueError(f"{name}: expected class probabilities (entries in [0, 1], rows summing to 1), received "
