@@ -121,7 +121,9 @@ def test_bdk_step_is_the_thesis_online_cross_entropy_step():
     """S3.12: with (predictive, cross entropy, U_s), the GPED student gradient on one step's teacher state equals the
     thesis's cross-entropy distillation loss (2.5; 3.36-3.39) on chapter 3's single-sample targets
     (``sample_targets``) at the same inputs, to 1e-12 -- and a whole run of gped_distill equals kd_ref.distill.distill
-    driven by the same chain and the same input stream, bit for bit."""
+    driven by the same chain and the same input stream, bit for bit. (Chapter 3's own ``predictive.CrossEntropyLoss``
+    is tied to its zero-bias compact predictor trained in the first layer only, which is not a GPED student; its
+    teacher, ``sample_targets``, and the thesis's cross entropy are what is compared.)"""
     blr = _toy()
     rng = np.random.default_rng(1)
     shape = MLP([2, 6, 2], ["logistic", "log_softmax"], rng)
