@@ -39,7 +39,10 @@ Its four parts:
 on the fly (nothing but the current minibatch is held), evaluates the loss and makes one
 optimiser step, all through :func:`kd_ref.optim.train` (checkpoints, progress, monitor).
 Chapter 3's :func:`~.predictive.train_compact` and chapter 4's :func:`~.generative.distill_nade`
-are uses of it with that chapter's optimiser, parameters and monitor.
+are uses of it with that chapter's optimiser, parameters and monitor. GPED's
+:func:`~.gped.gped_distill` (SPEC_seeds S3.11) keeps the loss protocol and ``train`` but draws its
+targets differently: a Markov chain over the teacher's parameters advances between steps and an
+estimator turns each step's teacher values into targets for rows of a fixed input set.
 """
 from ..optim import train
 
