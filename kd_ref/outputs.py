@@ -389,8 +389,11 @@ class PredictiveEntropyOutput:
         E = predictive(y[:, :C]) + weight sum_n |exp(y_nC) - h_n|                      (S3.10: l_pred + l_H)
         dE/dy_nC = weight sign(exp(y_nC) - h_n) exp(y_nC),   R{.} = (dE/dy_nC) R{y_nC} (away from the kink)
 
-    Either part may be None (predictive only: the entropy column gets no gradient; entropy only,
-    the GPED Experiment 4 split). Not a subclass of OutputFunction: it has two targets.
+    Either part may be None: predictive only (the entropy column gets no gradient) or entropy only
+    (then ``n_classes`` = C must be given); both parts together are GPED Experiment 4's joint loss.
+    ``t`` is the (N, C + 1) array [predictive targets, h] and ``rows(r)`` the output restricted to
+    batch rows r, which is all :mod:`kd_ref.curvature` needs. Not a subclass of OutputFunction: it
+    has two targets.
     """
 
     def __init__(self, predictive, h, weight=1.0, n_classes=None):
