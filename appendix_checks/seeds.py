@@ -39,6 +39,12 @@ and SGLD and the online average of GPED (``kd_ref.mcmc``, ``kd_ref.posterior``, 
   (S3.6)  U_o's targets after random visit patterns (repeats inside a minibatch) equal the plain Monte
           Carlo average of every value given for each row
 
+and EnD^2's Dirichlet student (``kd_ref.distill.gped``, SPEC_seeds S3.C):
+
+  (S3.13) the Dirichlet NLL's gradient and Hessian-vector product against central differences
+  (S3.14) the Dirichlet expected data uncertainty (digammas of alpha + 1) against Monte Carlo draws in
+          standard errors, with the formula without the + 1s as a control that must be far off; KU >= 0
+
 Every row takes well under a second. Run with ``python -m appendix_checks.seeds``.
 """
 import sys
@@ -46,12 +52,15 @@ import sys
 import numpy as np
 import scipy.linalg
 
-from ._table import Row, print_table
+import scipy.special
+
+from ._table import Row, print_table, worst
 from kd_ref import curvature, gradcheck, mcmc, posterior, prune
-from kd_ref.distill import linear
+from kd_ref.distill import gped, linear
+from kd_ref.metrics import entropy
 from kd_ref.experiments.kd_limits import Settings, convex_rows, s1_6_rows, s1_9_rows, slopes
 from kd_ref.mlp import MLP
-from kd_ref.outputs import CrossEntropy, DotProduct, SquareError
+from kd_ref.outputs import CrossEntropy, DirichletLogLikelihood, DotProduct, SquareError
 
 SLOPE_TOL = 0.1
 
@@ -59,7 +68,7 @@ SLOPE_TOL = 0.1
 def run(seed=0):
     """The rows of the table (seeded draws, the kd-limits run's settings, small curvature and LDL cases)."""
     rng = np.random.default_rng(seed)
-    return limit_rows(rng) + curvature_rows(rng) + linear_rows(rng) + posterior_rows(rng)
+    return limit_rows(rng) + curvature_rows(rng) + linear_rows(rng) + posterior_rows(rng) + dirichlet_rows(rng)
 
 
 def limit_rows(rng):
@@ -276,10 +285,53 @@ def posterior_rows(rng):
             Row("(S3.6)", "U_o vs the Monte Carlo average over visits (repeats in a batch)", max(errors), 1e-12)]
 
 
+DIRICHLET_DRAWS = 20_000
+
+
+def dirichlet_rows(rng):
+    """S3.13: EnD^2's Dirichlet NLL and its curvature; S3.14: the Dirichlet decomposition TU = EU + KU."""
+    grad_err, hess_err = [], []
+    for _ in range(5):
+        c = int(rng.integers(2, 6))
+        z = rng.normal(0.0, 1.5, size=(3, c))
+        out = DirichletLogLikelihood(gped.smooth_probabilities(rng.dirichlet(np.ones(c), size=3)))
+
+        def grad(v, out=out, shape=z.shape):
+            return out.grad(v.reshape(shape)).ravel()
+
+        def r_grad(v, d, out=out, shape=z.shape):
+            return out.r_grad(v.reshape(shape), d.reshape(shape)).ravel()
+
+        grad_err.append(gradcheck.check_gradient(lambda v, out=out: out.value(v.reshape(z.shape)), grad, z.ravel()))
+        hess_err.append(gradcheck.check_hvp(grad, r_grad, z.ravel(), rng.normal(size=z.size)))
+    # (S3.14) EU = psi(alpha_0 + 1) - sum_k (alpha_k / alpha_0) psi(alpha_k + 1) = E H[pi] for pi ~ Dir(alpha), in
+    # standard errors of DIRICHLET_DRAWS draws; the control is the same formula without the + 1s, which must be
+    # many standard errors away (else the row could not tell them apart)
+    z = np.log(np.array([[0.3, 1.2, 2.0], [5.0, 0.05, 0.5], [4.0, 4.0, 4.0]]))
+    u = gped.dirichlet_uncertainty(z)
+    alpha = np.exp(z)
+    mean = alpha / alpha.sum(axis=1, keepdims=True)
+    no_plus_one = scipy.special.digamma(alpha.sum(axis=1)) - np.sum(mean * scipy.special.digamma(alpha), axis=1)
+    in_se, control = [], []
+    for n in range(z.shape[0]):
+        h = entropy(np.log(rng.dirichlet(alpha[n], size=DIRICHLET_DRAWS)))
+        se = h.std(ddof=1) / np.sqrt(h.size)
+        in_se.append(abs(u.data[n] - h.mean()) / se)
+        control.append(se / abs(no_plus_one[n] - h.mean()))
+    many = gped.dirichlet_uncertainty(rng.normal(0.0, 3.0, size=(2000, 4)))
+    return [Row("(S3.13)", "Dirichlet NLL dl/dz vs central differences", worst(grad_err), 1e-8),
+            Row("(S3.13)", "Dirichlet NLL Hessian (trigamma) vs differences of dl/dz", worst(hess_err), 1e-7),
+            Row("(S3.14)", f"EnD^2 EU (digammas) vs {DIRICHLET_DRAWS} Dirichlet draws [SE]", max(in_se), 4.0),
+            Row("(S3.14)", "control: SE / |EU without the + 1s - draws| (small: the row can tell)", max(control),
+                0.25),
+            Row("(S3.14)", "Dirichlet KU >= 0: max(0, -min KU) / max TU over 2000 alphas",
+                max(0.0, -float(many.knowledge.min())) / float(many.total.max()), 1e-12)]
+
+
 def main(seed=0):
     """Print the table; True when every row passes."""
     return print_table("Seeds (SPEC_seeds): t -> infinity limits (S1.6, S1.7, S1.9), diagonal curvature and OBD "
-                       "(S1.11-S1.14), linear distillation (S2.3, S2.7), SGLD and U_o (S3.3, S3.6)", run(seed))
+                       "(S1.11-S1.14), linear distillation (S2.3, S2.7), SGLD and U_o (S3.3, S3.6), EnD^2's Dirichlet (S3.13, S3.14)", run(seed))
 
 
 if __name__ == "__main__":

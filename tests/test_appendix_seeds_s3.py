@@ -1,9 +1,13 @@
-"""appendix_checks/seeds.py's SGLD and U_o rows (S3.3, S3.6): all pass, and each fails under its own break."""
+"""appendix_checks/seeds.py's SGLD, U_o and Dirichlet rows (S3.3, S3.6, S3.13, S3.14): all pass, and each fails
+under its own break."""
 import numpy as np
 import pytest
+from scipy import special
 
 from appendix_checks import seeds
-from kd_ref import mcmc, posterior
+from kd_ref import mcmc, outputs, posterior
+from kd_ref.distill import gped
+from kd_ref.metrics import entropy
 
 
 def _rows():
@@ -45,5 +49,50 @@ def test_each_row_fails_under_its_break(monkeypatch, break_it, prefix):
     with monkeypatch.context() as m:
         break_it(m)
         rows = _rows()
+    (row,) = [r for q, r in rows.items() if q.startswith(prefix)]
+    assert not row.passed, row
+
+
+# ------------------------------------------------ EnD^2's Dirichlet rows (S3.13, S3.14)
+def _dirichlet_rows():
+    return {row.quantity: row for row in seeds.dirichlet_rows(np.random.default_rng(0))}
+
+
+def test_every_dirichlet_row_passes():
+    rows = _dirichlet_rows()
+    assert len(rows) == 5 and all(r.passed for r in rows.values()), [r for r in rows.values() if not r.passed]
+
+
+def _gradient_without_the_total(m):
+    """dl/dz with psi(alpha_0) dropped: the Dirichlet normaliser's share of the gradient lost."""
+    def grad(self, y):
+        alpha = np.exp(y)
+        return -alpha * (special.digamma(alpha) - self.log_t)
+    m.setattr(outputs.DirichletLogLikelihood, "grad", grad)
+
+
+def _curvature_one_percent_off(m):
+    r_grad = outputs.DirichletLogLikelihood.r_grad
+    m.setattr(outputs.DirichletLogLikelihood, "r_grad", lambda self, y, r: 1.01 * r_grad(self, y, r))
+
+
+def _data_uncertainty_without_the_plus_ones(m):
+    """EU = psi(alpha_0) - sum (alpha_k / alpha_0) psi(alpha_k): E[ln pi_k] where E[pi_k ln pi_k] belongs."""
+    def dirichlet_uncertainty(z):
+        alpha = np.exp(z)
+        mean = alpha / alpha.sum(axis=1, keepdims=True)
+        total = entropy(np.log(mean))
+        data = special.digamma(alpha.sum(axis=1)) - np.sum(mean * special.digamma(alpha), axis=1)
+        return posterior.Uncertainty(total, data, total - data)
+    m.setattr(gped, "dirichlet_uncertainty", dirichlet_uncertainty)
+
+
+@pytest.mark.parametrize("break_it, prefix", [(_gradient_without_the_total, "Dirichlet NLL dl/dz"),
+                                              (_curvature_one_percent_off, "Dirichlet NLL Hessian"),
+                                              (_data_uncertainty_without_the_plus_ones, "EnD^2 EU")])
+def test_each_dirichlet_row_fails_under_its_break(monkeypatch, break_it, prefix):
+    with monkeypatch.context() as m:
+        break_it(m)
+        rows = _dirichlet_rows()
     (row,) = [r for q, r in rows.items() if q.startswith(prefix)]
     assert not row.passed, row

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from kd_ref import ep, gradcheck, mcmc, metrics, mlp, mog, nade, optim, partition, posterior, rbm
+from kd_ref.distill import gped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +14,7 @@ WITH_EXAMPLES = [
     mlp.MLP, nade.NADE, rbm.RBM, rbm.GibbsSampler, mog.MoG, mog.fit_em, mog.OnlineEM, mcmc.SliceSampler,
     ep.ep_logistic_regression, partition.importance_sampling, partition.bridge_sampling, partition.ais_rbm,
     optim.train, gradcheck.check_gradient, metrics.score, mcmc.SGLD, posterior.OnlineAverage,
-    posterior.EnsembleAccumulator, metrics.entropy,
+    posterior.EnsembleAccumulator, metrics.entropy, gped.gped_distill,
 ]
 
 

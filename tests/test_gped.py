@@ -10,68 +10,18 @@ from scipy import optimize, special
 
 from kd_ref.distill import distill
 from kd_ref.distill.compression import CrossEntropyLoss, Labels
-from kd_ref.distill.gped import (GPEDSettings, DirichletLoss, JointLoss, PredictiveLoss, bdk_settings,
-                                 dirichlet_uncertainty, end2_settings, end2_uncertainty, entropy_of, gped_distill,
+from kd_ref.distill.gped import (GPEDSettings, DirichletLoss, EntropyLoss, JointLoss, PredictiveLoss, bdk_settings,
+                                 dirichlet_uncertainty, end2_settings, end2_uncertainty, gped_distill,
                                  gped_settings, gped_student, gped_uncertainty, student_log_probs)
 from kd_ref.distill.predictive import BayesianLogisticRegression, bernoulli_kl, sample_targets, toy_logistic_data
 from kd_ref.mcmc import SliceSampler
+from kd_ref.metrics import entropy
+from kd_ref.posterior import EnsembleAccumulator, OnlineAverage, StochasticEstimate, expected_entropy, predictive
 from kd_ref.mlp import MLP
 from kd_ref.optim import Adam, CheckpointError, Interrupted, generator_state, load_generator_state
 
 
-# ---------------------------------------------------------------- reference estimators and a resumable chain
-class Current:
-    """U_s (S3.5) written plainly: the targets are the current values."""
-
-    def update(self, indices, values):
-        return values.copy()
-
-    def state(self):
-        return {}
-
-    def load_state(self, state):
-        pass
-
-
-class RunningMean:
-    """U_o (S3.6) written plainly: per-row mean over the visits, rows visited in order."""
-
-    def __init__(self, n_rows, width):
-        self.mean = np.zeros((n_rows, width))
-        self.counts = np.zeros(n_rows, dtype=np.int64)
-
-    def update(self, indices, values):
-        out = np.empty_like(values)
-        for k, (i, v) in enumerate(zip(indices, values)):
-            self.counts[i] += 1
-            self.mean[i] += (v - self.mean[i]) / self.counts[i]
-            out[k] = self.mean[i]
-        return out
-
-    def state(self):
-        return {"mean": self.mean.copy(), "counts": self.counts.copy()}
-
-    def load_state(self, state):
-        self.mean[...], self.counts[...] = state["mean"], state["counts"]
-
-
-class Sums:
-    """The ensemble accumulator written plainly: the sum of the members' probabilities at the test inputs."""
-
-    def __init__(self, n, c):
-        self.p_sum, self.n_members = np.zeros((n, c)), 0
-
-    def add(self, log_p):
-        self.p_sum += np.exp(log_p)
-        self.n_members += 1
-
-    def state(self):
-        return {"p_sum": self.p_sum.copy(), "n_members": np.array(self.n_members)}
-
-    def load_state(self, state):
-        self.p_sum[...], self.n_members = state["p_sum"], int(state["n_members"])
-
-
+# ---------------------------------------------------------------- a resumable chain of the sampler interface
 class Langevin:
     """A resumable unadjusted Langevin chain with the sampler interface (next_batch, state, load_state)."""
 
@@ -113,10 +63,6 @@ def _slice(blr, seed):
     return s
 
 
-def _predictive(log_p):
-    return np.exp(log_p)
-
-
 def test_bdk_step_is_the_thesis_online_cross_entropy_step():
     """S3.12: with (predictive, cross entropy, U_s), the GPED student gradient on one step's teacher state equals the
     thesis's cross-entropy distillation loss (2.5; 3.36-3.39) on chapter 3's single-sample targets
@@ -132,7 +78,7 @@ def test_bdk_step_is_the_thesis_online_cross_entropy_step():
     thesis.set_params(gped.params)
     w = _slice(blr, 2).next_batch(1)[0]
     x = rng.uniform(-6, 6, size=(7, 2))
-    targets = Current().update(np.arange(7), _predictive(_teacher(w, x)))
+    targets = StochasticEstimate(7, 2).update(np.arange(7), predictive(_teacher(w, x)))
     value, grad = PredictiveLoss("ce")(gped, x, targets)
     labels = Labels.from_probs(sample_targets(np.tile(w, (7, 1)), x).p)
     want_value, want_grad = CrossEntropyLoss()(thesis, x, labels)
@@ -143,8 +89,8 @@ def test_bdk_step_is_the_thesis_online_cross_entropy_step():
     d_prime = np.random.default_rng(3).uniform(-6, 6, size=(200, 2))
     settings = bdk_settings(n_steps=60, batch_size=9, input_noise=0.1, lr=1e-2, burn_in=0, thin=1)
     x_test = rng.uniform(-6, 6, size=(5, 2))
-    result = gped_distill(_teacher, _slice(blr, 4), gped, _predictive, Current(), PredictiveLoss("ce"), d_prime,
-                          settings, np.random.default_rng(5), accumulator=Sums(5, 2), test_inputs=x_test)
+    result = gped_distill(_teacher, _slice(blr, 4), gped, predictive, StochasticEstimate(200, 2), PredictiveLoss("ce"),
+                          d_prime, settings, np.random.default_rng(5), accumulator=EnsembleAccumulator(5, 2), test_inputs=x_test)
     chain_states = _slice(blr, 4).next_batch(60)                      # the teacher states the run used, in order
     np.testing.assert_allclose(result.teacher_accumulator.p_sum,
                                sum(np.exp(_teacher(w, x_test)) for w in chain_states), rtol=1e-13)
@@ -187,8 +133,8 @@ def _toy_run(blr, lr, n_steps=400):
                            np.random.default_rng(3), head="predictive")
     d_prime = np.random.default_rng(4).uniform(-6, 6, size=(1000, 2))
     settings = bdk_settings(n_steps=n_steps, batch_size=50, lr=lr, burn_in=0, thin=1)
-    gped_distill(_teacher, _slice(blr, 5), student, _predictive, Current(), PredictiveLoss("ce"), d_prime, settings,
-                 np.random.default_rng(6))
+    gped_distill(_teacher, _slice(blr, 5), student, predictive, StochasticEstimate(1000, 2), PredictiveLoss("ce"), d_prime,
+                 settings, np.random.default_rng(6))
     return student
 
 
@@ -217,16 +163,15 @@ def test_a_run_interrupted_and_resumed_equals_the_uninterrupted_run_bit_for_bit(
     d_prime = np.random.default_rng(4).uniform(-6, 6, size=(40, 2))
     settings = gped_settings("both", n_steps=30, batch_size=8, lr=1e-2, lr_step=10, burn_in=0, thin=1)
 
-    def g(log_p):
-        return np.hstack([np.exp(log_p), entropy_of(log_p)[:, None]])
+    g = settings.make_g()                                   # the predictive and the expected entropy, (N, 3)
 
     def run(settings=settings, **kwargs):
         rng = np.random.default_rng(0)
         student = gped_student(MLP([2, 5, 2], ["logistic", "log_softmax"], rng), rng, head="entropy")
         chain = Langevin(lambda w: _grad_log_posterior(blr, w), np.zeros(2), np.random.default_rng(1), 0.05)
-        est = RunningMean(40, 3)
+        est = settings.make_estimator(40, 2)
         result = gped_distill(_teacher, chain, student, g, est, JointLoss("ce"), d_prime, settings,
-                              np.random.default_rng(3), accumulator=Sums(6, 2), test_inputs=d_prime[:6], **kwargs)
+                              np.random.default_rng(3), accumulator=EnsembleAccumulator(6, 2), test_inputs=d_prime[:6], **kwargs)
         return student, chain, est, result
 
     whole_student, whole_chain, whole_est, whole = run()
@@ -292,7 +237,7 @@ def test_u_o_with_the_dirichlet_loss_and_other_bad_input_are_refused_before_any_
     student = gped_student(teacher, np.random.default_rng(0), head="dirichlet")
     chain = Langevin(lambda w: _grad_log_posterior(blr, w), np.zeros(2), np.random.default_rng(1), 0.05)
     d_prime = np.random.default_rng(2).uniform(-1, 1, (10, 2))
-    est, rng = RunningMean(10, 2), np.random.default_rng(5)
+    est, rng = OnlineAverage(10, 2), np.random.default_rng(5)
     before = (student.params.copy(), chain.state(), est.state(), str(generator_state(rng)))
 
     def unchanged():
@@ -308,14 +253,14 @@ def test_u_o_with_the_dirichlet_loss_and_other_bad_input_are_refused_before_any_
          dict(estimator=est)),
         (ValueError, r"d_prime: expected shape \(any, 2\), received shape \(10, 1\)", dict(d_prime=d_prime[:, :1])),
         (ValueError, r"g: expected one row of values per input, shape \(4, G\), received \(1, 2\)",
-         dict(g=lambda lp: _predictive(lp)[:1])),
-        (ValueError, r"targets: expected class probabilities", dict(g=lambda lp: 2 * _predictive(lp))),
+         dict(g=lambda lp: predictive(lp)[:1])),
+        (ValueError, r"targets: expected class probabilities", dict(g=lambda lp: 2 * predictive(lp))),
         (TypeError, r"settings: expected a GPEDSettings", dict(settings={"n_steps": 3})),
         (ValueError, r"checkpoint: expected a sampler with state\(\) and load_state\(\)",
          dict(sampler=_slice(blr, 0), checkpoint="unused.ckpt")),
     ]
     for error, message, change in cases:
-        args = dict(teacher=_teacher, sampler=chain, student=student, g=_predictive, estimator=Current(),
+        args = dict(teacher=_teacher, sampler=chain, student=student, g=predictive, estimator=StochasticEstimate(10, 2),
                     loss=DirichletLoss(), d_prime=d_prime, settings=settings, rng=rng)
         args.update(change)
         with pytest.raises(error, match=message):
@@ -337,11 +282,11 @@ def test_end2_expected_entropy_matches_dirichlet_monte_carlo_within_4_se():
     for n in range(3):
         pi = rng.dirichlet(a[n], size=100_000)
         with np.errstate(divide="ignore"):
-            h = entropy_of(np.log(pi))
+            h = entropy(np.log(pi))
         se = h.std(ddof=1) / np.sqrt(h.size)
         assert abs(u.data[n] - h.mean()) < 4 * se, (n, u.data[n], h.mean(), se)
         assert abs(wrong[n] - h.mean()) > 4 * se, (n, wrong[n], h.mean(), se)
-    np.testing.assert_allclose(u.total, entropy_of(np.log(a / a.sum(axis=1, keepdims=True))), rtol=1e-14)
+    np.testing.assert_allclose(u.total, entropy(np.log(a / a.sum(axis=1, keepdims=True))), rtol=1e-14)
     np.testing.assert_allclose(u.total, u.data + u.knowledge, rtol=1e-14)
     assert np.all(u.knowledge > 0) and u.knowledge[2] < u.knowledge[0]     # more concentration, less knowledge unc.
 
@@ -358,7 +303,7 @@ def test_student_uncertainties_read_their_heads():
     u = gped_uncertainty(student, x)
     y = student.predict(x)
     np.testing.assert_allclose(u.data, np.exp(y[:, -1]), rtol=1e-15)
-    np.testing.assert_allclose(u.total, entropy_of(student_log_probs(student, x)), rtol=1e-15)
+    np.testing.assert_allclose(u.total, entropy(student_log_probs(student, x)), rtol=1e-15)
     np.testing.assert_allclose(u.total, u.data + u.knowledge, rtol=1e-14)
     assert np.all(u.knowledge < 0) and np.all(u.total <= np.log(3) + 1e-12)
     end2 = gped_student(teacher, rng, head="dirichlet")
@@ -369,11 +314,17 @@ def test_student_uncertainties_read_their_heads():
         gped_uncertainty(teacher, x)
 
 
-def test_entropy_from_log_probabilities_is_zero_at_one_hot_rows_and_agrees_with_the_padded_form():
-    """H from log-probabilities with 0 log 0 = 0 (no epsilon): exactly 0 at one-hot rows; the GPED code's
-    -sum p log(p + 1e-7) is within C eps (1 + ln(1/eps)) of it at C = 10 (S3.G)."""
-    with np.errstate(divide="ignore"):
-        assert entropy_of(np.log(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))).tolist() == [0.0, 0.0]
-    p = np.random.default_rng(0).dirichlet(np.full(10, 0.2), size=50)
-    padded = -np.sum(p * np.log(p + 1e-7), axis=1)
-    assert np.max(np.abs(entropy_of(np.log(p)) - padded)) <= 10 * 1e-7 * (1 + np.log(1e7))
+
+
+def test_settings_make_the_g_estimator_and_loss_of_their_configuration():
+    log_p = np.log(np.random.default_rng(0).dirichlet(np.ones(3), size=4))
+    for settings, width, estimator, loss in [(bdk_settings(), 3, StochasticEstimate, PredictiveLoss),
+                                             (gped_settings("entropy"), 1, OnlineAverage, EntropyLoss),
+                                             (gped_settings("both"), 4, OnlineAverage, JointLoss),
+                                             (end2_settings(), 3, StochasticEstimate, DirichletLoss)]:
+        values = settings.make_g()(log_p)
+        est = settings.make_estimator(4, 3)
+        assert values.shape == (4, width) and isinstance(est, estimator) and est.width == width
+        assert isinstance(settings.make_loss(), loss)
+        np.testing.assert_array_equal(est.update(np.arange(4), values), values)     # first visit: the values
+    np.testing.assert_array_equal(gped_settings("both").make_g()(log_p)[:, -1:], expected_entropy(log_p))

@@ -36,9 +36,11 @@ import numpy as np
 from scipy import special
 
 from .._validation import as_float_array, check_bool, check_generator, check_in_range, check_positive_int
+from ..metrics import entropy
 from ..mlp import MLP
 from ..nonlinearities import softmax_parts
 from ..optim import Adam, StepDecay, train
+from ..posterior import OnlineAverage, StochasticEstimate, Uncertainty, expected_entropy, predictive
 from ..outputs import (DirichletLogLikelihood, OutputFunction, PredictiveEntropyOutput, SoftmaxCrossEntropy,
                        hess_from_r_grad)
 
@@ -368,32 +370,12 @@ def student_log_probs(student, x, head="entropy"):
 
 
 # --------------------------------------------------------------------------- uncertainty
-def entropy_of(log_p):
-    """H = -sum_y p log p from log-probabilities (N, C) -> (N,), with 0 log 0 = 0 and no epsilon added."""
-    log_p = as_float_array(log_p, "log_p", ndim=2, finite=False)
-    p = np.exp(log_p)
-    return -np.sum(np.multiply(p, log_p, out=np.zeros_like(p), where=p > 0), axis=1)
-
-
-@dataclass
-class Uncertainty:
-    """The decomposition of S3.14 (GPED (3)) at N inputs, each an ndarray of shape (N,), in nats.
-
-    total = H[E_theta p(. | x, theta)], data = E_theta H[p(. | x, theta)] (expected data uncertainty),
-    knowledge = total - data (the mutual information; >= 0 for an ensemble, any sign for a student).
-    """
-
-    total: np.ndarray
-    data: np.ndarray
-    knowledge: np.ndarray
-
-
 def gped_uncertainty(student, x):
     """TU = H[f(. | x)], EU = h(x) = exp(y_C), KU = TU - EU of a student with an entropy head (S3.14); KU never clipped."""
     _check_student(student, None, "C logits and a log-entropy")
     y = student.predict(x)
     logits = y[:, :-1]
-    total = entropy_of(logits - special.logsumexp(logits, axis=1, keepdims=True))
+    total = entropy(logits - special.logsumexp(logits, axis=1, keepdims=True))
     data = np.exp(y[:, -1])
     return Uncertainty(total, data, total - data)
 
@@ -408,7 +390,7 @@ def dirichlet_uncertainty(z):
     log_mean = z - special.logsumexp(z, axis=1, keepdims=True)
     alpha = np.exp(z)
     alpha_0 = alpha.sum(axis=1)
-    total = entropy_of(log_mean)
+    total = entropy(log_mean)
     data = special.digamma(alpha_0 + 1.0) - np.sum(np.exp(log_mean) * special.digamma(alpha + 1.0), axis=1)
     return Uncertainty(total, data, total - data)
 
@@ -519,12 +501,27 @@ class GPEDSettings:
             return JointLoss(self.loss, self.entropy_weight)
         return DirichletLoss(self.smoothing)
 
+    def make_g(self):
+        """g of this configuration (S3.4): the predictive (N, C), the expected entropy (N, 1), both (N, C + 1);
+        EnD^2 fits the members' probabilities themselves (the predictive g under U_s)."""
+        return {"entropy": expected_entropy, "both": predictive_and_entropy}.get(self.target, predictive)
+
+    def make_estimator(self, n_rows, n_classes):
+        """U_s (S3.5) or U_o (S3.6) over the ``n_rows`` rows of D', as wide as :meth:`make_g`'s values."""
+        width = {"entropy": 1, "both": n_classes + 1}.get(self.target, n_classes)
+        return (StochasticEstimate if self.estimator == "stochastic" else OnlineAverage)(n_rows, width)
+
     def make_optimizer(self):
         """The student's Adam with a constant or step-decayed step size (SPEC_seeds 0.2)."""
         if self.lr == 0:
             return Adam(no_step, weight_decay=self.weight_decay)
         schedule = self.lr if self.lr_step is None else StepDecay(self.lr, self.lr_step, self.lr_gamma)
         return Adam(schedule, weight_decay=self.weight_decay)
+
+
+def predictive_and_entropy(log_p):
+    """g = (p(. | x, theta), H[p(. | x, theta)]): (N, C) -> (N, C + 1), the target of the joint head (S3.4, S3.10)."""
+    return np.hstack([predictive(log_p), expected_entropy(log_p)])
 
 
 def no_step(t):
@@ -615,23 +612,6 @@ def _teacher_log_probs(teacher):
                     f"received {type(teacher).__name__}")
 
 
-class _IdentifierKeys:
-    """A stateful object whose state() keys are made identifiers for :func:`kd_ref.optim.train` ('/' -> '__').
-
-    SGLD nests its gradient's state under ``gradient/...`` keys, which train's checkpoint protocol
-    (identifier keys) refuses; the renaming is undone on load, so the object sees its own keys.
-    """
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def state(self):
-        return {k.replace("/", "__"): v for k, v in self.obj.state().items()}
-
-    def load_state(self, state):
-        self.obj.load_state({k.replace("__", "/"): v for k, v in state.items()})
-
-
 def _averages(estimator):
     """True for an estimator that averages over visits (U_o keeps visit counts), False for U_s."""
     return getattr(estimator, "counts", None) is not None or getattr(estimator, "visits", None) is not None
@@ -685,6 +665,23 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
     -------
     GPEDResult
 
+    Examples
+    --------
+    A two-class teacher sampled by SGLD, its predictive and expected entropy distilled by U_o:
+
+    >>> import numpy as np
+    >>> from kd_ref.mcmc import SGLD, mlp_log_posterior_gradient
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(50, 2)); labels = (x[:, 0] > 0).astype(int)
+    >>> teacher = MLP([2, 8, 2], ["relu", "log_softmax"], rng)
+    >>> s = gped_settings("both", n_steps=20, batch_size=10, burn_in=50, thin=2)
+    >>> grad = mlp_log_posterior_gradient(teacher, x, labels, 1.0, batch_size=10, rng=rng)
+    >>> chain = SGLD(grad, teacher.params.copy(), rng, 1e-3, burn_in=s.burn_in, thin=s.thin)
+    >>> student = gped_student(teacher, rng, head="entropy")
+    >>> result = gped_distill(teacher, chain, student, s.make_g(), s.make_estimator(50, 2), s.make_loss(), x, s, rng)
+    >>> gped_uncertainty(result.student, x[:3]).total.shape
+    (3,)
+
     Raises
     ------
     ValueError
@@ -724,7 +721,7 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
     check_generator(rng)
     stateful = {"estimator": estimator, "rng": rng}
     if callable(getattr(sampler, "state", None)) and callable(getattr(sampler, "load_state", None)):
-        stateful["sampler"] = sampler if all(k.isidentifier() for k in sampler.state()) else _IdentifierKeys(sampler)
+        stateful["sampler"] = sampler
     elif checkpoint is not None:
         raise ValueError(f"checkpoint: expected a sampler with state() and load_state() to checkpoint (SGLD), "
                          f"received a {type(sampler).__name__} without them; run without a checkpoint")
