@@ -49,11 +49,13 @@ def test_bench_kd_prints_each_step_as_a_ratio_to_cross_entropy(capsys):
 
 
 def test_bench_sgld_prints_the_step_ratio_to_one_gradient(capsys):
-    assert cli.main(["bench", "sgld", "--batch", "2"]) == 0
+    assert cli.main(["bench", "sgld", "--batch", "2", "--gped-steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "784-400-400-10" in out and "478,410 parameters" in out and "SGLD/grad" in out
     (row,) = [line.split() for line in out.splitlines() if line.lstrip().startswith("2 ")]
     assert float(row[6]) > 1.0                     # SGLD/grad: an SGLD step = a gradient + the noise draw
+    (gped,) = [line for line in out.splitlines() if "GPED step without the chain" in line]
+    assert float(gped.split("ratio ")[1]) > 1.0     # a GPED step holds a student gradient and more
 
 
 def test_bench_curvature_counts_match_the_spec_and_the_net():

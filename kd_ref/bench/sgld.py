@@ -13,6 +13,14 @@ and the ratios SGLD / gradient (target <= 1.15: the only extra work is the noise
 two vector operations) and SGLD / SGD step, all measured in the same run and interleaved
 so that every ratio sees the same load. The inputs are random (timing does not depend on them).
 
+Then one GPED distillation step (S3.11, ``gped_distill`` with GPED's settings: predictive and
+expected entropy by U_o over D' of N rows, M' = 100, Adam) for the student of the same widths
+with its entropy head, against one student gradient (the joint loss's value and gradient at
+M' = 100 inputs): the step adds the teacher's forward pass at the M' inputs, the g-function,
+the estimator update and the Adam step. The chain is left out of this ratio (the step reads a
+fixed teacher state); its cost per distillation step is H SGLD steps (GPED thins by H = 100),
+printed beside it.
+
 Whether the target is met depends on the machine's ratio of normal-draw speed to matrix-product
 speed: the noise is P = 478,410 draws per step whatever M is, the gradient about 6 M P flops, so
 the ratio falls towards 1 as M grows; the last column prints the nanoseconds per normal draw so a
@@ -21,6 +29,7 @@ miss can be read against it.
 import numpy as np
 
 from ..cli import ArgumentParser
+from ..distill.gped import gped_distill, gped_settings, gped_student
 from ..mcmc import SGLD, mlp_log_posterior_gradient
 from ..mlp import MLP
 from ._timing import add_common_args, interleaved_best_times, positive_int, start
@@ -51,9 +60,45 @@ def step_times(batch_sizes, rng, n_data=10_000, rounds=3):
     return rows
 
 
+class _FixedState:
+    """A sampler that gives the same teacher state at every step: a distillation step's cost without the chain's."""
+
+    def __init__(self, theta):
+        self.theta = theta
+
+    def next_batch(self, k):
+        return np.broadcast_to(self.theta, (k, self.theta.size))
+
+
+def gped_step_times(rng, n_data=10_000, steps=20, thin=100):
+    """{gradient, gped, chain} seconds: one student gradient, one GPED step (S3.11) without the chain, ``thin``
+    SGLD steps (the chain's share of one GPED step)."""
+    teacher = MLP(SIZES, NAMES, rng)
+    d_prime = rng.uniform(size=(n_data, SIZES[0]))
+    settings = gped_settings("both", n_steps=steps, thin=thin)
+    student = gped_student(teacher, rng, head="entropy")
+    loss, g = settings.make_loss(), settings.make_g()
+    x = d_prime[:settings.batch_size]
+    targets = g(teacher.forward(x).y)
+
+    def distil():
+        gped_distill(teacher, _FixedState(teacher.params.copy()), student, g,
+                     settings.make_estimator(n_data, SIZES[-1]), loss, d_prime, settings, np.random.default_rng(3))
+
+    post = mlp_log_posterior_gradient(teacher, d_prime, rng.integers(0, SIZES[-1], size=n_data), 10.0,
+                                      batch_size=100, rng=np.random.default_rng(1))
+    sgld = SGLD(post, teacher.params.copy(), np.random.default_rng(2), 4e-6)
+    best = interleaved_best_times({"gradient": lambda: loss(student, x, targets), "gped": distil,
+                                   "sgld": sgld.step})
+    return {"gradient": best["gradient"], "gped": best["gped"] / steps, "chain": thin * best["sgld"],
+            "steps": steps, "thin": thin}
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="kd-ref bench sgld", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=positive_int, nargs="+", default=[100, 1000], help="minibatch sizes M")
+    parser.add_argument("--gped-steps", type=positive_int, default=20,
+                        help="steps of gped_distill per timing of the distillation step (default 20)")
     args = add_common_args(parser).parse_args(argv)
     rng, _ = start(args)
     net_size = MLP(SIZES, NAMES, np.random.default_rng(0)).n_params
@@ -69,5 +114,12 @@ def main(argv=None):
               f"   {r['noise'] / net_size * 1e9:.1f}")
     print("\ngradient = one minibatch drawn + forward + backprop with parameter gradients + N/M scaling + prior;")
     print("noise = one standard normal draw per parameter (the part of an SGLD step a gradient step does not have).")
-    print("The GPED distillation step's ratio is not measured here yet (gped_distill is not in kd_ref).")
+
+    r = gped_step_times(rng, steps=args.gped_steps)
+    print(f"\nGPED distillation step (S3.11; predictive + entropy by U_o, M' = 100, Adam; the student "
+          f"{'-'.join(map(str, SIZES[:-1]))}-({SIZES[-1]}+1), {r['steps']} steps of gped_distill per timing):")
+    print(f"  student gradient {r['gradient'] * 1e3:.2f}ms, GPED step without the chain {r['gped'] * 1e3:.2f}ms: "
+          f"ratio {r['gped'] / r['gradient']:.2f}")
+    print(f"  the chain's share at H = {r['thin']} SGLD steps per kept state (M = 100): {r['chain'] * 1e3:.1f}ms, "
+          f"{r['chain'] / r['gped']:.1f} x the rest of the step")
     return 0
