@@ -21,6 +21,8 @@ EXPECTED = {
     "bayes_logreg": (2, ["relative error"], ["kd_ref_runs/bayes_logreg_notebook"]),
     "compression": (3, ["relative error", "2C = 20"], ["compress_run/tables.md"]),
     "linear_distillation": (3, ["after 400 SGD epochs:  ", "largest relative error", "KS p-value"], []),
+    "posterior_expectations": (3, ["finite-step law (S3.3)", "RMS error of U_s", "KU >= 0 everywhere: True",
+                                   "entropy MAE (EU)"], []),
     "pruning": (2, ["relative error vs brute force", "within 2 of them from brute force"], []),
     "temperature_kd": (2, ["relative error", "(does not converge)"], []),
     "rbm_nade": (5, ["relative error", "exact KL(p || q)"], ["kd_ref_runs/rbm_nade_notebook/tables.md"]),
