@@ -542,17 +542,10 @@ def random_chain_samples(rbm, rng, n_chains, burn_in, *, init_prob=0.5, checkpoi
         On Ctrl-C, after the sweep under way has finished and the checkpoint (if any) is written.
     """
     began = time.process_time()
-    if not isinstance(rbm, RBM):
-        raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
-    check_generator(rng)
+    burn_in, checkpoint, checkpoint_every, progress = check_chain_run(rbm, rng, burn_in, checkpoint, checkpoint_every,
+                                                                      progress)
     n_chains = check_positive_int(n_chains, "n_chains")
-    burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
     init_prob = check_in_range(init_prob, "init_prob", 0.0, 1.0)
-    checkpoint = check_path(checkpoint, "checkpoint", optional=True)
-    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-    progress = check_bool(progress, "progress")
-    if checkpoint is not None and os.path.isdir(checkpoint):
-        raise ValueError(f"checkpoint: expected a file name, received {checkpoint!r}, an existing folder")
     record = json.dumps({"n_chains": n_chains, "burn_in": burn_in, "init_prob": init_prob,
                          "rbm": hashlib.sha256(rbm.params.tobytes()).hexdigest()}, sort_keys=True)
     label = f"random chains ({n_chains} chains, {burn_in} sweeps)"
@@ -571,6 +564,19 @@ def random_chain_samples(rbm, rng, n_chains, burn_in, *, init_prob=0.5, checkpoi
     if checkpoint is not None:
         save()
     return chains.x, before + time.process_time() - began
+
+
+def check_chain_run(rbm, rng, burn_in, checkpoint, checkpoint_every, progress):
+    """The arguments every checkpointed run of Gibbs chains shares, checked before any state changes: returns
+    (burn_in, checkpoint, checkpoint_every, progress) as the run uses them."""
+    if not isinstance(rbm, RBM):
+        raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
+    check_generator(rng)
+    burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+    checkpoint = check_path(checkpoint, "checkpoint", optional=True)
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        raise ValueError(f"checkpoint: expected a file name, received {checkpoint!r}, an existing folder")
+    return burn_in, checkpoint, check_positive_int(checkpoint_every, "checkpoint_every"), check_bool(progress, "progress")
 
 
 def checkpointed_sweeps(chains, total, sweep, save, label, checkpoint, checkpoint_every, progress):

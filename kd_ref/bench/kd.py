@@ -23,7 +23,7 @@ from ..distill.temperature import (HintonLoss, KDTargets, LogitMatchingLoss, Tem
                                    TemperedTeacher, one_hot)
 from ..mlp import MLP
 from ..timing import best_time
-from ._timing import add_common_args, positive_int, start, try_torch
+from ._timing import add_common_args, interleaved_best_times, positive_int, start, try_torch
 
 STUDENT = [784, 50, 30, 10]
 NAMES = ["relu", "relu", "log_softmax"]
@@ -34,8 +34,7 @@ TARGETS = {"soft+hard": 1.3, "logit": 1.2}
 def step_times(batch_sizes, t, rng, rounds=3):
     """Rows {N, ce, soft+hard, logit, dse_t, dse_1} of seconds per step for the student at each batch size.
 
-    The five steps are timed in turn, ``rounds`` times, and each keeps its best: load on a shared machine
-    drifts over seconds, and interleaving lets every ratio see the same conditions.
+    The five steps are timed in turn, ``rounds`` times, each keeping its best (``interleaved_best_times``).
     """
     student = MLP(STUDENT, NAMES, rng)
     teacher = MLPTeacher(MLP(STUDENT, NAMES, rng))
@@ -50,11 +49,7 @@ def step_times(batch_sizes, t, rng, rounds=3):
         steps = {"ce": lambda: ce(student, x, plain), "soft+hard": lambda: hinton(student, x, targets),
                  "logit": lambda: logit(student, x, at_1), "dse_t": lambda: dse_t(student, x, at_t),
                  "dse_1": lambda: dse_1(student, x, plain)}
-        row = dict.fromkeys(steps, float("inf"))
-        for _ in range(rounds):
-            for name, step in steps.items():
-                row[name] = min(row[name], best_time(step, repeats=3))
-        rows.append({"N": n, **row})
+        rows.append({"N": n, **interleaved_best_times(steps, rounds)})
     return rows
 
 

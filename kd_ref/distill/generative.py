@@ -50,13 +50,14 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .. import npzfile
-from .._validation import (check_binary_dataset, check_bool, check_float_dtype, check_generator, check_in_range,
+from .._validation import (check_binary_dataset, check_float_dtype, check_generator, check_in_range,
                            check_path, check_positive_int)
 from ..nade import NADE, log_likelihood_objective
 from ..optim import Adadelta, CheckpointError, check_state_keys, state_count
 from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
 from ..progress import Progress
-from ..rbm import RBM, GibbsSampler, binary_states, checkpointed_sweeps, hill_climb, random_chain_samples
+from ..rbm import (RBM, GibbsSampler, binary_states, check_chain_run, checkpointed_sweeps, hill_climb,
+                   random_chain_samples)
 from . import distill
 
 
@@ -349,14 +350,9 @@ def record_stream(rbm, batch_size, n_batches, rng, path, *, n_chains=None, burn_
         On Ctrl-C, after the sweep under way has finished and the checkpoint (if any) is written.
     """
     began = time.process_time()
-    if not isinstance(rbm, RBM):
-        raise TypeError(f"rbm: expected a kd_ref.rbm.RBM, received {type(rbm).__name__}")
-    check_generator(rng)
+    burn_in, checkpoint, checkpoint_every, progress = check_chain_run(rbm, rng, burn_in, checkpoint, checkpoint_every,
+                                                                      progress)
     n_batches = check_positive_int(n_batches, "n_batches")
-    burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
-    checkpoint = check_path(checkpoint, "checkpoint", optional=True)
-    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-    progress = check_bool(progress, "progress")
     path = check_path(path, "path")
     stream = ChainStream(rbm, batch_size, rng, n_chains=n_chains, burn_in=0, dtype=dtype)
     B, D = stream.batch_size, rbm.n_visible
