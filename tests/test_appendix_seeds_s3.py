@@ -10,13 +10,14 @@ from kd_ref.distill import gped
 from kd_ref.metrics import entropy
 
 
-def _rows():
-    return {row.quantity: row for row in seeds.posterior_rows(np.random.default_rng(0))}
+def _rows(group):
+    return {row.quantity: row for row in group(np.random.default_rng(0))}
 
 
-def test_every_row_passes():
-    rows = _rows()
-    assert len(rows) == 3 and all(r.passed for r in rows.values()), [r for r in rows.values() if not r.passed]
+@pytest.mark.parametrize("group, n_rows", [(seeds.posterior_rows, 3), (seeds.dirichlet_rows, 5)])
+def test_every_row_passes(group, n_rows):
+    rows = _rows(group)
+    assert len(rows) == n_rows and all(r.passed for r in rows.values()), [r for r in rows.values() if not r.passed]
 
 
 def _sgld_without_the_half(m):
@@ -42,27 +43,7 @@ def _duplicates_written_once(m):
     m.setattr(posterior.OnlineAverage, "update", update)
 
 
-@pytest.mark.parametrize("break_it, prefix", [(_sgld_without_the_half, "SGLD eta = 0.5"),
-                                              (_lyapunov_off_by_one_percent, "Lyapunov"),
-                                              (_duplicates_written_once, "U_o vs")])
-def test_each_row_fails_under_its_break(monkeypatch, break_it, prefix):
-    with monkeypatch.context() as m:
-        break_it(m)
-        rows = _rows()
-    (row,) = [r for q, r in rows.items() if q.startswith(prefix)]
-    assert not row.passed, row
-
-
-# ------------------------------------------------ EnD^2's Dirichlet rows (S3.13, S3.14)
-def _dirichlet_rows():
-    return {row.quantity: row for row in seeds.dirichlet_rows(np.random.default_rng(0))}
-
-
-def test_every_dirichlet_row_passes():
-    rows = _dirichlet_rows()
-    assert len(rows) == 5 and all(r.passed for r in rows.values()), [r for r in rows.values() if not r.passed]
-
-
+# ------------------------------------------------ breaks of EnD^2's Dirichlet rows (S3.13, S3.14)
 def _gradient_without_the_total(m):
     """dl/dz with psi(alpha_0) dropped: the Dirichlet normaliser's share of the gradient lost."""
     def grad(self, y):
@@ -87,12 +68,16 @@ def _data_uncertainty_without_the_plus_ones(m):
     m.setattr(gped, "dirichlet_uncertainty", dirichlet_uncertainty)
 
 
-@pytest.mark.parametrize("break_it, prefix", [(_gradient_without_the_total, "Dirichlet NLL dl/dz"),
-                                              (_curvature_one_percent_off, "Dirichlet NLL Hessian"),
-                                              (_data_uncertainty_without_the_plus_ones, "EnD^2 EU")])
-def test_each_dirichlet_row_fails_under_its_break(monkeypatch, break_it, prefix):
+@pytest.mark.parametrize("group, break_it, prefix", [
+    (seeds.posterior_rows, _sgld_without_the_half, "SGLD eta = 0.5"),
+    (seeds.posterior_rows, _lyapunov_off_by_one_percent, "Lyapunov"),
+    (seeds.posterior_rows, _duplicates_written_once, "U_o vs"),
+    (seeds.dirichlet_rows, _gradient_without_the_total, "Dirichlet NLL dl/dz"),
+    (seeds.dirichlet_rows, _curvature_one_percent_off, "Dirichlet NLL Hessian"),
+    (seeds.dirichlet_rows, _data_uncertainty_without_the_plus_ones, "EnD^2 EU")])
+def test_each_row_fails_under_its_break(monkeypatch, group, break_it, prefix):
     with monkeypatch.context() as m:
         break_it(m)
-        rows = _dirichlet_rows()
+        rows = _rows(group)
     (row,) = [r for q, r in rows.items() if q.startswith(prefix)]
     assert not row.passed, row
