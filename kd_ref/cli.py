@@ -25,6 +25,7 @@ EXPERIMENTS = {
     "obd": "obd",
     "kd-temperature": "kd_temperature",
     "kd-limits": "kd_limits",
+    "gped-toy": "gped_toy",
 }
 
 BENCHMARKS = {
