@@ -45,7 +45,7 @@ def test_bench_kd_prints_each_step_as_a_ratio_to_cross_entropy(capsys):
     assert "784-50-30-10" in out and "t = 2;" in out and "soft+hard" in out and "DSE@t" in out
     (row,) = [line.split() for line in out.splitlines() if line.lstrip().startswith("3 ")]
     ratios = [float(v) for v in row[2:6]]          # soft+hard, logit, DSE@t, DSE@1 over one CE step
-    assert all(r > 0 for r in ratios) and ratios[2] > ratios[0] and ratios[3] > ratios[1]
+    assert all(r > 0 for r in ratios)               # printed, not compared: timings on a shared machine are no test
 
 
 def test_bench_sgld_prints_the_step_ratio_to_one_gradient(capsys):
@@ -53,9 +53,10 @@ def test_bench_sgld_prints_the_step_ratio_to_one_gradient(capsys):
     out = capsys.readouterr().out
     assert "784-400-400-10" in out and "478,410 parameters" in out and "SGLD/grad" in out
     (row,) = [line.split() for line in out.splitlines() if line.lstrip().startswith("2 ")]
-    assert float(row[6]) > 1.0                     # SGLD/grad: an SGLD step = a gradient + the noise draw
+    # the ratios are printed, not asserted (timings on a shared machine are no test): each a positive number
+    assert float(row[6]) > 0.0 and float(row[7]) > 0.0                  # SGLD/grad, SGLD/SGD
     (gped,) = [line for line in out.splitlines() if "GPED step without the chain" in line]
-    assert float(gped.split("ratio ")[1]) > 1.0     # a GPED step holds a student gradient and more
+    assert float(gped.split("ratio ")[1]) > 0.0
 
 
 def test_bench_curvature_counts_match_the_spec_and_the_net():
