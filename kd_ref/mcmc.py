@@ -660,9 +660,7 @@ class SGLD:
         steps = state_count(state["steps"], "steps")
         kept = state_count(state["kept"], "kept")
         load_generator_state(np.random.Generator(type(self.rng.bit_generator)()), state["rng"])   # check only
-        # the gradient's entries ("gradient/..." too: the form a '/'-for-'__' key adapter gives back on load)
-        inner = {k.split(prefix, 1)[1]: v for k, v in state.items() for prefix in (_GRADIENT_KEY, "gradient/")
-                 if k.startswith(prefix)}
+        inner = {k[len(_GRADIENT_KEY):]: v for k, v in state.items() if k.startswith(_GRADIENT_KEY)}
         if inner and not self._stateful_gradient:
             raise ValueError(f"SGLD: expected no {_GRADIENT_KEY} entries for a {type(self.grad_fn).__name__} (it has no "
                              f"state), received {sorted(inner)}")

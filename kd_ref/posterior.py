@@ -222,9 +222,6 @@ class OnlineAverage:
         self.mean, self.counts = mean.astype(np.float64), counts.astype(np.int64)
 
 
-#: The estimators by the seed's names.
-ESTIMATORS = {"U_s": StochasticEstimate, "U_o": OnlineAverage}
-
 
 # ------------------------------------------------------------------ uncertainty (S3.14)
 @dataclass

@@ -252,7 +252,7 @@ def test_u_o_with_the_dirichlet_loss_and_other_bad_input_are_refused_before_any_
         (ValueError, r"estimator: expected the stochastic estimator U_s .* individual teacher members",
          dict(estimator=est)),
         (ValueError, r"d_prime: expected shape \(any, 2\), received shape \(10, 1\)", dict(d_prime=d_prime[:, :1])),
-        (ValueError, r"g: expected one row of values per input, shape \(4, G\), received \(1, 2\)",
+        (ValueError, r"g: expected values of shape \(4, G\) for 4 inputs, received shape \(1, 2\)",
          dict(g=lambda lp: predictive(lp)[:1])),
         (ValueError, r"targets: expected class probabilities", dict(g=lambda lp: 2 * predictive(lp))),
         (TypeError, r"settings: expected a GPEDSettings", dict(settings={"n_steps": 3})),

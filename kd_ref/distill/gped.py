@@ -38,9 +38,9 @@ from scipy import special
 from .._validation import as_float_array, check_bool, check_generator, check_in_range, check_positive_int
 from ..metrics import entropy
 from ..mlp import MLP
-from ..nonlinearities import softmax_parts
+from ..nonlinearities import LogSoftmax, softmax_parts
 from ..optim import Adam, StepDecay, train
-from ..posterior import OnlineAverage, StochasticEstimate, Uncertainty, expected_entropy, predictive
+from ..posterior import OnlineAverage, StochasticEstimate, Uncertainty, expected_entropy, g_values, predictive
 from ..outputs import (DirichletLogLikelihood, OutputFunction, PredictiveEntropyOutput, SoftmaxCrossEntropy,
                        hess_from_r_grad)
 
@@ -48,6 +48,9 @@ from ..outputs import (DirichletLogLikelihood, OutputFunction, PredictiveEntropy
 DIRICHLET_SMOOTHING = 1e-7
 #: Tolerance on the row sums of predictive targets (averages of probability vectors round).
 _ROW_SUM_TOL = 1e-8
+
+#: log-softmax of logits by the max-shifted parts of B.36-B.39 (exact where a probability rounds to 1)
+_LOG_SOFTMAX = LogSoftmax()
 
 
 # ------------------------------------------------------------------ predictive losses at the logits
@@ -366,7 +369,7 @@ def student_log_probs(student, x, head="entropy"):
     """The student's class log-probabilities (N, C): log-softmax of the logits, or of EnD^2's z (the mean alpha / alpha_0)."""
     y = as_float_array(student.predict(x), "y")
     logits = y[:, :-1] if head == "entropy" else y
-    return logits - special.logsumexp(logits, axis=1, keepdims=True)
+    return _LOG_SOFTMAX.forward(logits)
 
 
 # --------------------------------------------------------------------------- uncertainty
@@ -375,7 +378,7 @@ def gped_uncertainty(student, x):
     _check_student(student, None, "C logits and a log-entropy")
     y = student.predict(x)
     logits = y[:, :-1]
-    total = entropy(logits - special.logsumexp(logits, axis=1, keepdims=True))
+    total = entropy(_LOG_SOFTMAX.forward(logits))
     data = np.exp(y[:, -1])
     return Uncertainty(total, data, total - data)
 
@@ -387,7 +390,7 @@ def dirichlet_uncertainty(z):
     = psi(alpha_0 + 1) - sum_k (alpha_k / alpha_0) psi(alpha_k + 1), KU = TU - EU.
     """
     z = as_float_array(z, "z", ndim=2)
-    log_mean = z - special.logsumexp(z, axis=1, keepdims=True)
+    log_mean = _LOG_SOFTMAX.forward(z)
     alpha = np.exp(z)
     alpha_0 = alpha.sum(axis=1)
     total = entropy(log_mean)
@@ -603,7 +606,7 @@ def _teacher_log_probs(teacher):
         def log_probs(theta, x):
             teacher.set_params(theta)
             a_L = teacher.forward(x).a[-1]
-            return a_L - special.logsumexp(a_L, axis=1, keepdims=True)
+            return _LOG_SOFTMAX.forward(a_L)
 
         return log_probs, teacher.n_params
     if callable(teacher):
@@ -750,10 +753,7 @@ def gped_distill(teacher, sampler, student, g, estimator, loss, d_prime, setting
         x = d_prime[idx] + sigma * rng.standard_normal((m, d_prime.shape[1])) if sigma > 0 else d_prime[idx]
         if clip is not None:
             x = np.clip(x, *clip)
-        values = as_float_array(g(log_probs(theta, x)), "g(log_probs)", ndim=2)
-        if values.shape[0] != m:
-            raise ValueError(f"g: expected one row of values per input, shape ({m}, G), received {values.shape}")
-        targets = estimator.update(idx, values)
+        targets = estimator.update(idx, g_values(g, log_probs(theta, x)))     # (m, G), finite, checked
         if accumulator is not None:
             accumulator.add(log_probs(theta, test_inputs))
         return x, targets

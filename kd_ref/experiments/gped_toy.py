@@ -31,8 +31,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
-
 from .. import npzfile
 from ..cli import ArgumentParser, int_at_least, out_folder
 from ..distill.gped import (end2_settings, end2_uncertainty, gped_distill, gped_settings, gped_student,
@@ -41,6 +39,7 @@ from ..distill.predictive import bernoulli_kl, toy_logistic_data
 from ..mcmc import SGLD, SliceSampler, mlp_log_posterior_gradient
 from ..metrics import entropy, mean_2se
 from ..mlp import MLP
+from ..nonlinearities import LogSoftmax
 from ..optim import Adam, PowerDecay, train
 from ..posterior import EnsembleAccumulator, Uncertainty
 from .._validation import check_positive_int
@@ -119,15 +118,18 @@ def batched_log_posterior(net, x, labels, prior_precision):
     """
     lay = net.layout
     (h, d), (c, _) = lay.shapes[0], lay.shapes[2]
-    rows = np.arange(x.shape[0])
+    n = x.shape[0]
+    rows = np.arange(n)
+    log_softmax = LogSoftmax()
 
     def log_posterior(thetas):
         m = thetas.shape[0]
         W1, b1 = thetas[:, lay.slice("W1")].reshape(m, h, d), thetas[:, lay.slice("b1")]
         W2, b2 = thetas[:, lay.slice("W2")].reshape(m, c, h), thetas[:, lay.slice("b2")]
-        z = np.maximum(np.einsum("nd,mhd->mnh", x, W1) + b1[:, None, :], 0.0)
-        a = np.einsum("mnh,mch->mnc", z, W2) + b2[:, None, :]
-        log_p = a - special.logsumexp(a, axis=2, keepdims=True)
+        # one batched matrix product per layer over the M thetas (BLAS; np.einsum here was ~3.5x slower)
+        z = np.maximum(np.matmul(x, W1.transpose(0, 2, 1)) + b1[:, None, :], 0.0)        # (M, N, H)
+        a = np.matmul(z, W2.transpose(0, 2, 1)) + b2[:, None, :]                          # (M, N, C)
+        log_p = log_softmax.forward(a.reshape(m * n, c)).reshape(m, n, c)            # B.37-B.39
         return log_p[:, rows, labels].sum(axis=1) - 0.5 * prior_precision * np.sum(thetas ** 2, axis=1)
 
     return log_posterior
@@ -396,7 +398,8 @@ def main(argv=None):
     parser = ArgumentParser(prog="kd-ref run gped-toy", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
-                      help="SGLD T = 20,000 at constant eta, 2,000 x 4 slice samples, one seed: < 10 minutes (default)")
+                      help="SGLD T = 20,000 at constant eta, 2,000 x 4 slice samples, one seed (default; about 2 h "
+                           "at present, nearly all of it the slice-sampled truth)")
     mode.add_argument("--paper", action="store_true",
                       help="SGLD T = 1e5 with Welling-Teh decay, 20,000 slice samples, 5 seeds (mean +- 2 SE)")
     parser.add_argument("--out", type=out_folder, default=os.path.join(".", "kd_ref_runs", NAME), help="output folder")
