@@ -431,9 +431,11 @@ def main(argv=None):
     parser = ArgumentParser(prog="kd-ref run gped-toy", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
-                      help="SGLD T = 20,000 at constant eta, 100 x 40 slice samples, one seed (default; 7 min on a loaded 2-core machine)")
+                      help="SGLD T = 20,000 at constant eta, 100 x 40 slice samples, one seed (default; 7 min on "
+                           "a loaded 2-core machine)")
     mode.add_argument("--paper", action="store_true",
-                      help="SGLD T = 1e5 with Welling-Teh decay, 200 x 100 slice samples, 5 seeds (mean +- 2 SE; about 1.5 h on 2 cores)")
+                      help="SGLD T = 1e5 with Welling-Teh decay, 200 x 100 slice samples, 5 seeds (mean +- 2 SE; "
+                           "about 1.5 h on 2 cores)")
     parser.add_argument("--out", type=out_folder, default=os.path.join(".", "kd_ref_runs", NAME), help="output folder")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the numpy Generator")
     args = parser.parse_args(argv)
