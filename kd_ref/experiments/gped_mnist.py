@@ -171,8 +171,11 @@ class Settings(Presets):
                 raise ValueError(f"{name}: expected a finite positive number, received {value!r}")
         if not 0 <= self.input_noise < np.inf:
             raise ValueError(f"input_noise: expected a finite number >= 0, received {self.input_noise!r}")
+        try:
+            multiplier_grid(self.multipliers)
+        except (TypeError, ValueError) as err:                  # its messages name "values[i]": rename the field
+            raise type(err)("multipliers" + str(err)[len("values"):]) from None
         self.multipliers = tuple(float(k) for k in self.multipliers)
-        multiplier_grid(self.multipliers)                       # names its own errors (values[i]: ...)
         if 1.0 not in self.multipliers:
             raise ValueError(f"multipliers: expected the teacher's width 1 among them (the base student), received "
                              f"{list(self.multipliers)}")
