@@ -1,4 +1,4 @@
-"""``kd-ref run gped-mnist`` end to end on tiny settings (synthetic digits), its resume, its shared chain and its CLI."""
+"""``kd-ref run gped-mnist`` end to end on tiny settings (synthetic digits): resume, the shared chain, the CLI."""
 import json
 import os
 import re

@@ -42,9 +42,9 @@ Outputs (``--out``): ``table1``, ``table_exp2``, ``table2``, ``table_exp3``, ``t
 ``OUT/cache``, so a stopped run resumes at the next component (a chain is one component: a
 ``--paper`` chain stopped midway starts again).
 """
-import copy
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -359,9 +359,10 @@ def run_chain(settings, data, run, cell, eval_x):
 
     Returns a dict of arrays (the cache of the cell): the ensemble's ``p_sum``, ``h_sum``,
     ``n_members``, the test NLL of single chain states ``state_nll`` (the divergence check),
-    ``params_<j>`` of student j, and the U_o targets of the largest U_o student (``targets``,
-    ``counts``) for the pruning of Experiment 3.
+    ``params_<j>`` of student j, the wall time ``seconds``, and the U_o targets of the largest U_o
+    student (``targets``, ``counts``) for the pruning of Experiment 3.
     """
+    began = time.perf_counter()
     n, s = cell
     x_teacher, y, d_prime, x_test = cell_data(settings, data, run, cell)
     net = teacher_net(settings, run.rng(1, n, s))
@@ -413,7 +414,8 @@ def run_chain(settings, data, run, cell, eval_x):
             tee.fail(err)
             raise
     (acc, state_nll), students = results[0], results[1:]
-    out = dict(p_sum=acc.p_sum, h_sum=acc.h_sum, n_members=np.array(acc.n_members), state_nll=state_nll)
+    out = dict(p_sum=acc.p_sum, h_sum=acc.h_sum, n_members=np.array(acc.n_members), state_nll=state_nll,
+               seconds=np.array(time.perf_counter() - began))
     for j, (params, _) in enumerate(students):
         out[f"params_{j}"] = params
     if cell == settings.exp3:
@@ -568,7 +570,7 @@ def table_exp3(settings, ev, pruned):
                  nll=v["nll"]) for label, v in ev["students"].items() if v["spec"][1] == "GPED U_o"]
     for p in pruned:
         rows.append(dict(student=f"group l1/l2 lam={p['lam']:g} ({settings.prune_solver})",
-                         sizes="every unit of a layer removed" if p["sizes"] is None else "-".join(map(str, p["sizes"])),
+                         sizes="-".join(map(str, p["sizes"])) if p["sizes"] else "every unit of a layer removed",
                          params=p.get("params", 0), macs=p.get("macs", 0), nll=p.get("nll", float("nan"))))
     ok = [i for i, r in enumerate(rows) if np.isfinite(r["nll"])]
     for key in ("macs", "params"):
@@ -675,12 +677,14 @@ def run(settings, out_dir, rng):
     ood = ood_inputs(settings, data, run)
     cells = settings.cells
     run_tasks(_chain_task, cells, settings.jobs, shared=(settings, data, run, ood))
-    evals = {}
+    evals, phases = {}, {}
     for cell in cells:
         arrays = _cached(run, f"chain_{cell[0]}_{cell[1]}", None)
+        phases[f"chain {cell[0]}:{cell[1]}"] = float(arrays["seconds"])
         evals[cell] = evaluate_cell(settings, data, run, cell, arrays, ood)
-    exp3_arrays = _cached(run, f"chain_{settings.exp3[0]}_{settings.exp3[1]}", None)
-    pruned = prune_runs(settings, data, run, exp3_arrays)
+    began = time.perf_counter()
+    pruned = prune_runs(settings, data, run, _cached(run, f"chain_{settings.exp3[0]}_{settings.exp3[1]}", None))
+    phases["pruning (when not cached)"] = time.perf_counter() - began
 
     t1, t2e = table1(settings, evals[settings.exp1]), table_exp2(settings, {c: evals[c] for c in settings.grid})
     t2, t3e = table2(settings, evals[settings.exp3]), table_exp3(settings, evals[settings.exp3], pruned)
@@ -690,7 +694,9 @@ def run(settings, out_dir, rng):
             f"eta = {settings.sgld_eta:g}, tau = {settings.prior_precision:g}, M = {settings.sgld_batch}, "
             f"T = {settings.sgld_steps}, B = {settings.burn_in}, H = {settings.thin}, ensemble every "
             f"{settings.accumulate_every} steps on {settings.n_test} test images; one seed")
-    parts = [f"# {NAME}: GPED's FCNN experiments (SPEC_seeds S3.E)", "", head, ""]
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
+    parts = [f"# {NAME}: GPED's FCNN experiments (SPEC_seeds S3.E)", "", head, "",
+             f"Wall time of the phases (as first computed; cached ones are not rerun): {times}", ""]
     n1, s1 = settings.exp1
     parts.append(write_table(t1, os.path.join(out_dir, "table1"),
                              f"Table 1 / Experiment 1 (N = {n1}, s = {s1}): test NLL (nats) and entropy MAE; GPED's "
@@ -729,9 +735,9 @@ def run(settings, out_dir, rng):
     for name in ("table1", "table_exp2", "table2", "table_exp3", "table3_auroc", "table4_ndcg"):
         run.files[name] = os.path.join(out_dir, name + ".csv")
     run.files["summary"] = os.path.join(out_dir, "summary.md")
-    results = run.finish(dict(data=data.name, table1=t1, table_exp2=t2e, table2=t2, table_exp3=t3e, table3=t3,
-                              table4=t4, conclusions=[dict(statement=s, holds=bool(ok), numbers=n)
-                                                      for s, ok, n in checks]))
+    results = run.finish(dict(data=data.name, phase_seconds=phases, table1=t1, table_exp2=t2e, table2=t2,
+                              table_exp3=t3e, table3=t3, table4=t4,
+                              conclusions=[dict(statement=s, holds=bool(ok), numbers=n) for s, ok, n in checks]))
     return {**results, "tables": tables}
 
 
