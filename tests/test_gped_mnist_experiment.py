@@ -151,3 +151,10 @@ def test_cli_help_and_bad_options(tmp_path, capsys):
     _one_line_error(capsys, ["run", "gped-mnist", "--quick", "--paper", "--out", str(out)],
                     "not allowed with argument --quick")
     assert not out.exists()                                       # refused before anything was written
+
+
+def test_two_jobs_give_the_numbers_of_one(tiny_run, tmp_path):
+    _, whole = tiny_run
+    parallel = gped_mnist.run(gped_mnist.Settings.quick(**{**vars(TINY), "jobs": 2}), str(tmp_path),
+                              np.random.default_rng(0))
+    assert _numbers(parallel) == _numbers(whole)
