@@ -56,7 +56,7 @@ def test_tiny_run_writes_consistent_tables_and_checks_the_conclusions(tiny_run):
     assert all(0 < r["GPED U_o mean"] <= 1 for r in out["table4"])
     summary = (folder / "summary.md").read_text()
     assert "NOT comparable" in summary and "Table 4" in summary
-    assert len(out["conclusions"]) == 4
+    assert len(out["conclusions"]) == 5
     for c in out["conclusions"]:
         assert ("- reproduces: " if c["holds"] else "- does NOT reproduce: ") + c["statement"] in summary
 
@@ -146,6 +146,8 @@ def test_cli_help_and_bad_options(tmp_path, capsys):
                     "kd-ref run gped-mnist: --configs: expected cells N:s", "5000:30")
     _one_line_error(capsys, ["run", "gped-mnist", "--configs", "5000-0", "--out", str(out)],
                     "--configs: expected cells N:s separated by commas")
+    _one_line_error(capsys, ["run", "gped-mnist", "--sgld-steps", "1000", "--out", str(out)],
+                    "--sgld-steps: expected more than burn_in + thin = 1010, received 1000")
     _one_line_error(capsys, ["run", "gped-mnist", "--jobs", "0", "--out", str(out)],
                     "--jobs: expected an integer >= 1, received 0")
     _one_line_error(capsys, ["run", "gped-mnist", "--quick", "--paper", "--out", str(out)],

@@ -27,10 +27,11 @@ U_s or U_o (S3.5-S3.6); EnD^2 (S3.13, U_s) with C log-concentrations. Adam 1e-3,
   inputs by uncertainty against the ensemble's (``metrics.ndcg_trials``, S3.17).
 
 Departures (documented in the tables): the quick preset runs T = 10^4 SGLD steps (S3.E: 2 10^4;
-measured: 6.6 ms per SGLD step on the shared 2-core machine, so S3.E's T would not fit in 15
-minutes for the five chains), 1,000 OOD images per set, and the pruning penalty is trained
-against the fixed U_o targets the largest student ended with (its teacher expectations on D',
-``OnlineAverage.mean``) instead of during a second chain; no dropout (kd_ref's MLP has none; GPED
+``--sgld-steps 20000`` restores it). Measured on the shared 2-core machine: 6.6 ms per SGLD step
+alone, and the whole quick run (four chains, 19 students, pruning) 585 s wall, 262 s CPU, at a
+load of 5-7, so S3.E's T would not fit in 15 minutes under such load. Also: 1,000 OOD images per
+set; the pruning penalty is trained against the fixed U_o targets the largest student ended with
+(its teacher expectations on D', ``OnlineAverage.mean``) instead of during a second chain; no dropout (kd_ref's MLP has none; GPED
 paper: 0.5 on the first hidden layer); one seed (GPED: 3); the held-out-class OOD set
 (``heldout:5-9``) needs a teacher trained on classes 0-4 and is not run; ``synthetic_digits`` is
 in-distribution for a teacher trained on synthetic digits and is left out then. AUROCs on these
@@ -625,9 +626,21 @@ def conclusions(settings, exp2, t3, t4, evals):
     by = {(r["N"], r["s"]): r for r in exp2}
     sides = sorted({s for _, s in settings.grid})
     sizes = sorted({n for n, _ in settings.grid})
+    rises = [(n, by[(n, sides[0])]["teacher_nll"], by[(n, sides[-1])]["teacher_nll"]) for n in sizes
+             if (n, sides[0]) in by and (n, sides[-1]) in by and sides[0] != sides[-1]]
+    falls = [(s, by[(sizes[0], s)]["teacher_nll"], by[(sizes[-1], s)]["teacher_nll"]) for s in sides
+             if (sizes[0], s) in by and (sizes[-1], s) in by and sizes[0] != sizes[-1]]
+    if rises and falls:
+        out.append((f"the teacher's test NLL rises with masking (s = {sides[0]} -> {sides[-1]}) and falls with N "
+                    f"(N = {sizes[0]} -> {sizes[-1]})", all(b > a for _, a, b in rises) and
+                    all(b < a for _, a, b in falls),
+                    "; ".join([f"N = {n}: {a:.4f} -> {b:.4f}" for n, a, b in rises] +
+                              [f"s = {s}: {a:.4f} -> {b:.4f}" for s, a, b in falls])))
     pairs = [(s, by[(sizes[0], s)]["gap_U_o"], by[(sizes[-1], s)]["gap_U_o"]) for s in sides
              if (sizes[0], s) in by and (sizes[-1], s) in by and sizes[0] != sizes[-1]]
     if pairs:
+        # the gap is student - teacher as S3.16 defines it, signed: a negative gap (a student below the ensemble's
+        # NLL) that moves towards 0 does not count as shrinking
         out.append((f"the student-teacher NLL gap (U_o) shrinks from N = {sizes[0]} to N = {sizes[-1]} at every s",
                     all(b < a for _, a, b in pairs), "; ".join(f"s = {s}: {a:.4f} -> {b:.4f}" for s, a, b in pairs)))
     peaks = []
@@ -643,15 +656,17 @@ def conclusions(settings, exp2, t3, t4, evals):
                 f"masks of --paper)")
         out.append((f"the NLL gap {what}, at every N", all(ok for _, ok, _ in peaks),
                     "; ".join(f"N = {n}: {t}" for n, _, t in peaks)))
-    wins, total, text = 0, 0, []
+    wins, text = {"nll": 0, "entropy_mae": 0}, []
     for cell, ev in evals.items():
         st = ev["students"]
-        for key in ("nll", "entropy_mae"):
+        for key in wins:
             o, s_ = st["GPED U_o"][key], st["GPED U_s"][key]
-            wins, total = wins + (o < s_), total + 1
+            wins[key] += bool(o < s_)
             text.append(f"{cell[0]}:{cell[1]} {key} U_o {o:.4f} vs U_s {s_:.4f}")
-    out.append((f"U_o beats U_s (lower student NLL / entropy MAE) in most settings: {wins} of {total}",
-                wins * 2 > total, "; ".join(text)))
+    total = 2 * len(evals)
+    out.append((f"U_o beats U_s (lower student NLL / entropy MAE) in most settings: {sum(wins.values())} of {total} "
+                f"(NLL {wins['nll']}, entropy MAE {wins['entropy_mae']} of {len(evals)} cells each)",
+                sum(wins.values()) * 2 > total, "; ".join(text)))
     if t3 is not None and "EnD2" in t3[0]:
         a = [(r["GPED U_o"], r["EnD2"]) for r in t3]
         b = [(r["GPED U_o mean"], r["EnD2 mean"]) for r in t4]
@@ -728,8 +743,11 @@ def run(settings, out_dir, rng):
                              f"inputs ranked by the student's uncertainty against the ensemble's, "
                              f"{settings.ndcg_trials} trials: mean and standard deviation over trials (as GPED's "
                              f"+-); GPED's FCNN figures beside"))
+    negative = [f"{r['N']}:{r['s']}" for r in t2e if r["gap_U_o"] < 0 or r["gap_U_s"] < 0]
+    note = (f"\nNegative gaps (a student's test NLL below the ensemble's) at the cells {', '.join(negative)}; GPED's "
+            f"gaps are all positive.\n" if negative else "")
     parts.append("### The issue's conclusions\n\n" + "\n".join(f"- {_verdict(ok)}: {s} ({n})" for s, ok, n in checks)
-                 + "\n")
+                 + "\n" + note)
     tables = "\n".join(parts)
     write_text_atomic(os.path.join(out_dir, "summary.md"), tables)
     for name in ("table1", "table_exp2", "table2", "table_exp3", "table3_auroc", "table4_ndcg"):
@@ -751,7 +769,7 @@ def parse_cells(text):
                                          f"{text!r}") from None
 
 
-OPTIONS = {"grid": "--configs", "data": "--data", "jobs": "--jobs"}
+OPTIONS = {"grid": "--configs", "data": "--data", "jobs": "--jobs", "sgld_steps": "--sgld-steps"}
 
 
 def main(argv=None):
@@ -767,6 +785,9 @@ def main(argv=None):
                         help="Experiment 2's cells N:s, comma separated (default: the mode's grid); Experiments 1, 3 "
                              "and 4 always run their own cells")
     parser.add_argument("--data", choices=["auto", "mnist", "synthetic"], help="data source (default auto)")
+    parser.add_argument("--sgld-steps", type=int_at_least(2),
+                        help="SGLD steps T per chain (default: quick 1e4, S3.E's 2e4 halved to fit 15 minutes; "
+                             "paper 1e6)")
     parser.add_argument("--out", type=out_folder, default=os.path.join(".", "kd_ref_runs", NAME), help="output folder")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the numpy Generator")
     parser.add_argument("--jobs", type=int_at_least(1), default=1,
@@ -776,7 +797,8 @@ def main(argv=None):
     overrides = {"jobs": args.jobs, "progress": not args.no_progress}
     if args.configs is not None:
         overrides["grid"] = args.configs
-    if args.data is not None:
-        overrides["data"] = args.data
+    for name in ("data", "sgld_steps"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     settings = Settings.paper(**overrides) if args.paper else Settings.quick(**overrides)
     return run_from_cli(parser, settings, OPTIONS, check_data, run, args.out, args.seed)
