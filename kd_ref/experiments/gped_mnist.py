@@ -31,8 +31,8 @@ Departures (documented in the tables): the quick preset runs T = 10^4 SGLD steps
 alone, and the whole quick run (four chains, 19 students, pruning) 585 s wall, 262 s CPU, at a
 load of 5-7, so S3.E's T would not fit in 15 minutes under such load. Also: 1,000 OOD images per
 set; the pruning penalty is trained against the fixed U_o targets the largest student ended with
-(its teacher expectations on D', ``OnlineAverage.mean``) instead of during a second chain; no dropout (kd_ref's MLP has none; GPED
-paper: 0.5 on the first hidden layer); one seed (GPED: 3); the held-out-class OOD set
+(its teacher expectations on D', ``OnlineAverage.mean``) instead of during a second chain; no
+dropout (kd_ref's MLP has none; GPED paper: 0.5 on the first hidden layer); one seed (GPED: 3); the held-out-class OOD set
 (``heldout:5-9``) needs a teacher trained on classes 0-4 and is not run; ``synthetic_digits`` is
 in-distribution for a teacher trained on synthetic digits and is left out then. AUROCs on these
 sets are new measurements, not comparable with GPED's KMNIST / notMNIST figures.
