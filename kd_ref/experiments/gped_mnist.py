@@ -32,9 +32,10 @@ alone, and the whole quick run (four chains, 19 students, pruning) 585 s wall, 2
 load of 5-7, so S3.E's T would not fit in 15 minutes under such load. Also: 1,000 OOD images per
 set; the pruning penalty is trained against the fixed U_o targets the largest student ended with
 (its teacher expectations on D', ``OnlineAverage.mean``) instead of during a second chain; no
-dropout (kd_ref's MLP has none; GPED paper: 0.5 on the first hidden layer); one seed (GPED: 3); the held-out-class OOD set
-(``heldout:5-9``) needs a teacher trained on classes 0-4 and is not run; ``synthetic_digits`` is
-in-distribution for a teacher trained on synthetic digits and is left out then. AUROCs on these
+dropout (kd_ref's MLP has none; GPED paper: 0.5 on the first hidden layer); one seed (GPED: 3);
+the held-out-class OOD set (``heldout:5-9``) needs a teacher trained on classes 0-4 and is not
+run; ``synthetic_digits`` is in-distribution for a teacher trained on synthetic digits and is
+left out then. AUROCs on these
 sets are new measurements, not comparable with GPED's KMNIST / notMNIST figures.
 
 Outputs (``--out``): ``table1``, ``table_exp2``, ``table2``, ``table_exp3``, ``table3_auroc``,
