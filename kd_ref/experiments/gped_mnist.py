@@ -274,18 +274,21 @@ def ood_inputs(settings, data, run):
 class ChainTee:
     """One sampler's kept states handed to ``n_consumers`` threads in lockstep: consumer i's k-th call gets state k.
 
-    A state is drawn (``sampler.next_batch(1)``) by the first consumer that needs it, under a
-    lock, so the chain is the same whatever the thread timing; a state is dropped once every
-    consumer has taken it, and the leader waits while it is ``lag`` states ahead of the slowest,
-    so at most ``lag`` states are held. :meth:`consumer` gives each thread an object with the
-    sampler interface (``next_batch``, ``n_dim``) that :func:`gped_distill` drives unchanged.
-    A consumer that fails calls :meth:`fail`; the others then raise at their next call.
+    A state is drawn (``sampler.next_batch(1)``) by the first consumer that needs it, one draw at
+    a time and in order, so the chain is the same whatever the thread timing; the draw runs
+    outside the lock, so the other consumers go on with the states they hold meanwhile. A state
+    is dropped once every consumer has taken it, and no state is drawn while the newest is
+    ``lag`` states ahead of the slowest consumer, so at most ``lag`` states are held.
+    :meth:`consumer` gives each thread an object with the sampler interface (``next_batch``,
+    ``n_dim``) that :func:`gped_distill` drives unchanged. A consumer that fails calls
+    :meth:`fail`; the others then raise at their next call.
     """
 
     def __init__(self, sampler, n_consumers, lag=8):
         self.sampler, self.lag = sampler, check_positive_int(lag, "lag")
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.Lock())
         self.buffer, self.taken, self.produced, self.failed = {}, [0] * n_consumers, 0, None
+        self.drawing = False
 
     def consumer(self, i):
         return _Consumer(self, i)
@@ -295,20 +298,29 @@ class ChainTee:
             self.failed = err
             self.cond.notify_all()
 
+    def _check(self):
+        if self.failed is not None:
+            raise RuntimeError(f"another student of this chain failed: {self.failed!r}")
+
     def take(self, i):
         with self.cond:
             k = self.taken[i]
             while k >= self.produced:
-                if self.failed is not None:
-                    raise RuntimeError(f"another student of this chain failed: {self.failed!r}")
-                if self.produced - min(self.taken) < self.lag:
-                    self.buffer[self.produced] = self.sampler.next_batch(1)[0]
-                    self.produced += 1
-                    self.cond.notify_all()
-                else:
+                self._check()
+                if self.drawing or self.produced - min(self.taken) >= self.lag:
                     self.cond.wait()
-            if self.failed is not None:
-                raise RuntimeError(f"another student of this chain failed: {self.failed!r}")
+                    continue
+                self.drawing = True
+                self.cond.release()             # draw without the lock: the others keep taking held states
+                try:
+                    theta = self.sampler.next_batch(1)[0]
+                finally:
+                    self.cond.acquire()
+                    self.drawing = False
+                    self.cond.notify_all()
+                self.buffer[self.produced] = theta
+                self.produced += 1
+            self._check()
             theta = self.buffer[k]
             self.taken[i] = k + 1
             for j in [j for j in self.buffer if j < min(self.taken)]:
