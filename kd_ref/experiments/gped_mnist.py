@@ -28,8 +28,8 @@ U_s or U_o (S3.5-S3.6); EnD^2 (S3.13, U_s) with C log-concentrations. Adam 1e-3,
 
 Departures (documented in the tables): the quick preset runs T = 10^4 SGLD steps (S3.E: 2 10^4;
 ``--sgld-steps 20000`` restores it). Measured on the shared 2-core machine: 6.6 ms per SGLD step
-alone, and the whole quick run (four chains, 19 students, pruning) 585 s wall, 262 s CPU, at a
-load of 5-7, so S3.E's T would not fit in 15 minutes under such load. Also: 1,000 OOD images per
+alone, and the whole quick run (four chains, 19 students, pruning) 477 s wall, 257 s CPU, at a
+load of 5-10, so S3.E's T would not fit in 15 minutes under such load. Also: 1,000 OOD images per
 set; the pruning penalty is trained against the fixed U_o targets the largest student ended with
 (its teacher expectations on D', ``OnlineAverage.mean``) instead of during a second chain; no
 dropout (kd_ref's MLP has none; GPED paper: 0.5 on the first hidden layer); one seed (GPED: 3);
@@ -678,7 +678,7 @@ def conclusions(settings, exp2, t3, t4, evals):
             text.append(f"{cell[0]}:{cell[1]} {key} U_o {o:.4f} vs U_s {s_:.4f}")
     total = 2 * len(evals)
     out.append((f"U_o beats U_s (lower student NLL / entropy MAE) in most settings: {sum(wins.values())} of {total} "
-                f"(NLL {wins['nll']}, entropy MAE {wins['entropy_mae']} of {len(evals)} cells each)",
+                f"(NLL {wins['nll']} of {len(evals)} cells, entropy MAE {wins['entropy_mae']} of {len(evals)})",
                 sum(wins.values()) * 2 > total, "; ".join(text)))
     if t3 is not None and "EnD2" in t3[0]:
         a = [(r["GPED U_o"], r["EnD2"]) for r in t3]
