@@ -773,7 +773,11 @@ def run(settings, out_dir, rng):
 
 
 def parse_cells(text):
-    """``N:s,N:s,...`` -> ((N, s), ...) for ``--configs``."""
+    """``N:s,N:s,...`` -> ((N, s), ...) for ``--configs`` (checked by ``Settings.validate``).
+
+    >>> parse_cells("10000:0,60000:15")
+    ((10000, 0), (60000, 15))
+    """
     try:
         return tuple(tuple(int(v) for v in part.split(":")) for part in text.split(","))
     except ValueError:
