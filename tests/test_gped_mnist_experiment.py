@@ -148,6 +148,8 @@ def test_cli_help_and_bad_options(tmp_path, capsys):
                     "--configs: expected cells N:s separated by commas")
     _one_line_error(capsys, ["run", "gped-mnist", "--sgld-steps", "1000", "--out", str(out)],
                     "--sgld-steps: expected more than burn_in + thin = 1010, received 1000")
+    _one_line_error(capsys, ["run", "gped-mnist", "--configs", "70000:0", "--data", "mnist", "--out", str(out)],
+                    "--configs: expected cells with N at most the 60000 MNIST training images")
     _one_line_error(capsys, ["run", "gped-mnist", "--jobs", "0", "--out", str(out)],
                     "--jobs: expected an integer >= 1, received 0")
     _one_line_error(capsys, ["run", "gped-mnist", "--quick", "--paper", "--out", str(out)],

@@ -251,7 +251,11 @@ def load_data(settings, rng):
 def check_data(settings):
     """Raise FileNotFoundError or ValueError (naming the file) unless the data the settings ask for can be read."""
     if settings.data == "mnist" or (settings.data == "auto" and datasets.mnist_available()):
-        datasets.load_mnist(scale=False)
+        (x_train, _), (x_test, _) = datasets.load_mnist(scale=False)
+        n = max(n for n, _ in settings.cells)
+        if n > x_train.shape[0] or settings.n_test > x_test.shape[0]:
+            raise ValueError(f"--configs: expected cells with N at most the {x_train.shape[0]} MNIST training images "
+                             f"(and n_test at most {x_test.shape[0]}), received N = {n}, n_test = {settings.n_test}")
 
 
 def cell_data(settings, data, run, cell):
