@@ -77,7 +77,7 @@ GPED_TABLE2 = {"NLL ensemble": 0.362, "NLL GPED": 0.408, "NLL EnD2": 0.415, "ent
 GPED_TABLE3 = ("GPED Table 3 (FCNN, ensemble / GPED / EnD2; MNIST vs KMNIST: TU 0.929 / 0.867 / 0.816, KU 0.976 / "
                "0.928 / 0.899; vs notMNIST: TU 0.944 / 0.670 / 0.652, KU 0.990 / 0.762 / 0.681)")
 GPED_TABLE4 = {"TU": ("0.954 +- 0.02", "0.946 +- 0.021"), "KU": ("0.924 +- 0.03", "0.941 +- 0.028")}
-#: Student kinds: (label, preset target, estimator); a stream code of its own each.
+#: Student kinds (GPED's target "both" with U_s or U_o; EnD^2), each with a stream code of its own.
 KINDS = {"GPED U_s": 0, "GPED U_o": 1, "EnD2": 2}
 
 
@@ -467,6 +467,7 @@ def _chain_task(shared, cell):
 
 # --------------------------------------------------------------------------- evaluation
 def student_net(settings, spec, params):
+    """The student of ``spec`` with the cached ``params`` (its initial weights, from a fixed generator, are replaced)."""
     label, kind, k = spec
     st = gped_student(teacher_net(settings), np.random.default_rng(0), head="dirichlet" if kind == "EnD2" else
                       "entropy", hidden=scaled_widths([784, *settings.hidden, N_CLASSES], k)[1:-1])
