@@ -467,7 +467,7 @@ def _chain_task(shared, cell):
 
 # --------------------------------------------------------------------------- evaluation
 def student_net(settings, spec, params):
-    """The student of ``spec`` with the cached ``params`` (its initial weights, from a fixed generator, are replaced)."""
+    """The student of ``spec`` holding the cached ``params`` (its fixed-generator initial weights replaced)."""
     label, kind, k = spec
     st = gped_student(teacher_net(settings), np.random.default_rng(0), head="dirichlet" if kind == "EnD2" else
                       "entropy", hidden=scaled_widths([784, *settings.hidden, N_CLASSES], k)[1:-1])
