@@ -26,6 +26,7 @@ EXPERIMENTS = {
     "kd-temperature": "kd_temperature",
     "kd-limits": "kd_limits",
     "gped-toy": "gped_toy",
+    "gped-mnist": "gped_mnist",
 }
 
 BENCHMARKS = {
