@@ -241,7 +241,7 @@ BENCH_OPTIONS = [
     (["nade", "--samples", "0"], "--samples: expected an integer >= 1, received 0"),
     (["gibbs", "--chains", "0"], "--chains: expected an integer >= 1, received 0"),
     (["logz", "--target", "0"], "--target: expected a half-width > 0 nats, received 0.0"),
-    (["logz", "--max-n", "0"], "--max-n: expected an integer >= 1, received 0"),
+    (["logz", "--max-n", "0"], "--max-n: expected an integer >= 2, received 0"),
     (["ldl", "--k", "784", "0"], "--k: expected an integer >= 1, received 0"),
     (["kd", "--batch", "0"], "--batch: expected an integer >= 1, received 0"),
     (["kd", "--t", "0"], "--t: expected a finite number > 0, received 0.0"),
@@ -271,7 +271,7 @@ def test_bench_logz_names_a_run_folder_it_cannot_read(tmp_path, capsys):
     (tmp_path / "results.json").write_text('{"settings": {"bogus": 1}}')
     _one_line_error(capsys, ["bench", "logz", "--run", str(tmp_path)], "--run: expected the results.json",
                     "KeyError: 'mode'")
-    settings = {"mode": "quick", "rbm": "train", "sample_burn_in": 1, "ais_temperatures": 2, "ais_schedule": "linear"}
+    settings = {"mode": "quick", "rbm": "train", "sample_burn_in": 1, "n_steps": 2, "dtype": "float64"}
     (tmp_path / "results.json").write_text(json.dumps({"settings": settings, "models": {}, "references": {}}))
     _one_line_error(capsys, ["bench", "logz", "--run", str(tmp_path)], "cache/marginals.npz", "FileNotFoundError")
 
