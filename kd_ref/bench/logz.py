@@ -203,9 +203,10 @@ def main(argv=None):
                       base_marginals=marginals, dtype=dt)
         return est, est.seconds
 
-    best_ais = None
+    best_ais, tuning_ais, tuning_bridge = None, 0.0, pilot_cpu
     for config in ais_configs:
         est, cpu = ais(args.ais_runs, config)
+        tuning_ais += cpu
         n_pred, cpu_pred = _predicted(est, cpu, args.ais_runs, target, heavy_tailed=True)
         error = f" error {est.log_z - exact:+.4f}" if exact is not None else ""
         print(f"  AIS K={config[0]:<6} {config[1]:<9} {np.dtype(config[2]).name}: {cpu_pred:9.2f} s "
@@ -220,6 +221,7 @@ def main(argv=None):
     best_bridge = None
     for per_chain in SAMPLES_PER_CHAIN:
         est, cpu = bridge(args.pilot_chains, per_chain)
+        tuning_bridge += cpu
         n_pred, cpu_pred = _predicted(est, cpu, args.pilot_chains, target)
         print(f"  bridge S={per_chain:<3}: {cpu_pred:9.2f} s (n = {n_pred} chains; p-side effective sample size "
               f"{est.p_effective_size:.0f} of {est.n_p}; naive SE / batch-means SE "
@@ -265,6 +267,8 @@ def main(argv=None):
           f"{per_chain} samples per chain {THIN} sweep(s) apart, batch-means SE, {dtype.name}): {tb:.2f} s; "
           f"{sb:.2f} s" + reached(okb))
     print(f"  NADE distillation ({key}): {distill_cpu:.1f} s ({how})")
+    print(f"  tuning pilots, charged to no one: AIS {tuning_ais:.1f} s; bridge sampling {tuning_bridge:.1f} s "
+          f"(of which the burn-in diagnostic {pilot_cpu:.1f} s)")
     print(f"AIS / importance sampling: {sa / si:.3g}   (as timed {ta / ti:.3g})")
     print(f"AIS / bridge sampling: {sa / sb:.3g}   (as timed {ta / tb:.3g})")
     print(f"AIS / (bridge sampling + distillation): {sa / (sb + distill_cpu):.3g}   "
