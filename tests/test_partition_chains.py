@@ -115,6 +115,10 @@ def test_burn_in_diagnostic_on_stationary_and_drifting_values():
     assert transient.converged and 0 < transient.detected and transient.burn_in == 2 * transient.detected
     drift = burn_in_diagnostic(rng.normal(size=(50, 400)) + 0.05 * np.arange(50)[:, None])
     assert not drift.converged and drift.burn_in == 49
+    slow = rng.normal(size=(200, 400))
+    slow[:80] -= 0.035                 # 0.7 pointwise standard errors: the running mean over sweeps sees it
+    small = burn_in_diagnostic(slow)
+    assert np.mean(np.abs(small.z[:80]) > 3) < 0.05 and small.segment_z[0] < -3 and small.detected >= 40
     at = burn_in_diagnostic(rng.normal(size=(5, 10)), sweeps=np.array([0, 3, 6, 9, 12]))
     assert at.sweeps.tolist() == [0, 3, 6, 9, 12]
 

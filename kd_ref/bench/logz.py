@@ -11,7 +11,8 @@ Every estimator runs on the same RBM, read from a finished ``kd-ref run rbm-nade
 * importance sampling with the NADE (4.52);
 * bridge sampling (4.53-4.54) with Gibbs chains seeded at the NADE samples
   (:func:`kd_ref.distill.generative.seeded_chain_bridge`): the burn-in is chosen by
-  :func:`kd_ref.partition.burn_in_diagnostic` on a pilot of ``--pilot-chains`` chains (printed),
+  :func:`kd_ref.partition.burn_in_diagnostic` on a pilot of ``--pilot-chains`` chains (printed;
+  run again twice as long, up to ``PILOT_DOUBLINGS`` times, while it finds no convergence),
   each chain gives S samples (S in :data:`SAMPLES_PER_CHAIN`, the best by a pilot, ``THIN``
   sweeps apart) and the standard error is by batch means over chains, so the interval keeps
   its coverage (tests/test_partition_chains.py checks exactly this configuration). Sampling is
@@ -49,6 +50,7 @@ SAMPLES_PER_CHAIN = (1, 4, 16)
 THIN = 1
 #: The burn-in pilot: chains, sweeps and recording interval (sweeps), and the diagnostic's |z| threshold.
 PILOT_CHAINS, PILOT_SWEEPS, PILOT_EVERY = 1000, 200, 2
+PILOT_DOUBLINGS = 3        # an unconverged pilot is run again twice as long (recording half as often), at most 3 times
 DEFAULT_AIS_TEMPERATURES = (100, 300, 1000, 3000, 10000)
 MARGIN = 1.25             # the timed runs start at this multiple of the n a pilot predicts (pilots are noisy)
 TIMED_STEPS = 200          # training steps timed to estimate the distillation's CPU time
@@ -181,15 +183,23 @@ def main(argv=None):
           + (f"; exact log Z = {exact:.4f}" if exact is not None else "") + "\n", flush=True)
 
     # --- burn-in of the chains seeded at the NADE samples, by the diagnostic
-    sweeps, values, pilot_cpu = seeded_chain_trace(rbm, nade, rng, n_chains=args.pilot_chains,
-                                                   n_sweeps=args.pilot_sweeps, every=PILOT_EVERY, dtype=dtype)
-    diag = burn_in_diagnostic(values, sweeps)
-    print(f"burn-in diagnostic: {args.pilot_chains} chains seeded at NADE samples, log phi - log q every "
-          f"{PILOT_EVERY} sweeps up to {args.pilot_sweeps} ({pilot_cpu:.1f} CPU s)")
-    shown = sorted(set(np.searchsorted(sweeps, [0, 1, 2, 5, 10, 20, 50, 100, diag.burn_in, sweeps[-1]]).tolist()))
-    for i in (j for j in shown if j < sweeps.size):
-        print(f"  sweep {sweeps[i]:5d}: mean {diag.means[i]:10.4f} +- {diag.std_errors[i]:.4f}   z {diag.z[i]:+7.2f}")
-    print(f"  {diag}\n", flush=True)
+    n_sweeps, every, pilot_cpu = args.pilot_sweeps, PILOT_EVERY, 0.0
+    while True:             # a longer pilot (fresh chains) until the diagnostic is satisfied, or PILOT_DOUBLINGS
+        sweeps, values, cpu = seeded_chain_trace(rbm, nade, rng, n_chains=args.pilot_chains, n_sweeps=n_sweeps,
+                                                 every=every, dtype=dtype)
+        pilot_cpu += cpu
+        diag = burn_in_diagnostic(values, sweeps)
+        print(f"burn-in diagnostic: {args.pilot_chains} chains seeded at NADE samples, log phi - log q every "
+              f"{every} sweeps up to {n_sweeps} ({cpu:.1f} CPU s)")
+        marks = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, diag.detected, diag.burn_in, sweeps[-1]]
+        for i in sorted(set(np.searchsorted(sweeps, marks).tolist())):
+            if i < sweeps.size:
+                print(f"  sweep {sweeps[i]:5d}: mean {diag.means[i]:10.4f} +- {diag.std_errors[i]:.4f}   "
+                      f"z {diag.z[i]:+7.2f}   running-mean z {diag.segment_z[i]:+7.2f}")
+        print(f"  {diag}\n", flush=True)
+        if diag.converged or n_sweeps >= args.pilot_sweeps * 2 ** PILOT_DOUBLINGS:
+            break
+        n_sweeps, every = 2 * n_sweeps, 2 * every
     burn_in = diag.burn_in
 
     # --- tuning pilots (not charged)
