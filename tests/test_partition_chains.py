@@ -57,7 +57,7 @@ def test_the_test_rbm_needs_a_burn_in_and_the_diagnostic_finds_one(sticky):
     rbm, nade, log_z, diag = sticky
     assert isinstance(diag, BurnInDiagnostic) and diag.converged
     assert diag.z[0] < -10                           # at sweep 0 the chains are q's samples, far from p's level
-    assert 0 < diag.detected and diag.burn_in == 2 * diag.detected < diag.window_start
+    assert 0 < diag.detected < diag.burn_in == diag.window_start == PILOT_SWEEPS // 2
     assert np.all(np.abs(diag.z[np.searchsorted(diag.sweeps, diag.detected):]) <= diag.threshold)
     assert "burn-in" in str(diag) and "R-hat" in str(diag)
 
@@ -110,9 +110,10 @@ def test_paired_standard_error_counts_the_seed_covariance():
 def test_burn_in_diagnostic_on_stationary_and_drifting_values():
     rng = np.random.default_rng(0)
     still = burn_in_diagnostic(rng.normal(size=(50, 400)))
-    assert still.converged and still.detected == still.burn_in == 0 and abs(still.r_hat - 1) < 0.02
+    assert still.converged and still.detected == 0 and still.burn_in == still.window_start == 25
+    assert abs(still.r_hat - 1) < 0.02
     transient = burn_in_diagnostic(rng.normal(size=(50, 400)) - 5.0 * 0.5 ** np.arange(50)[:, None])
-    assert transient.converged and 0 < transient.detected and transient.burn_in == 2 * transient.detected
+    assert transient.converged and 0 < transient.detected < transient.burn_in == 25
     drift = burn_in_diagnostic(rng.normal(size=(50, 400)) + 0.05 * np.arange(50)[:, None])
     assert not drift.converged and drift.burn_in == 49
     slow = rng.normal(size=(200, 400))

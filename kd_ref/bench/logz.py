@@ -12,7 +12,8 @@ Every estimator runs on the same RBM, read from a finished ``kd-ref run rbm-nade
 * bridge sampling (4.53-4.54) with Gibbs chains seeded at the NADE samples
   (:func:`kd_ref.distill.generative.seeded_chain_bridge`): the burn-in is chosen by
   :func:`kd_ref.partition.burn_in_diagnostic` on a pilot of ``--pilot-chains`` chains (printed;
-  run again twice as long, up to ``PILOT_DOUBLINGS`` times, while it finds no convergence),
+  run again twice as long, up to ``PILOT_DOUBLINGS`` times, while it finds no convergence): the
+  first half of a converged pilot,
   each chain gives S samples (S in :data:`SAMPLES_PER_CHAIN`, the best by a pilot, ``THIN``
   sweeps apart) and the standard error is by batch means over chains, so the interval keeps
   its coverage (tests/test_partition_chains.py checks exactly this configuration). Sampling is
