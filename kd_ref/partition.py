@@ -540,7 +540,7 @@ def bridge_sampling_chains(log_phi_q, log_q_q, log_phi_p, log_q_p, *, paired=Fal
     which :func:`bridge_sampling` evaluates with Var(B) = Var(b) / n_p, true only for
     independent samples. S successive states of one Gibbs chain are positively correlated, so
     Var(b) / n_p understates Var(B) by the integrated autocorrelation time of b, and the
-    interval loses its coverage (tests/test_partition_chains.py, 16 samples per chain: 84 of
+    interval loses its coverage (tests/test_partition_chains.py, 16 samples per chain: 85 of
     100 intervals cover log Z instead of >= 95). Here each chain's mean b_c is one batch: the K
     chains are independent, so Var(B) = Var(b_c) / K exactly, estimated by the sample variance of the K chain means
     (batch means, one batch per chain; no autocorrelation model is needed, only K >= 2
