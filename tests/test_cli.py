@@ -59,6 +59,29 @@ def test_bench_sgld_prints_the_step_ratio_to_one_gradient(capsys):
     assert float(gped.split("ratio ")[1]) > 0.0
 
 
+def test_bench_logz_on_a_tiny_run_prints_the_diagnostic_and_the_ratios(tmp_path, capsys):
+    """A tiny finished rbm-nade run (exact log Z): the burn-in diagnostic, the AIS tuning, the three timed
+    estimators, the distillation's CPU time (estimated: the run does not record it) and the ratios."""
+    from test_resume import _tiny_rbm_nade
+
+    from kd_ref.experiments import rbm_nade
+
+    rbm_nade.run(_tiny_rbm_nade(), tmp_path, np.random.default_rng(0))
+    capsys.readouterr()
+    argv = ["bench", "logz", "--run", str(tmp_path), "--target", "1.0", "--ais-runs", "8", "--ais-temperatures", "20",
+            "--pilot-chains", "30", "--pilot-sweeps", "12", "--max-n", "4096"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "best NADE 6/" in out and "exact log Z = " in out and "burn-in diagnostic: 30 chains" in out
+    assert "AIS K=20     piecewise float32" in out and "bridge S=16 " in out
+    assert "batch-means SE" in out and "estimated: not recorded by the run" in out
+    ratios = {line.split(":")[0]: float(line.split(":")[1].split()[0]) for line in out.splitlines()
+              if line.startswith("AIS / ")}
+    # printed, not compared: timings on a shared machine are no test
+    assert set(ratios) == {"AIS / importance sampling", "AIS / bridge sampling",
+                           "AIS / (bridge sampling + distillation)"} and all(r > 0 for r in ratios.values())
+
+
 def test_bench_curvature_counts_match_the_spec_and_the_net():
     from kd_ref.bench.curvature import counts
 
@@ -241,7 +264,7 @@ BENCH_OPTIONS = [
     (["nade", "--samples", "0"], "--samples: expected an integer >= 1, received 0"),
     (["gibbs", "--chains", "0"], "--chains: expected an integer >= 1, received 0"),
     (["logz", "--target", "0"], "--target: expected a half-width > 0 nats, received 0.0"),
-    (["logz", "--max-n", "0"], "--max-n: expected an integer >= 1, received 0"),
+    (["logz", "--max-n", "0"], "--max-n: expected an integer >= 2, received 0"),
     (["ldl", "--k", "784", "0"], "--k: expected an integer >= 1, received 0"),
     (["kd", "--batch", "0"], "--batch: expected an integer >= 1, received 0"),
     (["kd", "--t", "0"], "--t: expected a finite number > 0, received 0.0"),
@@ -271,7 +294,7 @@ def test_bench_logz_names_a_run_folder_it_cannot_read(tmp_path, capsys):
     (tmp_path / "results.json").write_text('{"settings": {"bogus": 1}}')
     _one_line_error(capsys, ["bench", "logz", "--run", str(tmp_path)], "--run: expected the results.json",
                     "KeyError: 'mode'")
-    settings = {"mode": "quick", "rbm": "train", "sample_burn_in": 1, "ais_temperatures": 2, "ais_schedule": "linear"}
+    settings = {"mode": "quick", "rbm": "train", "sample_burn_in": 1, "n_steps": 2, "dtype": "float64"}
     (tmp_path / "results.json").write_text(json.dumps({"settings": settings, "models": {}, "references": {}}))
     _one_line_error(capsys, ["bench", "logz", "--run", str(tmp_path)], "cache/marginals.npz", "FileNotFoundError")
 

@@ -471,7 +471,7 @@ def test_rbm_nade_settings_name_the_bad_field(override, error, match):
 
 @pytest.mark.parametrize("argv, message", [
     (["--target", "0"], "--target: expected a half-width > 0 nats, received 0.0"),
-    (["--max-n", "0"], "--max-n: expected an integer >= 1, received 0"),
+    (["--max-n", "0"], "--max-n: expected an integer >= 2, received 0"),
 ])
 def test_bench_logz_refuses_bad_options_before_loading_the_run(argv, message, capsys):
     from kd_ref.bench import logz

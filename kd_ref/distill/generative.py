@@ -54,7 +54,8 @@ from .._validation import (check_binary_dataset, check_float_dtype, check_genera
                            check_path, check_positive_int)
 from ..nade import NADE, log_likelihood_objective
 from ..optim import Adadelta, CheckpointError, check_state_keys, state_count
-from ..partition import bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound, trivial_lower_bound
+from ..partition import (bridge_sampling, bridge_sampling_chains, importance_sampling, kl_lower_bound, kl_upper_bound,
+                         trivial_lower_bound)
 from ..progress import Progress
 from ..rbm import (RBM, GibbsSampler, binary_states, check_chain_run, checkpointed_sweeps, hill_climb,
                    random_chain_samples)
@@ -638,6 +639,124 @@ def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, upper_sampl
     out["cpu_seconds"] = {name: cost + out[name].seconds for name, cost in needs.items()}
     out["x_q"], out["x_p"], out["x_u"] = x_q, x_p, upper_samples
     return out
+
+
+def _seeded_chains(rbm, nade, rng, n_chains, dtype, progress):
+    """NADE samples x_q (K, D), log q and log phi at them (float64) and Gibbs chains started at copies of them.
+
+    The samples are drawn in ``dtype`` (a float32 NADE samples about twice as fast); the
+    log-values are computed by ``nade`` and ``rbm`` as given (float64 models: float64 values).
+    """
+    sampler = nade if np.dtype(dtype) == nade.dtype else nade.astype(dtype)
+    x_q = _sample_in_chunks(sampler, n_chains, rng, progress)
+    log_q_q, log_phi_q = nade.log_prob(x_q), rbm.log_phi(x_q)
+    return x_q, log_q_q, log_phi_q, GibbsSampler(rbm, rng, init=x_q, dtype=dtype)
+
+
+def seeded_chain_trace(rbm, nade, rng, *, n_chains, n_sweeps, every=1, dtype=np.float64, progress=False):
+    """log phi - log q along Gibbs chains started at NADE samples: the input of the burn-in diagnostic.
+
+    The pilot of :func:`seeded_chain_bridge`: K chains started at K NADE samples, the
+    statistic f = log phi - log q recorded at sweep 0 (the samples themselves) and every
+    ``every`` sweeps up to ``n_sweeps``; :func:`kd_ref.partition.burn_in_diagnostic` reads it.
+
+    Parameters
+    ----------
+    rbm : RBM
+    nade : NADE
+    rng : numpy.random.Generator
+    n_chains : int >= 2
+    n_sweeps : int >= 3 * every
+        Sweeps of the pilot (at least 4 recorded points).
+    every : int >= 1
+    dtype : {numpy.float64, numpy.float32}
+        Precision of the NADE samples and of the sweeps.
+
+    Returns
+    -------
+    sweeps : ndarray of shape (T,), int    0, every, 2 every, ... <= n_sweeps
+    values : ndarray of shape (T, K)       f at those sweeps
+    seconds : float                        CPU seconds of the pilot
+    """
+    _check_pair(nade, rbm)
+    check_generator(rng)
+    n_chains = check_positive_int(n_chains, "n_chains", minimum=2)
+    every = check_positive_int(every, "every")
+    n_sweeps = check_positive_int(n_sweeps, "n_sweeps", minimum=3 * every)
+    check_float_dtype(dtype)
+    began = time.process_time()
+    _, log_q_q, log_phi_q, chains = _seeded_chains(rbm, nade, rng, n_chains, dtype, progress)
+    sweeps = np.arange(0, n_sweeps + 1, every)
+    values = np.empty((sweeps.size, n_chains))
+    values[0] = log_phi_q - log_q_q
+    bar = Progress(sweeps.size - 1, label="burn-in pilot", enabled=progress)
+    for i in range(1, sweeps.size):
+        x = chains.sweep(every)
+        values[i] = rbm.log_phi(x) - nade.log_prob(x)
+        bar.update(i)
+    bar.close()
+    return sweeps, values, time.process_time() - began
+
+
+def seeded_chain_bridge(rbm, nade, rng, *, n_samples, burn_in, samples_per_chain=1, thin=1, dtype=np.float64,
+                        progress=False, **bridge):
+    """Bridge sampling of the RBM's log Z (4.53-4.54) with several samples per NADE-seeded Gibbs chain.
+
+    1. Draw ``n_samples`` = K exact NADE samples x_q, with log q and log phi at them.
+    2. Start one Gibbs chain at (a copy of) each and run ``burn_in`` sweeps, typically the
+       burn-in that :func:`kd_ref.partition.burn_in_diagnostic` finds on a pilot
+       (:func:`seeded_chain_trace`).
+    3. Keep S = ``samples_per_chain`` states of each chain, ``thin`` sweeps apart (the first
+       after the burn-in), with log q and log phi at each.
+    4. :func:`kd_ref.partition.bridge_sampling_chains` with the chains paired to their seeds:
+       the standard error by batch means over chains, seed covariance included, so the
+       interval keeps its coverage although the S samples of a chain are correlated.
+
+    With S = 1 and ``burn_in`` the thesis's 2,000 this is the bridge sampling of
+    :func:`estimate_log_z`. The saving is on the RBM side: a chain started at q is near p when
+    q fits p, so a short burn-in suffices, and every further sample of a chain costs ``thin``
+    sweeps instead of a whole burn-in.
+
+    Parameters
+    ----------
+    rbm : RBM
+    nade : NADE
+    rng : numpy.random.Generator
+    n_samples : int >= 2
+        K, the NADE samples and chains.
+    burn_in : int >= 0
+    samples_per_chain : int >= 1
+    thin : int >= 1
+    dtype : {numpy.float64, numpy.float32}
+        Precision of the NADE sampling and of the Gibbs sweeps (log q and log phi are computed
+        by the models as given: in float64 for a float64 NADE).
+    **bridge
+        max_iter, tol, log_z_init of :func:`kd_ref.partition.bridge_sampling_chains`.
+
+    Returns
+    -------
+    estimate : kd_ref.partition.ChainBridgeEstimate
+    seconds : float
+        CPU seconds of everything: the NADE samples, the sweeps, every log q and log phi and
+        the estimator.
+    """
+    _check_pair(nade, rbm)
+    check_generator(rng)
+    n_samples = check_positive_int(n_samples, "n_samples", minimum=2)
+    burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
+    per_chain = check_positive_int(samples_per_chain, "samples_per_chain")
+    thin = check_positive_int(thin, "thin")
+    check_float_dtype(dtype)
+    began = time.process_time()
+    _, log_q_q, log_phi_q, chains = _seeded_chains(rbm, nade, rng, n_samples, dtype, progress)
+    log_q_p, log_phi_p = np.empty((n_samples, per_chain)), np.empty((n_samples, per_chain))
+    x = chains.burn_in(burn_in, progress=progress) if burn_in else chains.x
+    for s in range(per_chain):
+        if s:
+            x = chains.sweep(thin)
+        log_q_p[:, s], log_phi_p[:, s] = nade.log_prob(x), rbm.log_phi(x)
+    est = bridge_sampling_chains(log_phi_q, log_q_q, log_phi_p, log_q_p, paired=True, **bridge)
+    return est, time.process_time() - began
 
 
 def _sample_in_chunks(nade, n, rng, progress, chunk=1000):
