@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from kd_ref import gradcheck
 from kd_ref.distill import objective
-from kd_ref.distill.generative import (ChainStream, KLLoss, ScoreMatchingLoss, SquareErrorLoss, _sample_in_chunks,
+from kd_ref.distill.generative import (ChainStream, KLLoss, ScoreMatchingLoss, SquareErrorLoss, sample_in_chunks,
                                        distill_nade, estimate_log_z, exact_kl, teacher_targets)
 from kd_ref.nade import NADE
 from kd_ref.partition import (bridge_sampling, importance_sampling, kl_lower_bound, kl_upper_bound,
@@ -239,7 +239,7 @@ def test_estimate_log_z_feeds_the_array_estimators_with_its_samples(tiny):
     assert all(out["cpu_seconds"][k] >= out[k].seconds for k in out["cpu_seconds"])
     # x_u are the chains random_chain_samples draws from the generator once x_q and x_p are drawn
     rng = np.random.default_rng(6)
-    _sample_in_chunks(nade, 500, rng, False)
+    sample_in_chunks(nade, 500, rng, False)
     GibbsSampler(rbm, rng, init=x_q).burn_in(5)
     np.testing.assert_array_equal(x_u, random_chain_samples(rbm, rng, 500, 5)[0])
     # given samples are used as they are, and their CPU seconds are charged to the upper bound alone

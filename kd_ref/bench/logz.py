@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import npzfile
 from ..cli import ArgumentParser, int_at_least
-from ..distill.generative import (RecordedStream, _sample_in_chunks, distill_nade, seeded_chain_bridge,
+from ..distill.generative import (RecordedStream, distill_nade, loss_by_name, sample_in_chunks, seeded_chain_bridge,
                                   seeded_chain_trace)
 from ..nade import NADE
 from ..partition import ais_rbm, burn_in_diagnostic, importance_sampling
@@ -97,8 +97,6 @@ def _distillation_seconds(folder, rbm, nade_key, results, settings, rng):
     recorded = results["models"][nade_key].get("train_cpu_seconds")
     if recorded is not None:
         return float(recorded), "recorded by the run"
-    from ..experiments.rbm_nade import make_loss             # the run's own loss (c of the square error)
-
     hidden, loss = nade_key.split("/")
     stream = RecordedStream(Path(folder) / "cache" / "stream.npz", dtype=settings["dtype"])
     steps = min(TIMED_STEPS, settings["n_steps"], stream.n_batches)
@@ -106,7 +104,7 @@ def _distillation_seconds(folder, rbm, nade_key, results, settings, rng):
     student = NADE(trained.n_inputs, trained.n_hidden, rng, order=trained.order, nonlinearity=trained.nonlinearity,
                    dtype=settings["dtype"])
     began = time.process_time()
-    distill_nade(student, make_loss(loss, results["references"]), stream, rbm, steps, progress=False)
+    distill_nade(student, loss_by_name(loss, results["references"]), stream, rbm, steps, progress=False)
     per_step = (time.process_time() - began) / steps
     total = stream.seconds + per_step * settings["n_steps"]
     return total, (f"estimated: not recorded by the run; the stream's {stream.seconds:.1f} s (recorded) + "
@@ -243,7 +241,7 @@ def main(argv=None):
     def importance(n):
         began = time.process_time()
         sampler = nade if dtype == nade.dtype else nade.astype(dtype)
-        x = _sample_in_chunks(sampler, n, rng, False)
+        x = sample_in_chunks(sampler, n, rng, False)
         est = importance_sampling(rbm.log_phi(x), nade.log_prob(x))
         return est, time.process_time() - began
 

@@ -178,6 +178,17 @@ class ScoreMatchingLoss:
 LOSSES = {"kl": KLLoss, "se": SquareErrorLoss, "sm": ScoreMatchingLoss}
 
 
+def loss_by_name(name, refs):
+    """The loss ``name`` of :data:`LOSSES`; the square error takes its c from ``refs`` (a run's references).
+
+    ``refs["hill"]["log_phi"]`` is the hill-climbed log phi of the RBM's mode (4.13), checked
+    against ``refs["exact"]`` (the exact log Z) when there is one.
+    """
+    if name == "se":
+        return SquareErrorLoss(refs["hill"]["log_phi"], log_z=refs.get("exact"))
+    return LOSSES[name]()
+
+
 # ----------------------------------------------------------------------------------- teacher samples
 class ChainStream:
     """Minibatches of teacher samples from K parallel block-Gibbs chains (section 4.2.3).
@@ -610,7 +621,7 @@ def estimate_log_z(rbm, nade, rng, *, n_samples=10000, burn_in=2000, upper_sampl
         candidates = rbm._check_x(candidates, False, name="candidates")
     clock = time.process_time
     t0 = clock()
-    x_q = _sample_in_chunks(nade, n_samples, rng, progress)
+    x_q = sample_in_chunks(nade, n_samples, rng, progress)
     t1 = clock()
     log_q_q, log_phi_q = nade.log_prob(x_q), rbm.log_phi(x_q)
     t2 = clock()
@@ -648,7 +659,7 @@ def _seeded_chains(rbm, nade, rng, n_chains, dtype, progress):
     log-values are computed by ``nade`` and ``rbm`` as given (float64 models: float64 values).
     """
     sampler = nade if np.dtype(dtype) == nade.dtype else nade.astype(dtype)
-    x_q = _sample_in_chunks(sampler, n_chains, rng, progress)
+    x_q = sample_in_chunks(sampler, n_chains, rng, progress)
     log_q_q, log_phi_q = nade.log_prob(x_q), rbm.log_phi(x_q)
     return x_q, log_q_q, log_phi_q, GibbsSampler(rbm, rng, init=x_q, dtype=dtype)
 
@@ -759,7 +770,7 @@ def seeded_chain_bridge(rbm, nade, rng, *, n_samples, burn_in, samples_per_chain
     return est, time.process_time() - began
 
 
-def _sample_in_chunks(nade, n, rng, progress, chunk=1000):
+def sample_in_chunks(nade, n, rng, progress, chunk=1000):
     """n NADE samples, shape (n, D), drawn in chunks of ``chunk`` (memory and a progress line)."""
     xs = []
     bar = Progress(n, label="NADE samples", enabled=progress)

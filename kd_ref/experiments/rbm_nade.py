@@ -34,7 +34,7 @@ run (timings aside).
 import functools
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -42,8 +42,8 @@ from .. import datasets, npzfile, toydata
 from ..cli import ArgumentParser, int_at_least, out_folder
 from .._validation import check_in_range, check_positive_int
 from ..metrics import mean_2se
-from ..distill.generative import (LOSSES, ChainStream, RecordedStream, SquareErrorLoss, distill_nade, estimate_log_z,
-                                  record_stream)
+from ..distill.generative import (LOSSES, ChainStream, RecordedStream, distill_nade, estimate_log_z,
+                                  loss_by_name, record_stream)
 from ..nade import NADE, raster_column_order
 from ..optim import SGD
 from ..partition import ais_rbm
@@ -215,12 +215,6 @@ def references(rbm, marginals, settings, run):
     return run.cached_json("references.json", make)
 
 
-def make_loss(name, refs):
-    if name == "se":   # c from hill climbing (4.13), checked against the exact log Z when there is one
-        return SquareErrorLoss(refs["hill"]["log_phi"], log_z=refs.get("exact"))
-    return LOSSES[name]()
-
-
 def training_stream(rbm, settings, run):
     """The path of the run's training stream (section 4.2.3), drawn once for every NADE and cached.
 
@@ -255,7 +249,7 @@ def train_nade(rbm, loss_name, hidden, refs, x_test, settings, run, code, stream
     order = raster_column_order(side, side) if side * side == rbm.n_visible else None
     nade = NADE(rbm.n_visible, hidden, rng, order=order, dtype=settings.dtype)
     stream = RecordedStream(stream_path(), dtype=settings.dtype)
-    result = distill_nade(nade, make_loss(loss_name, refs), stream, rbm, settings.n_steps,
+    result = distill_nade(nade, loss_by_name(loss_name, refs), stream, rbm, settings.n_steps,
                           test=x_test[:settings.curve_test],
                           monitor_every=max(1, settings.n_steps // settings.curve_points),
                           bound_samples=settings.bound_samples, rng=rng, checkpoint=str(ckpt),
