@@ -94,8 +94,8 @@ def run_tasks(fn, tasks, jobs=1, shared=None, done=None):
                     running[pool.submit(_run_task, fn, task)] = index
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in sorted(finished, key=running.get):
+                    results[running[future]] = future.result()   # a task that failed stays in running for _stopped
                     index = running.pop(future)
-                    results[index] = future.result()
                     if done is not None:
                         done(index, results[index])
         except BaseException as err:
@@ -128,9 +128,11 @@ def _stopped(err, running, stop):
     except KeyboardInterrupt:                                    # a second Ctrl-C: stop now
         _terminate_workers()
         return KeyboardInterrupt()
-    if not isinstance(err, KeyboardInterrupt) or isinstance(err, Interrupted):
+    if not isinstance(err, KeyboardInterrupt):                   # a task's own error, unchanged
         return err
-    for future in sorted(running, key=running.get):             # the first task's names its checkpoint
+    # a Ctrl-C, heard here or first by a worker (then err is that task's Interrupted, whichever finished first):
+    # the first task's Interrupted is raised, as it names the checkpoint
+    for future in sorted(running, key=running.get):
         if future.done() and not future.cancelled() and isinstance(future.exception(), Interrupted):
             return future.exception()
     return err

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -59,6 +60,25 @@ def test_a_failing_task_stops_the_others_and_its_error_arrives_unchanged(tmp_pat
     # stopped by the pool's signal or stop event, not by the terminate that follows KILL_SECONDS without them
     assert time.perf_counter() - began < KILL_SECONDS
     assert not any((tmp_path / f"began_{k}").exists() for k in (2, 3))      # tasks 2 and 3 never began
+
+
+def test_a_ctrl_c_raises_the_first_tasks_interrupt_whichever_worker_reported_first(monkeypatch):
+    """Control of the race the Ctrl-C tests can only sample: task 1's Interrupted arrived before task 0's."""
+    from concurrent.futures import Future
+    from kd_ref import jobs
+
+    monkeypatch.setattr(jobs, "_signal_workers", lambda signum: None)     # no pool here: signal no process
+    _stopped = jobs._stopped
+
+    futures = [Future() for _ in range(3)]
+    for k in (0, 1):
+        futures[k].set_exception(Interrupted(k + 5, 10, f"task {k}", f"ckpt_{k}.npz", k + 5))
+    futures[2].set_exception(ValueError("not an interrupt"))
+    running = {f: k for k, f in enumerate(futures)}
+    got = _stopped(futures[1].exception(), running, threading.Event())
+    assert got is futures[0].exception()
+    bug = ValueError("a task's own error")
+    assert _stopped(bug, running, threading.Event()) is bug           # a task's error is raised unchanged
 
 
 def test_bad_jobs_are_named():
