@@ -90,8 +90,8 @@ class Settings(Presets):
 
     @classmethod
     def paper(cls, **overrides):
-        return cls.preset(dict(mode="paper", truth_chains=200, truth_samples=100, sgld_steps=100000, sgld_decay=True, seeds=5),
-                          **overrides)
+        return cls.preset(dict(mode="paper", truth_chains=200, truth_samples=100, sgld_steps=100000, sgld_decay=True,
+                               seeds=5), **overrides)
 
     def validate(self):
         """Check every field (errors name it); return ``self``."""
