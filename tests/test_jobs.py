@@ -96,7 +96,10 @@ def test_an_interrupt_keeps_its_attributes_through_pickling():
 
 
 _CTRL_C_SCRIPT = textwrap.dedent("""
-    import sys, numpy as np
+    import signal, sys, numpy as np
+    # as started from a terminal: a runner that ignores SIGINT (a shell's background job, say) passes SIG_IGN
+    # on to its children, and Python then installs no KeyboardInterrupt handler at all
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     from kd_ref.jobs import run_tasks
     from kd_ref.optim import Interrupted
