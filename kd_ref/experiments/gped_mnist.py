@@ -334,6 +334,8 @@ class ChainTee:
 
 
 class _Consumer:
+    """Consumer ``i`` of a :class:`ChainTee`, seen by :func:`gped_distill` as its sampler (S3.11)."""
+
     def __init__(self, tee, i):
         self.tee, self.i, self.n_dim = tee, i, tee.sampler.n_dim
 

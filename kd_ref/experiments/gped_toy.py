@@ -335,8 +335,9 @@ def conclusions(table):
 def window_kls(net, chain, grid, truth_log_p, windows=WINDOWS):
     """{k: grid-averaged KL(truth || ensemble of the chain's last k kept states)}: how slowly the chain mixes.
 
-    U_s hands a student one state per step, and a student with a constant step size forgets old
-    targets, so it can do no better than an average over a recent stretch of the chain.
+    U_s (S3.5) hands a student one state per step, and a student with a constant step size forgets
+    old targets, so it can do no better than an average over a recent stretch of the chain; U_o
+    (S3.6) averages every state itself.
     """
     return {k: float(np.mean(bernoulli_kl(truth_log_p, ensemble(net, chain[-k:], grid)[0])))
             for k in windows if k <= len(chain)}
