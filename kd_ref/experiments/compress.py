@@ -49,7 +49,7 @@ from ..mlp import MLP
 from ..nade import NADE, raster_column_order
 from .._validation import check_in_range, check_positive_int
 from ..optim import Adadelta, check_state_keys, train
-from ._report import Run, image_grid, run_from_cli
+from ._report import Presets, Run, image_grid, run_from_cli
 
 GENERATORS = ("dataset", "nade", "noise", "munge")      # munge: S1.8, beside the thesis's three (2.21)
 LOSSES = ("ce", "dse")
@@ -61,7 +61,7 @@ NEIGHBOURS_KIND = "kd_ref.compress.munge_neighbours"
 
 
 @dataclass
-class Settings:
+class Settings(Presets):
     """Everything that defines a run. ``quick()`` and ``thesis()`` give the two presets.
 
     ``n_train``/``n_test`` = 0 means all images; the ``small`` fraction is the first
@@ -105,15 +105,10 @@ class Settings:
     progress: bool = True
 
     @classmethod
-    def quick(cls, **overrides):
-        return replace(cls(), **overrides)
-
-    @classmethod
     def thesis(cls, **overrides):
-        base = cls(mode="thesis", data="mnist", n_train=0, n_test=0, members=30, member_passes=20.0,
-                   student_passes=40.0, nade_hidden=500, nade_passes=10.0, curve_points=40, curve_test=0,
-                   checkpoints=True)
-        return replace(base, **overrides)
+        return cls.preset(dict(mode="thesis", data="mnist", n_train=0, n_test=0, members=30, member_passes=20.0,
+                               student_passes=40.0, nade_hidden=500, nade_passes=10.0, curve_points=40,
+                               curve_test=0, checkpoints=True), **overrides)
 
     def validate(self):
         """Check every field (errors name the field); return ``self`` unchanged."""

@@ -34,7 +34,7 @@ t = 1 ... 20), so neither term drowns the other; it was not tuned on test errors
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,7 +49,7 @@ from ..metrics import paired_difference, score
 from ..mlp import MLP
 from ..optim import Adadelta, train
 from .._validation import check_in_range, check_positive_int
-from ._report import Run, run_from_cli, write_table, write_text_atomic
+from ._report import Presets, Run, run_from_cli, write_table, write_text_atomic
 from .compress import check_data, load_data
 
 CACHE_KIND = "kd_ref.kd_temperature.net"
@@ -63,7 +63,7 @@ PAPER = ("Hinton et al. 2015 §3 (MNIST, 10,000 test images): teacher 784-1200-1
 
 
 @dataclass
-class Settings:
+class Settings(Presets):
     """Everything that defines a run; ``quick()`` and ``paper()`` give the presets (S1.D). ``n_*`` 0 = all."""
 
     mode: str = "quick"
@@ -85,15 +85,11 @@ class Settings:
     progress: bool = True
 
     @classmethod
-    def quick(cls, **overrides):
-        return replace(cls(), **overrides)
-
-    @classmethod
     def paper(cls, **overrides):
-        base = cls(mode="paper", data="mnist", n_train=0, n_test=0, teacher=(1200, 1200), small=(30, 30),
-                   large=(800, 800), temperatures=(1.0, 2.0, 2.5, 3.0, 4.0, 8.0, 20.0),
-                   large_temperatures=(20.0,), hard_weights=(0.0,), dse_weight=0.0, passes=50)
-        return replace(base, **overrides)
+        return cls.preset(dict(mode="paper", data="mnist", n_train=0, n_test=0, teacher=(1200, 1200), small=(30, 30),
+                               large=(800, 800), temperatures=(1.0, 2.0, 2.5, 3.0, 4.0, 8.0, 20.0),
+                               large_temperatures=(20.0,), hard_weights=(0.0,), dse_weight=0.0, passes=50),
+                          **overrides)
 
     def validate(self):
         """Check every field (errors name it); return ``self``."""
