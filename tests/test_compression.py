@@ -1,4 +1,6 @@
 """Chapter 2 model compression: losses, teachers, generators, Proposition 2.1 and the quick experiment."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -635,3 +637,37 @@ def test_thesis_settings_are_those_of_the_spec():
         compress.Settings.quick(baseline_passes=0).validate()
     with pytest.raises(ValueError, match=r"generators: expected a non-empty subset of .*received \('gan',\)"):
         compress.Settings.quick(generators=("gan",)).validate()
+
+
+def test_student_seeds_add_replicates_beside_the_single_seed_run(tmp_path):
+    """``student_seeds`` = 2 in the folder of a single-seed run trains only the second replicates: replicate 0
+    is the cached student itself, replicate 1 has its own stream, and the table over the seeds appears."""
+    from dataclasses import replace
+
+    from kd_ref.experiments import compress
+
+    data = _toy_images(np.random.default_rng(5), 300, 200)
+    settings = compress.Settings.quick(n_train=0, n_test=0, members=2, member_hidden=(8, 8), student_hidden=(6, 4),
+                                       member_passes=2, student_passes=2, generators=("dataset", "noise"),
+                                       fractions=("small",), small_fraction=0.5, curve_points=2, curve_test=50,
+                                       figures=False, progress=False)
+    one = compress.run(settings, tmp_path, np.random.default_rng(0), data=data)
+    assert "replicates" not in one and "student seeds" not in one["tables"]
+    before = set(os.listdir(tmp_path / "cache"))
+    two = compress.run(replace(settings, student_seeds=2), tmp_path, np.random.default_rng(0), data=data)
+    new = set(os.listdir(tmp_path / "cache")) - before
+    assert {n for n in new if not n.endswith(".curve.npz")} == \
+        {"baseline_small_seed1.npz"} | {f"student_small_{g}_{l}_seed1.npz" for g in ("dataset", "noise")
+                                        for l in ("ce", "dse")}
+    for key in ("ensemble", "baselines", "students", "paired"):
+        assert two[key] == one[key], key
+    reps = two["replicates"]
+    assert set(reps) == {"small/baseline"} | {f"small/{g}/{l}" for g in ("dataset", "noise") for l in ("ce", "dse")}
+    for key, scores in reps.items():
+        first = two["baselines"]["small"] if key == "small/baseline" else two["students"][key]
+        assert len(scores) == 2 and scores[0] == first and scores[1] != first, key
+    ce, dse = (reps[f"small/noise/{l}"] for l in ("ce", "dse"))
+    diff = np.mean([s["accuracy"] for s in dse]) - np.mean([s["accuracy"] for s in ce])
+    assert "Across 2 student seeds" in two["tables"] and f"| {diff:.2f} ± " in two["tables"]
+    with pytest.raises(ValueError, match="student_seeds"):
+        replace(settings, student_seeds=0).validate()

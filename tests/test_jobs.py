@@ -161,10 +161,10 @@ def test_compress_gives_the_same_results_with_two_jobs(tmp_path):
 
     settings = compress.Settings.quick(n_train=0, n_test=0, members=3, member_hidden=(6, 5), student_hidden=(4, 4),
                                        member_passes=3, student_passes=3, nade_hidden=4, nade_passes=3,
-                                       curve_points=3, batch_size=5, figures=False, progress=False)
+                                       curve_points=3, batch_size=5, student_seeds=2, figures=False, progress=False)
     one, two = (compress.run(settings, tmp_path / str(jobs), np.random.default_rng(0), data=_toy_data(), jobs=jobs)
                 for jobs in (1, 2))
-    for key in ("ensemble", "members", "baselines", "students", "paired", "tables"):
+    for key in ("ensemble", "members", "baselines", "students", "paired", "replicates", "tables"):
         assert two[key] == one[key], key
     for key, curve in one["curves"].items():
         np.testing.assert_array_equal(two["curves"][key], curve)

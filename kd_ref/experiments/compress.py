@@ -16,7 +16,9 @@ Steps, all through :mod:`kd_ref.distill.compression`:
    images, with the ensemble members' settings;
 5. write tables (Markdown and CSV) of test accuracy and average test
    log-probability with 2 standard errors, paired student-vs-baseline
-   differences, progress curves and sample grids (PNG) and ``results.json``.
+   differences, progress curves and sample grids (PNG) and ``results.json``;
+   with ``--student-seeds K`` every student and baseline is trained K times (its
+   own streams; not in the thesis) and a table gives means and 2 SE over the seeds.
 
 Modes: ``--quick`` (default; a subset of MNIST, or the built-in synthetic digits
 when MNIST is not available, few members and passes; minutes) and ``--thesis``
@@ -71,6 +73,12 @@ class Settings(Presets):
     its NADE and baseline likewise train for ``nade_passes`` and ``baseline_passes``
     passes over the small-fraction images.
 
+    ``student_seeds`` = K > 1 trains every student and baseline K times, each replicate
+    from its own random stream (initial weights and minibatches; the members, NADEs and
+    label caches are shared), so the spread due to the student's own randomness can be
+    told from the test-set noise of one student. Replicate 0 is the student of a
+    single-seed run, so raising K in the folder of an earlier run trains only the new ones.
+
     The class defaults are the quick preset. It departs from the thesis's proportions
     where a few hundred steps would leave a model useless: the NADE gets 20 passes
     (thesis 10), since after 3 passes over 200 images its conditional-probability
@@ -97,6 +105,7 @@ class Settings(Presets):
     munge_p: float = 0.5               # MUNGE swap probability and local-variance divisor (kd_ref's choice:
     munge_s: float = 10.0              # the thesis does not run MUNGE)
     losses: tuple = LOSSES
+    student_seeds: int = 1             # replicates of every student and baseline (not in the thesis)
     curve_points: int = 10
     curve_test: int = 1000             # test images used for the progress curves (0 = all)
     label_cache: bool = True           # the dataset generator's labels computed once (kd_ref.distill.label_cache)
@@ -123,7 +132,7 @@ class Settings(Presets):
             raise TypeError(f"label_cache: expected True or False, received {self.label_cache!r}")
         check_in_range(self.munge_p, "munge_p", 0.0, 1.0)
         check_in_range(self.munge_s, "munge_s", 0.0, np.inf, low_open=True, high_open=True)
-        for name in ("members", "batch_size", "nade_hidden", "curve_points"):
+        for name in ("members", "batch_size", "nade_hidden", "curve_points", "student_seeds"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.n_train, "n_train", minimum=0)   # 0 = all
         for name in ("n_test", "curve_test"):                     # 0 = all; standard errors need two images
@@ -279,6 +288,13 @@ def _one_hot(y, c):
     return np.eye(c)[y]
 
 
+def _replicate(name, code, seed):
+    """Cache name and stream code of replicate ``seed`` of a student or baseline. Replicate 0 keeps the
+    single-seed run's own, so that adding seeds reuses what is cached; replicate j > 0 is ``name_seed{j}``
+    drawing from the stream ``code + (j,)``."""
+    return (name, code) if seed == 0 else (f"{name}_seed{seed}", code + (seed,))
+
+
 def _classifier(ctx, hidden, rng):
     """A network of the members' form (ReLU, ReLU, log-softmax) with the given hidden sizes (2.22)."""
     return MLP([ctx.data.x_train.shape[1], *hidden, ctx.data.n_classes], ["relu", "relu", "log_softmax"], rng)
@@ -331,7 +347,7 @@ def _image_shape(d):
     return (side, side) if side * side == d else (1, d)
 
 
-def train_student(ctx, fraction, kind, loss_name):
+def train_student(ctx, fraction, kind, loss_name, seed=0):
     """One student (2.22: the members' architecture with the student's hidden sizes) and its progress curve.
 
     It minimises the average loss (2.3) over inputs from generator ``kind`` by the
@@ -339,13 +355,14 @@ def train_student(ctx, fraction, kind, loss_name):
     (2.15) with cross entropy (2.17), log-mean-exp with derivative square error (2.18).
     On the dataset generator with ``settings.label_cache`` the labels of the
     training images are computed once and read from the cache (:func:`label_cache`).
-    Passes count the fraction's images, whatever the generator.
+    Passes count the fraction's images, whatever the generator; ``seed`` picks the replicate
+    (:func:`_replicate`).
     """
     s = ctx.settings
     x_frac = ctx.train_images(fraction)[0]
-    code = (FRACTIONS.index(fraction), GENERATORS.index(kind), LOSSES.index(loss_name))
-    name = f"{fraction}_{kind}_{loss_name}"
-    rng = ctx.run.rng(4, *code)
+    name, code = _replicate(f"{fraction}_{kind}_{loss_name}",
+                            (4, FRACTIONS.index(fraction), GENERATORS.index(kind), LOSSES.index(loss_name)), seed)
+    rng = ctx.run.rng(*code)
     net = _classifier(ctx, s.student_hidden, rng)
     loss = LOSS_CLASSES[loss_name]()
     objective_ = objective(net, loss, teacher_targets(net, ctx.teachers[loss_name], loss))
@@ -389,25 +406,27 @@ def munge_neighbours(ctx, fraction):
     return neighbours
 
 
-def train_baseline(ctx, fraction):
+def train_baseline(ctx, fraction, seed=0):
     """The student architecture (2.22) trained on the fraction's true labels, and its progress curve.
 
     Cross entropy with one-hot targets (2.5, 2.17) on the dataset generator (2.21), for
     ``baseline_passes`` (default: ``member_passes``) passes: the yardstick each student is compared with.
+    ``seed`` picks the replicate (:func:`_replicate`).
     """
     s, data = ctx.settings, ctx.data
     x_frac, y_frac = ctx.train_images(fraction)
-    rng = ctx.run.rng(3, FRACTIONS.index(fraction))
+    name, code = _replicate(f"baseline_{fraction}", (3, FRACTIONS.index(fraction)), seed)
+    rng = ctx.run.rng(*code)
     net = _classifier(ctx, s.student_hidden, rng)
     gen = DatasetGenerator(x_frac, s.batch_size, rng, targets=_one_hot(y_frac, data.n_classes))
     passes = s.baseline_passes if s.baseline_passes is not None else s.member_passes
-    curve = _fit(ctx, f"baseline_{fraction}", f"baseline {fraction}", net, supervised_objective(net), gen,
+    curve = _fit(ctx, name, name.replace("_", " "), net, supervised_objective(net), gen,
                  _steps(passes, x_frac.shape[0], s.batch_size))
     return net, curve
 
 
 #: The stages a worker process runs, by the first entry of a task: ("member", k), ("nade", fraction),
-#: ("baseline", fraction), ("student", fraction, generator, loss).
+#: ("baseline", fraction, seed), ("student", fraction, generator, loss, seed).
 STAGES = {"member": train_member, "nade": train_nade, "baseline": train_baseline, "student": train_student}
 
 
@@ -439,6 +458,8 @@ def _seconds_per_step(draw, step, n=PROBE_STEPS):
 
 def estimate_seconds(ctx, students):
     """Wall seconds each component still to train will take on one process, from a short timed probe.
+
+    ``students``: (fraction, generator, loss, seed) of every student replicate of the run.
 
     Times a few steps of each kind of training with networks of the run's sizes
     (random weights: a step costs the same) and one progress-curve evaluation, and
@@ -474,14 +495,16 @@ def estimate_seconds(ctx, students):
             out[f"nade_{fraction}"] = _seconds_per_step(
                 binary, lambda b: nade.grad(b, weights=np.full(len(b), 1.0 / len(b)), input_grads=False)) \
                 * _steps(s.nade_passes, n, batch)
-        if not (cache / f"baseline_{fraction}.npz").exists():
+        baselines = [_replicate(f"baseline_{fraction}", (), seed)[0] for seed in range(s.student_seeds)]
+        baselines = [name for name in baselines if not (cache / f"{name}.npz").exists()]
+        if baselines:
             net = _classifier(ctx, s.student_hidden, rng)
             per, curve = _network_step(ctx, net, DatasetGenerator(probe, batch, rng, targets=t_one_hot),
                                       supervised_objective(net))
             passes = s.baseline_passes if s.baseline_passes is not None else s.member_passes
-            out[f"baseline_{fraction}"] = per * _steps(passes, n, batch) + curve
-        for f, kind, loss_name in students:
-            name = f"{f}_{kind}_{loss_name}"
+            out.update({name: per * _steps(passes, n, batch) + curve for name in baselines})
+        for f, kind, loss_name, seed in students:
+            name = _replicate(f"{f}_{kind}_{loss_name}", (), seed)[0]
             if f != fraction or (cache / f"student_{name}.npz").exists():
                 continue
             cached = kind == "dataset" and s.label_cache
@@ -590,6 +613,7 @@ def write_tables(results, out_dir):
         frac, gen, loss = key.split("/")
         lines.append(f"| {GENERATOR_NAMES[gen]} | {results['train_sizes'][frac]} | {LOSS_NAMES[loss]} | "
                      f"{_pm(d['accuracy'], d['accuracy_2se'], 2)} | {_pm(d['log_prob'], d['log_prob_2se'], 4)} |")
+    lines += _replicate_lines(results, rows)
     for key, s in results["students"].items():
         frac, gen, loss = key.split("/")
         p = results["paired"][key]
@@ -610,6 +634,44 @@ def write_tables(results, out_dir):
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in keys})
     return text
+
+
+def _seed_mean(scores):
+    """{accuracy, accuracy_2se, log_prob, log_prob_2se} over replicates: means and 2 SE between them."""
+    out = {}
+    for metric in ("accuracy", "log_prob"):
+        out[metric], out[metric + "_2se"] = mean_2se([r[metric] for r in scores])
+    return out
+
+
+def _replicate_lines(results, rows):
+    """The table over student seeds (Markdown lines; a CSV row per group appended to ``rows``), if any."""
+    reps = results.get("replicates")
+    if not reps:
+        return []
+    k = results["settings"]["student_seeds"]
+    lines = ["", f"## Across {k} student seeds: test accuracy [%] (mean ± 2 SE over the seeds)", "",
+             "| data generator | train data | cross entropy | deriv. sq. error | deriv. sq. error − cross entropy |",
+             "| --- | --- | --- | --- | --- |"]
+    means = {key: _seed_mean(scores) for key, scores in reps.items()}
+    for key, m in means.items():
+        parts = key.split("/")
+        rows.append({"kind": "seeds_mean", "fraction": parts[0], "train_images": results["train_sizes"][parts[0]],
+                     "generator": parts[1] if len(parts) == 3 else "", "loss": parts[2] if len(parts) == 3 else "",
+                     **m})
+    for frac in results["settings"]["fractions"]:
+        if f"{frac}/baseline" not in means:
+            continue
+        n, b = results["train_sizes"][frac], means[f"{frac}/baseline"]
+        lines.append(f"| baseline (true labels) | {n} | {_pm(b['accuracy'], b['accuracy_2se'], 2)} | | |")
+        for gen in results["settings"]["generators"]:
+            ce, dse = means.get(f"{frac}/{gen}/ce"), means.get(f"{frac}/{gen}/dse")
+            cells = [_pm(m["accuracy"], m["accuracy_2se"], 2) if m else "—" for m in (ce, dse)]
+            # independent replicates: the 2 SE of a difference of means adds in quadrature
+            diff = _pm(dse["accuracy"] - ce["accuracy"], np.hypot(dse["accuracy_2se"], ce["accuracy_2se"]), 2) \
+                if ce and dse else "—"
+            lines.append(f"| {GENERATOR_NAMES[gen]} | {n} | {cells[0]} | {cells[1]} | {diff} |")
+    return lines
 
 
 def plot_curves(results, out_dir):
@@ -708,8 +770,9 @@ def run(settings, out_dir, rng, data=None, jobs=1):
     students = [(f, g, l) for f in fractions for g in GENERATORS if g in settings.generators
                 for l in LOSSES if l in settings.losses]
 
+    seeds = range(settings.student_seeds)
     if settings.mode == "thesis":
-        print_estimate(ctx, students)
+        print_estimate(ctx, [key + (seed,) for key in students for seed in seeds])
     members, member_curves = train_members(ctx)
     member_scores = [score(log_probs_of(m, data.x_test), data.y_test) for m in members]
     # mean probability (2.15) for cross entropy, log-mean-exp (2.18) for derivative square error: the same mean
@@ -733,8 +796,9 @@ def run(settings, out_dir, rng, data=None, jobs=1):
         elif kind == "munge":
             munge_neighbours(ctx, fraction)
     in_workers(ctx, [("nade", f) for f in fractions if "nade" in settings.generators]
-               + [("baseline", f) for f in fractions])
-    in_workers(ctx, [("student", *key) for key in sorted(students, key=_student_cost, reverse=True)])
+               + [("baseline", f, seed) for f in fractions for seed in seeds])
+    in_workers(ctx, [("student", *key, seed) for key in sorted(students, key=_student_cost, reverse=True)
+                     for seed in seeds])
 
     panels = [("training images", data.x_train[:36]),
               ("binarised (> 0.5)", datasets.binarize(data.x_train[:36]))]
@@ -758,6 +822,8 @@ def run(settings, out_dir, rng, data=None, jobs=1):
             results["paired"][name] = paired_difference(s, base_score)
             results["curves"][name] = curve
             print(f"student {name}: {s.summary()}", flush=True)
+        if settings.student_seeds > 1:
+            _score_replicates(ctx, fraction, students, results)
 
     run.files["tables_md"] = str(run.out / "tables.md")
     run.files["tables_csv"] = str(run.out / "tables.csv")
@@ -767,6 +833,19 @@ def run(settings, out_dir, rng, data=None, jobs=1):
         run.files["samples"] = plot_samples(panels, data.image_shape, run.out / "samples.png")
     results["member_curves"] = member_curves
     return run.finish(results)
+
+
+def _score_replicates(ctx, fraction, students, results):
+    """Test scores of every replicate (seed 0 included) of the fraction's baseline and students, into
+    ``results["replicates"]`` {"fraction/baseline" or "fraction/generator/loss": [score dict per seed]}."""
+    data, reps = ctx.data, results.setdefault("replicates", {})
+    parts = [(f"{fraction}/baseline", functools.partial(train_baseline, ctx, fraction))]
+    parts += [("/".join(key), functools.partial(train_student, ctx, *key)) for key in students if key[0] == fraction]
+    for name, train_one in parts:
+        reps[name] = [_score_dict(score(log_probs_of(train_one(seed=seed)[0], data.x_test), data.y_test))
+                      for seed in range(ctx.settings.student_seeds)]
+        accuracy = mean_2se([r["accuracy"] for r in reps[name]])
+        print(f"{name}, {len(reps[name])} seeds: accuracy {_pm(*accuracy, 2)} % (± 2 SE over seeds)", flush=True)
 
 
 def _student_cost(key):
@@ -801,7 +880,8 @@ def check_data(settings):
 OPTIONS = {"data": "--data", "members": "--members", "member_passes": "--member-passes",
            "student_passes": "--student-passes", "baseline_passes": "--baseline-passes",
            "nade_hidden": "--nade-hidden", "nade_passes": "--nade-passes", "n_train": "--n-train",
-           "n_test": "--n-test", "generators": "--generators", "losses": "--losses", "fractions": "--fraction"}
+           "n_test": "--n-test", "generators": "--generators", "losses": "--losses", "fractions": "--fraction",
+           "student_seeds": "--student-seeds"}
 
 
 def main(argv=None):
@@ -825,6 +905,9 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int, help="test images (0 = all, else at least 2)")
     parser.add_argument("--generators", nargs="+", choices=GENERATORS)
     parser.add_argument("--losses", nargs="+", choices=LOSSES)
+    parser.add_argument("--student-seeds", type=int,
+                        help="replicates of every student and baseline, each from its own random stream (default 1; "
+                             "seed 0 is the single-seed run's, so a larger value in the same folder adds the others)")
     parser.add_argument("--no-label-cache", action="store_true",
                         help="let the ensemble label every minibatch of the dataset generator afresh (slower; the "
                              "labels are then float64, not float32)")
@@ -835,7 +918,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     overrides = {"fractions": FRACTIONS if args.fraction == "both" else (args.fraction,)}
     for name in ("data", "members", "member_passes", "student_passes", "baseline_passes", "nade_hidden",
-                 "nade_passes", "n_train", "n_test"):
+                 "nade_passes", "n_train", "n_test", "student_seeds"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.generators:
