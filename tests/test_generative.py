@@ -423,6 +423,8 @@ def test_rbm_nade_experiment_end_to_end_without_download(tmp_path, monkeypatch):
     assert np.asarray(first["curves"]["20/kl"]).shape == (3, 4)
     second = rbm_nade.run(settings, tmp_path, np.random.default_rng(0))          # everything from the cache
     assert second["models"] == first["models"] and second["seconds"] < first["seconds"]
+    chosen = rbm_nade.run(replace(settings, nades=((20, "se"),)), tmp_path, np.random.default_rng(0))
+    assert chosen["models"] == {"20/se": first["models"]["20/se"]}               # a pair picked from the cache
     with pytest.raises(ValueError, match="out: the cache in .* was written with other settings .*n_steps"):
         rbm_nade.run(replace(settings, n_steps=151), tmp_path, np.random.default_rng(0))
 
@@ -460,6 +462,10 @@ def test_rbm_nade_presets_follow_the_spec():
     (dict(nade_hidden=(10, 0)), ValueError, r"nade_hidden\[1\]: expected an integer >= 1, received 0"),
     (dict(ais_schedule="linear"), ValueError, r"ais_schedule: expected 'uniform' or 'piecewise', received 'linear'"),
     (dict(cd_rate=0.0), ValueError, r"cd_rate: expected a value in \(0.0, inf\), received 0.0"),
+    (dict(nades=()), ValueError, r"nades: expected a non-empty sequence of \(hidden units, loss\) pairs"),
+    (dict(nades=((500, "ml"),)), ValueError, r"nades: expected .* with a loss in \['kl', 'se', 'sm'\], received"),
+    (dict(nades=((0, "kl"),)), ValueError, r"nades\[0\]\[0\]: expected an integer >= 1, received 0"),
+    (dict(nades=((5, "kl"), (5, "kl"))), ValueError, r"nades: expected distinct pairs"),
 ])
 def test_rbm_nade_settings_name_the_bad_field(override, error, match):
     from kd_ref.experiments import rbm_nade

@@ -34,6 +34,7 @@ run (timings aside).
 import functools
 import os
 import time
+from argparse import ArgumentTypeError
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -80,6 +81,7 @@ class Settings(Presets):
     curve_test: int = 500              # test images monitored during training
     nade_hidden: tuple = (100,)
     losses: tuple = ("kl", "se")
+    nades: tuple = None                # explicit ((H, loss), ...) pairs instead of the grid nade_hidden x losses
     n_steps: int = 3000
     batch_size: int = 20
     n_chains: int = 2000
@@ -137,8 +139,24 @@ class Settings(Presets):
             raise ValueError(f"nade_hidden: expected at least one hidden-unit count, received {self.nade_hidden}")
         for i, h in enumerate(self.nade_hidden):
             check_positive_int(h, f"nade_hidden[{i}]")
+        if self.nades is not None:
+            pairs = [tuple(p) if isinstance(p, (tuple, list)) else p for p in self.nades]
+            if not pairs or any(not (isinstance(p, tuple) and len(p) == 2 and p[1] in LOSSES) for p in pairs):
+                raise ValueError(f"nades: expected a non-empty sequence of (hidden units, loss) pairs with a loss "
+                                 f"in {sorted(LOSSES)}, received {self.nades!r}")
+            for i, (h, _) in enumerate(pairs):
+                check_positive_int(h, f"nades[{i}][0]")
+            if len(set(pairs)) < len(pairs):
+                raise ValueError(f"nades: expected distinct pairs, received {self.nades!r}")
+            self.nades = tuple(pairs)
         check_in_range(self.cd_rate, "cd_rate", 0.0, np.inf, low_open=True, high_open=True)
         return self
+
+    def nade_list(self):
+        """The (H, loss) of every NADE of the run, in order: ``nades``, else the grid ``nade_hidden`` x ``losses``."""
+        if self.nades is not None:
+            return list(self.nades)
+        return [(h, loss) for h in self.nade_hidden for loss in self.losses]
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -191,7 +209,8 @@ def teacher(settings, x_train, run):
 
 def _model_settings(settings):
     """The settings a training checkpoint must have been made with (what defines the models)."""
-    return {k: v for k, v in asdict(settings).items() if k not in ("progress", "figures", "nade_hidden", "losses")}
+    return {k: v for k, v in asdict(settings).items() if k not in ("progress", "figures", "nade_hidden", "losses",
+                                                                          "nades")}
 
 
 def references(rbm, marginals, settings, run):
@@ -476,22 +495,20 @@ def run(settings, out_dir, rng, jobs=1):
     features = [("RBM features", _features(rbm.W.T[:32]))]
     upper = functools.cache(lambda: upper_samples(rbm, settings, run))   # drawn once, when first needed
     stream = functools.cache(lambda: training_stream(rbm, settings, run))
-    untrained = [(h, loss) for h in settings.nade_hidden for loss in settings.losses
-                 if not (run.cache / f"nade_H{h}_{loss}.npz").exists()]
+    untrained = [(h, loss) for h, loss in settings.nade_list() if not (run.cache / f"nade_H{h}_{loss}.npz").exists()]
     if jobs > 1 and len(untrained) > 1:
         stream()                                    # drawn once here, read by every worker
         run_tasks(_train_nade_task, untrained, jobs, shared=(settings, run, refs, x_test))
-    for hidden in settings.nade_hidden:
-        for loss in settings.losses:
-            key, code = f"{hidden}/{loss}", (hidden, sorted(LOSSES).index(loss))
-            nade, curve = train_nade(rbm, loss, hidden, refs, x_test, settings, run, code, stream)
-            m = evaluate(rbm, nade, refs, x_test, settings, run, code, key.replace("/", "_"), upper)
-            results["models"][key], results["curves"][key] = m, curve.tolist()
-            results["agreement"]["nade"][key] = nade.log_prob(x_test[:100]).tolist()
-            print(f"NADE H={hidden}, {LOSS_NAMES[loss]}: test log q {m['log_q_test']:.2f}; "
-                  + ", ".join(f"{n} {m[n]['log_z']:.3f} {_interval(m[n])}" for n in ESTIMATORS), flush=True)
-            panels.append((f"NADE H={hidden}, {LOSS_NAMES[loss]}", nade.sample(32, sample_rng)[0]))
-            features.append((f"NADE H={hidden}, {LOSS_NAMES[loss]}", _features(nade.W[:32])))
+    for hidden, loss in settings.nade_list():
+        key, code = f"{hidden}/{loss}", (hidden, sorted(LOSSES).index(loss))
+        nade, curve = train_nade(rbm, loss, hidden, refs, x_test, settings, run, code, stream)
+        m = evaluate(rbm, nade, refs, x_test, settings, run, code, key.replace("/", "_"), upper)
+        results["models"][key], results["curves"][key] = m, curve.tolist()
+        results["agreement"]["nade"][key] = nade.log_prob(x_test[:100]).tolist()
+        print(f"NADE H={hidden}, {LOSS_NAMES[loss]}: test log q {m['log_q_test']:.2f}; "
+              + ", ".join(f"{n} {m[n]['log_z']:.3f} {_interval(m[n])}" for n in ESTIMATORS), flush=True)
+        panels.append((f"NADE H={hidden}, {LOSS_NAMES[loss]}", nade.sample(32, sample_rng)[0]))
+        features.append((f"NADE H={hidden}, {LOSS_NAMES[loss]}", _features(nade.W[:32])))
 
     results["tables"] = write_tables(results, run.out)
     run.files["tables"] = str(run.out / "tables.md")
@@ -518,8 +535,17 @@ def check_data(settings):
 
 
 #: Settings fields and the options that set them, for error messages.
-OPTIONS = {"data": "--data", "nade_hidden": "--nade-hidden", "losses": "--losses", "n_steps": "--steps",
-           "n_samples": "--samples", "dtype": "--dtype"}
+OPTIONS = {"data": "--data", "nade_hidden": "--nade-hidden", "losses": "--losses", "nades": "--nades",
+           "n_steps": "--steps", "n_samples": "--samples", "dtype": "--dtype"}
+
+
+def _nade_pair(text):
+    """``H:loss`` on the command line -> (H, loss)."""
+    h, sep, loss = text.partition(":")
+    if not (sep and h.isdigit() and int(h) > 0 and loss in LOSSES):
+        raise ArgumentTypeError(f"expected H:LOSS with H a positive integer and LOSS one of {sorted(LOSSES)}, "
+                                f"received {text!r}")
+    return int(h), loss
 
 
 def main(argv=None):
@@ -534,6 +560,8 @@ def main(argv=None):
     parser.add_argument("--data", choices=["auto", "mnist", "synthetic"], help="data source (default: mode's)")
     parser.add_argument("--nade-hidden", type=int, nargs="+", help="NADE hidden units (one NADE per value)")
     parser.add_argument("--losses", nargs="+", choices=sorted(LOSSES), help="kl, se (square error), sm (score matching)")
+    parser.add_argument("--nades", type=_nade_pair, nargs="+", metavar="H:LOSS",
+                        help="these NADEs (e.g. 500:kl 500:se 1000:kl) instead of the grid --nade-hidden x --losses")
     parser.add_argument("--steps", type=int, dest="n_steps", help="training steps per NADE")
     parser.add_argument("--samples", type=int, dest="n_samples", help="samples per log Z estimate (at least 2)")
     parser.add_argument("--dtype", choices=["float64", "float32"],
@@ -548,6 +576,10 @@ def main(argv=None):
         overrides["nade_hidden"] = tuple(args.nade_hidden)
     if args.losses:
         overrides["losses"] = tuple(args.losses)
+    if args.nades:
+        if args.nade_hidden or args.losses:
+            parser.error("--nades: expected either --nades or the grid --nade-hidden / --losses, received both")
+        overrides["nades"] = tuple(args.nades)
     settings = preset(progress=not args.no_progress, **overrides)
     out = args.out or os.path.join(".", "kd_ref_runs", f"rbm_nade_{settings.mode}")
     return run_from_cli(parser, settings, OPTIONS, check_data, functools.partial(run, jobs=args.jobs), out, args.seed)
