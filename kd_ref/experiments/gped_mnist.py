@@ -40,8 +40,10 @@ U_s or U_o (S3.5-S3.6); EnD^2 (S3.13, U_s) with C log-concentrations. Adam 1e-3,
 Departures (documented in the tables): the quick preset runs T = 10^4 SGLD steps (S3.E: 2 10^4;
 ``--sgld-steps 20000`` restores it). Measured on the shared 2-core machine: 6.6 ms per SGLD step
 alone, and the whole quick run (four chains, 19 students, pruning) 477 s wall, 257 s CPU, at a
-load of 5-10, so S3.E's T would not fit in 15 minutes under such load (the held-out part's fifth
-chain, with two students, adds about one exp4 chain's time). Also: 1,000 OOD images per set
+load of 5-10, so S3.E's T would not fit in 15 minutes under such load. The held-out part's fifth
+chain, with two students, costs about one exp4 chain (0.8 of its wall and CPU time at T = 2000,
+measured side by side: it accumulates on 2,000 rows, exp4 on 9,000); the quick run with it took
+446 s wall, 264 s CPU at a load of 3-4, the fifth chain 101 s of it. Also: 1,000 OOD images per set
 (the held-out classes: all of theirs among the n_test test images); the pruning penalty is
 trained against the fixed U_o targets the largest student ended with (its teacher expectations
 on D', ``OnlineAverage.mean``) instead of during a second chain; no dropout (kd_ref's MLP has
