@@ -21,7 +21,8 @@ TABLES = ("table1", "table_exp2", "table2", "table_exp3", "table3_auroc", "table
 
 
 def _numbers(out):
-    return json.dumps({k: out[k] for k in ("table1", "table_exp2", "table2", "table_exp3", "table3", "table4")})
+    return json.dumps({k: out[k] for k in ("table1", "table_exp2", "table2", "table_exp3", "table3", "table4",
+                                           "heldout")})
 
 
 @pytest.fixture(scope="module")
@@ -50,36 +51,82 @@ def test_tiny_run_writes_consistent_tables_and_checks_the_conclusions(tiny_run):
         assert (r["params"], r["macs"]) == (n_params(sizes), n_macs(sizes))
     assert any(r["front_macs"] == "yes" for r in out["table_exp3"])
     assert any(r["student"].startswith("group l1/l2") for r in out["table_exp3"])
-    names = {r["ood_set"] for r in out["table3"]}
+    names = {r["ood_set"] for r in out["table3"] if r["teacher"].startswith("exp4")}
     assert "synthetic_digits" not in names and len(names) == len(TINY.ood_sets) - 1   # in-distribution here
-    assert all(0 <= r[m] <= 1 for r in out["table3"] for m in ("ensemble", "GPED U_s", "GPED U_o", "EnD2"))
+    assert all(0 <= r[m] <= 1 for r in out["table3"] for m in ("ensemble", "GPED U_o", "EnD2"))
+    own = [r for r in out["table3"] if r["ood_set"] == "heldout:5-9"]
+    held = out["heldout"]
+    assert [r["uncertainty"] for r in own] == ["TU", "KU"] and out["table3"][-2:] == own      # beside the others
+    assert all(r["teacher"] == f"own, {held['n_teacher']} images of classes 0-4" and r["GPED U_s"] == "-"
+               for r in own)
+    assert held["n_test_in"] + held["n_test_ood"] == TINY.n_test and 0 < held["n_teacher"] < TINY.exp4[0]
+    assert all(0 <= r["GPED U_s"] <= 1 for r in out["table3"] if r not in own)
     assert all(0 < r["GPED U_o mean"] <= 1 for r in out["table4"])
     summary = (folder / "summary.md").read_text()
-    assert "NOT comparable" in summary and "Table 4" in summary
+    assert "NOT comparable" in summary and "Table 4" in summary and "heldout:5-9 has its own teacher" in summary
     assert len(out["conclusions"]) == 5
     for c in out["conclusions"]:
         assert ("- reproduces: " if c["holds"] else "- does NOT reproduce: ") + c["statement"] in summary
 
 
-def test_a_stopped_run_resumes_to_the_same_numbers(tiny_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop_at", [3, 5])                   # a cell's chain; the held-out part's (the last)
+def test_a_stopped_run_resumes_to_the_same_numbers(tiny_run, tmp_path, monkeypatch, stop_at):
     _, whole = tiny_run
     plain, calls = gped_mnist.run_chain, []
 
-    def stop_at_the_third(*args):
+    def stop(*args):
         calls.append(args[3])
-        if len(calls) == 3:
+        if len(calls) == stop_at:
             raise KeyboardInterrupt
         return plain(*args)
 
-    monkeypatch.setattr(gped_mnist, "run_chain", stop_at_the_third)
+    monkeypatch.setattr(gped_mnist, "run_chain", stop)
     with pytest.raises(KeyboardInterrupt):
         gped_mnist.run(TINY, str(tmp_path), np.random.default_rng(0))
-    assert len(list((tmp_path / "cache").glob("chain_*.npz"))) == 2
-    monkeypatch.setattr(gped_mnist, "run_chain", plain)
+    assert len(TINY.chains) == 5 and calls[-1] == TINY.chains[stop_at - 1]
+    assert len(list((tmp_path / "cache").glob("chain_*.npz"))) == stop_at - 1
+    calls.clear()
+    monkeypatch.setattr(gped_mnist, "run_chain", lambda *args: calls.append(args[3]) or plain(*args))
     resumed = gped_mnist.run(TINY, str(tmp_path), np.random.default_rng(0))
+    assert calls == TINY.chains[stop_at - 1:]                      # the cached chains are not run again
     assert _numbers(resumed) == _numbers(whole)
     other = gped_mnist.run(TINY, str(tmp_path / "other"), np.random.default_rng(1))   # control: another seed differs
     assert _numbers(other) != _numbers(whole)
+
+
+def test_the_heldout_chain_trains_and_distils_on_the_kept_classes_only(tmp_path, monkeypatch):
+    settings = gped_mnist.Settings.quick(**vars(TINY)).validate()
+    run = gped_mnist.Run(str(tmp_path), np.random.default_rng(0), settings.record())
+    data = gped_mnist.load_data(settings, run.rng(8))
+    cell = settings.heldout_cell
+    assert cell == (*settings.exp4, "heldout:5-9") and settings.chains[-1] == cell
+    seen, plain_grad, plain_distil = {}, gped_mnist.mlp_log_posterior_gradient, gped_mnist.gped_distill
+
+    def grad(net, x, y, *args, **kwargs):
+        seen["x"], seen["y"] = x, y
+        return plain_grad(net, x, y, *args, **kwargs)
+
+    def distil(*args, **kwargs):
+        seen.setdefault("d_prime", []).append(args[6])
+        return plain_distil(*args, **kwargs)
+
+    monkeypatch.setattr(gped_mnist, "mlp_log_posterior_gradient", grad)
+    monkeypatch.setattr(gped_mnist, "gped_distill", distil)
+    x_exp4, y_exp4 = gped_mnist.cell_data(settings, data, run, settings.exp4)[:2]
+    ood = gped_mnist.ood_inputs(settings, data, run)
+    eval_x = gped_mnist.eval_inputs(settings, data, run, cell, ood)
+    arrays = gped_mnist.run_chain(settings, data, run, cell, eval_x)
+    low = y_exp4 <= 4                                              # exp4's N images, those of classes 0-4
+    assert 0 < low.sum() < low.size and set(np.unique(y_exp4[~low])) <= set(range(5, 10))
+    np.testing.assert_array_equal(seen["y"], y_exp4[low])
+    np.testing.assert_array_equal(seen["x"], x_exp4[low])           # s = 0: the images themselves
+    assert len(seen["d_prime"]) == 2                               # its U_o and EnD2 students
+    for d in seen["d_prime"]:
+        np.testing.assert_array_equal(d, x_exp4[low])
+    n_in, n_out = (data.y_test <= 4).sum(), (data.y_test > 4).sum()
+    np.testing.assert_array_equal(eval_x, np.vstack([data.x_test[data.y_test <= 4], data.x_test[data.y_test > 4]]))
+    assert arrays["p_sum"].shape == (n_in + n_out, 10)             # the network is unchanged: 10-way outputs
+    assert gped_mnist.Settings.quick(heldout=None).validate().chains == gped_mnist.Settings.quick().cells
 
 
 def _gaussian_chain(seed):
@@ -121,6 +168,10 @@ def test_chain_tee_stops_the_others_when_one_consumer_fails():
     (dict(multipliers=(0.5, 2.0)), "multipliers: expected the teacher's width 1"),
     (dict(multipliers=(0.0, 1.0)), "multipliers[0]: expected a positive finite width multiplier, received 0.0"),
     (dict(ood_sets=("heldout:5-9",)), "ood_sets: expected names among"),
+    (dict(heldout="heldout:5-10"), "heldout: expected None or a class split 'heldout:a-b' with 0 <= a <= b <= 9"),
+    (dict(heldout="heldout:0-9"), "heldout: expected None or a class split"),
+    (dict(heldout="5-9"), "heldout: expected None or a class split"),
+    (dict(heldout=5), "heldout: expected None or a class split"),
     (dict(sgld_steps=1000), "sgld_steps: expected more than burn_in + thin = 1010"),
     (dict(data="cifar"), "data: expected 'auto', 'mnist' or 'synthetic'"),
     (dict(prune_lams=(0.0,)), "prune_lams: expected positive penalty weights"),

@@ -25,22 +25,37 @@ U_s or U_o (S3.5-S3.6); EnD^2 (S3.13, U_s) with C log-concentrations. Adam 1e-3,
   total and knowledge uncertainty (S3.14) of the ensemble, the GPED students and EnD^2, on the
   offline OOD sets of SPEC_seeds 0.4 (``datasets.ood_set``), and nDCG@k ranking of the test
   inputs by uncertainty against the ensemble's (``metrics.ndcg_trials``, S3.17).
+* Experiment 4, held-out classes (setting ``heldout``, default ``heldout:5-9``; None skips it):
+  the class split of SPEC_seeds 0.4 needs a teacher that never saw classes 5-9, so one more
+  chain (``Settings.heldout_cell``; exp4's settings, s = 0) runs on the images of exp4's N
+  whose label is in 0-4 (quick, MNIST, seed 0: 2,508 of the 5,000; about 51% at any seed,
+  MNIST's share of 0-4), with a GPED U_o and an EnD^2 student distilled on those images as in
+  exp4 (D' = them + noise; the step decay counts epochs of this smaller set). The network is
+  unchanged, so the teacher and its students still give 10-way outputs: classes 5-9 are never
+  the label of a training image and only lose probability, they are not removed. AUROC with TU
+  and KU: the test images of classes 0-4 (1,052 of the quick 2,000) against those of 5-9 (948,
+  ``datasets.ood_set("heldout:5-9", ..., labels=...)``); its rows are in Table 3 with
+  ``teacher = own``, and count in the GPED vs EnD^2 conclusion (not in U_o vs U_s: no U_s student).
 
 Departures (documented in the tables): the quick preset runs T = 10^4 SGLD steps (S3.E: 2 10^4;
 ``--sgld-steps 20000`` restores it). Measured on the shared 2-core machine: 6.6 ms per SGLD step
 alone, and the whole quick run (four chains, 19 students, pruning) 477 s wall, 257 s CPU, at a
-load of 5-10, so S3.E's T would not fit in 15 minutes under such load. Also: 1,000 OOD images per
-set; the pruning penalty is trained against the fixed U_o targets the largest student ended with
-(its teacher expectations on D', ``OnlineAverage.mean``) instead of during a second chain; no
-dropout (kd_ref's MLP has none; GPED paper: 0.5 on the first hidden layer); one seed (GPED: 3);
-the held-out-class OOD set (``heldout:5-9``) needs a teacher trained on classes 0-4 and is not
-run; ``synthetic_digits`` is in-distribution for a teacher trained on synthetic digits and is
-left out then. AUROCs on these
-sets are new measurements, not comparable with GPED's KMNIST / notMNIST figures.
+load of 5-10, so S3.E's T would not fit in 15 minutes under such load. The held-out part's fifth
+chain, with two students, costs about one exp4 chain (0.8 of its wall and CPU time at T = 2000,
+measured side by side: it accumulates on 2,000 rows, exp4 on 9,000); the quick run with it took
+446 s wall, 264 s CPU at a load of 3-4, the fifth chain 101 s of it. Also: 1,000 OOD images per set
+(the held-out classes: all of theirs among the n_test test images); the pruning penalty is
+trained against the fixed U_o targets the largest student ended with (its teacher expectations
+on D', ``OnlineAverage.mean``) instead of during a second chain; no dropout (kd_ref's MLP has
+none; GPED paper: 0.5 on the first hidden layer); one seed (GPED: 3); ``synthetic_digits`` is
+in-distribution for a teacher trained on synthetic digits and is left out then. AUROCs on these
+sets are new measurements, not comparable with GPED's KMNIST / notMNIST figures (nor the
+held-out rows with the other rows: another teacher, other test images).
 
 Outputs (``--out``): ``table1``, ``table_exp2``, ``table2``, ``table_exp3``, ``table3_auroc``,
 ``table4_ndcg`` (each ``.md`` and ``.csv``), ``summary.md`` (tables and the conclusions checked),
-``results.json``. Each chain with its students, and each pruning run, is cached in
+``results.json`` (``heldout``: the 5-class teacher's set sizes, test NLL and accuracy). Each chain
+with its students (the held-out part's: ``chain_N_0_heldout_5-9``), and each pruning run, is cached in
 ``OUT/cache``, so a stopped run resumes at the next component (a chain is one component: a
 ``--paper`` chain stopped midway starts again).
 """
@@ -123,6 +138,7 @@ class Settings(Presets):
     lr_decay_epochs: int = 200
     multipliers: tuple = MULTIPLIERS["quick"]
     ood_sets: tuple = tuple(n for n in datasets.OOD_SETS if not n.startswith("heldout:"))
+    heldout: str | None = "heldout:5-9"         # the held-out-class part of Experiment 4 (its own teacher); None: skip
     n_ood: int = 1000
     ndcg_k: int = 20
     ndcg_subset: int = 100
@@ -184,10 +200,20 @@ class Settings(Presets):
         for name in self.ood_sets:
             if name not in datasets.OOD_SETS or name.startswith("heldout:"):
                 raise ValueError(f"ood_sets: expected names among {[n for n in datasets.OOD_SETS if ':' not in n]} "
-                                 f"(held-out classes need a teacher of their own), received {name!r}")
+                                 f"(held-out classes need a teacher of their own: the setting heldout), received "
+                                 f"{name!r}")
         self.ood_sets = tuple(self.ood_sets)
         if not self.ood_sets:
             raise ValueError("ood_sets: expected at least one OOD set (Experiment 4), received none")
+        if self.heldout is not None:
+            try:
+                held = datasets.heldout_classes(self.heldout)
+            except ValueError:
+                held = None
+            if held is None or held[-1] >= N_CLASSES or held.size == N_CLASSES:
+                raise ValueError(f"heldout: expected None or a class split 'heldout:a-b' with 0 <= a <= b <= "
+                                 f"{N_CLASSES - 1} that keeps some classes for the teacher, such as 'heldout:5-9', "
+                                 f"received {self.heldout!r}")
         if self.n_ood > self.n_test:
             raise ValueError(f"n_ood: expected at most n_test = {self.n_test} (OOD sets are made from test images), "
                              f"received {self.n_ood}")
@@ -213,6 +239,16 @@ class Settings(Presets):
             if cell not in out:
                 out.append(cell)
         return out
+
+    @property
+    def heldout_cell(self):
+        """The held-out part's chain ``(N, s, heldout)`` (exp4's N and s), or None when ``heldout`` is None."""
+        return None if self.heldout is None else (*self.exp4, self.heldout)
+
+    @property
+    def chains(self):
+        """Every chain run, in a fixed order: :attr:`cells`, then the held-out part's."""
+        return self.cells + ([self.heldout_cell] if self.heldout is not None else [])
 
     @property
     def n_kept(self):
@@ -258,20 +294,73 @@ def check_data(settings):
                              f"(and n_test at most {x_test.shape[0]}), received N = {n}, n_test = {settings.n_test}")
 
 
+def _stream_key(cell):
+    """The (N, s) of a cell's streams; (N, s, 100 + a, 100 + b) for the held-out part's chain (``heldout:a-b``).
+
+    The offsets keep the last entry non-zero: numpy's seed sequences ignore trailing zeros, so
+    (N, 0, 0, 9) would share streams with (N, 0).
+    """
+    if len(cell) == 2:
+        return cell
+    held = datasets.heldout_classes(cell[2])
+    return (*cell[:2], 100 + int(held[0]), 100 + int(held[-1]))
+
+
+def _cache_name(cell):
+    """``chain_N_s``, or ``chain_N_s_heldout_a-b`` for the held-out part's chain."""
+    return "_".join(["chain", str(cell[0]), str(cell[1])] + ([cell[2].replace(":", "_")] if len(cell) == 3 else []))
+
+
+def _kept(labels, cell):
+    """Boolean mask of the labels a cell's teacher is trained and tested on: all, or those ``cell[2]`` keeps."""
+    labels = np.asarray(labels)
+    if len(cell) == 2:
+        return np.ones(labels.shape, bool)
+    return ~np.isin(labels, datasets.heldout_classes(cell[2]))
+
+
 def cell_data(settings, data, run, cell):
-    """The cell's teacher set (x, y), D' and test images, each occluded by its own stream (S3.15)."""
-    n, s = cell
+    """The cell's teacher set (x, y), D', test images and labels, each occluded by its own stream (S3.15).
+
+    For the held-out part's chain ``(N, s, "heldout:a-b")``: the N images of the cell (N, s)
+    restricted to the labels outside a..b (teacher set and D'), and the test images of those
+    labels (the in-distribution side of its AUROC).
+    """
+    n, s = cell[:2]
+    key = _stream_key(cell)
     x, y = datasets.subsample(data.x_train, data.y_train, n, run.rng(0))      # nested across N (one stream)
-    x_teacher = datasets.occlude(x, s, run.rng(2, n, s, 0))
-    d_prime = datasets.occlude(x, s, run.rng(2, n, s, 1))
-    x_test = datasets.occlude(data.x_test, s, run.rng(2, n, s, 2))
-    return x_teacher, y, d_prime, x_test
+    keep, keep_test = _kept(y, cell), _kept(data.y_test, cell)
+    if not keep.any() or not keep_test.any():                    # only a held-out split can keep nothing
+        raise ValueError(f"heldout: expected images outside the classes {cell[2]!r} holds out among exp4's N = {n} "
+                         f"training and the {data.y_test.size} test images, received {keep.sum()} and "
+                         f"{keep_test.sum()}")
+    x, y = x[keep], y[keep]
+    x_teacher = datasets.occlude(x, s, run.rng(2, *key, 0))
+    d_prime = datasets.occlude(x, s, run.rng(2, *key, 1))
+    x_test = datasets.occlude(data.x_test[keep_test], s, run.rng(2, *key, 2))
+    return x_teacher, y, d_prime, x_test, data.y_test[keep_test]
 
 
 def ood_inputs(settings, data, run):
     """{name: (n_ood, 784) images} of the OOD sets (SPEC_seeds 0.4), from the first ``n_ood`` clean test images."""
     names = [m for m in settings.ood_sets if not (m == "synthetic_digits" and data.name.startswith("synthetic"))]
     return {m: datasets.ood_set(m, data.x_test[:settings.n_ood], run.rng(5, i)) for i, m in enumerate(names)}
+
+
+def cell_ood(settings, data, run, cell, ood):
+    """{name: images} a cell's ensemble and students are evaluated on besides its test images.
+
+    Cell exp4: ``ood`` (:func:`ood_inputs`); the held-out part's chain: its held-out classes, the
+    test images of the labels a..b (all ``n_test``, about as many as the kept side has); others: none.
+    """
+    if len(cell) == 3:
+        return {cell[2]: datasets.ood_set(cell[2], data.x_test, run.rng(5, *_stream_key(cell)), labels=data.y_test)}
+    return ood if cell == settings.exp4 else {}
+
+
+def eval_inputs(settings, data, run, cell, ood):
+    """The rows a cell's ensemble is accumulated on: its test images, then those of :func:`cell_ood`."""
+    return np.vstack([cell_data(settings, data, run, cell)[3], *cell_ood(settings, data, run, cell, ood).values()])
 
 
 # ----------------------------------------------------------------- one chain, many students
@@ -348,7 +437,12 @@ def teacher_net(settings, rng=None):
 
 
 def student_specs(settings, cell):
-    """The students of a cell: (label, kind, (K_1, K_2)); kind a key of :data:`KINDS`."""
+    """The students of a cell: (label, kind, (K_1, K_2)); kind a key of :data:`KINDS`.
+
+    The held-out part's chain has exp4's GPED U_o and EnD^2 students (GPED compares these two on OOD sets).
+    """
+    if len(cell) == 3:
+        return [("GPED U_o", "GPED U_o", (1.0, 1.0)), ("EnD2", "EnD2", (1.0, 1.0))]
     specs = [("GPED U_s", "GPED U_s", (1.0, 1.0)), ("GPED U_o", "GPED U_o", (1.0, 1.0))]
     if cell == settings.exp4:
         specs.append(("EnD2", "EnD2", (1.0, 1.0)))
@@ -375,7 +469,10 @@ def distil_settings(settings, kind, n):
 
 
 def run_chain(settings, data, run, cell, eval_x):
-    """One cell: the SGLD chain, the ensemble on ``eval_x`` and every student of :func:`student_specs`.
+    """One cell (or the held-out part's chain): the SGLD chain, the ensemble on ``eval_x``, the students.
+
+    The students are those of :func:`student_specs`; the step decay counts teacher epochs of the
+    cell's own teacher set (for the held-out part: its images of the kept classes).
 
     Returns a dict of arrays (the cache of the cell): the ensemble's ``p_sum``, ``h_sum``,
     ``n_members``, the test NLL of single chain states ``state_nll`` (the divergence check),
@@ -383,12 +480,12 @@ def run_chain(settings, data, run, cell, eval_x):
     student (``targets``, ``counts``) for the pruning of Experiment 3.
     """
     began = time.perf_counter()
-    n, s = cell
-    x_teacher, y, d_prime, x_test = cell_data(settings, data, run, cell)
-    net = teacher_net(settings, run.rng(1, n, s))
+    key = _stream_key(cell)
+    x_teacher, y, d_prime, x_test, y_test = cell_data(settings, data, run, cell)
+    net = teacher_net(settings, run.rng(1, *key))
     grad = mlp_log_posterior_gradient(net, x_teacher, y, settings.prior_precision, batch_size=settings.sgld_batch,
-                                      rng=run.rng(4, n, s))
-    chain = SGLD(grad, net.params, run.rng(1, n, s, 1), settings.sgld_eta, burn_in=settings.burn_in,
+                                      rng=run.rng(4, *key))
+    chain = SGLD(grad, net.params, run.rng(1, *key, 1), settings.sgld_eta, burn_in=settings.burn_in,
                  thin=settings.thin)
     specs = student_specs(settings, cell)
     tee = ChainTee(chain, len(specs) + 1)
@@ -405,18 +502,18 @@ def run_chain(settings, data, run, cell, eval_x):
                 evaluator.set_params(theta)
                 log_p = evaluator.predict(eval_x)
                 acc.add(log_p)
-                state_nll.append(nll(log_p[:n_test], data.y_test))
+                state_nll.append(nll(log_p[:n_test], y_test))
         return acc, np.array(state_nll)
 
     def student(j):
         label, kind, k = specs[j]
-        gen = run.rng(3, n, s, KINDS[kind], int(round(1000 * k[0])), int(round(1000 * k[1])))
+        gen = run.rng(3, *key, KINDS[kind], int(round(1000 * k[0])), int(round(1000 * k[1])))
         head = "dirichlet" if kind == "EnD2" else "entropy"
         st = gped_student(net, gen, head=head, hidden=scaled_widths(net.sizes, k)[1:-1])
-        g = distil_settings(settings, kind, n)
+        g = distil_settings(settings, kind, x_teacher.shape[0])
         result = gped_distill(teacher_net(settings), tee.consumer(j + 1), st, g.make_g(),
                               g.make_estimator(d_prime.shape[0], N_CLASSES), g.make_loss(), d_prime, g, gen,
-                              progress=settings.progress and j == 0, label=f"{n}:{s} {label}")
+                              progress=settings.progress and j == 0, label=f"{_cache_name(cell)[6:]} {label}")
         return st.params.copy(), result.estimator
 
     def guarded(fn, *args):
@@ -455,13 +552,13 @@ def _cached(run, name, make):
 
 
 def _chain_task(shared, cell):
-    """One cell's chain, cached (a module-level function, for ``jobs.run_tasks``)."""
+    """One cell's chain (or the held-out part's), cached (a module-level function, for ``jobs.run_tasks``)."""
     settings, data, run, ood = shared
-    eval_x = np.vstack([cell_data(settings, data, run, cell)[3]] + (list(ood.values()) if cell == settings.exp4
-                                                                    else []))
-    name = f"chain_{cell[0]}_{cell[1]}"
+    eval_x = eval_inputs(settings, data, run, cell, ood)
+    name = _cache_name(cell)
     if settings.progress:
-        print(f"{NAME}: cell N = {cell[0]}, s = {cell[1]}: SGLD chain and {len(student_specs(settings, cell))} "
+        part = f", classes outside {cell[2][len('heldout:'):]} only" if len(cell) == 3 else ""
+        print(f"{NAME}: cell N = {cell[0]}, s = {cell[1]}{part}: SGLD chain and {len(student_specs(settings, cell))} "
               f"students", flush=True)
     _cached(run, name, lambda: run_chain(settings, data, run, cell, eval_x))
     return name
@@ -478,18 +575,21 @@ def student_net(settings, spec, params):
 
 
 def evaluate_cell(settings, data, run, cell, arrays, ood):
-    """Teacher and student numbers of one cell from its cache: NLL, accuracy, entropy MAE, uncertainties."""
-    x_test = cell_data(settings, data, run, cell)[3]
+    """Teacher and student numbers of one cell from its cache: NLL, accuracy, entropy MAE, uncertainties.
+
+    ``n_in`` is the number of test images (the first rows of every ``u``), ``n_teacher`` that of
+    the teacher's training images.
+    """
+    x_teacher, _, _, x_test, y = cell_data(settings, data, run, cell)
     n_test = x_test.shape[0]
     acc = EnsembleAccumulator(arrays["p_sum"].shape[0], N_CLASSES)
     acc.load_state(dict(p_sum=arrays["p_sum"], h_sum=arrays["h_sum"], n_members=arrays["n_members"]))
     teacher_log_p = acc.log_predictive()
     teacher_u = acc.uncertainty()
-    y = data.y_test
-    out = dict(teacher=dict(nll=nll(teacher_log_p[:n_test], y),
+    out = dict(n_in=n_test, n_teacher=x_teacher.shape[0], teacher=dict(nll=nll(teacher_log_p[:n_test], y),
                             accuracy=float(np.mean(np.argmax(teacher_log_p[:n_test], 1) == y)),
                             u=teacher_u, state_nll=arrays["state_nll"]), students={})
-    eval_x = np.vstack([x_test] + (list(ood.values()) if cell == settings.exp4 else []))
+    eval_x = np.vstack([x_test, *cell_ood(settings, data, run, cell, ood).values()])
     for j, spec in enumerate(student_specs(settings, cell)):
         st = student_net(settings, spec, arrays[f"params_{j}"])
         head = "dirichlet" if spec[1] == "EnD2" else "entropy"
@@ -507,7 +607,7 @@ def prune_runs(settings, data, run, arrays):
     n, s = settings.exp3
     specs = student_specs(settings, settings.exp3)
     big = int(arrays["big"])
-    _, _, d_prime, x_test = cell_data(settings, data, run, settings.exp3)
+    _, _, d_prime, x_test, _ = cell_data(settings, data, run, settings.exp3)
     rows_seen = np.flatnonzero(arrays["counts"] > 0)               # rows with a U_o target (all, in practice)
     targets, x_rows = arrays["targets"][rows_seen], d_prime[rows_seen]
     loss = JointLoss()
@@ -601,20 +701,28 @@ def table_exp3(settings, ev, pruned):
     return rows
 
 
-def table3(settings, ev, ood):
-    n_test = settings.n_test
-    models = {"ensemble": ev["teacher"]["u"]}
-    models.update({k: v["u"] for k, v in ev["students"].items()})
-    rows, start = [], n_test
-    for name, x in ood.items():
-        sl = slice(start, start + x.shape[0])
-        start += x.shape[0]
-        for what, attr in (("TU", "total"), ("KU", "knowledge")):
-            row = dict(ood_set=name, uncertainty=what)
-            for m, u in models.items():
-                v = getattr(u, attr)
-                row[m] = auroc(v[:n_test], v[sl])
-            rows.append(row)
+def table3(settings, parts):
+    """AUROC rows (OOD positive, S3.16) of every (teacher label, evaluation, OOD sets) in ``parts``.
+
+    The columns are the models of the first part (exp4: ensemble, U_s, U_o, EnD^2); a model a
+    part lacks (the held-out part has no U_s student) is "-".
+    """
+    rows, columns = [], None
+    for teacher, ev, ood in parts:
+        n_in = ev["n_in"]
+        models = {"ensemble": ev["teacher"]["u"]}
+        models.update({k: v["u"] for k, v in ev["students"].items()})
+        columns = columns or list(models)
+        start = n_in
+        for name, x in ood.items():
+            sl = slice(start, start + x.shape[0])
+            start += x.shape[0]
+            for what, attr in (("TU", "total"), ("KU", "knowledge")):
+                row = dict(ood_set=name, teacher=teacher, uncertainty=what)
+                for m in columns:
+                    v = getattr(models[m], attr) if m in models else None
+                    row[m] = "-" if v is None else auroc(v[:n_in], v[sl])
+                rows.append(row)
     return rows
 
 
@@ -688,7 +796,7 @@ def conclusions(settings, exp2, t3, t4, evals):
                 f"(NLL {wins['nll']} of {len(evals)} cells, entropy MAE {wins['entropy_mae']} of {len(evals)})",
                 sum(wins.values()) * 2 > total, "; ".join(text)))
     if t3 is not None and "EnD2" in t3[0]:
-        a = [(r["GPED U_o"], r["EnD2"]) for r in t3]
+        a = [(r["GPED U_o"], r["EnD2"]) for r in t3]                 # the held-out part's rows count too
         b = [(r["GPED U_o mean"], r["EnD2 mean"]) for r in t4]
         w = sum(g > e for g, e in a + b)
         out.append((f"GPED (U_o) beats EnD2 on most OOD (AUROC) and ranking (nDCG) settings: {w} of {len(a) + len(b)} "
@@ -705,25 +813,40 @@ def run(settings, out_dir, rng):
     weights and (1, N, s, 1) its SGLD noise, (4, N, s) its minibatches, (2, N, s, j) the occlusion
     of the teacher set (j = 0), D' (1) and the test set (2), (3, N, s, kind, K_1, K_2) a student,
     (5, i) OOD set i, (6, i) pruning run i, (7, ...) nDCG subsets; the synthetic digits draw from ``rng``.
+    The held-out part's chain ``heldout:a-b`` has the streams of cell (N, s) = exp4 with (N, s)
+    replaced by (N, s, 100 + a, 100 + b) (:func:`_stream_key`); its subsample is stream (0), exp4's.
     """
     settings = settings.validate()
     run = Run(out_dir, rng, settings.record())
     data = load_data(settings, run.rng(8))
+    if settings.heldout is not None:
+        cell_data(settings, data, run, settings.heldout_cell)   # its classes are there: checked before any chain
     ood = ood_inputs(settings, data, run)
     cells = settings.cells
-    run_tasks(_chain_task, cells, settings.jobs, shared=(settings, data, run, ood))
+    run_tasks(_chain_task, settings.chains, settings.jobs, shared=(settings, data, run, ood))
     evals, phases = {}, {}
-    for cell in cells:
-        arrays = _cached(run, f"chain_{cell[0]}_{cell[1]}", None)
-        phases[f"chain {cell[0]}:{cell[1]}"] = float(arrays["seconds"])
+    for cell in settings.chains:
+        arrays = _cached(run, _cache_name(cell), None)
+        phases[f"chain {':'.join(map(str, cell))}"] = float(arrays["seconds"])
         evals[cell] = evaluate_cell(settings, data, run, cell, arrays, ood)
+    held = evals.pop(settings.heldout_cell, None)         # not a cell of Experiments 1-3 (and it has no U_s)
     began = time.perf_counter()
     pruned = prune_runs(settings, data, run, _cached(run, f"chain_{settings.exp3[0]}_{settings.exp3[1]}", None))
     phases["pruning (when not cached)"] = time.perf_counter() - began
 
     t1, t2e = table1(settings, evals[settings.exp1]), table_exp2(settings, {c: evals[c] for c in settings.grid})
     t2, t3e = table2(settings, evals[settings.exp3]), table_exp3(settings, evals[settings.exp3], pruned)
-    t3, t4 = table3(settings, evals[settings.exp4], ood), table4(settings, evals[settings.exp4], run)
+    n4, s4 = settings.exp4
+    t3_parts, heldout = [(f"exp4, N = {n4}", evals[settings.exp4], ood)], None
+    if held is not None:
+        kept = np.setdiff1d(np.arange(N_CLASSES), datasets.heldout_classes(settings.heldout))
+        held_ood = cell_ood(settings, data, run, settings.heldout_cell, ood)
+        classes = (f"{kept[0]}-{kept[-1]}" if kept[-1] - kept[0] == kept.size - 1 else ",".join(map(str, kept)))
+        t3_parts.append((f"own, {held['n_teacher']} images of classes {classes}", held, held_ood))
+        heldout = dict(name=settings.heldout, kept_classes=kept.tolist(), n_teacher=held["n_teacher"],
+                       n_test_in=held["n_in"], n_test_ood=held_ood[settings.heldout].shape[0],
+                       teacher_nll=held["teacher"]["nll"], teacher_accuracy=held["teacher"]["accuracy"])
+    t3, t4 = table3(settings, t3_parts), table4(settings, evals[settings.exp4], run)
     checks = conclusions(settings, t2e, t3, t4, evals)
     head = (f"{data.name}, {settings.mode} mode: teacher 784-{settings.hidden[0]}-{settings.hidden[1]}-10, SGLD "
             f"eta = {settings.sgld_eta:g}, tau = {settings.prior_precision:g}, M = {settings.sgld_batch}, "
@@ -753,11 +876,18 @@ def run(settings, out_dir, rng):
                              f"{settings.fine_tune_steps} at lr/10); params and MACs of the whole student (entropy "
                              f"head included); front_* = on the Pareto front of NLL against that cost. GPED's FCNN "
                              f"fronts were in its lost Appendix B (its CNN figures are not comparable)"))
-    n4, s4 = settings.exp4
+    own = ""
+    if heldout is not None:
+        own = (f"; {settings.heldout} has its own teacher (teacher = own): a chain of the exp4 settings on the "
+               f"{heldout['n_teacher']} of exp4's {n4} images outside the held-out classes, its U_o and EnD2 "
+               f"students, {heldout['n_test_in']} test images of those classes vs the {heldout['n_test_ood']} of the "
+               f"held-out ones (its test NLL {heldout['teacher_nll']:.4f}, accuracy "
+               f"{heldout['teacher_accuracy']:.4f} on its classes)")
     parts.append(write_table(t3, os.path.join(out_dir, "table3_auroc"),
                              f"Table 3 / Experiment 4 (N = {n4}, s = {s4}): OOD AUROC (OOD positive) by total (TU) "
                              f"and knowledge (KU) uncertainty, {settings.n_test} test vs {settings.n_ood} OOD images "
-                             f"per set. These offline sets (SPEC_seeds 0.4) are NOT comparable with {GPED_TABLE3}"))
+                             f"per set{own}. These offline sets (SPEC_seeds 0.4) are NOT comparable with "
+                             f"{GPED_TABLE3}"))
     parts.append(write_table(t4, os.path.join(out_dir, "table4_ndcg"),
                              f"Table 4 / Experiment 4: nDCG@{settings.ndcg_k} of {settings.ndcg_subset} random test "
                              f"inputs ranked by the student's uncertainty against the ensemble's, "
@@ -774,7 +904,7 @@ def run(settings, out_dir, rng):
         run.files[name] = os.path.join(out_dir, name + ".csv")
     run.files["summary"] = os.path.join(out_dir, "summary.md")
     results = run.finish(dict(data=data.name, phase_seconds=phases, table1=t1, table_exp2=t2e, table2=t2,
-                              table_exp3=t3e, table3=t3, table4=t4,
+                              table_exp3=t3e, table3=t3, table4=t4, heldout=heldout,
                               conclusions=[dict(statement=s, holds=bool(ok), numbers=n) for s, ok, n in checks]))
     return {**results, "tables": tables}
 
