@@ -101,6 +101,9 @@ _BLOCK_NUMBERS = 1 << 17
 # _MAX_BLOCK positions (the masked running-sum product costs 2k flops per entry).
 _MAX_ROWS = 64
 _MAX_BLOCK = 8
+# Largest -a_d fed to exp in a backward pass, per dtype: below exp's overflow (709.8 in float64,
+# 88.7 in float32) with room to spare, so that f'(a) = exp(-a) h^2 stays a normal number.
+_EXP_CAP = {np.dtype(np.float64): 700.0, np.dtype(np.float32): 80.0}
 
 
 # -------------------------------------------------------------------- nonlinearities
@@ -165,13 +168,15 @@ def _logistic_from_negated(neg_a, h, slope, clamp):
     """h = sigma(a) (C.4) into ``h`` from a block holding -a; with ``slope``, f'(a) replaces -a in that block.
 
     One exponential serves both: e = exp(-a), h = 1 / (1 + e), f'(a) = sigma(a) sigma(-a) = e h^2,
-    accurate where a >> 0 (unlike h (1 - h), whose 1 - h is 0 for a > 37). Where a < -709,
-    e = inf and h = 0 correctly, but e h^2 would be inf * 0: ``clamp`` (set when the
-    activations can be that large) first caps -a at 700, where e h^2 is about 1e-304.
-    Returns the slope block (``neg_a`` itself) or None.
+    accurate where a >> 0 (unlike h (1 - h), whose 1 - h is 0 for a > 37). Where exp(-a)
+    overflows (a < -709 in float64, a < -88 in float32), e = inf and h = 0 correctly, but
+    e h^2 would be inf * 0: ``clamp`` (the cap of :data:`_EXP_CAP` for the block's dtype, or
+    None when the activations cannot be that large) first caps -a there, where e h^2 is still
+    a normal number (about 1e-304 in float64, 2e-35 in float32). Returns the slope block
+    (``neg_a`` itself) or None.
     """
-    if clamp and slope:
-        np.minimum(neg_a, 700.0, out=neg_a)
+    if clamp is not None and slope:
+        np.minimum(neg_a, clamp, out=neg_a)
     with np.errstate(over="ignore"):
         e = np.exp(neg_a, out=neg_a)
     np.add(e, 1.0, out=h)
@@ -506,8 +511,10 @@ class NADE:
         # exp(-a_d) needs no negation pass (see _logistic_from_negated); ReLU units take a_d itself.
         sign = -1.0 if logistic else 1.0
         W_run = -Wo if logistic else Wo
-        # can |a_d| exceed 700 (so that exp(-a_d) overflows)? |a_d| <= |c| + max|x| sum_i |W[:, i]|
-        clamp = logistic and bool(np.max(np.abs(c) + np.max(np.abs(xo), initial=0.0) * np.abs(Wo).sum(axis=0)) > 700)
+        # can |a_d| exceed the cap (so that exp(-a_d) may overflow)? |a_d| <= |c| + max|x| sum_i |W[:, i]|
+        cap = _EXP_CAP[np.dtype(dt)]
+        bound = np.max(np.abs(c) + np.max(np.abs(xo), initial=0.0) * np.abs(Wo).sum(axis=0))
+        clamp = cap if logistic and bound > cap else None
         backprop = mode in ("grad", "hvp")
         r_mode = mode in ("r_forward", "hvp")
         has_vp = r_mode and v["v_params"] is not None

@@ -142,3 +142,23 @@ def test_float32_minibatches_of_a_drawer_train_a_float32_nade():
     nade = NADE(5, 3, np.random.default_rng(1), dtype=np.float32)
     batch = MinibatchDrawer(data, 4, np.random.default_rng(2))()
     assert nade.grad(batch, input_grads=False)[1].dtype == np.float32
+
+
+def test_float32_units_beyond_float32_exp_range_keep_finite_exact_gradients():
+    """Hidden units with -a beyond float32's exp range (88.7; not float64's 709, where the old cap sat): the float32
+    gradients and H v are finite and match float64's, and f'(a) there is the tiny number it should be, not
+    inf * 0 = nan. (The thesis-scale float32 KL run met exactly this at step 8,814.)"""
+    rng, n64, n32 = _pair(3, 6, 4, "logistic")
+    for nade in (n64, n32):
+        nade.c[...] = [-120.0, 95.0, 0.5, -90.0]      # sigma(a) = 0 or 1 to float32 precision, exp(-a) overflows
+    x = (rng.random((5, 6)) < 0.5).astype(np.float64)
+    (q64, p64, x64), (q32, p32, x32) = n64.grad(x), n32.grad(x)
+    assert np.all(np.isfinite(p32)) and np.all(np.isfinite(x32))
+    scale = 64 * EPS32 * (1 + np.abs(n64.params).max()) ** 2 * 6 * 5
+    for got, want in zip((q32, p32, x32), (q64, p64, x64)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=scale)
+    v_p, v_x = rng.normal(size=n64.n_params), rng.normal(size=x.shape)
+    hv64, hv32 = n64.hvp(x, v_p, v_x), n32.hvp(x, v_p.astype(np.float32), v_x.astype(np.float32))
+    for got, want in zip(hv32, hv64):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=0, atol=scale * (1 + np.abs(v_p).max()) * 10)
